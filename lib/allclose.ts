@@ -1,0 +1,130 @@
+/**
+ * `allclose` with a report: compares shapes first, then every element with NumPy's rule
+ * `|a - e| <= atol + rtol · |e|`, and names the worst element when it fails.
+ * @module
+ */
+import type { Jacobian } from './jacobian.js';
+import { type Tensor, contiguous, stridesOf } from './tensor.js';
+
+/** Tolerances: NumPy's defaults (`rtol = 1e-5`, `atol = 1e-8`). */
+export interface AllcloseOptions {
+  rtol?: number;
+  atol?: number;
+}
+
+/** Anything `allclose` compares: a tensor, a Jacobian, a `{shape, data}` object, nested arrays or a number. */
+export type Comparable = Tensor | Jacobian | { shape: readonly number[]; data: ArrayLike<number> } | number | readonly unknown[];
+
+/** The outcome of a comparison, with the worst element when shapes match. */
+export interface AllcloseReport {
+  pass: boolean;
+  shapeActual: number[];
+  shapeExpected: number[];
+  /** Elements outside tolerance. */
+  mismatches: number;
+  /** Elements compared. */
+  size: number;
+  /** The element furthest outside (or nearest to) its tolerance. */
+  worst: { index: number[]; actual: number; expected: number; absError: number; relError: number } | null;
+  /** Largest `|a - e| / |e|` over all elements (0/0 counted as 0). */
+  maxRelError: number;
+  /** Largest `|a - e|` over all elements. */
+  maxAbsError: number;
+}
+
+/** Reads any {@link Comparable} as a flat row-major array and its shape. */
+export function flatten(v: Comparable): { shape: number[]; data: ArrayLike<number> } {
+  if (typeof v === 'number') return { shape: [], data: [v] };
+  if (Array.isArray(v)) {
+    const shape: number[] = [];
+    let cur: unknown = v;
+    while (Array.isArray(cur)) {
+      shape.push(cur.length);
+      cur = cur[0];
+    }
+    return { shape, data: (v as unknown[]).flat(Infinity) as number[] };
+  }
+  const o = v as { toDense?: () => Tensor; stride?: number[]; shape: readonly number[]; data: ArrayLike<number> };
+  if (typeof o.toDense === 'function') return flatten(o.toDense());
+  if (Array.isArray(o.stride)) {
+    const c = contiguous(o as unknown as Tensor);
+    return { shape: c.shape.slice(), data: c.data.subarray(0, c.size) };
+  }
+  if (o && Array.isArray(o.shape) && o.data && typeof o.data.length === 'number') return { shape: o.shape.slice(), data: o.data };
+  throw new TypeError(`allclose: expected a tensor, a Jacobian, {shape, data}, nested arrays or a number, received ${typeof v}`);
+}
+
+/**
+ * Compares two tensors (or Jacobians, or arrays) element by element and reports the worst element.
+ * @example
+ * const r = allcloseReport(dense.jacobianWrtInput(x), expectedJ, { rtol: 1e-10 });
+ * if (!r.pass) console.log(r.worst);
+ */
+export function allcloseReport(actual: Comparable, expected: Comparable, opts: AllcloseOptions = {}): AllcloseReport {
+  const rtol = opts.rtol ?? 1e-5;
+  const atol = opts.atol ?? 1e-8;
+  const a = flatten(actual);
+  const e = flatten(expected);
+  const base = { shapeActual: a.shape, shapeExpected: e.shape, size: e.data.length };
+  if (a.shape.length !== e.shape.length || a.shape.some((d, i) => d !== e.shape[i])) {
+    return { ...base, pass: false, mismatches: Math.max(a.data.length, e.data.length), worst: null, maxRelError: Infinity, maxAbsError: Infinity };
+  }
+  let mismatches = 0;
+  let worstK = -1;
+  let worstScore = -Infinity;
+  let maxRel = 0;
+  let maxAbs = 0;
+  for (let k = 0; k < e.data.length; k++) {
+    const av = a.data[k];
+    const ev = e.data[k];
+    const err = Math.abs(av - ev);
+    const tol = atol + rtol * Math.abs(ev);
+    // NaN in either side is a mismatch unless both are NaN; equal infinities match.
+    const bothNaN = Number.isNaN(av) && Number.isNaN(ev);
+    const ok = bothNaN || av === ev || err <= tol;
+    const score = bothNaN || av === ev ? 0 : Number.isNaN(err) ? Infinity : err / (tol || Number.MIN_VALUE);
+    if (!ok) mismatches++;
+    if (score > worstScore) {
+      worstScore = score;
+      worstK = k;
+    }
+    if (!(av === ev)) {
+      maxAbs = Math.max(maxAbs, Number.isNaN(err) ? Infinity : err);
+      maxRel = Math.max(maxRel, ev === 0 ? (err === 0 ? 0 : Infinity) : err / Math.abs(ev));
+    }
+  }
+  let worst: AllcloseReport['worst'] = null;
+  if (worstK >= 0) {
+    const av = a.data[worstK];
+    const ev = e.data[worstK];
+    const idx: number[] = [];
+    let r = worstK;
+    for (const s of stridesOf(e.shape)) {
+      idx.push(Math.floor(r / s));
+      r %= s;
+    }
+    const absError = Math.abs(av - ev);
+    worst = { index: idx, actual: av, expected: ev, absError, relError: ev === 0 ? (absError === 0 ? 0 : Infinity) : absError / Math.abs(ev) };
+  }
+  return { ...base, pass: mismatches === 0, mismatches, worst, maxRelError: maxRel, maxAbsError: maxAbs };
+}
+
+/** True when every element is within tolerance and the shapes match. */
+export function allclose(actual: Comparable, expected: Comparable, opts: AllcloseOptions = {}): boolean {
+  return allcloseReport(actual, expected, opts).pass;
+}
+
+/** The failure text: shapes first, then the worst element with both values and both errors. */
+export function describeReport(r: AllcloseReport, opts: AllcloseOptions = {}): string {
+  const rtol = opts.rtol ?? 1e-5;
+  const atol = opts.atol ?? 1e-8;
+  if (r.worst === null && r.mismatches > 0) {
+    return `expected shape [${r.shapeExpected.join(', ')}], received shape [${r.shapeActual.join(', ')}]`;
+  }
+  const w = r.worst;
+  if (!w) return 'no elements';
+  return (
+    `${r.mismatches} of ${r.size} elements differ beyond rtol=${rtol}, atol=${atol}; worst at [${w.index.join(', ')}]: ` +
+    `actual ${w.actual}, expected ${w.expected}, abs error ${w.absError.toExponential(3)}, rel error ${w.relError.toExponential(3)}`
+  );
+}

@@ -1,0 +1,43 @@
+/**
+ * A chai plugin: `expect(actual).to.be.allclose(expected, { rtol, atol })` for tensors, Jacobians,
+ * `{shape, data}` objects, nested arrays and numbers. On failure it names the worst element, both
+ * values and both errors; the shape is checked first.
+ *
+ * @example
+ * import * as chai from 'chai';
+ * import { chaiAllclose } from 'jacobian-chain/chai';
+ * chai.use(chaiAllclose);
+ * chai.expect(layer.jacobianWrtInput(x)).to.be.allclose(expectedJ, { rtol: 1e-10 });
+ * @module
+ */
+import { type AllcloseOptions, type Comparable, allcloseReport, describeReport } from './allclose.js';
+
+export type { AllcloseOptions, AllcloseReport, Comparable } from './allclose.js';
+export { allclose, allcloseReport } from './allclose.js';
+
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace
+  namespace Chai {
+    interface Assertion {
+      /** Asserts element-wise closeness, `|a - e| <= atol + rtol·|e|`, after checking shapes. */
+      allclose(expected: unknown, opts?: { rtol?: number; atol?: number }): Assertion;
+    }
+  }
+}
+
+/** Minimal view of the chai object the plugin needs (so that this module does not import chai). */
+interface ChaiLike {
+  Assertion: { addMethod(name: string, fn: (this: { _obj: unknown; assert: (...a: unknown[]) => void }, ...args: unknown[]) => void): void };
+}
+
+/** The plugin: pass it to `chai.use`. */
+export function chaiAllclose(chai: ChaiLike): void {
+  chai.Assertion.addMethod('allclose', function (this: { _obj: unknown; assert: (...a: unknown[]) => void }, ...args: unknown[]) {
+    const [expected, opts = {}] = args as [Comparable, AllcloseOptions];
+    const report = allcloseReport(this._obj as Comparable, expected, opts);
+    const detail = describeReport(report, opts);
+    this.assert(report.pass, `expected values to be allclose: ${detail}`, `expected values not to be allclose, but they are (max rel error ${report.maxRelError.toExponential(3)})`, expected, this._obj);
+  });
+}
+
+export default chaiAllclose;

@@ -1,0 +1,173 @@
+/**
+ * Dense: `y = act(x W + b)` with a kernel `W` of shape `[in, out]` (Keras' layout) and a bias `[out]`.
+ * @module
+ */
+import { type ActivationName, activationForward, activationJvp, activationName, activationVjp } from '../activations.js';
+import { ConfigError, fmtValue } from '../errors.js';
+import { type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKeys } from './layer.js';
+
+/** Keras config of {@link Dense}. */
+export interface DenseConfig {
+  units: number;
+  activation?: ActivationName | null;
+  use_bias?: boolean;
+}
+
+/** What Dense's forward pass saves for its derivatives: the input (for `dW = xᵀ dz`) and the output (for the activation rule). */
+export interface DenseSaved {
+  /** The input, `[B, in]`, contiguous. */
+  x: Tensor;
+  /** The output after the activation, `[B, out]`. */
+  y: Tensor;
+}
+
+/**
+ * A fully connected layer on `[B, in]` inputs (Flatten first for images).
+ * @example
+ * const dense = new Dense({ units: 4, activation: 'relu' }).build([8]);
+ * const { y } = dense.forward(x); // x: [B, 8] → y: [B, 4]
+ */
+export class Dense extends Layer<DenseSaved> {
+  readonly className = 'Dense';
+  readonly units: number;
+  readonly activation: ActivationName;
+  readonly useBias: boolean;
+
+  constructor(config: DenseConfig, name?: string) {
+    super(name);
+    checkKeys(config as unknown as Record<string, unknown>, ['units', 'activation', 'use_bias', ...BASE_KEYS], 'Dense');
+    if (!Number.isInteger(config.units) || config.units <= 0) {
+      throw new ConfigError(`Dense: expected units to be a positive integer, received ${fmtValue(config.units)}`);
+    }
+    if (config.use_bias !== undefined && typeof config.use_bias !== 'boolean') {
+      throw new ConfigError(`Dense: expected use_bias to be a boolean, received ${fmtValue(config.use_bias)}`);
+    }
+    this.units = config.units;
+    this.activation = activationName(config.activation, 'Dense');
+    this.useBias = config.use_bias ?? true;
+  }
+
+  computeOutputShape(inputShape: readonly number[]): number[] {
+    if (inputShape.length !== 1) {
+      throw new ConfigError(`${this.describe()}: expected a per-sample input of rank 1 ([in]; put a Flatten before it), received [${inputShape.join(', ')}]`);
+    }
+    return [this.units];
+  }
+
+  protected override paramShapes(inputShape: readonly number[]) {
+    const nIn = inputShape[0];
+    const shapes = [{ name: 'kernel', shape: [nIn, this.units], fanIn: nIn, fanOut: this.units }];
+    if (this.useBias) shapes.push({ name: 'bias', shape: [this.units], fanIn: nIn, fanOut: this.units });
+    return shapes;
+  }
+
+  getConfig(): Record<string, unknown> {
+    return { units: this.units, activation: this.activation, use_bias: this.useBias };
+  }
+
+  /** Primal pass. Saves `x` and `y`. */
+  forward(x: Tensor): Forward<DenseSaved> {
+    this.checkInput(x);
+    const xc = contiguous(x);
+    const [B, nIn] = xc.shape;
+    const nOut = this.units;
+    const W = contiguous(this.params[0].value).data;
+    const y = zeros([B, nOut], dtypeOf(x));
+    const yd = y.data;
+    const xd = xc.data;
+    for (let b = 0; b < B; b++) {
+      const yo = b * nOut;
+      if (this.useBias) yd.set(contiguous(this.params[1].value).data, yo);
+      for (let i = 0; i < nIn; i++) {
+        const xi = xd[b * nIn + i];
+        if (xi === 0) continue;
+        const wo = i * nOut;
+        for (let o = 0; o < nOut; o++) yd[yo + o] += xi * W[wo + o];
+      }
+    }
+    activationForward(this.activation, yd, yd, y.size, nOut);
+    return { y, saved: { x: xc, y } };
+  }
+
+  /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents. */
+  jvp(saved: DenseSaved, { dx, dParams, T }: Tangents): Tensor {
+    const { x, y } = saved;
+    const [B, nIn] = x.shape;
+    const nOut = this.units;
+    const dz = zeros([B, nOut, T], dtypeOf(x));
+    const d = dz.data;
+    if (dx) {
+      assertShape(dx, [B, nIn, T], `${this.describe()} jvp dx`);
+      const W = contiguous(this.params[0].value).data;
+      const dxd = contiguous(dx).data;
+      for (let b = 0; b < B; b++) {
+        for (let i = 0; i < nIn; i++) {
+          const src = (b * nIn + i) * T;
+          for (let o = 0; o < nOut; o++) {
+            const w = W[i * nOut + o];
+            if (w === 0) continue;
+            const dst = (b * nOut + o) * T;
+            for (let t = 0; t < T; t++) d[dst + t] += w * dxd[src + t];
+          }
+        }
+      }
+    }
+    const dW = dParams?.[0];
+    if (dW) {
+      const dWd = contiguous(dW).data;
+      const xd = x.data;
+      for (let b = 0; b < B; b++) {
+        for (let i = 0; i < nIn; i++) {
+          const xi = xd[b * nIn + i];
+          if (xi === 0) continue;
+          for (let o = 0; o < nOut; o++) {
+            const src = (i * nOut + o) * T;
+            const dst = (b * nOut + o) * T;
+            for (let t = 0; t < T; t++) d[dst + t] += xi * dWd[src + t];
+          }
+        }
+      }
+    }
+    const db = this.useBias ? dParams?.[1] : null;
+    if (db) {
+      const dbd = contiguous(db).data;
+      for (let b = 0; b < B; b++) for (let k = 0; k < nOut * T; k++) d[b * nOut * T + k] += dbd[k];
+    }
+    activationJvp(this.activation, y.data, d, B * nOut, T, nOut);
+    return dz;
+  }
+
+  /** VJP rule: `dz = act'ᵀ dy`, then `dx = dz Wᵀ`, `dW = xᵀ dz`, `db = Σ_b dz`. */
+  vjp(saved: DenseSaved, dy: Tensor): Cotangents {
+    const { x, y } = saved;
+    const [B, nIn] = x.shape;
+    const nOut = this.units;
+    this.checkCotangent(dy, B);
+    const dz = new (y.data.constructor as Float64ArrayConstructor)(B * nOut);
+    activationVjp(this.activation, y.data, contiguous(dy).data, dz, B * nOut, nOut);
+    const W = contiguous(this.params[0].value).data;
+    const dx = zeros([B, nIn], dtypeOf(x));
+    const dW = zeros([nIn, nOut], dtypeOf(x));
+    const xd = x.data;
+    for (let b = 0; b < B; b++) {
+      for (let i = 0; i < nIn; i++) {
+        let s = 0;
+        const xi = xd[b * nIn + i];
+        for (let o = 0; o < nOut; o++) {
+          const g = dz[b * nOut + o];
+          s += g * W[i * nOut + o];
+          dW.data[i * nOut + o] += xi * g;
+        }
+        dx.data[b * nIn + i] = s;
+      }
+    }
+    const dParams = [dW];
+    if (this.useBias) {
+      const db = zeros([nOut], dtypeOf(x));
+      for (let b = 0; b < B; b++) for (let o = 0; o < nOut; o++) db.data[o] += dz[b * nOut + o];
+      dParams.push(db);
+    }
+    return { dx, dParams };
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * The one helper every derivative rule is checked through, four ways:
+ * 1. central finite differences along a random direction (input and each parameter);
+ * 2. the adjoint identity ⟨u, J v⟩ = ⟨uᵀJ, v⟩ (the JVP and the VJP are transposes);
+ * 3. the dual-number Jacobian equal to the Jacobian stacked from VJPs of basis cotangents;
+ * 4. an exact case, supplied by each spec (Dense: ∂y/∂x = W).
+ */
+import type { Differentiable, ForwardOptions } from '../../lib/layers/layer.js';
+import { jacobianWrtInput, jacobianWrtInputByVjp, jacobianWrtWeights, jacobianWrtWeightsByVjp, jvpAlong } from '../../lib/jacobian.js';
+import { Rng } from '../../lib/rng.js';
+import { type Tensor, axpy, copy, dot, randomNormal } from '../../lib/tensor.js';
+import { expect } from './setup.js';
+
+export interface CheckOptions {
+  /** Seed of the random directions. */
+  seed?: number;
+  /** Fresh forward options per call (same Dropout mask each time: give a new Rng with one seed). */
+  forwardOptions?: () => ForwardOptions;
+  /** Tolerance of the finite-difference check (truncation error is O(h²)). */
+  fdRtol?: number;
+  /** Step of the finite differences. */
+  h?: number;
+  /** Skip the input derivative (e.g. for a non-differentiable input). */
+  skipInput?: boolean;
+}
+
+/** Runs checks 1–3 on `f` at `x`; check 4 is each spec's own. Returns the dual-number Jacobians. */
+export function checkDerivatives<S>(f: Differentiable<S>, x: Tensor, opts: CheckOptions = {}) {
+  const rng = new Rng(opts.seed ?? 1234);
+  const fo = opts.forwardOptions ?? (() => ({}));
+  const h = opts.h ?? 1e-6;
+  const fdRtol = opts.fdRtol ?? 1e-6;
+  const params = f.params;
+  const v = randomNormal(x.shape, rng);
+  const dTheta = params.map((p) => randomNormal(p.value.shape, rng));
+  const { y } = f.forward(x, fo());
+  const u = randomNormal(y.shape, rng);
+
+  // 1. Central finite differences along v (input) and along dθ (all parameters at once).
+  if (!opts.skipInput) {
+    const xp = axpy(copy(x), h, v);
+    const xm = axpy(copy(x), -h, v);
+    const fd = axpy(copy(f.forward(xp, fo()).y), -1, f.forward(xm, fo()).y);
+    fd.data.forEach((_, i) => (fd.data[i] /= 2 * h));
+    const { jv } = jvpAlong(f, x, v, null, fo());
+    expect(jv, 'JVP w.r.t. input vs central finite differences').to.be.allclose(fd, { rtol: fdRtol, atol: fdRtol });
+  }
+  if (params.length > 0) {
+    const saved = params.map((p) => p.value);
+    const shift = (s: number) => params.forEach((p, k) => (p.value = axpy(copy(saved[k]), s * h, dTheta[k])));
+    shift(1);
+    const yp = f.forward(x, fo()).y;
+    shift(-1);
+    const ym = f.forward(x, fo()).y;
+    params.forEach((p, k) => (p.value = saved[k]));
+    const fd = axpy(copy(yp), -1, ym);
+    fd.data.forEach((_, i) => (fd.data[i] /= 2 * h));
+    const { jv } = jvpAlong(f, x, null, dTheta, fo());
+    expect(jv, 'JVP w.r.t. parameters vs central finite differences').to.be.allclose(fd, { rtol: fdRtol, atol: fdRtol });
+  }
+
+  // 2. Adjoint identity: ⟨u, J v⟩ = ⟨uᵀJ, v⟩, for the input and for the parameters.
+  const fwd = f.forward(x, fo());
+  const ct = f.vjp(fwd.saved, u);
+  if (!opts.skipInput) {
+    const lhs = dot(u, jvpAlong(f, x, v, null, fo()).jv);
+    const rhs = dot(ct.dx, v);
+    expect(lhs, 'adjoint identity w.r.t. input').to.be.allclose(rhs, { rtol: 1e-12, atol: 1e-12 });
+  }
+  if (params.length > 0) {
+    const lhs = dot(u, jvpAlong(f, x, null, dTheta, fo()).jv);
+    const rhs = ct.dParams.reduce((s, g, k) => s + dot(g, dTheta[k]), 0);
+    expect(lhs, 'adjoint identity w.r.t. parameters').to.be.allclose(rhs, { rtol: 1e-12, atol: 1e-12 });
+  }
+
+  // 3. Dual-number Jacobians equal the Jacobians stacked from VJPs of basis cotangents.
+  const Jx = opts.skipInput ? null : jacobianWrtInput(f, x, fo());
+  if (Jx) expect(Jx, 'dual-number Jacobian vs stacked VJPs (input)').to.be.allclose(jacobianWrtInputByVjp(f, x, fo()), { rtol: 1e-12, atol: 1e-14 });
+  const Jw = jacobianWrtWeights(f, x, fo());
+  const JwRev = jacobianWrtWeightsByVjp(f, x, fo());
+  Jw.forEach((J, k) => expect(J, `dual-number Jacobian vs stacked VJPs (${params[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
+  return { Jx, Jw, y };
+}
