@@ -79,10 +79,11 @@ export function allcloseReport(actual: Comparable, expected: Comparable, opts: A
     const ev = e.data[k];
     const err = Math.abs(av - ev);
     const tol = atol + rtol * Math.abs(ev);
-    // NaN in either side is a mismatch unless both are NaN; equal infinities match.
+    // NaN in either side is a mismatch unless both are NaN; equal infinities match. An infinite
+    // expected value makes tol infinite, so only an equal infinity may match it (as NumPy).
     const bothNaN = Number.isNaN(av) && Number.isNaN(ev);
-    const ok = bothNaN || av === ev || err <= tol;
-    const score = bothNaN || av === ev ? 0 : Number.isNaN(err) ? Infinity : err / (tol || Number.MIN_VALUE);
+    const ok = bothNaN || av === ev || (err <= tol && Number.isFinite(ev));
+    const score = bothNaN || av === ev ? 0 : Number.isNaN(err) || !Number.isFinite(ev) ? Infinity : err / (tol || Number.MIN_VALUE);
     if (!ok) mismatches++;
     if (score > worstScore) {
       worstScore = score;

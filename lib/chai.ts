@@ -27,7 +27,9 @@ declare global {
 
 /** Minimal view of the chai object the plugin needs (so that this module does not import chai). */
 interface ChaiLike {
-  Assertion: { addMethod(name: string, fn: (this: { _obj: unknown; assert: (...a: unknown[]) => void }, ...args: unknown[]) => void): void };
+  // `any` because chai types `this` as its own AssertionStatic, which this module does not import.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  Assertion: { addMethod(name: string, fn: (this: any, ...args: any[]) => void): void };
 }
 
 /** The plugin: pass it to `chai.use`. */

@@ -1,0 +1,329 @@
+/**
+ * The chain rule between stages, three ways, each one visible loop over the stages, last to first:
+ * - {@link referenceGradients}: one tape over the whole model (the seed's reference);
+ * - {@link jacobianChain}: a tape per stage; each stage's Jacobians (w.r.t. its input and its
+ *   weights) are materialized and contracted with the upstream gradient by the seed's helpers;
+ * - {@link vjpChain}: a stage per {@link StageRunner}; each stage's reverse pass is fed the next
+ *   stage's input gradient as its output gradient (cotangent). Nothing larger than an activation
+ *   crosses a stage boundary, and stages exchange only plain `{shape, dtype, data}` messages, so a
+ *   runner may live in a worker or another process.
+ *
+ * All three return dLoss/dWeights for every layer and dLoss/dOut at every stage boundary.
+ * @module
+ */
+import { ConfigError, fmtShape } from './errors.js';
+import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
+import type { JacobianOptions } from './jacobian.js';
+import { type Loss, lossByName } from './losses.js';
+import { Sequential, type SequentialForwardOptions } from './sequential.js';
+import { GradientTape } from './tape.js';
+import { type DType, type Tensor, bytesOf, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
+
+/** Options shared by the three ways. */
+export interface ChainOptions {
+  /** Training mode (Dropout draws masks). Default false. */
+  training?: boolean;
+  /**
+   * Seed of the per-layer generators (see {@link SequentialForwardOptions}): the three ways draw
+   * identical Dropout masks because a mask depends only on (seed, global layer index). Default 0.
+   */
+  seed?: number;
+  /** Options of the Jacobian builders (block width, memory budget, progress). */
+  jacobian?: JacobianOptions;
+}
+
+/** One materialized Jacobian, for the memory table. */
+export interface JacobianRecord {
+  /** `dOut/dIn` or `dOut/d conv2d.kernel`. */
+  label: string;
+  shape: number[];
+  bytes: number;
+}
+
+/** What one stage held, per way. */
+export interface StageMemory {
+  stage: number;
+  name: string;
+  /** Bytes of the residuals the stage's tape saved (inputs, outputs, masks...), each buffer once. */
+  residualBytes: number;
+  /** Explicit way: every Jacobian materialized. Empty for the other ways. */
+  jacobians: JacobianRecord[];
+  /** VJP way: bytes of the cotangents crossing the stage (dy in, dx out). 0 for the other ways. */
+  cotangentBytes: number;
+  /** Bytes of the stage's parameter gradients (the same for every way). */
+  gradientBytes: number;
+}
+
+/** What each way returns. */
+export interface ChainResult {
+  method: 'reference' | 'jacobian' | 'vjp';
+  /** The loss of the whole model on the batch. */
+  loss: number;
+  /** `dLoss_dWeights[i][k]`: gradient w.r.t. parameter `k` of model layer `i` (layers of all stages, in order). */
+  dLoss_dWeights: Tensor[][];
+  /** `dLoss_dOut[s]`: the upstream gradient arriving at stage `s`'s output (the last is dLoss/dY). */
+  dLoss_dOut: Tensor[];
+  /** `stageOutputs[s]`: the output of stage `s`. */
+  stageOutputs: Tensor[];
+  /** Per stage: what it held. */
+  memory: StageMemory[];
+}
+
+function resolveLoss(loss: Loss | string): Loss {
+  return typeof loss === 'string' ? lossByName(loss) : loss;
+}
+
+function checkStages(stages: readonly Sequential[], what: string): void {
+  if (!Array.isArray(stages) || stages.length === 0) throw new ConfigError(`${what}: expected at least one stage, received ${Array.isArray(stages) ? 'none' : typeof stages}`);
+  stages.forEach((st, s) => {
+    if (!(st instanceof Sequential)) throw new ConfigError(`${what}: expected stage ${s} to be a Sequential, received ${typeof st}`);
+    if (s > 0) {
+      const prev = stages[s - 1].outputShape;
+      if (prev.length !== st.inputShape.length || prev.some((d: number, i: number) => d !== st.inputShape[i])) {
+        throw new ConfigError(`${what}: stage ${s} (${st.name}) expects input ${fmtShape(st.inputShape)}, but stage ${s - 1} (${stages[s - 1].name}) outputs ${fmtShape(prev)}`);
+      }
+    }
+  });
+}
+
+/** Flat per-stage parameter gradients regrouped per layer: `[[kernel, bias], [], …]`. */
+function perLayer(stage: Sequential, flat: readonly Tensor[]): Tensor[][] {
+  let k = 0;
+  return stage.layers.map((l) => flat.slice(k, (k += l.params.length)));
+}
+
+function forwardOptions(opts: ChainOptions): SequentialForwardOptions {
+  return { training: opts.training ?? false, seed: opts.seed ?? 0 };
+}
+
+/**
+ * The reference: one tape over the whole model (the stages joined), asked, stage by stage, for
+ * dLoss/dOut at the stage's output and dLoss/dWeights of its layers. The seed's
+ * `tape.gradient(loss, layer_n.trainable_weights)` on one persistent tape.
+ * @example
+ * const ref = referenceGradients(model.split([1, 2]), x, y, 'mse');
+ * ref.dLoss_dWeights[3][0]; // the Dense kernel's gradient, [384, 1]
+ */
+export function referenceGradients(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): ChainResult {
+  checkStages(stages, 'referenceGradients');
+  const model = Sequential.concat(stages);
+  const tape = new GradientTape(model);
+  tape.forward(x, forwardOptions(opts));
+  const lossT = tape.loss(resolveLoss(loss), yTrue);
+  const S = stages.length;
+  const dLoss_dWeights: Tensor[][][] = new Array(S);
+  const dLoss_dOut: Tensor[] = new Array(S);
+  const stageOutputs: Tensor[] = new Array(S);
+  const memory: StageMemory[] = new Array(S);
+  let end = model.layers.length;
+  // The chain rule is the tape's: each question is one reverse sweep from the loss.
+  for (let s = S - 1; s >= 0; s--) {
+    const stage = stages[s];
+    const out_s = tape.activations[end];
+    const [dLoss_dOut_s, ...dLoss_dW] = tape.gradient(lossT, [out_s, ...stage.params]);
+    dLoss_dOut[s] = dLoss_dOut_s;
+    dLoss_dWeights[s] = perLayer(stage, dLoss_dW);
+    stageOutputs[s] = out_s;
+    const start = end - stage.layers.length;
+    memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(start, end), jacobians: [], cotangentBytes: 0, gradientBytes: sumBytes(dLoss_dW) };
+    end = start;
+  }
+  return { method: 'reference', loss: tape.lossValue, dLoss_dWeights: dLoss_dWeights.flat(), dLoss_dOut, stageOutputs, memory };
+}
+
+/**
+ * Runs the stages forward, each under its own tape (TensorFlow's nested `with GradientTape()`
+ * blocks): returns the tapes, the last one holding the recorded loss.
+ */
+export function recordStages(stages: readonly Sequential[], x: Tensor, opts: ChainOptions = {}): GradientTape[] {
+  const tapes: GradientTape[] = [];
+  let h = x;
+  for (const stage of stages) {
+    const tape = new GradientTape(stage);
+    h = tape.forward(h, forwardOptions(opts));
+    tapes.push(tape);
+  }
+  return tapes;
+}
+
+/**
+ * The explicit-Jacobian chain (the seed's method): a tape per stage; from the last stage to the
+ * first, materialize the stage's Jacobian w.r.t. each weight (`[B, ...out, ...param]`) and w.r.t.
+ * its input (`[B, ...out, ...in]`), and contract them with the upstream gradient:
+ * `dLoss/dW = Σ_{b,out} J_W · dLoss/dOut`, `dLoss/dIn = Σ_out J_in · dLoss/dOut`, which is the
+ * upstream gradient of the stage before.
+ * @example
+ * const res = jacobianChain(model.split([1, 2]), x, y, 'mse');
+ * res.memory[0].jacobians; // [{ label: 'dOut/d conv2d.kernel', shape: [3, 9, 9, 6, 2, 2, 1, 6], bytes: 93312 }, …]
+ */
+export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): ChainResult {
+  checkStages(stages, 'jacobianChain');
+  const tapes = recordStages(stages, x, opts);
+  const S = stages.length;
+  const last = tapes[S - 1];
+  const lossT = last.loss(resolveLoss(loss), yTrue);
+  const dLoss_dWeights: Tensor[][][] = new Array(S);
+  const dLoss_dOut: Tensor[] = new Array(S);
+  const memory: StageMemory[] = new Array(S);
+  let dLoss_dOutUpstream = last.gradient(lossT, last.output); // dLoss/dY
+  for (let s = S - 1; s >= 0; s--) {
+    const stage = stages[s];
+    const tape = tapes[s];
+    const dOut_dWeights = tape.jacobian(tape.output, stage.params, opts.jacobian);
+    const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOutUpstream));
+    const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, k)}`, shape: J.shape.slice(), bytes: J.bytes }));
+    dLoss_dOut[s] = dLoss_dOutUpstream;
+    dLoss_dWeights[s] = perLayer(stage, dLoss_dW);
+    if (s > 0) {
+      const dOut_dIn = tape.batchJacobian(tape.output, tape.input, opts.jacobian);
+      jacobians.unshift({ label: 'dOut/dIn', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes });
+      dLoss_dOutUpstream = upstreamGradientLossOut(dOut_dIn, dLoss_dOutUpstream);
+    }
+    memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dLoss_dW) };
+  }
+  return { method: 'jacobian', loss: last.lossValue, dLoss_dWeights: dLoss_dWeights.flat(), dLoss_dOut, stageOutputs: tapes.map((t) => t.output), memory };
+}
+
+/** `conv2d.kernel`: the layer and parameter that flat parameter `k` of a stage is. */
+function ownerName(stage: Sequential, k: number): string {
+  const { layer, param } = stage.paramOwners[k];
+  const l = stage.layers[layer];
+  return `${l.name}.${l.params[param].name}`;
+}
+
+function sumBytes(ts: readonly Tensor[]): number {
+  return ts.reduce((s, t) => s + bytesOf(t), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stage boundary of the VJP way: plain messages, and a runner per stage.
+
+/** A tensor as it crosses a stage boundary: plain data (structured-clone and postMessage safe). */
+export interface TensorMessage {
+  shape: number[];
+  dtype: DType;
+  data: Float64Array | Float32Array;
+}
+
+/** A row-major copy of `t` as a message (the copy is what a real boundary would transfer). */
+export function toMessage(t: Tensor): TensorMessage {
+  const c = contiguous(t);
+  return { shape: t.shape.slice(), dtype: dtypeOf(t), data: c.data.slice(c.offset, c.offset + c.size) };
+}
+
+/** A tensor over a message's data, checking that its shape, dtype and length agree. */
+export function fromMessage(m: TensorMessage, what = 'message'): Tensor {
+  if (!m || !Array.isArray(m.shape) || !(m.data instanceof Float64Array || m.data instanceof Float32Array)) {
+    throw new ConfigError(`${what}: expected {shape: number[], dtype, data: Float64Array | Float32Array}, received ${m === null || typeof m !== 'object' ? String(m) : `keys ${Object.keys(m).join(', ')}`}`);
+  }
+  const dtype: DType = m.data instanceof Float32Array ? 'float32' : 'float64';
+  if (m.dtype !== dtype) throw new ConfigError(`${what}: dtype says ${m.dtype} but data is ${dtype}`);
+  if (sizeOf(m.shape) !== m.data.length) throw new ConfigError(`${what}: shape ${fmtShape(m.shape)} needs ${sizeOf(m.shape)} values, received ${m.data.length}`);
+  return tensor(m.data, m.shape, dtype);
+}
+
+/**
+ * One stage behind a boundary that only activations and cotangents cross. `forward` records a
+ * pass and returns the activation; `backward` takes the output's cotangent and returns the input's,
+ * keeping the weight gradients where the weights live. Async, so that a runner may be a worker.
+ */
+export interface StageRunner {
+  readonly name: string;
+  /** Records a forward pass on the activation `x` (`[B, ...in]`); returns the output `[B, ...out]`. */
+  forward(x: TensorMessage): Promise<TensorMessage>;
+  /** The VJP of the recorded pass: `dy` (`[B, ...out]`) in, `dx` (`[B, ...in]`) out; weight gradients kept locally. */
+  backward(dy: TensorMessage): Promise<TensorMessage>;
+  /** The weight gradients of the last backward, per layer per parameter. */
+  gradients(): Promise<TensorMessage[][]>;
+  /** Bytes the stage held: the tape's residuals, the cotangents in and out, the weight gradients. */
+  memory(): Promise<{ residualBytes: number; cotangentBytes: number; gradientBytes: number }>;
+}
+
+/**
+ * A {@link StageRunner} in this process: a stage and its own {@link GradientTape}; `backward` is
+ * `tape.gradient(output, [input, ...params], { outputGradients: dy })`.
+ * @example
+ * const runner = new LocalStageRunner(model_1, { training: true, seed: 7 });
+ * const y = await runner.forward(toMessage(h));
+ * const dh = await runner.backward(toMessage(dLoss_dY)); // dLoss/dh, fed to model_0's runner
+ */
+export class LocalStageRunner implements StageRunner {
+  private tape: GradientTape | null = null;
+  private grads: Tensor[][] | null = null;
+  private cotangentBytes = 0;
+
+  constructor(
+    readonly stage: Sequential,
+    private readonly opts: ChainOptions = {},
+  ) {}
+
+  get name(): string {
+    return this.stage.name;
+  }
+
+  async forward(x: TensorMessage): Promise<TensorMessage> {
+    this.tape = new GradientTape(this.stage);
+    this.grads = null;
+    return toMessage(this.tape.forward(fromMessage(x, `${this.name} forward x`), forwardOptions(this.opts)));
+  }
+
+  async backward(dy: TensorMessage): Promise<TensorMessage> {
+    if (!this.tape) throw new ConfigError(`stage runner "${this.name}": backward before forward; run forward(x) first`);
+    const t = this.tape;
+    const dyT = fromMessage(dy, `${this.name} backward dy`);
+    const [dx, ...dW] = t.gradient(t.output, [t.input, ...this.stage.params], { outputGradients: dyT });
+    this.grads = perLayer(this.stage, dW);
+    this.cotangentBytes = bytesOf(dyT) + bytesOf(dx);
+    return toMessage(dx);
+  }
+
+  async gradients(): Promise<TensorMessage[][]> {
+    if (!this.grads) throw new ConfigError(`stage runner "${this.name}": no gradients yet; run forward(x) then backward(dy)`);
+    return this.grads.map((l) => l.map(toMessage));
+  }
+
+  async memory(): Promise<{ residualBytes: number; cotangentBytes: number; gradientBytes: number }> {
+    return { residualBytes: this.tape?.residualBytes() ?? 0, cotangentBytes: this.cotangentBytes, gradientBytes: sumBytes(this.grads?.flat() ?? []) };
+  }
+}
+
+/**
+ * The VJP chain: from the last stage to the first, each stage's reverse pass gets the next
+ * stage's input gradient as its output gradient. Only activations (forward) and cotangents
+ * (backward) cross the boundaries, as messages; the loss is computed where the labels are.
+ * Async because a runner may live in a worker.
+ * @param stages the stages, or runners already wrapping them (for remote stages).
+ * @example
+ * const res = await vjpChain(model.split([1, 2]), x, y, 'mse');
+ * res.dLoss_dOut[1]; // dLoss/dOut1, [3, 8, 8, 6]: what stage 2 sent back to stage 1
+ */
+export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): Promise<ChainResult> {
+  const runners = stages.map((st) => (st instanceof Sequential ? new LocalStageRunner(st, opts) : st));
+  if (stages.every((st) => st instanceof Sequential)) checkStages(stages as Sequential[], 'vjpChain');
+  const lossFn = resolveLoss(loss);
+  const S = runners.length;
+  const stageOutputs: Tensor[] = [];
+  let h = toMessage(x);
+  for (const runner of runners) {
+    h = await runner.forward(h);
+    stageOutputs.push(fromMessage(h, `${runner.name} output`));
+  }
+  const yPred = stageOutputs[S - 1];
+  const lossValue = lossFn.value(yTrue, yPred);
+  const dLoss_dOut: Tensor[] = new Array(S);
+  let dy = toMessage(lossFn.gradient(yTrue, yPred)); // dLoss/dY
+  for (let s = S - 1; s >= 0; s--) {
+    dLoss_dOut[s] = fromMessage(dy, `dLoss/dOut${s}`);
+    dy = await runners[s].backward(dy); // dLoss/dIn of stage s = dLoss/dOut of stage s-1
+  }
+  const grads = await Promise.all(runners.map((r) => r.gradients()));
+  const mem = await Promise.all(runners.map((r) => r.memory()));
+  return {
+    method: 'vjp',
+    loss: lossValue,
+    dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => fromMessage(m, 'gradient')))),
+    dLoss_dOut,
+    stageOutputs,
+    memory: mem.map((m, s) => ({ stage: s, name: runners[s].name, jacobians: [], ...m })),
+  };
+}

@@ -1,0 +1,160 @@
+/**
+ * Dropout: the identity in inference; in training, inverted dropout `y = x ⊙ m` with a mask `m`
+ * that keeps each element with probability `1 - rate` and scales it by `1 / (1 - rate)`.
+ *
+ * The mask is drawn once per forward pass and saved, so the pass's JVP and VJP differentiate the
+ * very function that forward computed: `∂y/∂x = diag(m)`.
+ * @module
+ */
+import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
+import { Rng } from '../rng.js';
+import { type Tensor, assertShape, contiguous, dtypeOf, stridesOf, zeros } from '../tensor.js';
+import { BASE_KEYS, type Cotangents, type Forward, type ForwardOptions, Layer, type Tangents, checkKeys } from './layer.js';
+
+/** Keras config of {@link Dropout}. */
+export interface DropoutConfig {
+  /** Fraction of elements dropped in training, in `[0, 1)`. */
+  rate: number;
+  /**
+   * Shape of the mask, batch axis included (`null` entries take the input's extent); an extent of
+   * 1 shares one mask value along that axis, as Keras' `noise_shape`. Default: the input's shape.
+   */
+  noise_shape?: (number | null)[] | null;
+  /** Seed of the layer's own generator, used when a training pass is given no `rng`. */
+  seed?: number | null;
+}
+
+/** What Dropout's forward pass saves: the mask of this pass (null in inference), and the input shape. */
+export interface DropoutSaved {
+  /** `[B, ...in]`: 0 or `1 / (1 - rate)` per element in training; null in inference (identity). */
+  mask: Tensor | null;
+  /** The input shape `[B, ...in]` of this pass, to shape a zero tangent. */
+  inputShape: number[];
+}
+
+/**
+ * Inverted dropout; an identity at inference.
+ * @example
+ * const drop = new Dropout({ rate: 0.5 }).build([4]);
+ * const x = tensor([1, 2, 3, 4], [1, 4]);
+ * drop.forward(x).y; // x itself (inference)
+ * drop.forward(x, { training: true, rng: new Rng(7) }).y; // each element 0 or doubled
+ */
+export class Dropout extends Layer<DropoutSaved> {
+  readonly className = 'Dropout';
+  readonly rate: number;
+  readonly noiseShape: (number | null)[] | null;
+  readonly seed: number | null;
+  /** The fallback generator; advances with every training pass, so each pass draws a fresh mask. */
+  private readonly rng: Rng;
+
+  constructor(config: DropoutConfig, name?: string) {
+    super(name);
+    checkKeys(config as unknown as Record<string, unknown>, ['rate', 'noise_shape', 'seed', ...BASE_KEYS], 'Dropout');
+    const { rate, noise_shape, seed } = config;
+    if (typeof rate !== 'number' || !(rate >= 0 && rate < 1)) {
+      throw new ConfigError(`Dropout: expected rate to be a number in [0, 1), received ${typeof rate === 'number' ? String(rate) : fmtValue(rate)}`);
+    }
+    if (noise_shape !== undefined && noise_shape !== null) {
+      if (!Array.isArray(noise_shape) || noise_shape.some((d) => d !== null && !(Number.isInteger(d) && d > 0))) {
+        throw new ConfigError(`Dropout: expected noise_shape to be an array of positive integers or nulls, received ${fmtValue(noise_shape)}`);
+      }
+    }
+    if (seed !== undefined && seed !== null && !Number.isInteger(seed)) {
+      throw new ConfigError(`Dropout: expected seed to be an integer, received ${fmtValue(seed)}`);
+    }
+    this.rate = rate;
+    this.noiseShape = noise_shape ?? null;
+    this.seed = seed ?? null;
+    this.rng = new Rng(seed ?? 0);
+  }
+
+  computeOutputShape(inputShape: readonly number[]): number[] {
+    // The batch extent is only known per pass: check the other axes now, all of them in forward.
+    if (this.noiseShape) this.resolveNoiseShape([this.noiseShape[0] ?? 1, ...inputShape]);
+    return inputShape.slice();
+  }
+
+  getConfig(): Record<string, unknown> {
+    return { rate: this.rate, noise_shape: this.noiseShape, seed: this.seed };
+  }
+
+  /** The mask's shape for an input shape `[B, ...in]`: each extent the input's or 1 (broadcast). */
+  private resolveNoiseShape(shape: readonly number[]): number[] {
+    if (!this.noiseShape) return shape.slice();
+    const ns = this.noiseShape;
+    const resolved = ns.map((d, i) => d ?? shape[i]);
+    if (ns.length !== shape.length || resolved.some((d, i) => d !== 1 && d !== shape[i])) {
+      throw new ShapeError(
+        `${this.describe()}: expected noise_shape of rank ${shape.length} (batch axis included) with each extent 1, null or the input's ${fmtShape(shape)}, received ${fmtValue(ns)}`,
+      );
+    }
+    return resolved;
+  }
+
+  /**
+   * Primal pass: `y = x` in inference; `y = x ⊙ m` in training, `m` drawn from `opts.rng` (else the
+   * layer's own generator). Saves `m` (null in inference).
+   */
+  forward(x: Tensor, opts: ForwardOptions = {}): Forward<DropoutSaved> {
+    this.checkInput(x);
+    const inputShape = x.shape.slice();
+    if (!opts.training) return { y: x, saved: { mask: null, inputShape } };
+    const mask = this.drawMask(inputShape, opts.rng ?? this.rng);
+    const xc = contiguous(x);
+    const y = zeros(inputShape, dtypeOf(x));
+    for (let i = 0; i < y.size; i++) y.data[i] = xc.data[xc.offset + i] * mask.data[i];
+    return { y, saved: { mask, inputShape } };
+  }
+
+  /** Dual-number rule: `dy = m ⊙ dx` for each of the `T` tangents (`dy = dx` in inference). No parameters. */
+  jvp({ mask, inputShape }: DropoutSaved, { dx, T }: Tangents): Tensor {
+    if (!dx) return zeros([...inputShape, T], this.dtype);
+    assertShape(dx, [...inputShape, T], `${this.describe()} jvp dx`);
+    if (!mask) return dx;
+    const dxc = contiguous(dx);
+    const dy = zeros(dx.shape, dtypeOf(dx));
+    for (let i = 0; i < mask.size; i++) {
+      const m = mask.data[i];
+      if (m === 0) continue;
+      const o = i * T;
+      for (let t = 0; t < T; t++) dy.data[o + t] = m * dxc.data[dxc.offset + o + t];
+    }
+    return dy;
+  }
+
+  /** VJP rule: `dx = m ⊙ dy` (`diag(m)` is symmetric); `dx = dy` in inference. */
+  vjp({ mask, inputShape }: DropoutSaved, dy: Tensor): Cotangents {
+    this.checkCotangent(dy, inputShape[0]);
+    if (!mask) return { dx: dy, dParams: [] };
+    const dyc = contiguous(dy);
+    const dx = zeros(inputShape, dtypeOf(dy));
+    for (let i = 0; i < dx.size; i++) dx.data[i] = mask.data[i] * dyc.data[dyc.offset + i];
+    return { dx, dParams: [] };
+  }
+
+  /** One mask for one pass: `1/(1-rate)` with probability `1 - rate`, else 0; broadcast over noise_shape's 1s. */
+  private drawMask(shape: number[], rng: Rng): Tensor {
+    const keep = 1 / (1 - this.rate);
+    const mask = zeros(shape, this.dtype);
+    const ns = this.resolveNoiseShape(shape);
+    if (ns.every((d, i) => d === shape[i])) {
+      for (let i = 0; i < mask.size; i++) mask.data[i] = rng.uniform() >= this.rate ? keep : 0;
+      return mask;
+    }
+    const noise = new Float64Array(ns.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < noise.length; i++) noise[i] = rng.uniform() >= this.rate ? keep : 0;
+    const nsStrides = stridesOf(ns);
+    const idx = new Array<number>(shape.length).fill(0);
+    for (let i = 0; i < mask.size; i++) {
+      let j = 0;
+      for (let a = 0; a < shape.length; a++) if (ns[a] !== 1) j += idx[a] * nsStrides[a];
+      mask.data[i] = noise[j];
+      for (let a = shape.length - 1; a >= 0; a--) {
+        if (++idx[a] < shape[a]) break;
+        idx[a] = 0;
+      }
+    }
+    return mask;
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Flatten: a row-major reshape of each sample, `[B, H, W, C] → [B, H·W·C]` (NHWC, as Keras).
+ * Forward, JVP and VJP are ndarray views of their argument: nothing is copied or computed.
+ * @module
+ */
+import { ConfigError, fmtValue } from '../errors.js';
+import { type Tensor, assertShape, reshape, sizeOf, zeros } from '../tensor.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKeys } from './layer.js';
+
+/** Keras config of {@link Flatten}: only the (channels-last) data format Keras writes into model files. */
+export interface FlattenConfig {
+  data_format?: 'channels_last' | null;
+}
+
+/** What Flatten's forward pass saves: only the batch input shape, to unflatten the cotangent. */
+export interface FlattenSaved {
+  /** The input shape `[B, ...in]` of this pass. */
+  inputShape: number[];
+}
+
+/**
+ * Flattens each sample row-major; its Jacobian is the identity (rows in NHWC order).
+ * @example
+ * const flat = new Flatten().build([8, 8, 6]);
+ * const x = zeros([2, 8, 8, 6]);
+ * const { y } = flat.forward(x); // y: [2, 384], a view of x (y.data === x.data)
+ */
+export class Flatten extends Layer<FlattenSaved> {
+  readonly className = 'Flatten';
+
+  constructor(config: FlattenConfig = {}, name?: string) {
+    super(name);
+    checkKeys(config as unknown as Record<string, unknown>, ['data_format', ...BASE_KEYS], 'Flatten');
+    // channels_first would permute axes before flattening; the engine is NHWC only.
+    if (config.data_format !== undefined && config.data_format !== null && config.data_format !== 'channels_last') {
+      throw new ConfigError(`Flatten: expected data_format "channels_last" (NHWC), received ${fmtValue(config.data_format)}`);
+    }
+  }
+
+  computeOutputShape(inputShape: readonly number[]): number[] {
+    return [sizeOf(inputShape)];
+  }
+
+  getConfig(): Record<string, unknown> {
+    return { data_format: 'channels_last' };
+  }
+
+  /** Primal pass: `y = reshape(x, [B, n])`, a view. Saves the input shape. */
+  forward(x: Tensor): Forward<FlattenSaved> {
+    this.checkInput(x);
+    const B = x.shape[0];
+    return { y: reshape(x, [B, this.outputShape[0]]), saved: { inputShape: x.shape.slice() } };
+  }
+
+  /** Dual-number rule: the tangent block `[B, ...in, T]` reshaped to `[B, n, T]`, a view. No parameters. */
+  jvp({ inputShape }: FlattenSaved, { dx, T }: Tangents): Tensor {
+    const B = inputShape[0];
+    const n = this.outputShape[0];
+    if (!dx) return zeros([B, n, T], this.dtype);
+    assertShape(dx, [...inputShape, T], `${this.describe()} jvp dx`);
+    return reshape(dx, [B, n, T]);
+  }
+
+  /** VJP rule: the cotangent `[B, n]` reshaped back to `[B, ...in]`, a view (the Jacobian is orthogonal). */
+  vjp({ inputShape }: FlattenSaved, dy: Tensor): Cotangents {
+    this.checkCotangent(dy, inputShape[0]);
+    return { dx: reshape(dy, inputShape), dParams: [] };
+  }
+}

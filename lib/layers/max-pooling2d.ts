@@ -1,0 +1,151 @@
+/**
+ * MaxPooling2D: `y[b, oh, ow, c] = max` of `x[b, ·, ·, c]` over a window, on NHWC images
+ * `[B, H, W, C]`, with strides and TensorFlow's padding (padded positions are `-∞`, never chosen).
+ * @module
+ */
+import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
+import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { windowRanges } from './conv2d.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, checkKeys, pair, padding } from './layer.js';
+
+/** Keras config of {@link MaxPooling2D}. */
+export interface MaxPooling2DConfig {
+  pool_size?: number | [number, number];
+  strides?: number | [number, number] | null;
+  padding?: Padding;
+}
+
+/**
+ * What MaxPooling2D's forward pass saves: the winner of every window. Max is piecewise linear, so
+ * its derivative is a selection and the winners are all both rules need.
+ */
+export interface MaxPooling2DSaved {
+  /** For each output element (row-major over `[B, Ho, Wo, C]`), the flat row-major index of its winner in the input `[B, H, W, C]`. */
+  argmax: Int32Array;
+  /** The input's shape `[B, H, W, C]`. */
+  xShape: number[];
+  /** The input's dtype, which the tangents and cotangents take. */
+  dtype: DType;
+}
+
+/**
+ * Max pooling over `pool_size` windows (default `[2, 2]`) taken every `strides` (default:
+ * `pool_size`), per channel. Ties go to the first maximum in row-major window order (top row
+ * first, left to right), so the derivative routes to exactly one input per output.
+ * @example
+ * const pool = new MaxPooling2D({ pool_size: 2 }).build([8, 8, 6]);
+ * const { y } = pool.forward(x); // x: [B, 8, 8, 6] → y: [B, 4, 4, 6]
+ */
+export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
+  readonly className = 'MaxPooling2D';
+  readonly poolSize: [number, number];
+  readonly strides: [number, number];
+  readonly padding: Padding;
+
+  constructor(config: MaxPooling2DConfig = {}, name?: string) {
+    super(name);
+    if (config === null || typeof config !== 'object') {
+      throw new ConfigError(`MaxPooling2D: expected a config object, received ${fmtValue(config)}`);
+    }
+    checkKeys(config as unknown as Record<string, unknown>, ['pool_size', 'strides', 'padding', ...BASE_KEYS], 'MaxPooling2D');
+    this.poolSize = pair(config.pool_size ?? 2, 'pool_size', 'MaxPooling2D');
+    // Keras: strides None means the windows tile the image (stride = pool size).
+    this.strides = pair(config.strides ?? this.poolSize, 'strides', 'MaxPooling2D');
+    this.padding = padding(config.padding, 'MaxPooling2D');
+  }
+
+  computeOutputShape(inputShape: readonly number[]): number[] {
+    if (inputShape.length !== 3) {
+      throw new ShapeError(`${this.describe()}: expected a per-sample input of rank 3 ([H, W, C], NHWC), received ${fmtShape(inputShape)} (rank ${inputShape.length})`);
+    }
+    const { rows, cols } = this.geometry(inputShape[0], inputShape[1]);
+    return [rows.out, cols.out, inputShape[2]];
+  }
+
+  getConfig(): Record<string, unknown> {
+    return { pool_size: this.poolSize.slice(), strides: this.strides.slice(), padding: this.padding };
+  }
+
+  /** Primal pass. Saves the winner of every window (`argmax`) and the input shape. */
+  forward(x: Tensor): Forward<MaxPooling2DSaved> {
+    this.checkInput(x);
+    const xc = contiguous(x);
+    const [B, H, W, C] = xc.shape;
+    const { rows, cols } = this.geometry(H, W);
+    const y = zeros([B, rows.out, cols.out, C], dtypeOf(x));
+    const yd = y.data;
+    const xd = xc.data;
+    const argmax = new Int32Array(y.size);
+    for (let b = 0; b < B; b++) {
+      for (let oh = 0; oh < rows.out; oh++) {
+        const ih0 = rows.start[oh];
+        const i0 = rows.lo[oh];
+        for (let ow = 0; ow < cols.out; ow++) {
+          const iw0 = cols.start[ow];
+          const j0 = cols.lo[ow];
+          const j1 = cols.hi[ow];
+          const yo = ((b * rows.out + oh) * cols.out + ow) * C;
+          // The window's first in-bounds element opens the contest: padding is -∞ and never wins, and strict `>` below keeps the first of equal maxima.
+          const first = ((b * H + ih0 + i0) * W + iw0 + j0) * C;
+          for (let c = 0; c < C; c++) {
+            yd[yo + c] = xd[first + c];
+            argmax[yo + c] = first + c;
+          }
+          for (let i = i0; i < rows.hi[oh]; i++) {
+            const xRow = ((b * H + ih0 + i) * W + iw0) * C;
+            for (let j = i === i0 ? j0 + 1 : j0; j < j1; j++) {
+              const xo = xRow + j * C;
+              for (let c = 0; c < C; c++) {
+                const v = xd[xo + c];
+                if (v > yd[yo + c]) {
+                  yd[yo + c] = v;
+                  argmax[yo + c] = xo + c;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    return { y, saved: { argmax, xShape: xc.shape.slice(), dtype: dtypeOf(x) } };
+  }
+
+  /** Dual-number rule: each output's `T` tangents are its winner's (`dy[o, t] = dx[argmax[o], t]`). No parameters. */
+  jvp(saved: MaxPooling2DSaved, { dx, T }: Tangents): Tensor {
+    const { argmax, xShape } = saved;
+    const dy = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
+    if (!dx) return dy;
+    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
+    const src = contiguous(dx).data;
+    const d = dy.data;
+    for (let o = 0; o < argmax.length; o++) {
+      const s = argmax[o] * T;
+      const t0 = o * T;
+      for (let t = 0; t < T; t++) d[t0 + t] = src[s + t];
+    }
+    return dy;
+  }
+
+  /** VJP rule: each output's cotangent is added to its winner (`dx[argmax[o]] += dy[o]`); overlapping windows may share a winner. */
+  vjp(saved: MaxPooling2DSaved, dy: Tensor): Cotangents {
+    const { argmax, xShape } = saved;
+    this.checkCotangent(dy, xShape[0]);
+    const g = contiguous(dy).data;
+    const dx = zeros(xShape, saved.dtype);
+    const d = dx.data;
+    for (let o = 0; o < argmax.length; o++) d[argmax[o]] += g[o];
+    return { dx, dParams: [] };
+  }
+
+  /** Window ranges; a 'valid' pool larger than the input is refused, quoting both. */
+  private geometry(H: number, W: number) {
+    const [ph, pw] = this.poolSize;
+    if (this.padding === 'valid' && (ph > H || pw > W)) {
+      throw new ShapeError(`${this.describe()}: expected pool_size ${fmtShape(this.poolSize)} to fit the input's spatial extent ${fmtShape([H, W])} with padding "valid", received an input of ${fmtShape([H, W])} (use padding "same" or a smaller pool)`);
+    }
+    return {
+      rows: windowRanges(H, ph, this.strides[0], this.padding, this.describe()),
+      cols: windowRanges(W, pw, this.strides[1], this.padding, this.describe()),
+    };
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The seed's two models, built with seeded Glorot-uniform weights, and seeded batches for them:
+ * the reference model (three stages) and the cats-vs-dogs CNN (two stages, split after the last
+ * pooling layer).
+ * @module
+ */
+import { ConfigError, fmtValue } from './errors.js';
+import { Activation } from './layers/activation.js';
+import { Conv2D } from './layers/conv2d.js';
+import { Dense } from './layers/dense.js';
+import { Dropout } from './layers/dropout.js';
+import { Flatten } from './layers/flatten.js';
+import { MaxPooling2D } from './layers/max-pooling2d.js';
+import { Rng } from './rng.js';
+import { Sequential } from './sequential.js';
+import { type DType, type Tensor, randomUniform, zeros } from './tensor.js';
+
+/** Options of the builders. */
+export interface ModelOptions {
+  /** Seed of the initial weights. Default 0. */
+  seed?: number;
+  dtype?: DType;
+}
+
+/**
+ * The seed's reference model on `[10, 10, 1]` images: `layer_0 = Conv2D(6, 2, relu)`,
+ * `layer_1 = Conv2D(6, 2, relu)`, `layer_2 = Flatten · Dense(1) · Activation(sigmoid)`; loss mse.
+ * Split it with {@link SEED_REFERENCE_SPLIT} into its three stages.
+ * @example
+ * const [layer_0, layer_1, layer_2] = seedReferenceModel().split(SEED_REFERENCE_SPLIT);
+ */
+export function seedReferenceModel(opts: ModelOptions = {}): Sequential {
+  return new Sequential(
+    [
+      new Conv2D({ filters: 6, kernel_size: 2, activation: 'relu' }),
+      new Conv2D({ filters: 6, kernel_size: 2, activation: 'relu' }),
+      new Flatten(),
+      new Dense({ units: 1 }),
+      new Activation({ activation: 'sigmoid' }),
+    ],
+    { inputShape: [10, 10, 1], rng: new Rng(opts.seed ?? 0), dtype: opts.dtype, name: 'seed_reference' },
+  );
+}
+
+/** Where the seed's reference model splits: `[0] [1] [2, 3, 4]`. */
+export const SEED_REFERENCE_SPLIT: readonly number[] = [1, 2];
+
+/** A batch and its labels. */
+export interface Batch {
+  x: Tensor;
+  y: Tensor;
+}
+
+/**
+ * A seeded batch for an image model: `x` uniform in `[0, 1)` (`[B, ...inputShape]`, the seed's
+ * `tf.random.uniform`), labels `y = uniform > 0.5` (`[B, 1]`).
+ * @example
+ * const { x, y } = seededBatch([10, 10, 1], { batch: 3, seed: 0 }); // x: [3, 10, 10, 1], y: [3, 1]
+ */
+export function seededBatch(inputShape: readonly number[], opts: { batch?: number; seed?: number; dtype?: DType; labels?: number } = {}): Batch {
+  const B = opts.batch ?? 3;
+  if (!Number.isInteger(B) || B <= 0) throw new ConfigError(`seededBatch: expected batch to be a positive integer, received ${fmtValue(opts.batch)}`);
+  const rng = new Rng(opts.seed ?? 0);
+  const x = randomUniform([B, ...inputShape], rng, 0, 1, opts.dtype);
+  const y = zeros([B, opts.labels ?? 1], opts.dtype);
+  for (let i = 0; i < y.size; i++) y.data[i] = rng.uniform() > 0.5 ? 1 : 0;
+  return { x, y };
+}
+
+/** Options of {@link catsVsDogsCnn}. */
+export interface CnnOptions extends ModelOptions {
+  /** Image side (square images). Default 32; at least 22 so that three conv-pool blocks fit. */
+  side?: number;
+  /** Image channels. Default 3. */
+  channels?: number;
+}
+
+/**
+ * The seed's cats-vs-dogs CNN, layer for layer: three blocks of `Conv2D(32|32|64, 3×3)`,
+ * `Activation(relu)`, `MaxPooling2D(2)`; then `Flatten`, `Dense(64)`, `Activation(relu)`,
+ * `Dropout(0.5)`, `Dense(1)`, `Activation(sigmoid)`; loss binary cross-entropy.
+ * Split it with {@link splitAfterLastPooling} into the seed's model_0 and model_1.
+ * @example
+ * const cnn = catsVsDogsCnn({ side: 32, channels: 3 });
+ * const [model_0, model_1] = cnn.split(splitAfterLastPooling(cnn)); // model_0 outputs [B, 2, 2, 64]
+ */
+export function catsVsDogsCnn(opts: CnnOptions = {}): Sequential {
+  const side = opts.side ?? 32;
+  const channels = opts.channels ?? 3;
+  if (!Number.isInteger(side) || side < 22) throw new ConfigError(`catsVsDogsCnn: expected side to be an integer >= 22 (three 3×3 convolutions and 2×2 poolings must fit), received ${fmtValue(opts.side)}`);
+  if (!Number.isInteger(channels) || channels <= 0) throw new ConfigError(`catsVsDogsCnn: expected channels to be a positive integer, received ${fmtValue(opts.channels)}`);
+  const block = (filters: number) => [new Conv2D({ filters, kernel_size: [3, 3] }), new Activation({ activation: 'relu' }), new MaxPooling2D({ pool_size: [2, 2] })];
+  return new Sequential(
+    [
+      ...block(32),
+      ...block(32),
+      ...block(64),
+      new Flatten(),
+      new Dense({ units: 64 }),
+      new Activation({ activation: 'relu' }),
+      new Dropout({ rate: 0.5 }),
+      new Dense({ units: 1 }),
+      new Activation({ activation: 'sigmoid' }),
+    ],
+    { inputShape: [side, side, channels], rng: new Rng(opts.seed ?? 0), dtype: opts.dtype, name: 'cats_vs_dogs' },
+  );
+}
+
+/** The split point right after the last MaxPooling2D layer: the seed's model_0 / model_1 boundary. */
+export function splitAfterLastPooling(model: Sequential): number[] {
+  const last = model.layers.map((l) => l.className).lastIndexOf('MaxPooling2D');
+  if (last < 0 || last === model.layers.length - 1) {
+    throw new ConfigError(`splitAfterLastPooling: expected a MaxPooling2D layer followed by more layers in ${model.describe()}, received classes ${model.layers.map((l) => l.className).join(', ')}`);
+  }
+  return [last + 1];
+}

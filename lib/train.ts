@@ -1,0 +1,316 @@
+/**
+ * Training a model split into stages as if it were one: for each batch, every stage runs forward
+ * on its own tape, the backward pass crosses the stage boundaries by the chosen method (`vjp`:
+ * cotangents passed upstream; `jacobian`: the seed's explicit-Jacobian chain; `reference`: the
+ * whole model on one tape), then each stage's optimizer steps its own weights.
+ * @module
+ */
+import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
+import type { Param } from './layers/layer.js';
+import { type Loss, lossByName } from './losses.js';
+import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from './optimizers.js';
+import { Rng } from './rng.js';
+import { Sequential } from './sequential.js';
+import { type Tensor, assertFinite, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
+import { stepGradients } from './train-step.js';
+
+/** Examples and their labels: `x` `[N, ...in]`, `y` `[N, ...out]`. */
+export interface Dataset {
+  x: Tensor;
+  y: Tensor;
+}
+
+/**
+ * How the backward pass crosses the stages: `vjp` (each stage's reverse pass seeded with the
+ * cotangent from downstream, the default), `jacobian` (each stage's Jacobians materialized by
+ * dual numbers and contracted with the upstream gradient, the seed's method), `reference` (the
+ * whole model on one tape, ignoring the split: the oracle the two are checked against).
+ */
+export type BackwardMethod = 'vjp' | 'jacobian' | 'reference';
+/** The methods {@link fit} accepts. */
+export const BACKWARD_METHODS: readonly BackwardMethod[] = ['vjp', 'jacobian', 'reference'];
+
+/** Options of {@link fit}. */
+export interface FitOptions {
+  /** Layer indices where a new stage starts (`[9]`: model_0 = layers 0..8, model_1 = the rest); `[]` for one stage. */
+  split: readonly number[];
+  /** A loss or its Keras name. */
+  loss: Loss | string;
+  /** One optimizer shared by every stage, or a config from which each stage gets its own (see `optimizerPerStage`). */
+  optimizer: Optimizer | OptimizerConfig;
+  /** With a config: one optimizer per stage (true) or one shared (false, the default). Both step alike. */
+  optimizerPerStage?: boolean;
+  /** Backward method; default `vjp`. */
+  method?: BackwardMethod;
+  /** Passes over the training data; default 1. */
+  epochs?: number;
+  /** Examples per step; default 32 (the last batch of an epoch may be smaller). */
+  batchSize?: number;
+  /** Fraction of the data, taken from its end before any shuffling (as Keras), kept for validation; default 0. */
+  validationSplit?: number;
+  /** Explicit validation data (instead of `validationSplit`). */
+  validationData?: Dataset;
+  /** Reshuffle the training examples every epoch; default true. */
+  shuffle?: boolean;
+  /** Seeds the shuffles and the Dropout masks; default 0. */
+  seed?: number;
+  /** Forward in training mode (Dropout active); default true. */
+  training?: boolean;
+  /** Forwarded to the Jacobian builders of the `jacobian` method. */
+  tangents?: number;
+  memoryBudget?: number;
+  /** Called before each epoch with its number (1-based) and its batch count. */
+  onEpochBegin?: (epoch: number, batches: number) => void;
+  /** Called after each step with running means over the epoch so far. */
+  onBatchEnd?: (info: BatchInfo) => void;
+  /** Called after each epoch with its log. */
+  onEpochEnd?: (log: EpochLog) => void;
+}
+
+/** What {@link FitOptions.onBatchEnd} receives. */
+export interface BatchInfo {
+  epoch: number;
+  /** 1-based batch number within the epoch. */
+  batch: number;
+  batches: number;
+  /** This step's loss. */
+  loss: number;
+  /** Running example-weighted means over the epoch so far. */
+  meanLoss: number;
+  meanAccuracy: number;
+}
+
+/** One epoch's metrics: means over the epoch's steps (training mode), then validation (inference). */
+export interface EpochLog {
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  valLoss: number | null;
+  valAccuracy: number | null;
+  /** Wall time of the epoch, validation included. */
+  seconds: number;
+}
+
+/** Where a non-finite value first appeared, and the message that says so. */
+export interface NonFiniteReport {
+  epoch: number;
+  batch: number;
+  /** Stage index and name (`model_0`), or null when the loss itself overflowed. */
+  stage: number | null;
+  stageName: string | null;
+  /** Global layer index and name, or null. */
+  layer: number | null;
+  layerName: string | null;
+  message: string;
+}
+
+/** What {@link fit} returns. */
+export interface FitResult {
+  /** One log per completed epoch. */
+  history: EpochLog[];
+  /** The stages trained (sharing the model's layers). */
+  stages: Sequential[];
+  /** Optimizer steps taken. */
+  steps: number;
+  /** Set when training stopped early on a non-finite loss or gradient; the weights are those before the bad step. */
+  stopped: NonFiniteReport | null;
+}
+
+/** Loss and metric of a forward pass on one batch. */
+export interface Evaluation {
+  loss: number;
+  accuracy: number;
+}
+
+/**
+ * Accuracy as Keras picks it: with one output per example, binary accuracy (`p > 0.5` against
+ * `y > 0.5`); with several, categorical accuracy (arg-max of `p` against arg-max of `y`).
+ * Returns the number of correct examples.
+ * @example
+ * correctCount(tensor([1, 0], [2, 1]), tensor([0.9, 0.7], [2, 1])); // 1
+ */
+export function correctCount(yTrue: Tensor, yPred: Tensor): number {
+  const t = contiguous(yTrue);
+  const p = contiguous(yPred);
+  const rows = p.shape[0];
+  const cols = rows === 0 ? 0 : p.size / rows;
+  let correct = 0;
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    if (cols === 1) {
+      if (p.data[p.offset + o] > 0.5 === t.data[t.offset + o] > 0.5) correct++;
+      continue;
+    }
+    let bp = 0;
+    let bt = 0;
+    for (let k = 1; k < cols; k++) {
+      if (p.data[p.offset + o + k] > p.data[p.offset + o + bp]) bp = k;
+      if (t.data[t.offset + o + k] > t.data[t.offset + o + bt]) bt = k;
+    }
+    if (bp === bt) correct++;
+  }
+  return correct;
+}
+
+/** Rows `idx` of `t` gathered into a new contiguous tensor `[idx.length, ...rest]`. */
+export function takeRows(t: Tensor, idx: ArrayLike<number>): Tensor {
+  const c = contiguous(t);
+  const row = sizeOf(c.shape.slice(1));
+  const out = tensor(new (c.data.constructor as Float64ArrayConstructor)(idx.length * row), [idx.length, ...c.shape.slice(1)], dtypeOf(t));
+  for (let i = 0; i < idx.length; i++) out.data.set(c.data.subarray(c.offset + idx[i] * row, c.offset + (idx[i] + 1) * row), i * row);
+  return out;
+}
+
+/**
+ * Checks a dataset against a model before any work: ranks, per-example shapes, matching counts,
+ * at least one example, finite values.
+ * @throws ShapeError quoting expected and received shapes.
+ */
+export function checkDataset(model: { inputShape: readonly number[]; outputShape: readonly number[] }, data: Dataset, what = 'training data'): void {
+  if (!data || !data.x || !data.y) throw new ShapeError(`${what}: expected {x, y} tensors, received ${fmtValue(data)}`);
+  const { x, y } = data;
+  const expX = [x.shape[0] ?? 0, ...model.inputShape];
+  if (x.shape.length !== expX.length || x.shape.some((d, i) => i > 0 && d !== expX[i])) {
+    throw new ShapeError(`${what} x: expected shape [N, ${model.inputShape.join(', ')}], received ${fmtShape(x.shape)}`);
+  }
+  const expY = [x.shape[0], ...model.outputShape];
+  if (y.shape.length !== expY.length || y.shape.some((d, i) => d !== expY[i])) {
+    throw new ShapeError(`${what} y (labels): expected shape ${fmtShape(expY)} (one label row per example, like the model's output ${fmtShape(['N' as unknown as number, ...model.outputShape])}), received ${fmtShape(y.shape)}`);
+  }
+  if (x.shape[0] === 0) throw new ShapeError(`${what}: expected at least one example, received an empty dataset (x ${fmtShape(x.shape)})`);
+  assertFinite(x, `${what} x`);
+  assertFinite(y, `${what} y`);
+}
+
+function positiveInt(v: unknown, key: string): number {
+  if (!Number.isInteger(v) || (v as number) <= 0) throw new ConfigError(`fit: expected ${key} to be a positive integer, received ${fmtValue(v)}`);
+  return v as number;
+}
+
+/**
+ * Loss and accuracy of `model` on `data` in inference mode, in batches (example-weighted means).
+ * @example
+ * const { loss, accuracy } = evaluate(model, test, 'binary_crossentropy');
+ */
+export function evaluate(model: Sequential, data: Dataset, loss: Loss | string, batchSize = 256): Evaluation {
+  checkDataset(model, data, 'evaluation data');
+  const lossFn = typeof loss === 'string' ? lossByName(loss) : loss;
+  const N = data.x.shape[0];
+  let total = 0;
+  let correct = 0;
+  for (let b0 = 0; b0 < N; b0 += batchSize) {
+    const idx = Array.from({ length: Math.min(batchSize, N - b0) }, (_, i) => b0 + i);
+    const x = takeRows(data.x, idx);
+    const y = takeRows(data.y, idx);
+    const { y: p } = model.forward(x);
+    total += lossFn.value(y, p) * idx.length;
+    correct += correctCount(y, p);
+  }
+  return { loss: total / N, accuracy: correct / N };
+}
+
+/** The seed of step `step`'s Dropout masks: the same in every method, so all three see the same masks. */
+export function stepSeed(seed: number, step: number): number {
+  return (Math.imul((seed >>> 0) ^ 0x2545f491, 0x9e3779b1) + Math.imul(step + 1, 0x85ebca77)) >>> 0;
+}
+
+/**
+ * Trains `model` split at `opts.split`, as one model, batch by batch: stage-by-stage forward on
+ * each stage's own tape, backward by `opts.method`, then each stage's optimizer step.
+ * Everything is validated before the first step; a non-finite loss or gradient stops training
+ * before the bad update, with a report naming the stage and layer that produced it.
+ * @example
+ * const model = catsVsDogsCnn({ side: 28, channels: 1 });
+ * const { history } = fit(model, train, {
+ *   split: [6], loss: 'binary_crossentropy', optimizer: { name: 'adam', learning_rate: 1e-3 },
+ *   epochs: 3, batchSize: 32, validationSplit: 0.1, method: 'vjp',
+ * });
+ */
+export function fit(model: Sequential, data: Dataset, opts: FitOptions): FitResult {
+  // ---- validation: everything that can be wrong is found before the first step ----
+  if (!(model instanceof Sequential)) throw new ConfigError(`fit: expected a Sequential model, received ${fmtValue(model)}`);
+  if (!opts || typeof opts !== 'object') throw new ConfigError(`fit: expected options {split, loss, optimizer, ...}, received ${fmtValue(opts)}`);
+  const method = opts.method ?? 'vjp';
+  if (!BACKWARD_METHODS.includes(method)) throw new ConfigError(`fit: expected method to be one of ${BACKWARD_METHODS.join(', ')}, received ${fmtValue(method)}`);
+  const stages = model.split(opts.split ?? []);
+  const lossFn = typeof opts.loss === 'string' ? lossByName(opts.loss) : opts.loss;
+  if (!lossFn || typeof lossFn.value !== 'function') throw new ConfigError(`fit: expected a loss or its name, received ${fmtValue(opts.loss)}`);
+  const epochs = positiveInt(opts.epochs ?? 1, 'epochs');
+  const batchSize = positiveInt(opts.batchSize ?? 32, 'batchSize');
+  const seed = opts.seed ?? 0;
+  if (!Number.isInteger(seed)) throw new ConfigError(`fit: expected seed to be an integer, received ${fmtValue(seed)}`);
+  const optimizers = makeOptimizers(opts, stages.length);
+  checkDataset(model, data);
+  let train = data;
+  let val: Dataset | null = opts.validationData ?? null;
+  const vs = opts.validationSplit ?? 0;
+  if (typeof vs !== 'number' || !(vs >= 0 && vs < 1)) throw new ConfigError(`fit: expected validationSplit in [0, 1), received ${fmtValue(opts.validationSplit)}`);
+  if (vs > 0) {
+    if (val) throw new ConfigError('fit: expected validationSplit or validationData, received both');
+    const N = data.x.shape[0];
+    const nVal = Math.floor(N * vs);
+    if (nVal === 0 || nVal === N) throw new ShapeError(`fit: validationSplit ${vs} of ${N} examples leaves ${nVal === 0 ? 'no validation' : 'no training'} examples`);
+    const cut = N - nVal;
+    train = { x: takeRows(data.x, range(0, cut)), y: takeRows(data.y, range(0, cut)) };
+    val = { x: takeRows(data.x, range(cut, N)), y: takeRows(data.y, range(cut, N)) };
+  }
+  if (val) checkDataset(model, val, 'validation data');
+
+  // ---- the loop ----
+  const N = train.x.shape[0];
+  const batches = Math.ceil(N / batchSize);
+  const shuffleRng = new Rng(seed);
+  const history: EpochLog[] = [];
+  let step = 0;
+  for (let epoch = 1; epoch <= epochs; epoch++) {
+    const t0 = performance.now();
+    opts.onEpochBegin?.(epoch, batches);
+    const order = opts.shuffle === false ? range(0, N) : Array.from(shuffleRng.permutation(N));
+    let lossSum = 0;
+    let correct = 0;
+    let seen = 0;
+    for (let b = 0; b < batches; b++) {
+      const idx = order.slice(b * batchSize, Math.min(N, (b + 1) * batchSize));
+      const x = takeRows(train.x, idx);
+      const y = takeRows(train.y, idx);
+      const fwd = { training: opts.training ?? true, seed: stepSeed(seed, step) };
+      const out = stepGradients(method, model, stages, x, y, lossFn, fwd, { tangents: opts.tangents, memoryBudget: opts.memoryBudget });
+      const bad = out.nonFinite;
+      if (bad) {
+        return { history, stages, steps: step, stopped: { epoch, batch: b + 1, ...bad, message: `epoch ${epoch}, batch ${b + 1}: ${bad.message}; training stopped before the update` } };
+      }
+      stages.forEach((stage, s) => optimizers[s].step(stage.params, out.grads[s]));
+      step++;
+      lossSum += out.loss * idx.length;
+      correct += correctCount(y, out.yPred);
+      seen += idx.length;
+      opts.onBatchEnd?.({ epoch, batch: b + 1, batches, loss: out.loss, meanLoss: lossSum / seen, meanAccuracy: correct / seen });
+    }
+    const v = val ? evaluate(model, val, lossFn, Math.max(batchSize, 256)) : null;
+    const log: EpochLog = { epoch, loss: lossSum / seen, accuracy: correct / seen, valLoss: v?.loss ?? null, valAccuracy: v?.accuracy ?? null, seconds: (performance.now() - t0) / 1000 };
+    history.push(log);
+    opts.onEpochEnd?.(log);
+  }
+  return { history, stages, steps: step, stopped: null };
+}
+
+function makeOptimizers(opts: FitOptions, n: number): Optimizer[] {
+  const o = opts.optimizer;
+  if (!o || typeof o !== 'object') throw new ConfigError(`fit: expected an optimizer or {"name": "sgd"|"adam", ...}, received ${fmtValue(o)}`);
+  if (typeof (o as Optimizer).step === 'function') {
+    if (opts.optimizerPerStage) throw new ConfigError('fit: optimizerPerStage needs an optimizer config (one optimizer per stage is built from it), received an optimizer instance');
+    return new Array(n).fill(o);
+  }
+  const config = o as OptimizerConfig;
+  if (opts.optimizerPerStage) return Array.from({ length: n }, () => optimizerFromConfig(config));
+  return new Array(n).fill(optimizerFromConfig(config));
+}
+
+function range(a: number, b: number): number[] {
+  return Array.from({ length: b - a }, (_, i) => a + i);
+}
+
+/** Flat `{ name, value }` copies of a model's parameters, for comparing trajectories. */
+export function snapshotParams(params: readonly Param[]): Tensor[] {
+  return params.map((p) => tensor(Float64Array.from(contiguous(p.value).data.subarray(p.value.offset, p.value.offset + p.value.size)), p.value.shape));
+}

@@ -1,0 +1,87 @@
+import { AssertionError } from 'chai';
+import { DenseJacobian } from '../lib/jacobian.js';
+import { tensor } from '../lib/tensor.js';
+import { expect } from './helpers/setup.js';
+
+/** The message of the assertion error `fn` throws; fails the spec if it throws nothing. */
+function failure(fn: () => void): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).to.be.instanceOf(AssertionError);
+    return (e as Error).message;
+  }
+  throw new Error('expected the assertion to fail, but it passed');
+}
+
+describe('chai allclose', () => {
+  it('passes on values within |a - e| <= atol + rtol·|e|, with NumPy\'s defaults', () => {
+    expect(tensor([1, 2, 3], [3])).to.be.allclose(tensor([1 + 5e-6, 2 - 1e-5, 3], [3]));
+    expect(1e-9).to.be.allclose(0);
+    expect([1.001]).to.be.allclose([1], { rtol: 1e-3, atol: 0 });
+    expect([0.5]).to.be.allclose([0], { rtol: 0, atol: 0.5 });
+  });
+
+  it('fails on far values, naming the worst index, both values and both errors', () => {
+    const msg = failure(() => expect(tensor([1, 2, 3, 4.5], [2, 2])).to.be.allclose(tensor([1, 2, 3, 4], [2, 2]), { rtol: 1e-6, atol: 0 }));
+    expect(msg).to.contain('1 of 4 elements differ beyond rtol=0.000001, atol=0');
+    expect(msg).to.contain('worst at [1, 1]');
+    expect(msg).to.contain('actual 4.5, expected 4');
+    expect(msg).to.contain('abs error 5.000e-1');
+    expect(msg).to.contain('rel error 1.250e-1');
+  });
+
+  it('the worst element is the one furthest beyond its own tolerance, not the largest absolute error', () => {
+    // 1000.1 vs 1000 is 10 tolerances off; 1.01 vs 1 is about 1000 tolerances off.
+    const msg = failure(() => expect([[1000.1, 1.01], [7, 7]]).to.be.allclose([[1000, 1], [7, 7]], { rtol: 1e-5, atol: 0 }));
+    expect(msg).to.contain('2 of 4 elements differ');
+    expect(msg).to.contain('worst at [0, 1]: actual 1.01, expected 1');
+  });
+
+  it('reports a shape mismatch first, before any value', () => {
+    const msg = failure(() => expect(tensor([1, 2, 3, 4], [4])).to.be.allclose(tensor([1, 2, 3, 4], [2, 2])));
+    expect(msg).to.match(/expected shape \[2, 2\], received shape \[4\]/);
+    expect(msg).to.not.contain('worst');
+    const rank = failure(() => expect([[1, 2, 3]]).to.be.allclose([1, 2, 3]));
+    expect(rank).to.match(/expected shape \[3\], received shape \[1, 3\]/);
+    expect(failure(() => expect(5).to.be.allclose([5]))).to.match(/expected shape \[1\], received shape \[\]/);
+  });
+
+  it('works on tensors, Jacobians, {shape, data}, nested arrays and numbers, in any pairing', () => {
+    const values = tensor([1, 2, 3, 4, 5, 6], [1, 2, 3]);
+    const J = new DenseJacobian(values, 1, [2], [3]);
+    const nested = [[[1, 2, 3], [4, 5, 6]]];
+    const plain = { shape: [1, 2, 3], data: [1, 2, 3, 4, 5, 6] };
+    for (const a of [values, J, nested, plain]) for (const e of [values, J, nested, plain]) expect(a).to.be.allclose(e, { rtol: 0, atol: 0 });
+    expect(J).to.be.allclose(values);
+    expect(3).to.be.allclose(3 + 1e-12);
+    expect(tensor([3], [])).to.be.allclose(3);
+    const msg = failure(() => expect(J).to.be.allclose([[[1, 2, 3], [4, 5, 7]]]));
+    expect(msg).to.contain('worst at [0, 1, 2]: actual 6, expected 7');
+    // A strided view (a transpose) is read in its own logical order, not its buffer's.
+    const t = tensor([1, 2, 3, 4, 5, 6], [2, 3]).transpose(1, 0);
+    expect(t).to.be.allclose([[1, 4], [2, 5], [3, 6]], { rtol: 0, atol: 0 });
+  });
+
+  it('handles NaN: NaN matches only NaN and is always the worst mismatch; equal infinities match', () => {
+    expect([1, Number.NaN]).to.be.allclose([1, Number.NaN]);
+    expect([Infinity, -Infinity]).to.be.allclose([Infinity, -Infinity]);
+    const msg = failure(() => expect([1.5, Number.NaN, 3]).to.be.allclose([1, 2, 3]));
+    expect(msg).to.contain('2 of 3 elements differ');
+    expect(msg).to.contain('worst at [1]: actual NaN, expected 2');
+    expect(failure(() => expect([2]).to.be.allclose([Number.NaN]))).to.contain('actual 2, expected NaN');
+    expect(failure(() => expect([Infinity]).to.be.allclose([-Infinity]))).to.contain('actual Infinity, expected -Infinity');
+    // An infinite expected value would make the tolerance infinite: only the same infinity matches it.
+    expect(failure(() => expect([1, 1e300]).to.be.allclose([1, Infinity]))).to.contain('worst at [1]: actual 1e+300, expected Infinity');
+  });
+
+  it('negates: .not.allclose passes on far values and fails on close ones', () => {
+    expect([1, 2]).to.not.be.allclose([1, 3]);
+    expect([1, 2]).to.not.be.allclose([1, 2, 3]);
+    expect(failure(() => expect([1, 2]).to.not.be.allclose([1, 2 + 1e-7], { rtol: 1e-6 }))).to.match(/expected values not to be allclose, but they are \(max rel error 5\.000e-8\)/);
+  });
+
+  it('includes a custom message', () => {
+    expect(failure(() => expect([1], 'JVP vs finite differences').to.be.allclose([2]))).to.match(/^JVP vs finite differences: expected values to be allclose/);
+  });
+});

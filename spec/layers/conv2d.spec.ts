@@ -1,0 +1,199 @@
+import { readFileSync } from 'node:fs';
+import { Conv2D, type Conv2DConfig } from '../../lib/layers/conv2d.js';
+import { Rng } from '../../lib/rng.js';
+import { type TensorJSON, asType, fromJSON, randomNormal, tensor, zeros } from '../../lib/tensor.js';
+import { checkDerivatives } from '../helpers/check-derivatives.js';
+import { expect } from '../helpers/setup.js';
+
+/** Geometries that exercise TensorFlow's padding rule: odd sizes, strides 1 and 2, even and non-square kernels, a kernel wider than a 'same' input. */
+const GEOMETRIES: { name: string; input: [number, number, number]; config: Omit<Conv2DConfig, 'activation' | 'use_bias'> }[] = [
+  { name: '3x3 valid s1 on 6x6', input: [6, 6, 2], config: { filters: 3, kernel_size: 3 } },
+  { name: '3x3 same s1 on 6x6', input: [6, 6, 2], config: { filters: 3, kernel_size: 3, padding: 'same' } },
+  { name: '3x3 valid s2 on 7x5', input: [7, 5, 2], config: { filters: 3, kernel_size: 3, strides: 2 } },
+  { name: '3x3 same s2 on 7x5', input: [7, 5, 2], config: { filters: 3, kernel_size: 3, strides: 2, padding: 'same' } },
+  { name: '2x2 same s1 on 7x5 (pad only after)', input: [7, 5, 2], config: { filters: 5, kernel_size: 2, padding: 'same' } },
+  { name: '2x2 valid s2 on 7x5', input: [7, 5, 1], config: { filters: 4, kernel_size: [2, 2], strides: [2, 2] } },
+  { name: '[3,2] same strides [2,1] on 7x5', input: [7, 5, 2], config: { filters: 3, kernel_size: [3, 2], strides: [2, 1], padding: 'same' } },
+  { name: '[3,2] valid strides [1,2] on 6x6', input: [6, 6, 3], config: { filters: 2, kernel_size: [3, 2], strides: [1, 2] } },
+  { name: '1x1 valid s1 on 4x3', input: [4, 3, 3], config: { filters: 4, kernel_size: 1 } },
+  { name: '5x4 kernel same s2 on 3x4 (kernel wider than input)', input: [3, 4, 2], config: { filters: 3, kernel_size: [5, 4], strides: 2, padding: 'same' } },
+];
+
+const ACTS = ['linear', 'relu', 'sigmoid', 'tanh', 'softmax'] as const;
+
+describe('Conv2D', () => {
+  describe('derivatives, four ways', () => {
+    for (const geo of GEOMETRIES) {
+      for (const activation of ACTS) {
+        for (const use_bias of [true, false]) {
+          it(`${geo.name}, activation=${activation}, use_bias=${use_bias}`, () => {
+            const rng = new Rng(11);
+            const layer = new Conv2D({ ...geo.config, activation, use_bias }).build(geo.input, { rng });
+            // A nonzero bias, so that its derivative path is exercised away from the initializer's zeros.
+            if (use_bias) layer.params[1].value = randomNormal(layer.params[1].value.shape, rng);
+            checkDerivatives(layer, randomNormal([2, ...geo.input], rng));
+          });
+        }
+      }
+    }
+  });
+
+  it('output shapes follow TensorFlow: valid floor((n-k)/s)+1, same ceil(n/s)', () => {
+    expect(new Conv2D({ filters: 2, kernel_size: 3, strides: 2 }).build([7, 5, 1]).outputShape).to.deep.equal([3, 2, 2]);
+    expect(new Conv2D({ filters: 2, kernel_size: 3, strides: 2, padding: 'same' }).build([7, 5, 1]).outputShape).to.deep.equal([4, 3, 2]);
+    expect(new Conv2D({ filters: 6, kernel_size: 2 }).build([10, 10, 1]).outputShape).to.deep.equal([9, 9, 6]);
+  });
+
+  it("exact case: 'same' stride 2 pads the smaller half before (TensorFlow's rule), by hand", () => {
+    // 4x4 input 1..16, 3x3 kernel of ones, stride 2: total pad 1, all of it after, so windows start at rows/cols 0 and 2.
+    const layer = new Conv2D({ filters: 1, kernel_size: 3, strides: 2, padding: 'same', use_bias: false }).build([4, 4, 1]);
+    layer.params[0].value = tensor(new Array(9).fill(1), [3, 3, 1, 1]);
+    const x = tensor(Array.from({ length: 16 }, (_, i) => i + 1), [1, 4, 4, 1]);
+    expect(layer.forward(x).y).to.be.allclose([[[[54], [45]], [[72], [54]]]], { rtol: 0, atol: 0 });
+    // 'valid' on a 3x3 input with a 2x2 kernel of ones.
+    const v = new Conv2D({ filters: 1, kernel_size: 2, use_bias: false }).build([3, 3, 1]);
+    v.params[0].value = tensor([1, 1, 1, 1], [2, 2, 1, 1]);
+    expect(v.forward(tensor([1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 3, 3, 1])).y).to.be.allclose([[[[12], [16]], [[24], [28]]]], { rtol: 0, atol: 0 });
+  });
+
+  it('exact case: a 1x1 linear conv has ∂y[b,h,w,:]/∂x[b,h,w,:] = Wᵀ at every pixel and 0 across pixels; ∂y/∂W = x ⊗ I', () => {
+    const rng = new Rng(5);
+    const layer = new Conv2D({ filters: 3, kernel_size: 1 }).build([3, 2, 2], { rng });
+    const x = randomNormal([2, 3, 2, 2], rng);
+    const J = layer.jacobianWrtInput(x).toDense();
+    expect(J.shape).to.deep.equal([2, 3, 2, 3, 3, 2, 2]);
+    const W = layer.params[0].value;
+    for (let b = 0; b < 2; b++)
+      for (let h = 0; h < 3; h++)
+        for (let w = 0; w < 2; w++)
+          for (let co = 0; co < 3; co++)
+            for (let h2 = 0; h2 < 3; h2++)
+              for (let w2 = 0; w2 < 2; w2++)
+                for (let ci = 0; ci < 2; ci++) expect(J.get(b, h, w, co, h2, w2, ci)).to.equal(h === h2 && w === w2 ? W.get(0, 0, ci, co) : 0);
+    const [Jk, Jb] = layer.jacobianWrtWeights(x).map((j) => j.toDense());
+    for (let b = 0; b < 2; b++)
+      for (let h = 0; h < 3; h++)
+        for (let w = 0; w < 2; w++)
+          for (let co = 0; co < 3; co++)
+            for (let ci = 0; ci < 2; ci++)
+              for (let co2 = 0; co2 < 3; co2++) {
+                expect(Jk.get(b, h, w, co, 0, 0, ci, co2)).to.equal(co === co2 ? x.get(b, h, w, ci) : 0);
+                expect(Jb.get(b, h, w, co, co2)).to.equal(co === co2 ? 1 : 0);
+              }
+  });
+
+  it("exact case: an identity 3x3 'same' kernel passes the input through and its Jacobian is the identity", () => {
+    const C = 2;
+    const layer = new Conv2D({ filters: C, kernel_size: 3, padding: 'same', use_bias: false }).build([4, 3, C]);
+    const K = zeros([3, 3, C, C]);
+    for (let c = 0; c < C; c++) K.set(1, 1, c, c, 1);
+    layer.params[0].value = K;
+    const x = randomNormal([2, 4, 3, C], new Rng(2));
+    expect(layer.forward(x).y).to.be.allclose(x, { rtol: 0, atol: 0 });
+    const J = layer.jacobianWrtInput(x).toDense();
+    const n = 4 * 3 * C;
+    for (let b = 0; b < 2; b++) for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) expect(J.data[(b * n + r) * n + c]).to.equal(r === c ? 1 : 0);
+  });
+
+  it('float32 on request: the forward pass and the vjp agree with float64 to float32 precision', () => {
+    const rng = new Rng(9);
+    const cfg: Conv2DConfig = { filters: 4, kernel_size: 3, strides: 2, padding: 'same', activation: 'tanh' };
+    const l64 = new Conv2D(cfg).build([7, 5, 3], { rng: new Rng(1) });
+    const l32 = new Conv2D(cfg).build([7, 5, 3], { rng: new Rng(1), dtype: 'float32' });
+    l64.params[1].value = randomNormal([4], rng);
+    l32.params[1].value = asType(l64.params[1].value, 'float32');
+    const x64 = randomNormal([2, 7, 5, 3], rng);
+    const x32 = asType(x64, 'float32');
+    const f64 = l64.forward(x64);
+    const f32 = l32.forward(x32);
+    expect(f32.y.data).to.be.instanceOf(Float32Array);
+    expect(f32.y).to.be.allclose(f64.y, { rtol: 1e-5, atol: 1e-6 });
+    const dy = randomNormal(f64.y.shape, rng);
+    const g64 = l64.vjp(f64.saved, dy);
+    const g32 = l32.vjp(f32.saved, asType(dy, 'float32'));
+    expect(g32.dx.data).to.be.instanceOf(Float32Array);
+    expect(g32.dx).to.be.allclose(g64.dx, { rtol: 1e-5, atol: 1e-5 });
+    g32.dParams.forEach((g, k) => expect(g, `dParams[${k}]`).to.be.allclose(g64.dParams[k], { rtol: 1e-5, atol: 1e-5 }));
+    const Jx32 = l32.jacobianWrtInput(x32);
+    expect(Jx32.toDense().data).to.be.instanceOf(Float32Array);
+    expect(Jx32).to.be.allclose(l64.jacobianWrtInput(x64), { rtol: 1e-5, atol: 1e-6 });
+  });
+
+  describe('golden fixture seed_reference.json (PyTorch + JAX, float64)', () => {
+    // The fixture is 11 MB; read it once for the two Conv2D layers.
+    let fx: {
+      x: TensorJSON;
+      weights: { name: string; shape: number[]; data: number[] }[][];
+      modelTopology: { config: { layers: { class_name: string; config: Conv2DConfig }[] } };
+      expected: {
+        stageOutputs: TensorJSON[];
+        dLoss_dStageOutput: TensorJSON[];
+        dLoss_dWeights: TensorJSON[][];
+        layerBatchJacobianWrtInput: TensorJSON[];
+        stageJacobianWrtWeights: TensorJSON[][][];
+      };
+    };
+    before(() => {
+      fx = JSON.parse(readFileSync(new URL('../fixtures/seed_reference.json', import.meta.url), 'utf8'));
+    });
+
+    for (const i of [0, 1]) {
+      it(`layer ${i} (Conv2D 6, 2x2, relu): forward, Jacobians w.r.t. input and weights, and vjp match within 1e-10`, () => {
+        const spec = fx.modelTopology.config.layers[i];
+        expect(spec.class_name).to.equal('Conv2D');
+        const x = i === 0 ? fromJSON(fx.x) : fromJSON(fx.expected.stageOutputs[0]);
+        const layer = new Conv2D(spec.config).build(x.shape.slice(1));
+        fx.weights[i].forEach((w, k) => {
+          expect(layer.params[k].name).to.equal(w.name);
+          layer.params[k].value = fromJSON(w, 'float64', `weights[${i}][${k}]`);
+        });
+        const tol = { rtol: 1e-10, atol: 1e-14 };
+        const fwd = layer.forward(x);
+        expect(fwd.y, 'stage output').to.be.allclose(fromJSON(fx.expected.stageOutputs[i]), tol);
+        expect(layer.jacobianWrtInput(x), 'batch Jacobian w.r.t. input').to.be.allclose(fromJSON(fx.expected.layerBatchJacobianWrtInput[i]), tol);
+        layer.jacobianWrtWeights(x).forEach((J, k) => expect(J, `Jacobian w.r.t. ${layer.params[k].name}`).to.be.allclose(fromJSON(fx.expected.stageJacobianWrtWeights[i][0][k]), tol));
+        const { dParams } = layer.vjp(fwd.saved, fromJSON(fx.expected.dLoss_dStageOutput[i]));
+        dParams.forEach((g, k) => expect(g, `dLoss/d${layer.params[k].name}`).to.be.allclose(fromJSON(fx.expected.dLoss_dWeights[i][k]), tol));
+      });
+    }
+  });
+
+  describe('bad input, quoting expected and received', () => {
+    it('rejects bad configs', () => {
+      expect(() => new Conv2D({ filters: 0, kernel_size: 3 })).to.throw(/expected filters to be a positive integer, received 0/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: [3, 0] })).to.throw(/expected kernel_size to be a positive integer or a pair of them, received \[3, 0\]/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, strides: 1.5 })).to.throw(/expected strides .* received 1.5/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, padding: 'full' as never })).to.throw(/expected padding "valid" or "same", received "full"/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, activation: 'gelu' as never })).to.throw(/unknown activation "gelu"/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, use_bias: 1 as never })).to.throw(/expected use_bias to be a boolean, received 1/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: 2 } as never)).to.throw(/unknown option "dilation_rate"/);
+    });
+
+    it('rejects a per-sample input that is not rank 3, and a batch of the wrong rank', () => {
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3 }).build([10, 10])).to.throw(/expected a per-sample input of rank 3 .* received \[10, 10\] \(rank 2\)/);
+      const layer = new Conv2D({ filters: 2, kernel_size: 3 }).build([6, 6, 1]);
+      expect(() => layer.forward(zeros([6, 6, 1]))).to.throw(/expected shape \[B, 6, 6, 1\] \(rank 4\), received \[6, 6, 1\] \(rank 3\)/);
+    });
+
+    it('rejects a channel mismatch, quoting expected Cin and the received channels', () => {
+      const layer = new Conv2D({ filters: 2, kernel_size: 3 }).build([6, 6, 3]);
+      expect(() => layer.forward(zeros([2, 6, 6, 4]))).to.throw(/expected 3 input channels .* received 4 in shape \[2, 6, 6, 4\]/);
+      // A loaded kernel built for another channel count.
+      layer.params[0].value = zeros([3, 3, 4, 2]);
+      expect(() => layer.forward(zeros([2, 6, 6, 3]))).to.throw(/kernel: expected shape \[3, 3, 3, 2\] .* received \[3, 3, 4, 2\]/);
+    });
+
+    it("rejects a 'valid' kernel larger than the input, quoting both sizes", () => {
+      expect(() => new Conv2D({ filters: 2, kernel_size: [3, 6] }).build([7, 5, 1])).to.throw(/expected kernel_size \[3, 6\] to fit the input's spatial extent \[7, 5\] with padding "valid", received an input of \[7, 5\]/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: [3, 6], padding: 'same' }).build([7, 5, 1])).not.to.throw();
+    });
+
+    it('rejects a cotangent or tangent of the wrong shape', () => {
+      const layer = new Conv2D({ filters: 2, kernel_size: 3 }).build([6, 6, 1]);
+      const { saved } = layer.forward(zeros([2, 6, 6, 1]));
+      expect(() => layer.vjp(saved, zeros([2, 4, 4, 3]))).to.throw(/vjp dy: expected shape \[2, 4, 4, 2\] \(rank 4\), received \[2, 4, 4, 3\]/);
+      expect(() => layer.jvp(saved, { dx: zeros([2, 6, 6, 1]), dParams: null, T: 1 })).to.throw(/jvp dx: expected shape \[2, 6, 6, 1, 1\] \(rank 5\), received \[2, 6, 6, 1\]/);
+      expect(() => layer.jvp(saved, { dx: null, dParams: [zeros([3, 3, 1, 2, 2]), null], T: 1 })).to.throw(/jvp dKernel: expected shape \[3, 3, 1, 2, 1\]/);
+    });
+  });
+});

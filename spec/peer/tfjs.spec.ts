@@ -1,0 +1,159 @@
+/**
+ * An independent peer in the same run: TensorFlow.js (tfjs-core on the CPU backend, float32)
+ * computes the forward pass and the gradients of random Conv2D, MaxPooling2D and Dense layers,
+ * and ours must agree to float32 tolerance. Inputs, weights and cotangents are rounded to float32
+ * first, so that both sides see the very same numbers.
+ */
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import type { ActivationName } from '../../lib/activations.js';
+import { Conv2D } from '../../lib/layers/conv2d.js';
+import { Dense } from '../../lib/layers/dense.js';
+import type { Layer, Padding } from '../../lib/layers/layer.js';
+import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
+import { Rng } from '../../lib/rng.js';
+import { type Tensor, contiguous, randomNormal } from '../../lib/tensor.js';
+import { expect } from '../helpers/setup.js';
+
+// tfjs-core's node bundle registers no gradients (the @tensorflow/tfjs union package does); load
+// tfjs-core's own gradient definitions, which register into the global registry tf.grads reads.
+createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+
+const TOL = { rtol: 1e-4, atol: 1e-5 };
+const ACTS: ActivationName[] = ['linear', 'relu', 'sigmoid', 'tanh', 'softmax'];
+
+/** Rounds every value to float32 in place (the tensor stays float64), so tfjs and we start equal. */
+function f32(t: Tensor): Tensor {
+  const d = t.data;
+  for (let i = 0; i < d.length; i++) d[i] = Math.fround(d[i]);
+  return t;
+}
+
+function toTf(t: Tensor): tf.Tensor {
+  return tf.tensor(Float32Array.from(contiguous(t).data.subarray(0, t.size)), t.shape.slice());
+}
+
+function fromTf(t: tf.Tensor): { shape: number[]; data: Float32Array } {
+  return { shape: t.shape.slice(), data: t.dataSync() as Float32Array };
+}
+
+function activate(z: tf.Tensor, act: ActivationName): tf.Tensor {
+  switch (act) {
+    case 'linear':
+      return z;
+    case 'relu':
+      return tf.relu(z);
+    case 'sigmoid':
+      return tf.sigmoid(z);
+    case 'tanh':
+      return tf.tanh(z);
+    case 'softmax':
+      return tf.softmax(z, -1);
+  }
+}
+
+interface Case {
+  label: string;
+  kind: 'Conv2D' | 'MaxPooling2D' | 'Dense';
+  pad: Padding;
+  strides: [number, number];
+  layer: Layer;
+  input: number[];
+  /** The same function in tfjs, of `(x, ...params)`. */
+  peer: (x: tf.Tensor, ...params: tf.Tensor[]) => tf.Tensor;
+}
+
+/** A random configuration: kind, odd sizes, strides 1 or 2, 'same' or 'valid'. */
+function randomCase(k: number, rng: Rng): Case {
+  const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)];
+  // Paddings alternate by blocks of four, so that each kind meets both.
+  const pad: Padding = Math.floor(k / 4) % 2 === 0 ? 'same' : 'valid';
+  const H = 3 + rng.int(7);
+  const W = 3 + rng.int(7);
+  const C = 1 + rng.int(4);
+  const s: [number, number] = [1 + rng.int(2), 1 + rng.int(2)];
+  const kind = (['Conv2D', 'MaxPooling2D', 'Conv2D', 'Dense'] as const)[k % 4];
+  const win: [number, number] = [Math.min(1 + rng.int(3), H), Math.min(1 + rng.int(3), W)];
+  if (kind === 'Conv2D') {
+    const filters = 1 + rng.int(5);
+    const activation = pick(ACTS);
+    const use_bias = rng.uniform() < 0.7;
+    const layer = new Conv2D({ filters, kernel_size: win, strides: s, padding: pad, activation, use_bias }).build([H, W, C], { rng });
+    return {
+      kind,
+      pad,
+      strides: s,
+      label: `Conv2D ${filters} ${win.join('x')} strides ${s.join('x')} ${pad} ${activation} bias=${use_bias} on ${H}x${W}x${C}`,
+      layer,
+      input: [H, W, C],
+      peer: (x, kernel, bias) => activate(bias ? tf.add(tf.conv2d(x as tf.Tensor4D, kernel as tf.Tensor4D, s, pad), bias) : tf.conv2d(x as tf.Tensor4D, kernel as tf.Tensor4D, s, pad), activation),
+    };
+  }
+  if (kind === 'MaxPooling2D') {
+    const layer = new MaxPooling2D({ pool_size: win, strides: s, padding: pad }).build([H, W, C]);
+    return {
+      kind,
+      pad,
+      strides: s,
+      label: `MaxPooling2D ${win.join('x')} strides ${s.join('x')} ${pad} on ${H}x${W}x${C}`,
+      layer,
+      input: [H, W, C],
+      peer: (x) => tf.maxPool(x as tf.Tensor4D, win, s, pad),
+    };
+  }
+  const nIn = 2 + rng.int(9);
+  const units = 1 + rng.int(6);
+  const activation = pick(ACTS);
+  const use_bias = rng.uniform() < 0.7;
+  const layer = new Dense({ units, activation, use_bias }).build([nIn], { rng });
+  return {
+    kind,
+    pad,
+    strides: [1, 1],
+    label: `Dense ${nIn}→${units} ${activation} bias=${use_bias}`,
+    layer,
+    input: [nIn],
+    peer: (x, kernel, bias) => activate(bias ? tf.add(tf.matMul(x as tf.Tensor2D, kernel as tf.Tensor2D), bias) : tf.matMul(x as tf.Tensor2D, kernel as tf.Tensor2D), activation),
+  };
+}
+
+describe('peer: TensorFlow.js (tfjs-core, CPU backend, float32)', () => {
+  before(async () => {
+    // Production mode: skips tfjs' debug checks and its advice to install tfjs-node.
+    tf.enableProdMode();
+    await tf.setBackend('cpu');
+    await tf.ready();
+  });
+
+  const rng = new Rng(2024);
+  const cases = Array.from({ length: 12 }, (_, k) => randomCase(k, rng));
+  for (const c of cases) {
+    it(`${c.label}: forward and vjp (dx and every parameter) match tf.grads`, () => {
+      const caseRng = new Rng(c.label.length * 7919);
+      const { layer } = c;
+      for (const p of layer.params) p.value = f32(randomNormal(p.value.shape, caseRng));
+      const x = f32(randomNormal([2, ...c.input], caseRng));
+      const fwd = layer.forward(x);
+      const dy = f32(randomNormal(fwd.y.shape, caseRng));
+      const ours = layer.vjp(fwd.saved, dy);
+
+      tf.tidy(() => {
+        const args = [toTf(x), ...layer.params.map((p) => toTf(p.value))];
+        const y = c.peer(args[0], ...args.slice(1));
+        expect(fwd.y, 'forward').to.be.allclose(fromTf(y), TOL);
+        const grads = tf.grads((...a: tf.Tensor[]) => c.peer(a[0], ...a.slice(1)))(args, toTf(dy));
+        expect(ours.dx, 'dx').to.be.allclose(fromTf(grads[0]), TOL);
+        layer.params.forEach((p, k) => expect(ours.dParams[k], `d${p.name}`).to.be.allclose(fromTf(grads[k + 1]), TOL));
+      });
+    });
+  }
+
+  it("the random cases cover 'same' and 'valid', and stride 2, for both Conv2D and MaxPooling2D, and Dense", () => {
+    for (const kind of ['Conv2D', 'MaxPooling2D'] as const) {
+      for (const pad of ['same', 'valid'] as const) expect(cases.some((c) => c.kind === kind && c.pad === pad), `${kind} ${pad}`).to.equal(true);
+      expect(cases.some((c) => c.kind === kind && c.strides.includes(2)), `${kind} stride 2`).to.equal(true);
+    }
+    expect(cases.some((c) => c.kind === 'Dense')).to.equal(true);
+  });
+});
