@@ -5,14 +5,16 @@
  * whole model on one tape), then each stage's optimizer steps its own weights.
  * @module
  */
+import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from './chain.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
+import { denseJacobianBytes } from './jacobian.js';
 import type { Param } from './layers/layer.js';
 import { type Loss, lossByName } from './losses.js';
+import { getMemoryBudget, guardBytes } from './memory.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from './optimizers.js';
 import { Rng } from './rng.js';
-import { Sequential } from './sequential.js';
+import { Sequential, type SequentialForwardOptions } from './sequential.js';
 import { type Tensor, assertFinite, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
-import { stepGradients } from './train-step.js';
 
 /** Examples and their labels: `x` `[N, ...in]`, `y` `[N, ...out]`. */
 export interface Dataset {

@@ -29,7 +29,7 @@ export interface Conv2DSaved {
 /**
  * The windows of one spatial axis, hoisted out of the hot loops: output position `o` reads input
  * positions `start[o] + k` for kernel taps `k` in `[lo[o], hi[o])`, the taps that land inside the
- * input (the others fall in the padding and contribute nothing, so they are never visited).
+ * input. The others fall in the padding: patch gathers leave them zero and the tangent loops skip them.
  */
 export interface WindowRanges {
   /** Output extent. */
@@ -73,9 +73,11 @@ interface Geometry {
  * A 2-D convolution (cross-correlation, as Keras) on NHWC images, with a fused activation.
  * Padding `'same'` is TensorFlow's: `ceil(n / s)` outputs, the smaller half of the pad before.
  * @example
- * const conv = new Conv2D({ filters: 6, kernel_size: 2, activation: 'relu' }).build([10, 10, 1]);
- * const { y } = conv.forward(x); // x: [B, 10, 10, 1] → y: [B, 9, 9, 6]
- * const J = conv.jacobianWrtInput(x); // [B, 9, 9, 6, 10, 10, 1]
+ * const conv = new Conv2D({ filters: 6, kernel_size: 2, activation: 'relu' }).build([10, 10, 1], { rng: new Rng(0) });
+ * const x = randomNormal([3, 10, 10, 1], new Rng(1));
+ * const { y } = conv.forward(x); // y: [3, 9, 9, 6]
+ * const J = conv.jacobianWrtInput(x); // [3, 9, 9, 6, 10, 10, 1]
+ * const { dx, dParams } = conv.vjp(conv.forward(x).saved, y); // dx: [3, 10, 10, 1]; dParams: [dKernel, dBias]
  */
 export class Conv2D extends Layer<Conv2DSaved> {
   readonly className = 'Conv2D';

@@ -34,7 +34,10 @@ export interface MaxPooling2DSaved {
  * first, left to right), so the derivative routes to exactly one input per output.
  * @example
  * const pool = new MaxPooling2D({ pool_size: 2 }).build([8, 8, 6]);
- * const { y } = pool.forward(x); // x: [B, 8, 8, 6] → y: [B, 4, 4, 6]
+ * const x = randomNormal([2, 8, 8, 6], new Rng(0));
+ * const { y, saved } = pool.forward(x); // y: [2, 4, 4, 6]
+ * const J = pool.jacobianWrtInput(x); // [2, 4, 4, 6, 8, 8, 6], one 1 per row
+ * const { dx } = pool.vjp(saved, y); // dx: [2, 8, 8, 6], nonzero only at the winners
  */
 export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   readonly className = 'MaxPooling2D';

@@ -1,0 +1,329 @@
+/**
+ * `jacobian-chain seed`: the seed's reference program. For the seed's reference model (and then
+ * the cats-vs-dogs CNN) it computes dLoss/dWeights three ways (one tape over the whole model, the
+ * explicit-Jacobian chain, the VJP chain), prints one `dLoss_dWeights2 valid: true` line per
+ * parameter for each chain against the single tape, as the original did, and a table per stage of
+ * the Jacobians the explicit way materialized against the bytes the VJP way held.
+ */
+import { readFileSync } from 'node:fs';
+import { allcloseReport, describeReport } from '../../lib/allclose.js';
+import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from '../../lib/chain.js';
+import { ConfigError, JacobianChainError, fmtShape } from '../../lib/errors.js';
+import { LOSSES, lossByName } from '../../lib/losses.js';
+import { fmtBytes } from '../../lib/memory.js';
+import { loadModel } from '../../lib/model-io.js';
+import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
+import { Rng } from '../../lib/rng.js';
+import { Sequential } from '../../lib/sequential.js';
+import { type DType, type Tensor, asType, fromJSON, zeros } from '../../lib/tensor.js';
+
+const HELP = `usage: jacobian-chain seed [options]
+
+The seed's reference check: dLoss/dWeights by the explicit-Jacobian chain (stage Jacobians
+contracted with the seed's helpers) and by the VJP chain (output gradients fed stage to stage),
+each compared with one tape over the whole model; then, per stage, the Jacobians the explicit way
+materialized against the bytes the VJP way held. Runs the seed's reference model, then the
+cats-vs-dogs CNN split after its last pooling layer (or only the model of --model).
+
+options:
+  --model <file>       a model file (Keras-style JSON: modelTopology and weights; a golden fixture
+                       works, and its x, y, loss and stages are used)
+  --split <i,j,...>    layer indices where a new stage starts (default: 1,2 for the reference model,
+                       after the last pooling layer for the CNN, the file's "stages")
+  --batch <n>          batch size of a seeded batch (default: 3 for the reference model, 2 for the CNN,
+                       the file's x)
+  --side <n>           CNN image side, >= 22 (default 32)
+  --channels <n>       CNN image channels (default 3)
+  --dtype <type>       float64 (default) or float32
+  --seed <n>           seed of the weights, the batch and the Dropout masks (default 0)
+  --loss <name>        loss for a model file that names none: ${LOSSES.join(', ')} (default mse)
+  --inference          run Dropout in inference mode (default: training, one seeded mask that all
+                       three ways share)
+  --rtol <x>           relative tolerance of "valid" (default 1e-5, NumPy's allclose as in the
+                       seed; 1e-4 in float32, whose rounding the seed saw as errors near 1e-7)
+  --atol <x>           absolute tolerance of "valid" (default 1e-8; 1e-6 in float32)
+  -h, --help           this text
+`;
+
+/** Parsed options. */
+interface Options {
+  model?: string;
+  split?: number[];
+  batch?: number;
+  side: number;
+  channels: number;
+  dtype: DType;
+  seed: number;
+  loss?: string;
+  training: boolean;
+  rtol?: number;
+  atol?: number;
+}
+
+/** A usage error: printed with a pointer to --help, exit code 2. */
+class UsageError extends ConfigError {}
+
+function parseArgs(argv: string[]): Options | 'help' {
+  const o: Options = { side: 32, channels: 3, dtype: 'float64', seed: 0, training: true };
+  const valueOf = (i: number, flag: string): string => {
+    const v = argv[i + 1];
+    if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag}: expected a value, received ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
+    return v;
+  };
+  const int = (v: string, flag: string, min: number): number => {
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag}: expected an integer >= ${min}, received ${JSON.stringify(v)}`);
+    return n;
+  };
+  const pos = (v: string, flag: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new UsageError(`${flag}: expected a non-negative number, received ${JSON.stringify(v)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].startsWith('--') && argv[i].includes('=') ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)] : [argv[i], undefined];
+    const take = (): string => (inline !== undefined ? inline : valueOf(i++, flag));
+    switch (flag) {
+      case '-h':
+      case '--help':
+        return 'help';
+      case '--model':
+        o.model = take();
+        break;
+      case '--split': {
+        const v = take();
+        const parts = v.split(',').map((s) => s.trim());
+        o.split = parts.map((p) => int(p, '--split', 1));
+        break;
+      }
+      case '--batch':
+        o.batch = int(take(), flag, 1);
+        break;
+      case '--side':
+        o.side = int(take(), flag, 1);
+        break;
+      case '--channels':
+        o.channels = int(take(), flag, 1);
+        break;
+      case '--dtype': {
+        const v = take();
+        if (v !== 'float64' && v !== 'float32') throw new UsageError(`--dtype: expected float64 or float32, received ${JSON.stringify(v)}`);
+        o.dtype = v;
+        break;
+      }
+      case '--seed':
+        o.seed = int(take(), flag, 0);
+        break;
+      case '--loss': {
+        const v = take();
+        lossByName(v);
+        o.loss = v;
+        break;
+      }
+      case '--inference':
+        o.training = false;
+        break;
+      case '--rtol':
+        o.rtol = pos(take(), flag);
+        break;
+      case '--atol':
+        o.atol = pos(take(), flag);
+        break;
+      default:
+        throw new UsageError(`unknown option ${JSON.stringify(argv[i])}; expected one of --model, --split, --batch, --side, --channels, --dtype, --seed, --loss, --inference, --rtol, --atol, --help`);
+    }
+  }
+  // float32 carries ~7 significant digits: NumPy's float64 defaults would flag its rounding.
+  o.rtol ??= o.dtype === 'float32' ? 1e-4 : 1e-5;
+  o.atol ??= o.dtype === 'float32' ? 1e-6 : 1e-8;
+  return o;
+}
+
+/** One model to check: its stages, batch, loss. */
+interface Case {
+  title: string;
+  stages: Sequential[];
+  x: Tensor;
+  y: Tensor;
+  loss: string;
+}
+
+function seedCase(o: Options): Case {
+  const model = seedReferenceModel({ seed: o.seed, dtype: o.dtype });
+  const { x, y } = seededBatch(model.inputShape, { batch: o.batch ?? 3, seed: o.seed, dtype: o.dtype });
+  return { title: "the seed's reference model", stages: model.split(o.split ?? SEED_REFERENCE_SPLIT), x, y, loss: 'mse' };
+}
+
+function cnnCase(o: Options): Case {
+  const model = catsVsDogsCnn({ side: o.side, channels: o.channels, seed: o.seed, dtype: o.dtype });
+  const { x, y } = seededBatch(model.inputShape, { batch: o.batch ?? 2, seed: o.seed + 1, dtype: o.dtype });
+  return { title: "the seed's cats-vs-dogs CNN", stages: model.split(o.split ?? splitAfterLastPooling(model)), x, y, loss: 'binary_crossentropy' };
+}
+
+function fileCase(o: Options, path: string): Case {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--model: cannot read ${JSON.stringify(path)} (${(e as Error).message})`);
+  }
+  const model = loadModel(text, { dtype: o.dtype });
+  const file = JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] };
+  const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
+  lossByName(loss);
+  const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, model.layers.length) : [Math.max(1, Math.floor(model.layers.length / 2))]);
+  let x: Tensor;
+  let y: Tensor;
+  if (file.x && file.y && o.batch === undefined) {
+    x = asType(fromJSON(file.x as never, 'float64', `${path} x`), o.dtype);
+    y = asType(fromJSON(file.y as never, 'float64', `${path} y`), o.dtype);
+  } else {
+    ({ x } = seededBatch(model.inputShape, { batch: o.batch ?? 3, seed: o.seed, dtype: o.dtype }));
+    y = labelsFor(model, x.shape[0], loss, o);
+  }
+  return { title: `model file ${path}`, stages: model.split(split), x, y, loss };
+}
+
+/** Seeded labels matching the model's output: one-hot rows for categorical cross-entropy, else 0/1. */
+function labelsFor(model: Sequential, B: number, loss: string, o: Options): Tensor {
+  const rng = new Rng(o.seed + 2);
+  const y = zeros([B, ...model.outputShape], o.dtype);
+  const cols = model.outputShape[model.outputShape.length - 1];
+  if (lossByName(loss).name === 'categorical_crossentropy') {
+    for (let r = 0; r < y.size / cols; r++) y.data[r * cols + rng.int(cols)] = 1;
+  } else {
+    for (let i = 0; i < y.size; i++) y.data[i] = rng.uniform() > 0.5 ? 1 : 0;
+  }
+  return y;
+}
+
+/** The seed's names: `dLoss_dWeights2`, `dLoss_dBias2`; a stage with several layers with weights adds the layer name. */
+function paramLines(stages: Sequential[]): { label: string; layer: number; param: number }[] {
+  const out: { label: string; layer: number; param: number }[] = [];
+  const offsets = stages.map((_, s) => stages.slice(0, s).reduce((n, st) => n + st.layers.length, 0));
+  for (let s = stages.length - 1; s >= 0; s--) {
+    const withParams = stages[s].layers.filter((l) => l.params.length > 0).length;
+    stages[s].layers.forEach((l, i) => {
+      l.params.forEach((p, k) => {
+        const kind = p.name === 'kernel' ? 'Weights' : p.name === 'bias' ? 'Bias' : p.name;
+        out.push({ label: `dLoss_d${kind}${s}${withParams > 1 ? `_${l.name}` : ''}`, layer: offsets[s] + i, param: k });
+      });
+    });
+  }
+  return out;
+}
+
+/** Prints the seed's `valid` lines of one chain against the reference; returns whether all hold. */
+function printValid(title: string, res: Timed, ref: ChainResult, stages: Sequential[], o: Options): boolean {
+  const tol = { rtol: o.rtol!, atol: o.atol! };
+  console.log(`\n${title} vs one tape over the whole model (${res.ms.toFixed(0)} ms; valid = allclose with rtol ${tol.rtol}, atol ${tol.atol}):`);
+  let ok = true;
+  let worst = 0;
+  for (const { label, layer, param } of paramLines(stages)) {
+    const r = allcloseReport(res.dLoss_dWeights[layer][param], ref.dLoss_dWeights[layer][param], tol);
+    worst = Math.max(worst, r.maxRelError);
+    ok &&= r.pass;
+    console.log(`${label} valid: ${r.pass}${r.pass ? '' : ` (${describeReport(r, tol)})`}`);
+  }
+  for (let s = stages.length - 2; s >= 0; s--) {
+    const r = allcloseReport(res.dLoss_dOut[s], ref.dLoss_dOut[s], tol);
+    worst = Math.max(worst, r.maxRelError);
+    ok &&= r.pass;
+    console.log(`dLoss_dOut${s} valid: ${r.pass}${r.pass ? '' : ` (${describeReport(r, tol)})`}`);
+  }
+  const lossOk = Math.abs(res.loss - ref.loss) <= tol.atol + tol.rtol * Math.abs(ref.loss);
+  ok &&= lossOk;
+  console.log(`loss valid: ${lossOk}`);
+  console.log(`(largest relative difference from the single tape: ${worst.toExponential(2)})`);
+  return ok;
+}
+
+/** The memory table: per stage, each Jacobian the explicit way materialized, against what the VJP way held. */
+function printMemory(jac: ChainResult, vjp: ChainResult, stages: Sequential[], B: number): void {
+  console.log('\nmemory per stage: Jacobians the explicit way materialized vs what the VJP way held');
+  const w0 = 34;
+  const w1 = 36;
+  stages.forEach((st, s) => {
+    const mj = jac.memory[s];
+    const mv = vjp.memory[s];
+    console.log(`\n${st.name} (layers ${st.layerOffset}..${st.layerOffset + st.layers.length - 1}): input ${fmtShape([B, ...st.inputShape])} -> output ${fmtShape([B, ...st.outputShape])}`);
+    console.log(`  ${'explicit-Jacobian way'.padEnd(w0)}${'shape'.padEnd(w1)}bytes`);
+    for (const J of mj.jacobians) console.log(`    ${J.label.padEnd(w0 - 2)}${fmtShape(J.shape).padEnd(w1)}${fmtBytes(J.bytes)}`);
+    if (s === 0) console.log(`    ${'(dOut/dIn: not needed at stage 0)'.padEnd(w0 - 2)}`);
+    const jBytes = mj.jacobians.reduce((n, J) => n + J.bytes, 0);
+    console.log(`    ${'Jacobians in all'.padEnd(w0 - 2)}${''.padEnd(w1)}${fmtBytes(jBytes)}`);
+    console.log(`  ${'VJP way'.padEnd(w0)}`);
+    console.log(`    ${'cotangents (dy in, dx out)'.padEnd(w0 - 2)}${`${fmtShape([B, ...st.outputShape])}, ${fmtShape([B, ...st.inputShape])}`.padEnd(w1)}${fmtBytes(mv.cotangentBytes)}`);
+    console.log(`  ${'both ways'.padEnd(w0)}`);
+    console.log(`    ${'residuals saved by the tape'.padEnd(w0 - 2)}${''.padEnd(w1)}${fmtBytes(mv.residualBytes)}`);
+    console.log(`    ${'weight gradients'.padEnd(w0 - 2)}${''.padEnd(w1)}${fmtBytes(mv.gradientBytes)}`);
+    const ratio = mv.cotangentBytes > 0 ? jBytes / mv.cotangentBytes : 0;
+    console.log(`  Jacobians / cotangents: ${ratio >= 10 ? ratio.toFixed(0) : ratio.toFixed(1)}x`);
+  });
+}
+
+type Timed = ChainResult & { ms: number };
+
+async function timed(f: () => ChainResult | Promise<ChainResult>): Promise<Timed> {
+  const t0 = performance.now();
+  const r = await f();
+  return { ...r, ms: performance.now() - t0 };
+}
+
+async function runCase(c: Case, o: Options): Promise<boolean> {
+  const opts: ChainOptions = { training: o.training, seed: o.seed };
+  const hasDropout = c.stages.some((s) => s.layers.some((l) => l.className === 'Dropout'));
+  const stageList = c.stages.map((s) => `[${s.layers.map((_, i) => s.layerOffset + i).join(', ')}]`).join(' ');
+  console.log(`\n=== ${c.title}: input ${fmtShape(c.x.shape)}, stages ${stageList}, loss ${c.loss}, ${o.dtype}${hasDropout ? `, Dropout in ${o.training ? 'training (one seeded mask, shared by all three ways)' : 'inference'}` : ''} ===`);
+  console.log(c.stages.map((s) => s.summary()).join('\n'));
+  const ref = await timed(() => referenceGradients(c.stages, c.x, c.y, c.loss, opts));
+  console.log(`\nloss ${ref.loss} (one tape over the whole model, ${ref.ms.toFixed(0)} ms)`);
+  const jac = await timed(() => jacobianChain(c.stages, c.x, c.y, c.loss, opts));
+  const okJ = printValid('explicit-Jacobian chain', jac, ref, c.stages, o);
+  const vjp = await timed(() => vjpChain(c.stages, c.x, c.y, c.loss, opts));
+  const okV = printValid('VJP chain', vjp, ref, c.stages, o);
+  printMemory(jac, vjp, c.stages, c.x.shape[0]);
+  return okJ && okV;
+}
+
+/** Entry point: returns the exit code (0 all valid, 1 some invalid, 2 bad options). */
+export async function run(argv: string[]): Promise<number> {
+  let o: Options | 'help';
+  try {
+    o = parseArgs(argv);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`jacobian-chain seed: ${e.message}\nrun "jacobian-chain seed --help" for the options`);
+      return 2;
+    }
+    throw e;
+  }
+  if (o === 'help') {
+    console.log(HELP);
+    return 0;
+  }
+  let cases: (() => Case)[];
+  const opts = o;
+  if (o.model) {
+    const path = o.model;
+    cases = [() => fileCase(opts, path)];
+  } else {
+    cases = [() => seedCase(opts), () => cnnCase(opts)];
+  }
+  let ok = true;
+  for (const make of cases) {
+    let c: Case;
+    try {
+      c = make();
+    } catch (e) {
+      if (e instanceof JacobianChainError) {
+        console.error(`jacobian-chain seed: ${e.message}`);
+        return 2;
+      }
+      throw e;
+    }
+    ok = (await runCase(c, o)) && ok;
+  }
+  console.log(`\n${ok ? 'all valid' : 'SOME CHECKS FAILED'}`);
+  return ok ? 0 : 1;
+}

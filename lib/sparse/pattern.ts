@@ -1,0 +1,561 @@
+/**
+ * Sparsity patterns: which entries of a Jacobian can be non-zero, in closed form from a layer's
+ * configuration (structural) and, where the derivative depends on values, from a recorded forward
+ * pass (ReLU zeros, max-pooling winners, Dropout masks: see `lib/sparse/propagate.ts`).
+ *
+ * Two representations:
+ * - {@link SparsityPattern}: an explicit boolean CSR matrix (rows = flat outputs, columns = flat
+ *   inputs or parameters), the form colouring and decompression work on;
+ * - {@link KronPattern}: a Kronecker product of small per-axis factors. A layer acts on each axis of
+ *   an NHWC image separately (a convolution couples each output row only to a window of input
+ *   rows, and all channels; pooling a window and one channel; an element-wise activation nothing),
+ *   so its pattern is `A_H ⊗ A_W ⊗ A_C` with factors a few hundred wide at most. Composing two
+ *   layers composes the factors, so a whole stage's pattern at 224×224×3 (150 528 columns, 62.8
+ *   million structural non-zeros) is three matrices of at most 224 × 224: its non-zero count,
+ *   largest row and an optimal colouring come in O(n) without ever listing the entries.
+ *
+ * Closed forms per layer (structural, per sample): Conv2D w.r.t. the input: a window of
+ * `kh·kw·cin` inputs per output (clipped at the padding); w.r.t. the kernel: the output channel's
+ * kernel column (`kh·kw·cin` entries); w.r.t. the bias: one entry. Dense: full rows; w.r.t. the
+ * kernel: the output unit's column. Element-wise activations: the diagonal; softmax: a block per
+ * row of the last axis. MaxPooling2D: a window per output, one channel. Flatten: the identity (a
+ * permutation of NHWC into one axis, the identity in row-major order). Dropout: the diagonal.
+ * @module
+ */
+import { ConfigError, ShapeError, fmtShape } from '../errors.js';
+import type { Differentiable, Layer, Padding } from '../layers/layer.js';
+import { windowAxis } from '../layers/layer.js';
+import { getMemoryBudget, guardBytes } from '../memory.js';
+import { sizeOf } from '../tensor.js';
+
+/** A boolean sparse matrix in CSR form: row `r` may be non-zero at the columns `colIdx[rowPtr[r] .. rowPtr[r+1])` (strictly increasing). */
+export class SparsityPattern {
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly rowPtr: Int32Array,
+    readonly colIdx: Int32Array,
+  ) {
+    if (rowPtr.length !== rows + 1) throw new ShapeError(`SparsityPattern: expected rowPtr of length ${rows + 1}, received ${rowPtr.length}`);
+  }
+
+  /** Possibly non-zero entries. */
+  get nnz(): number {
+    return this.rowPtr[this.rows];
+  }
+
+  /** Entries in row `r`. */
+  rowNnz(r: number): number {
+    return this.rowPtr[r + 1] - this.rowPtr[r];
+  }
+
+  /** Largest row: a lower bound on the colours of any column colouring (its columns all differ). */
+  maxRowNnz(): number {
+    let m = 0;
+    for (let r = 0; r < this.rows; r++) m = Math.max(m, this.rowPtr[r + 1] - this.rowPtr[r]);
+    return m;
+  }
+
+  /** The columns of row `r` (a view). */
+  row(r: number): Int32Array {
+    return this.colIdx.subarray(this.rowPtr[r], this.rowPtr[r + 1]);
+  }
+
+  /** True when `(r, c)` may be non-zero. */
+  has(r: number, c: number): boolean {
+    for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) if (this.colIdx[k] === c) return true;
+    return false;
+  }
+
+  /** The transpose (columns become rows), in O(nnz). */
+  transpose(): SparsityPattern {
+    const ptr = new Int32Array(this.cols + 1);
+    for (let k = 0; k < this.nnz; k++) ptr[this.colIdx[k] + 1]++;
+    for (let c = 0; c < this.cols; c++) ptr[c + 1] += ptr[c];
+    const fill = ptr.slice(0, this.cols);
+    const idx = new Int32Array(this.nnz);
+    for (let r = 0; r < this.rows; r++) for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) idx[fill[this.colIdx[k]]++] = r;
+    return new SparsityPattern(this.cols, this.rows, ptr, idx);
+  }
+
+  /** Same rows, columns and entries. */
+  equals(o: SparsityPattern): boolean {
+    if (o.rows !== this.rows || o.cols !== this.cols || o.nnz !== this.nnz) return false;
+    for (let r = 0; r <= this.rows; r++) if (o.rowPtr[r] !== this.rowPtr[r]) return false;
+    for (let k = 0; k < this.nnz; k++) if (o.colIdx[k] !== this.colIdx[k]) return false;
+    return true;
+  }
+
+  /** True when every entry of this pattern is also in `o`. */
+  subsetOf(o: SparsityPattern): boolean {
+    if (o.rows !== this.rows || o.cols !== this.cols) return false;
+    for (let r = 0; r < this.rows; r++) {
+      let q = o.rowPtr[r];
+      for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) {
+        const c = this.colIdx[k];
+        while (q < o.rowPtr[r + 1] && o.colIdx[q] < c) q++;
+        if (q === o.rowPtr[r + 1] || o.colIdx[q] !== c) return false;
+      }
+    }
+    return true;
+  }
+
+  /**
+   * The boolean product `this ∘ inner`: row `r` of the result is the union of the rows of `inner`
+   * that row `r` of `this` selects (`this` is an outer layer's pattern over `inner`'s rows).
+   */
+  compose(inner: SparsityPattern): SparsityPattern {
+    if (inner.rows !== this.cols) throw new ShapeError(`SparsityPattern.compose: expected an inner pattern of ${this.cols} rows, received ${inner.rows}`);
+    const mark = new Int32Array(inner.cols).fill(-1);
+    const rows: Int32Array[] = [];
+    let nnz = 0;
+    let buf = new Int32Array(64);
+    for (let r = 0; r < this.rows; r++) {
+      let n = 0;
+      for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) {
+        const m = this.colIdx[k];
+        for (let q = inner.rowPtr[m]; q < inner.rowPtr[m + 1]; q++) {
+          const c = inner.colIdx[q];
+          if (mark[c] === r) continue;
+          mark[c] = r;
+          if (n === buf.length) {
+            const nb = new Int32Array(2 * n);
+            nb.set(buf);
+            buf = nb;
+          }
+          buf[n++] = c;
+        }
+      }
+      const row = buf.slice(0, n).sort();
+      rows.push(row);
+      nnz += n;
+    }
+    return SparsityPattern.fromRowArrays(rows, inner.cols, nnz);
+  }
+
+  /** Union of patterns of one shape (e.g. the samples of a batch): what a colouring valid for all of them must respect. */
+  static union(ps: readonly SparsityPattern[]): SparsityPattern {
+    if (ps.length === 0) throw new ShapeError('SparsityPattern.union: expected at least one pattern, received none');
+    if (ps.length === 1) return ps[0];
+    const { rows, cols } = ps[0];
+    for (const p of ps) if (p.rows !== rows || p.cols !== cols) throw new ShapeError(`SparsityPattern.union: expected patterns of ${rows} × ${cols}, received ${p.rows} × ${p.cols}`);
+    const mark = new Int32Array(cols).fill(-1);
+    const out: Int32Array[] = [];
+    let nnz = 0;
+    for (let r = 0; r < rows; r++) {
+      const acc: number[] = [];
+      for (const p of ps) {
+        for (let k = p.rowPtr[r]; k < p.rowPtr[r + 1]; k++) {
+          const c = p.colIdx[k];
+          if (mark[c] !== r) {
+            mark[c] = r;
+            acc.push(c);
+          }
+        }
+      }
+      const row = Int32Array.from(acc).sort();
+      out.push(row);
+      nnz += row.length;
+    }
+    return SparsityPattern.fromRowArrays(out, cols, nnz);
+  }
+
+  /** A pattern from one sorted column array per row. */
+  static fromRowArrays(rowArrays: readonly (Int32Array | readonly number[])[], cols: number, nnz?: number): SparsityPattern {
+    const total = nnz ?? rowArrays.reduce((s, r) => s + r.length, 0);
+    const rowPtr = new Int32Array(rowArrays.length + 1);
+    const colIdx = new Int32Array(total);
+    let e = 0;
+    rowArrays.forEach((r, i) => {
+      for (let k = 0; k < r.length; k++) colIdx[e++] = r[k];
+      rowPtr[i + 1] = e;
+    });
+    return new SparsityPattern(rowArrays.length, cols, rowPtr, colIdx);
+  }
+
+  /** The `n × n` identity. */
+  static identity(n: number): SparsityPattern {
+    const rowPtr = new Int32Array(n + 1);
+    const colIdx = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      rowPtr[i + 1] = i + 1;
+      colIdx[i] = i;
+    }
+    return new SparsityPattern(n, n, rowPtr, colIdx);
+  }
+
+  /** The all-ones `rows × cols` pattern. */
+  static full(rows: number, cols: number): SparsityPattern {
+    const rowPtr = new Int32Array(rows + 1);
+    const colIdx = new Int32Array(rows * cols);
+    for (let r = 0; r < rows; r++) {
+      rowPtr[r + 1] = (r + 1) * cols;
+      for (let c = 0; c < cols; c++) colIdx[r * cols + c] = c;
+    }
+    return new SparsityPattern(rows, cols, rowPtr, colIdx);
+  }
+
+  /** The pattern of the stored non-zeros of a dense row-major `rows × cols` buffer. */
+  static fromDense(d: ArrayLike<number>, rows: number, cols: number, offset = 0): SparsityPattern {
+    const out: number[][] = [];
+    for (let r = 0; r < rows; r++) {
+      const row: number[] = [];
+      for (let c = 0; c < cols; c++) if (d[offset + r * cols + c] !== 0) row.push(c);
+      out.push(row);
+    }
+    return SparsityPattern.fromRowArrays(out, cols);
+  }
+}
+
+/**
+ * A pattern that is a Kronecker product of small factors: entry `(r, c)` may be non-zero iff every
+ * factor `k` may be non-zero at `(r_k, c_k)`, where `r` and `c` are read in mixed radix over the
+ * factors' row and column extents (factor 0 most significant, as row-major NHWC).
+ */
+export class KronPattern {
+  constructor(readonly factors: readonly SparsityPattern[]) {
+    if (factors.length === 0) throw new ShapeError('KronPattern: expected at least one factor, received none');
+  }
+
+  /** Extents of the factors' rows (their product is the output size). */
+  get rowExtents(): number[] {
+    return this.factors.map((f) => f.rows);
+  }
+
+  /** Extents of the factors' columns (their product is the input size). */
+  get colExtents(): number[] {
+    return this.factors.map((f) => f.cols);
+  }
+
+  get rows(): number {
+    return this.factors.reduce((s, f) => s * f.rows, 1);
+  }
+
+  get cols(): number {
+    return this.factors.reduce((s, f) => s * f.cols, 1);
+  }
+
+  /** Structural non-zeros: the product of the factors'. */
+  get nnz(): number {
+    return this.factors.reduce((s, f) => s * f.nnz, 1);
+  }
+
+  /** Largest row: the product of the factors' largest rows. */
+  maxRowNnz(): number {
+    return this.factors.reduce((s, f) => s * f.maxRowNnz(), 1);
+  }
+
+  /** Columns touched by at least one row. */
+  usedCols(): number {
+    return this.factors.reduce((s, f) => {
+      const used = new Uint8Array(f.cols);
+      for (let k = 0; k < f.nnz; k++) used[f.colIdx[k]] = 1;
+      return s * used.reduce((a, b) => a + b, 0);
+    }, 1);
+  }
+
+  /** Rows with at least one entry. */
+  usedRows(): number {
+    return this.factors.reduce((s, f) => {
+      let n = 0;
+      for (let r = 0; r < f.rows; r++) if (f.rowPtr[r + 1] > f.rowPtr[r]) n++;
+      return s * n;
+    }, 1);
+  }
+
+  /**
+   * The explicit pattern (columns sorted), refused over the memory budget before allocating:
+   * at 224×224×3 a conv stage's structural pattern is 62.8 million entries.
+   */
+  expand(budgetBytes: number = getMemoryBudget()): SparsityPattern {
+    guardBytes(`explicit sparsity pattern (${this.nnz} entries)`, 4 * (this.nnz + this.rows + 1), budgetBytes, 'work with the Kronecker factors');
+    const F = this.factors;
+    const m = F.length;
+    const colStride = new Array<number>(m);
+    for (let k = m - 1, s = 1; k >= 0; k--) {
+      colStride[k] = s;
+      s *= F[k].cols;
+    }
+    const rowPtr = new Int32Array(this.rows + 1);
+    const colIdx = new Int32Array(this.nnz);
+    const ri = new Array<number>(m).fill(0);
+    let e = 0;
+    for (let r = 0; r < this.rows; r++) {
+      // Odometer over the factor rows' entries, most significant factor outermost: sorted columns.
+      const emit = (k: number, base: number): void => {
+        const f = F[k];
+        for (let q = f.rowPtr[ri[k]]; q < f.rowPtr[ri[k] + 1]; q++) {
+          const c = base + f.colIdx[q] * colStride[k];
+          if (k === m - 1) colIdx[e++] = c;
+          else emit(k + 1, c);
+        }
+      };
+      emit(0, 0);
+      rowPtr[r + 1] = e;
+      for (let k = m - 1; k >= 0; k--) {
+        if (++ri[k] < F[k].rows) break;
+        ri[k] = 0;
+      }
+    }
+    return new SparsityPattern(this.rows, this.cols, rowPtr, colIdx);
+  }
+
+  /** The identity pattern over a per-sample shape, one factor per axis. */
+  static identity(shape: readonly number[]): KronPattern {
+    return new KronPattern(shape.length === 0 ? [SparsityPattern.identity(1)] : shape.map((d) => SparsityPattern.identity(d)));
+  }
+}
+
+/** How a layer acts on one axis of its input: not at all, coupling everything, or through a small pattern. */
+export type AxisMap = { kind: 'identity' } | { kind: 'full'; rows: number } | { kind: 'matrix'; pattern: SparsityPattern };
+
+/** A layer's structural pattern w.r.t. its input, axis by axis. */
+export interface AxisStructure {
+  /** The input axes the maps act on (their product is the input size). */
+  inDims: number[];
+  /** One map per input axis. */
+  maps: AxisMap[];
+}
+
+/**
+ * The windows of one spatial axis as a pattern: output position `o` reads the input positions of
+ * its window that fall inside the input (TensorFlow's padding via `windowAxis`).
+ * `taps`: columns are the window's taps `0..k-1` instead of input positions (for kernel patterns).
+ */
+export function windowPattern(n: number, k: number, s: number, pad: Padding, taps = false, what = 'window'): SparsityPattern {
+  const { out, before } = windowAxis(n, k, s, pad, what);
+  const rows: number[][] = [];
+  for (let o = 0; o < out; o++) {
+    const start = o * s - before;
+    const row: number[] = [];
+    for (let t = Math.max(0, -start); t < Math.min(k, n - start); t++) row.push(taps ? t : start + t);
+    rows.push(row);
+  }
+  return SparsityPattern.fromRowArrays(rows, taps ? k : n);
+}
+
+/** Largest number of in-bounds taps of any window on an axis: the axis's factor of the closed-form colour counts. */
+export function maxWindow(n: number, k: number, s: number, pad: Padding): number {
+  const { out, before } = windowAxis(n, k, s, pad, 'window');
+  let m = 0;
+  for (let o = 0; o < out; o++) {
+    const start = o * s - before;
+    m = Math.max(m, Math.min(k, n - start) - Math.max(0, -start));
+  }
+  return m;
+}
+
+/** The layer classes whose patterns and rules this module knows. */
+export const STRUCTURED_LAYERS = ['Conv2D', 'Dense', 'Activation', 'MaxPooling2D', 'Flatten', 'Dropout'] as const;
+
+/** Fields of the known layer classes that the closed forms read (duck-typed, so this module never imports the layer classes). */
+export interface LayerLike extends Differentiable {
+  readonly className: string;
+  readonly name: string;
+  readonly activation?: string;
+  readonly kernelSize?: [number, number];
+  readonly poolSize?: [number, number];
+  readonly strides?: [number, number];
+  readonly padding?: Padding;
+  readonly filters?: number;
+  readonly units?: number;
+  readonly useBias?: boolean;
+  describe(): string;
+}
+
+/** A leaf layer the structured engines understand, or null. */
+export function asKnownLayer(f: unknown): LayerLike | null {
+  const c = (f as { className?: unknown }).className;
+  return typeof c === 'string' && (STRUCTURED_LAYERS as readonly string[]).includes(c) ? (f as LayerLike) : null;
+}
+
+/** The layers of a stage (a `Sequential`, or anything with `layers`), or `[f]` for one known layer; null when the structure is unknown. */
+export function knownLayers(f: Differentiable): LayerLike[] | null {
+  const layers = (f as { layers?: unknown }).layers;
+  if (Array.isArray(layers)) {
+    const out: LayerLike[] = [];
+    for (const l of layers) {
+      const inner = knownLayers(l as Differentiable);
+      if (!inner) return null;
+      out.push(...inner);
+    }
+    return out;
+  }
+  const l = asKnownLayer(f);
+  return l ? [l] : null;
+}
+
+/** Last-axis extent of a shape (the softmax row). */
+function lastDim(shape: readonly number[]): number {
+  return shape[shape.length - 1];
+}
+
+/** A layer's structural pattern w.r.t. its input, axis by axis, from its configuration. */
+export function axisStructure(layer: LayerLike): AxisStructure {
+  const inDims = layer.inputShape.slice();
+  const id: AxisMap = { kind: 'identity' };
+  switch (layer.className) {
+    case 'Conv2D': {
+      const [H, W, C] = inDims;
+      const [kh, kw] = layer.kernelSize!;
+      const [sh, sw] = layer.strides!;
+      void C;
+      return {
+        inDims,
+        maps: [
+          { kind: 'matrix', pattern: windowPattern(H, kh, sh, layer.padding!, false, layer.describe()) },
+          { kind: 'matrix', pattern: windowPattern(W, kw, sw, layer.padding!, false, layer.describe()) },
+          { kind: 'full', rows: layer.filters! },
+        ],
+      };
+    }
+    case 'MaxPooling2D': {
+      const [H, W] = inDims;
+      const [ph, pw] = layer.poolSize!;
+      const [sh, sw] = layer.strides!;
+      return {
+        inDims,
+        maps: [
+          { kind: 'matrix', pattern: windowPattern(H, ph, sh, layer.padding!, false, layer.describe()) },
+          { kind: 'matrix', pattern: windowPattern(W, pw, sw, layer.padding!, false, layer.describe()) },
+          id,
+        ],
+      };
+    }
+    case 'Dense':
+      return { inDims, maps: [{ kind: 'full', rows: layer.units! }] };
+    case 'Activation':
+      if (layer.activation === 'softmax') return { inDims, maps: inDims.map((d, i) => (i === inDims.length - 1 ? { kind: 'full', rows: d } : id)) };
+      return { inDims, maps: inDims.map(() => id) };
+    case 'Flatten':
+    case 'Dropout':
+      return { inDims, maps: inDims.map(() => id) };
+    default:
+      throw new ConfigError(`sparsity pattern: no closed form for layer class ${JSON.stringify(layer.className)}; expected one of ${STRUCTURED_LAYERS.join(', ')}`);
+  }
+}
+
+/**
+ * Groups `extents` (a pattern's row factors) into consecutive runs whose products are `dims`;
+ * factors of extent 1 join a neighbouring run. Null when they do not line up.
+ */
+function groupExtents(extents: readonly number[], dims: readonly number[]): number[][] | null {
+  const groups: number[][] = [];
+  let i = 0;
+  for (let j = 0; j < dims.length; j++) {
+    const g: number[] = [];
+    let p = 1;
+    do {
+      if (i >= extents.length) return null;
+      g.push(i);
+      p *= extents[i++];
+    } while (p < dims[j] || (p === dims[j] && i < extents.length && extents[i] === 1 && j === dims.length - 1));
+    if (p !== dims[j]) return null;
+    groups.push(g);
+  }
+  while (i < extents.length) {
+    if (extents[i] !== 1 || groups.length === 0) return null;
+    groups[groups.length - 1].push(i++);
+  }
+  return groups;
+}
+
+/**
+ * Writes a layer's axis maps as Kronecker factors lined up with `extents` (the row factors of the
+ * pattern it is applied to): an identity or a full map splits over any grouping; a window matrix
+ * needs its axis to be one factor. Null when the factors do not line up.
+ */
+function alignMaps(s: AxisStructure, extents: readonly number[]): SparsityPattern[] | null {
+  const groups = groupExtents(extents, s.inDims);
+  if (!groups) return null;
+  const out: SparsityPattern[] = new Array(extents.length);
+  for (let j = 0; j < groups.length; j++) {
+    const g = groups[j];
+    const map = s.maps[j];
+    if (map.kind === 'identity') {
+      for (const i of g) out[i] = SparsityPattern.identity(extents[i]);
+    } else if (map.kind === 'full') {
+      g.forEach((i, n) => (out[i] = SparsityPattern.full(n === 0 ? map.rows : 1, extents[i])));
+    } else {
+      const big = g.filter((i) => extents[i] !== 1);
+      if (big.length > 1) return null;
+      const at = big.length === 1 ? big[0] : g[0];
+      for (const i of g) out[i] = i === at ? map.pattern : SparsityPattern.identity(1);
+    }
+  }
+  return out;
+}
+
+/**
+ * Composes a layer after a Kronecker pattern (whose rows are the layer's input): factor by factor
+ * when the factors line up, which holds for every stack of the known layers met in practice.
+ * @throws ConfigError when they do not (the caller then falls back to explicit patterns).
+ */
+export function composeKron(layer: LayerLike, inner: KronPattern): KronPattern {
+  const aligned = alignMaps(axisStructure(layer), inner.rowExtents);
+  if (!aligned) {
+    throw new ConfigError(`sparsity pattern: ${layer.describe()} on input ${fmtShape(layer.inputShape)} does not line up with the pattern's row factors ${fmtShape(inner.rowExtents)}`);
+  }
+  return new KronPattern(aligned.map((f, k) => f.compose(inner.factors[k])));
+}
+
+/**
+ * The structural pattern of a layer's output w.r.t. its parameter `k` (`kernel` or `bias`), per
+ * sample, with the fused activation (softmax couples the channels; the others are diagonal).
+ */
+export function paramKron(layer: LayerLike, k: number): KronPattern {
+  const name = layer.params[k]?.name;
+  const softmax = layer.activation === 'softmax';
+  const chan = (n: number) => (softmax ? SparsityPattern.full(n, n) : SparsityPattern.identity(n));
+  if (layer.className === 'Conv2D') {
+    const [H, W, Cin] = layer.inputShape;
+    const [kh, kw] = layer.kernelSize!;
+    const [sh, sw] = layer.strides!;
+    const Cout = layer.filters!;
+    const th = windowPattern(H, kh, sh, layer.padding!, true, layer.describe());
+    const tw = windowPattern(W, kw, sw, layer.padding!, true, layer.describe());
+    if (name === 'kernel') return new KronPattern([th, tw, SparsityPattern.full(1, Cin), chan(Cout)]);
+    if (name === 'bias') return new KronPattern([SparsityPattern.full(th.rows, 1), SparsityPattern.full(tw.rows, 1), chan(Cout)]);
+  }
+  if (layer.className === 'Dense') {
+    const nIn = layer.inputShape[0];
+    const u = layer.units!;
+    if (name === 'kernel') return new KronPattern([SparsityPattern.full(1, nIn), chan(u)]);
+    if (name === 'bias') return new KronPattern([chan(u)]);
+  }
+  throw new ConfigError(`sparsity pattern: ${layer.describe()} has no parameter ${k} with a closed form (received ${name === undefined ? 'none' : JSON.stringify(name)})`);
+}
+
+/** A layer's own structural pattern w.r.t. its input, as Kronecker factors over its input axes. */
+export function layerInputKron(layer: LayerLike): KronPattern {
+  return composeKron(layer, KronPattern.identity(layer.inputShape));
+}
+
+/**
+ * The structural pattern of a stage (its layers composed, first to last) w.r.t. its input, or
+ * w.r.t. parameter `param` of layer `fromLayer` when given.
+ */
+export function stageKron(layers: readonly LayerLike[], wrt: { layer: number; param: number } | null = null): KronPattern {
+  let P = wrt ? paramKron(layers[wrt.layer], wrt.param) : KronPattern.identity(layers[0].inputShape);
+  for (let i = wrt ? wrt.layer + 1 : 0; i < layers.length; i++) P = composeKron(layers[i], P);
+  return P;
+}
+
+/** The explicit structural pattern of one layer (small shapes: specs and the compressed engine). */
+export function layerInputPattern(layer: LayerLike, budgetBytes?: number): SparsityPattern {
+  return layerInputKron(layer).expand(budgetBytes);
+}
+
+/** Per-sample output size over input size: `[rows, cols]` of a Jacobian of `f` w.r.t. its input. */
+export function jacobianDims(f: Differentiable): [number, number] {
+  return [sizeOf(f.outputShape), sizeOf(f.inputShape)];
+}
+
+/** Finds which layer (index in `layers`) and which of its parameters `p` is. */
+export function ownerOf(layers: readonly Layer[] | readonly LayerLike[], p: unknown): { layer: number; param: number } | null {
+  for (let i = 0; i < layers.length; i++) {
+    const k = layers[i].params.findIndex((q) => q === p);
+    if (k >= 0) return { layer: i, param: k };
+  }
+  return null;
+}
