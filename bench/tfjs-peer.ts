@@ -32,6 +32,8 @@ export function loadTfjs(): Promise<Tf> {
       createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients.js');
       await tf.setBackend('cpu');
       await tf.ready();
+      // The banner comes on the backend's first write: make it here, silenced.
+      tf.tensor([0]).dispose();
       return tf;
     } finally {
       console.log = log;

@@ -8,24 +8,45 @@ import { type Tensor, contiguous, stridesOf } from './tensor.js';
 
 /** Tolerances: NumPy's defaults (`rtol = 1e-5`, `atol = 1e-8`). */
 export interface AllcloseOptions {
+  /** Relative tolerance, scaled by `|expected|`; default `1e-5`. */
   rtol?: number;
+  /** Absolute tolerance; default `1e-8`. */
   atol?: number;
 }
 
 /** Anything `allclose` compares: a tensor, a Jacobian, a `{shape, data}` object, nested arrays or a number. */
-export type Comparable = Tensor | Jacobian | { shape: readonly number[]; data: ArrayLike<number> } | number | readonly unknown[];
+export type Comparable = Tensor | Jacobian | {
+  /** Its shape. */
+  shape: readonly number[];
+  /** Its values, row-major. */
+  data: ArrayLike<number>
+} | number | readonly unknown[];
 
 /** The outcome of a comparison, with the worst element when shapes match. */
 export interface AllcloseReport {
+  /** True when the shapes match and every element is within tolerance. */
   pass: boolean;
+  /** Shape of the actual value. */
   shapeActual: number[];
+  /** Shape of the expected value. */
   shapeExpected: number[];
   /** Elements outside tolerance. */
   mismatches: number;
   /** Elements compared. */
   size: number;
   /** The element furthest outside (or nearest to) its tolerance. */
-  worst: { index: number[]; actual: number; expected: number; absError: number; relError: number } | null;
+  worst: {
+    /** Its multi-index. */
+    index: number[];
+    /** The actual value there. */
+    actual: number;
+    /** The expected value there. */
+    expected: number;
+    /** `|actual − expected|`. */
+    absError: number;
+    /** `|actual − expected| / |expected|`. */
+    relError: number
+  } | null;
   /** Largest `|a - e| / |e|` over all elements (0/0 counted as 0). */
   maxRelError: number;
   /** Largest `|a - e|` over all elements. */
@@ -33,7 +54,12 @@ export interface AllcloseReport {
 }
 
 /** Reads any {@link Comparable} as a flat row-major array and its shape. */
-export function flatten(v: Comparable): { shape: number[]; data: ArrayLike<number> } {
+export function flatten(v: Comparable): {
+  /** The shape. */
+  shape: number[];
+  /** The values, row-major. */
+  data: ArrayLike<number>
+} {
   if (typeof v === 'number') return { shape: [], data: [v] };
   if (Array.isArray(v)) {
     const shape: number[] = [];

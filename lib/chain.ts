@@ -36,13 +36,17 @@ export interface ChainOptions {
 export interface JacobianRecord {
   /** `dOut/dIn` or `dOut/d conv2d.kernel`. */
   label: string;
+  /** `[B, ...out, ...in]` or `[B, ...out, ...param]`. */
   shape: number[];
+  /** Bytes of its values. */
   bytes: number;
 }
 
 /** What one stage held, per way. */
 export interface StageMemory {
+  /** Index of the stage. */
   stage: number;
+  /** Name of the stage (`model_0`). */
   name: string;
   /** Bytes of the residuals the stage's tape saved (inputs, outputs, masks...), each buffer once. */
   residualBytes: number;
@@ -56,6 +60,7 @@ export interface StageMemory {
 
 /** What each way returns. */
 export interface ChainResult {
+  /** Which way computed it. */
   method: 'reference' | 'jacobian' | 'vjp';
   /** The loss of the whole model on the batch. */
   loss: number;
@@ -200,8 +205,11 @@ function sumBytes(ts: readonly Tensor[]): number {
 
 /** A tensor as it crosses a stage boundary: plain data (structured-clone and postMessage safe). */
 export interface TensorMessage {
+  /** The tensor's shape. */
   shape: number[];
+  /** `float64` or `float32`, matching `data`. */
   dtype: DType;
+  /** The values, row-major. */
   data: Float64Array | Float32Array;
 }
 
@@ -228,6 +236,7 @@ export function fromMessage(m: TensorMessage, what = 'message'): Tensor {
  * keeping the weight gradients where the weights live. Async, so that a runner may be a worker.
  */
 export interface StageRunner {
+  /** Name of the stage, for errors and reports. */
   readonly name: string;
   /** Records a forward pass on the activation `x` (`[B, ...in]`); returns the output `[B, ...out]`. */
   forward(x: TensorMessage): Promise<TensorMessage>;
@@ -236,7 +245,14 @@ export interface StageRunner {
   /** The weight gradients of the last backward, per layer per parameter. */
   gradients(): Promise<TensorMessage[][]>;
   /** Bytes the stage held: the tape's residuals, the cotangents in and out, the weight gradients. */
-  memory(): Promise<{ residualBytes: number; cotangentBytes: number; gradientBytes: number }>;
+  memory(): Promise<{
+    /** Bytes of the residuals its tape saved. */
+    residualBytes: number;
+    /** Bytes of the cotangents `dy` in and `dx` out. */
+    cotangentBytes: number;
+    /** Bytes of its weight gradients. */
+    gradientBytes: number
+  }>;
 }
 
 /**
@@ -253,10 +269,12 @@ export class LocalStageRunner implements StageRunner {
   private cotangentBytes = 0;
 
   constructor(
+    /** The stage this runner runs. */
     readonly stage: Sequential,
     private readonly opts: ChainOptions = {},
   ) {}
 
+  /** The stage's name. */
   get name(): string {
     return this.stage.name;
   }
@@ -282,7 +300,14 @@ export class LocalStageRunner implements StageRunner {
     return this.grads.map((l) => l.map(toMessage));
   }
 
-  async memory(): Promise<{ residualBytes: number; cotangentBytes: number; gradientBytes: number }> {
+  async memory(): Promise<{
+    /** Bytes of the residuals its tape saved. */
+    residualBytes: number;
+    /** Bytes of the cotangents `dy` in and `dx` out. */
+    cotangentBytes: number;
+    /** Bytes of its weight gradients. */
+    gradientBytes: number
+  }> {
     return { residualBytes: this.tape?.residualBytes() ?? 0, cotangentBytes: this.cotangentBytes, gradientBytes: sumBytes(this.grads?.flat() ?? []) };
   }
 }

@@ -13,6 +13,8 @@ import { ShapeError, fmtShape } from './errors.js';
 import type { Differentiable, ForwardOptions, Forward } from './layers/layer.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
 import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, tensor, zeros } from './tensor.js';
+import { type JacobianMode, type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from './sparse/auto.js';
+import type { SparseJacobian } from './sparse/csr.js';
 
 /**
  * What every Jacobian format offers; the chain helpers accept any of them. Today: dense. The
@@ -69,6 +71,16 @@ export interface JacobianOptions {
   memoryBudget?: number;
   /** Called after each block with (columns done, columns in all): for progress bars. */
   onProgress?: (done: number, total: number) => void;
+  /** Unset or `forward`: dense forward mode (as always); `reverse`: rows from VJPs; `auto`: the cheapest engine (`lib/sparse/auto.ts`). */
+  mode?: JacobianMode;
+  /** `dense` (the default); `{ format: 'sparse' }` (see {@link SparseJacobianOptions}) returns a `SparseJacobian`. */
+  format?: 'dense';
+}
+
+/** Options asking for a sparse Jacobian (per-sample CSR), built by `lib/sparse` with the mode `auto` by default. */
+export interface SparseJacobianOptions extends Omit<JacobianOptions, 'format'>, Omit<StructuredJacobianOptions, keyof JacobianOptions> {
+  /** Return a `SparseJacobian` (structurally zero entries not stored). */
+  format: 'sparse';
 }
 
 /** Bytes of a dense batch Jacobian `[B, ...out, ...in]` of a dtype, from shapes alone. */
@@ -94,7 +106,13 @@ export function tangentBlockWidth(columns: number, bytesPerTangent: number, requ
  * const dense = new Dense({ units: 2 }).build([3]);
  * const J = jacobianWrtInput(dense, tensor([1, 2, 3], [1, 3])); // J.shape = [1, 2, 3], J = Wᵀ
  */
-export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: JacobianOptions & ForwardOptions = {}): DenseJacobian {
+export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian;
+export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian;
+export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian | SparseJacobian;
+export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian | SparseJacobian {
+  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward')) {
+    return structuredJacobianWrtInput(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian | SparseJacobian;
+  }
   assertShape(x, [null, ...f.inputShape], 'jacobianWrtInput x');
   assertFinite(x, 'jacobianWrtInput x');
   const B = x.shape[0];
@@ -122,7 +140,13 @@ export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: Jacob
  * Jacobian w.r.t. each parameter, built column by column with forward-mode dual numbers:
  * `[B, ...out, ...param]` per parameter, in `params` order.
  */
-export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: JacobianOptions & ForwardOptions = {}): DenseJacobian[] {
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | SparseJacobian[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian[] | SparseJacobian[] {
+  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward')) {
+    return structuredJacobianWrtWeights(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian[] | SparseJacobian[];
+  }
   assertShape(x, [null, ...f.inputShape], 'jacobianWrtWeights x');
   assertFinite(x, 'jacobianWrtWeights x');
   const B = x.shape[0];
@@ -214,7 +238,12 @@ export function jacobianWrtWeightsByVjp<S>(f: Differentiable<S>, x: Tensor, opts
  * A JVP along one direction for every sample: `J v` with `v` shaped like `x` (and optional
  * parameter directions). The engine's cheapest derivative: one pass with `T = 1`.
  */
-export function jvpAlong<S>(f: Differentiable<S>, x: Tensor, v: Tensor | null, dParams: (Tensor | null)[] | null = null, opts: ForwardOptions = {}): { y: Tensor; jv: Tensor } {
+export function jvpAlong<S>(f: Differentiable<S>, x: Tensor, v: Tensor | null, dParams: (Tensor | null)[] | null = null, opts: ForwardOptions = {}): {
+  /** The primal output `[B, ...out]`. */
+  y: Tensor;
+  /** The JVP `J v`, `[B, ...out]`. */
+  jv: Tensor
+} {
   const fwd: Forward<S> = f.forward(x, opts);
   const dx = v === null ? null : tensor(contiguous(v).data.slice(0, v.size), [...v.shape, 1], dtypeOf(v));
   const dP = dParams?.map((p) => (p === null ? null : tensor(contiguous(p).data.slice(0, p.size), [...p.shape, 1], dtypeOf(p)))) ?? null;

@@ -62,9 +62,11 @@ export interface ExplicitAccount {
 export interface VjpAccount {
   /** Buffers the forward pass saved for the reverse pass (each counted once). */
   residuals: BufferAccount[];
+  /** Bytes of all `residuals`. */
   residualBytes: number;
   /** Cotangents of the reverse pass: dy, every layer's dx (views not counted again), every parameter's gradient. */
   cotangents: BufferAccount[];
+  /** Bytes of all `cotangents`. */
   cotangentBytes: number;
   /** `residualBytes + cotangentBytes`. */
   bytes: number;
@@ -76,13 +78,17 @@ export interface MemoryReport {
   kind: 'estimate' | 'measured';
   /** What was accounted: `Conv2D "conv2d"`, `Sequential "model_0"`, `2 stages`. */
   what: string;
+  /** Batch size `B` it was accounted at. */
   batch: number;
+  /** Element type of activations and Jacobians. */
   dtype: DType;
   /** Per-sample input shape. */
   inputShape: number[];
   /** Per-sample output shape. */
   outputShape: number[];
+  /** What the explicit-Jacobian way materializes. */
   explicit: ExplicitAccount;
+  /** What the VJP way holds. */
   vjp: VjpAccount;
   /** `explicit.jacobianBytes / vjp.bytes`: how many times more the explicit way materializes. */
   ratio: number;
@@ -134,7 +140,7 @@ export interface MemoryMeasureOptions extends ForwardOptions {
   firstStageInput?: boolean;
   /** The output cotangent for the VJP way; default ones. */
   dy?: Tensor;
-  /** Build the Jacobians and count them (default true); false accounts the VJP way only. */
+  /** Build the Jacobians and count them (default true); false accounts the VJP way only (no Jacobians listed, ratio NaN). */
   jacobians?: boolean;
   /** Budget the Jacobians are refused over, before allocating (default {@link getMemoryBudget}). */
   memoryBudget?: number;
@@ -154,8 +160,10 @@ export interface MemoryMeasureOptions extends ForwardOptions {
 export function measureMemory(model: Accountable, x: Tensor, opts: MemoryMeasureOptions = {}): MemoryReport {
   const stages = asStages(model);
   const dtype = dtypeOf(x);
-  const est = estimateMemory(model, x.shape[0], { dtype, training: opts.training, tangents: opts.tangents });
-  if (opts.jacobians !== false) guardExplicitWay(est, opts.memoryBudget);
+  const eo = { dtype, training: opts.training, tangents: opts.tangents, firstStageInput: opts.firstStageInput };
+  const est = estimateMemory(model, x.shape[0], eo);
+  // Every stage's Jacobians are built here (the first stage's w.r.t. its input too): all are checked before any is.
+  if (opts.jacobians !== false) guardExplicitWay(Array.isArray(model) ? estimateMemory(model, x.shape[0], { ...eo, firstStageInput: true }) : est, opts.memoryBudget);
   const fo: ForwardOptions = { training: opts.training, rng: opts.rng };
   // Stage by stage: its Jacobians (then dropped: only their sizes are kept), and its own VJP way.
   const reports: MemoryReport[] = [];
@@ -170,12 +178,13 @@ export function measureMemory(model: Accountable, x: Tensor, opts: MemoryMeasure
     }
     const { account, y } = measureVjpWay([stage], h, fo, s === stages.length - 1 ? opts.dy : undefined);
     const jacobianBytes = sum(jac.map((j) => j.bytes));
-    reports.push({ ...estS, kind: 'measured', explicit: { jacobians: jac, jacobianBytes, tangentBlockBytes: estS.explicit.tangentBlockBytes }, vjp: account, ratio: jacobianBytes / account.bytes, stages: [] });
+    reports.push({ ...estS, kind: 'measured', explicit: { jacobians: jac, jacobianBytes, tangentBlockBytes: estS.explicit.tangentBlockBytes }, vjp: account, ratio: opts.jacobians === false ? NaN : jacobianBytes / account.bytes, stages: [] });
     h = y;
   }
   if (!Array.isArray(model)) return reports[0];
   const whole = measureVjpWay(stages, x, fo, opts.dy);
-  return combine('measured', { ...est, kind: 'measured', vjp: whole.account, stages: [] }, reports, opts.firstStageInput ?? false);
+  const r = combine('measured', { ...est, kind: 'measured', vjp: whole.account, stages: [] }, reports, opts.firstStageInput ?? false);
+  return opts.jacobians === false ? { ...r, ratio: NaN } : r;
 }
 
 /**

@@ -25,24 +25,38 @@ import { type DType, type TensorJSON, assertFinite, fromJSON, toJSON } from './t
 
 /** One layer in a topology: Keras' `{"class_name", "config"}`. */
 export interface LayerSpec {
+  /** Keras class name: `Conv2D`, `Dense`, ... (see {@link knownLayers}). */
   class_name: string;
+  /** Keras layer config, snake_case keys (`filters`, `kernel_size`, `activation`, ...). */
   config?: Record<string, unknown>;
 }
 
 /** Keras' Sequential topology. */
 export interface ModelTopology {
+  /** Only `Sequential` models. */
   class_name: 'Sequential';
-  config: { name?: string; layers: LayerSpec[]; input_shape?: number[] };
+  /** The model's name, its layers in order, and its per-sample input shape (no batch axis). */
+  config: {
+    /** The model's name. */
+    name?: string;
+    /** The layers, in order. */
+    layers: LayerSpec[];
+    /** Per-sample input shape, e.g. `[10, 10, 1]`. */
+    input_shape?: number[]
+  };
 }
 
 /** One saved parameter: `{"name": "kernel", "shape": [...], "data": [...]}`. */
 export interface WeightJSON extends TensorJSON {
+  /** `kernel` or `bias`, as Keras names them. */
   name: string;
 }
 
 /** A model file: topology and per-layer weights (other keys, like a fixture's `x`, are kept by callers). */
 export interface ModelFile {
+  /** The layers and their configs. */
   modelTopology: ModelTopology;
+  /** `weights[i]`: the parameters of layer `i` in Keras order (empty for layers without). */
   weights: WeightJSON[][];
 }
 

@@ -19,6 +19,7 @@ import { type DType, type Tensor, randomUniform, zeros } from './tensor.js';
 export interface ModelOptions {
   /** Seed of the initial weights. Default 0. */
   seed?: number;
+  /** Element type of weights and activations. Default float64. */
   dtype?: DType;
 }
 
@@ -47,7 +48,9 @@ export const SEED_REFERENCE_SPLIT: readonly number[] = [1, 2];
 
 /** A batch and its labels. */
 export interface Batch {
+  /** Inputs `[B, ...inputShape]`. */
   x: Tensor;
+  /** Labels `[B, labels]`. */
   y: Tensor;
 }
 

@@ -53,7 +53,12 @@ export interface AdamConfig {
 /** Any optimizer config with its name: `{"name": "sgd", "learning_rate": 0.5}` (the fixtures' `training.optimizer`). */
 export type OptimizerConfig = ({ name: 'sgd' } & SGDConfig) | ({ name: 'adam' } & AdamConfig);
 
-/** Throws unless `v` is a finite number greater than zero: a learning rate of 0, -1, NaN or "0.1" is a mistake. */
+/**
+ * Checks a learning rate by type and value: a finite number greater than zero, else a ConfigError
+ * (a learning rate of 0, -1, NaN or "0.1" is a mistake, caught before any step).
+ * @example
+ * checkLearningRate(-1, 'SGD'); // ConfigError: SGD: expected learning_rate to be a positive finite number, received -1
+ */
 export function checkLearningRate(v: unknown, where: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
     throw new ConfigError(`${where}: expected learning_rate to be a positive finite number, received ${fmtValue(v)}`);
@@ -232,16 +237,17 @@ export const OPTIMIZERS = ['sgd', 'adam'] as const;
  * @example
  * const opt = optimizerFromConfig({ name: 'adam', learning_rate: 1e-3 });
  */
-export function optimizerFromConfig(config: { name: string } & Record<string, unknown>, ignore: readonly string[] = []): Optimizer {
+export function optimizerFromConfig(config: OptimizerConfig | ({ name: string } & Record<string, unknown>), ignore: readonly string[] = []): Optimizer {
   if (!config || typeof config !== 'object') throw new ConfigError(`optimizer: expected {"name": "sgd"|"adam", ...}, received ${fmtValue(config)}`);
   const rest: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(config)) if (k !== 'name' && !ignore.includes(k)) rest[k] = v;
-  switch (typeof config.name === 'string' ? config.name.toLowerCase() : config.name) {
+  const name: unknown = config.name;
+  switch (typeof name === 'string' ? name.toLowerCase() : name) {
     case 'sgd':
       return new SGD(rest as SGDConfig);
     case 'adam':
       return new Adam(rest as AdamConfig);
     default:
-      throw new ConfigError(`optimizer: unknown name ${fmtValue(config.name)}; expected one of ${OPTIMIZERS.join(', ')}`);
+      throw new ConfigError(`optimizer: unknown name ${fmtValue(name)}; expected one of ${OPTIMIZERS.join(', ')}`);
   }
 }

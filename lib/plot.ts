@@ -12,13 +12,17 @@ import { ConfigError, fmtValue } from './errors.js';
 
 /** One point of a series. */
 export interface Point {
+  /** Abscissa. */
   x: number;
+  /** Ordinate. */
   y: number;
 }
 
 /** A named line: its points in drawing order. */
 export interface Series {
+  /** Legend label. */
   name: string;
+  /** The points, in drawing order. */
   points: readonly Point[];
 }
 
@@ -36,11 +40,15 @@ export interface AxisOptions {
 
 /** Options of {@link lineChartSpec}. */
 export interface LineChartOptions {
+  /** Chart title. */
   title?: string;
+  /** Horizontal axis. */
   x?: AxisOptions;
+  /** Vertical axis. */
   y?: AxisOptions;
   /** Plot size in pixels; defaults 360 x 240. */
   width?: number;
+  /** Plot height in pixels; default 240. */
   height?: number;
   /** Mark each point as well as the line; default true. */
   points?: boolean;
@@ -153,10 +161,15 @@ export async function writeSvg(spec: ChartSpec, path: string): Promise<string> {
 
 /** One epoch of a training history, as {@link historyChartSpec} draws it. */
 export interface EpochPoint {
+  /** Epoch number, 1-based. */
   epoch: number;
+  /** Mean training loss over the epoch. */
   loss: number;
+  /** Mean training accuracy over the epoch. */
   accuracy: number;
+  /** Validation loss, when there is validation data. */
   valLoss?: number | null;
+  /** Validation accuracy, when there is validation data. */
   valAccuracy?: number | null;
 }
 

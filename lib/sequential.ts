@@ -14,7 +14,9 @@ import { type DType, type Tensor, assertShape, dtypeOf, sizeOf, zeros } from './
 
 /** Where flat parameter `k` of a model lives: layer `layer` (index in this model), its parameter `param`. */
 export interface ParamOwner {
+  /** Index of the layer in this model. */
   layer: number;
+  /** Index of the parameter in that layer's `params` (0 kernel, 1 bias). */
   param: number;
 }
 
@@ -228,13 +230,18 @@ export class Sequential implements Differentiable<SequentialSaved> {
   }
 
   /** Per-sample element counts of the input and output: the Jacobian's columns and rows. */
-  get sizes(): { in: number; out: number } {
+  get sizes(): {
+    /** Elements of one sample's input. */
+    in: number;
+    /** Elements of one sample's output. */
+    out: number
+  } {
     return { in: sizeOf(this.inputShape), out: sizeOf(this.outputShape) };
   }
 
   /** A one-line summary per layer: name, class, output shape, parameter count. */
   summary(): string {
-    const rows = this.layers.map((l, i) => `  ${String(this.layerOffset + i).padStart(2)}  ${l.name.padEnd(16)} ${l.className.padEnd(13)} ${fmtShape(['B' as unknown as number, ...l.outputShape]).padEnd(18)} ${l.params.reduce((s, p) => s + p.value.size, 0)}`);
+    const rows = this.layers.map((l, i) => `  ${String(this.layerOffset + i).padStart(2)}  ${l.name.padEnd(16)} ${l.className.padEnd(13)} ${`[B, ${l.outputShape.join(', ')}]`.padEnd(18)} ${l.params.reduce((s, p) => s + p.value.size, 0)}`);
     return [`${this.name}: input ${fmtShape(this.inputShape)}, ${this.paramCount} parameters`, ...rows].join('\n');
   }
 

@@ -65,7 +65,12 @@ export class GradientTape {
   }
 
   /** Records a forward pass and returns the tape with the output: `const { tape, y } = GradientTape.record(stage, x)`. */
-  static record(model: Sequential, x: Tensor, opts: SequentialForwardOptions = {}): { tape: GradientTape; y: Tensor } {
+  static record(model: Sequential, x: Tensor, opts: SequentialForwardOptions = {}): {
+    /** The new tape, holding the pass. */
+    tape: GradientTape;
+    /** The recorded output `[B, ...out]`. */
+    y: Tensor
+  } {
     const tape = new GradientTape(model);
     return { tape, y: tape.forward(x, opts) };
   }

@@ -19,7 +19,9 @@ export type Data = Float64Array | Float32Array;
 export type Tensor = NdArray<Data>;
 /** A tensor in a JSON file: `{"shape": [...], "data": [...row-major...]}`. */
 export interface TensorJSON {
+  /** The shape, e.g. `[3, 10, 10, 1]`. */
   shape: number[];
+  /** The values, row-major (`shape` product of them). */
   data: number[];
 }
 

@@ -8,13 +8,14 @@
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from './chain.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { denseJacobianBytes } from './jacobian.js';
-import type { Param } from './layers/layer.js';
 import { type Loss, lossByName } from './losses.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
+import { loadModel, saveModel } from './model-io.js';
+import { catsVsDogsCnn } from './models.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from './optimizers.js';
 import { Rng } from './rng.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
-import { type Tensor, assertFinite, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
+import { type DType, type Tensor, assertFinite, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
 
 /** Examples and their labels: `x` `[N, ...in]`, `y` `[N, ...out]`. */
 export interface Dataset {
@@ -97,6 +98,8 @@ export interface EpochLog {
 export interface NonFiniteReport {
   epoch: number;
   batch: number;
+  /** What was found non-finite first: the loss (a forward value on the way to it) or a gradient. */
+  kind: 'loss' | 'gradient';
   /** Stage index and name (`model_0`), or null when the loss itself overflowed. */
   stage: number | null;
   stageName: string | null;
@@ -154,7 +157,11 @@ export function correctCount(yTrue: Tensor, yPred: Tensor): number {
   return correct;
 }
 
-/** Rows `idx` of `t` gathered into a new contiguous tensor `[idx.length, ...rest]`. */
+/**
+ * Rows `idx` of `t` gathered (copied) into a new contiguous tensor `[idx.length, ...rest]`: a batch.
+ * @example
+ * const xb = takeRows(train.x, [4, 0, 7]); // [3, 28, 28, 1]
+ */
 export function takeRows(t: Tensor, idx: ArrayLike<number>): Tensor {
   const c = contiguous(t);
   const row = sizeOf(c.shape.slice(1));
@@ -164,9 +171,11 @@ export function takeRows(t: Tensor, idx: ArrayLike<number>): Tensor {
 }
 
 /**
- * Checks a dataset against a model before any work: ranks, per-example shapes, matching counts,
- * at least one example, finite values.
+ * Checks a dataset against a model before any work, by shapes and a scan of the values: ranks,
+ * per-example shapes, matching counts, at least one example, finite values.
  * @throws ShapeError quoting expected and received shapes.
+ * @example
+ * checkDataset(model, { x, y: zeros([6]) }); // ShapeError: training data y (labels): expected shape [6, 1] (...), received [6]
  */
 export function checkDataset(model: { inputShape: readonly number[]; outputShape: readonly number[] }, data: Dataset, what = 'training data'): void {
   if (!data || !data.x || !data.y) throw new ShapeError(`${what}: expected {x, y} tensors, received ${fmtValue(data)}`);
@@ -211,9 +220,157 @@ export function evaluate(model: Sequential, data: Dataset, loss: Loss | string, 
   return { loss: total / N, accuracy: correct / N };
 }
 
-/** The seed of step `step`'s Dropout masks: the same in every method, so all three see the same masks. */
+/**
+ * The seed of step `step`'s Dropout masks, by mixing the run's seed with the step number: the same
+ * in every method, so all three see the same masks.
+ * @example
+ * vjpChain(stages, x, y, 'binary_crossentropy', { training: true, seed: stepSeed(0, 41) });
+ */
 export function stepSeed(seed: number, step: number): number {
   return (Math.imul((seed >>> 0) ^ 0x2545f491, 0x9e3779b1) + Math.imul(step + 1, 0x85ebca77)) >>> 0;
+}
+
+/** One training step's outcome: the loss, the prediction, and the gradients of each stage. */
+export interface StepResult {
+  /** The loss of the batch before the update. */
+  loss: number;
+  /** The model's output on the batch (`[B, ...out]`). */
+  yPred: Tensor;
+  /** `grads[s][k]`: dLoss/d(parameter k of stage s), in `stage.params` order. */
+  grads: Tensor[][];
+  /** What the chain returned (boundary gradients, memory), for reports. */
+  chain: ChainResult;
+}
+
+/** Where a non-finite value came from, without the epoch and batch. */
+export type NonFiniteOrigin = Omit<NonFiniteReport, 'epoch' | 'batch'>;
+
+/** The first non-finite element of a tensor, or null. */
+function firstNonFinite(t: Tensor): { value: number; index: number[] } | null {
+  const c = contiguous(t);
+  for (let i = 0; i < c.size; i++) {
+    const v = c.data[c.offset + i];
+    if (v - v !== 0) {
+      const index: number[] = [];
+      let r = i;
+      for (let a = 0; a < c.shape.length; a++) {
+        const st = sizeOf(c.shape.slice(a + 1));
+        index.push(Math.floor(r / st));
+        r %= st;
+      }
+      return { value: v, index };
+    }
+  }
+  return null;
+}
+
+function origin(stages: readonly Sequential[], s: number, i: number, message: string): NonFiniteOrigin {
+  const layer = stages[s].layers[i];
+  return { kind: 'loss', stage: s, stageName: stages[s].name, layer: stages[s].layerOffset + i, layerName: layer.name, message };
+}
+
+function where(stages: readonly Sequential[], s: number, i: number): string {
+  const layer = stages[s].layers[i];
+  return `stage ${s} (${stages[s].name}), layer ${stages[s].layerOffset + i} (${layer.describe()})`;
+}
+
+/**
+ * Finds the first stage and layer whose weights or output hold a NaN or an infinity, by running
+ * the forward pass again layer by layer with the same options (the same Dropout masks): the
+ * layer that turned finite inputs into a non-finite output. Null when every value is finite.
+ * @example
+ * const bad = findNonFinite(model.split([9]), x, { training: true, seed: 3 });
+ * bad?.message; // 'stage 1 (model_1), layer 10 (Dense "dense") produced a non-finite output: Infinity at [0, 5], from a finite input'
+ */
+export function findNonFinite(stages: readonly Sequential[], x: Tensor, fwd: SequentialForwardOptions = {}): NonFiniteOrigin | null {
+  let h = x;
+  const bad = firstNonFinite(x);
+  if (bad) return { kind: 'loss', stage: null, stageName: null, layer: null, layerName: null, message: `the input batch holds ${bad.value} at [${bad.index.join(', ')}]` };
+  for (let s = 0; s < stages.length; s++) {
+    const stage = stages[s];
+    for (let i = 0; i < stage.layers.length; i++) {
+      const layer = stage.layers[i];
+      for (const p of layer.params) {
+        const b = firstNonFinite(p.value);
+        if (b) return origin(stages, s, i, `${where(stages, s, i)} has a non-finite weight: ${p.name} holds ${b.value} at [${b.index.join(', ')}]`);
+      }
+      h = layer.forward(h, stage.layerOptions(fwd, i)).y;
+      const b = firstNonFinite(h);
+      if (b) return origin(stages, s, i, `${where(stages, s, i)} produced a non-finite output: ${b.value} at [${b.index.join(', ')}], from a finite input`);
+    }
+  }
+  return null;
+}
+
+/**
+ * One step's gradients by `method`, every stage's forward on its own tape: the loss, the
+ * prediction and dLoss/dWeights per stage, or where a non-finite value came from.
+ * @example
+ * const out = await stepGradients('jacobian', model.split([9]), x, y, 'binary_crossentropy', { training: true, seed: 1 });
+ * if ('grads' in out) optimizer.step(stages[0].params, out.grads[0]);
+ */
+export async function stepGradients(
+  method: BackwardMethod,
+  stages: readonly Sequential[],
+  x: Tensor,
+  yTrue: Tensor,
+  loss: Loss | string,
+  opts: ChainOptions = {},
+): Promise<StepResult | { nonFinite: NonFiniteOrigin }> {
+  const fwd: SequentialForwardOptions = { training: opts.training ?? false, seed: opts.seed ?? 0 };
+  let res: ChainResult;
+  try {
+    res =
+      method === 'vjp'
+        ? await vjpChain(stages, x, yTrue, loss, opts)
+        : method === 'jacobian'
+          ? jacobianChain(stages, x, yTrue, loss, opts)
+          : referenceGradients(stages, x, yTrue, loss, opts);
+  } catch (err) {
+    // A NaN stops the chain wherever it is first checked (the loss, a Jacobian builder): say where it was born.
+    const bad = findNonFinite(stages, x, fwd);
+    if (bad) return { nonFinite: bad };
+    throw err;
+  }
+  const S = stages.length;
+  const yPred = res.stageOutputs[S - 1];
+  if (!Number.isFinite(res.loss)) {
+    const bad = findNonFinite(stages, x, fwd);
+    const last = stages[S - 1];
+    return { nonFinite: bad ?? origin(stages, S - 1, last.layers.length - 1, `the loss is ${res.loss} on finite predictions of ${where(stages, S - 1, last.layers.length - 1)}`) };
+  }
+  const grads: Tensor[][] = [];
+  let layer = 0;
+  for (let s = 0; s < S; s++) {
+    const perLayer = res.dLoss_dWeights.slice(layer, layer + stages[s].layers.length);
+    for (let i = 0; i < perLayer.length; i++) {
+      for (let k = 0; k < perLayer[i].length; k++) {
+        const b = firstNonFinite(perLayer[i][k]);
+        if (b) {
+          const p = stages[s].layers[i].params[k];
+          return { nonFinite: { ...origin(stages, s, i, `the gradient of ${where(stages, s, i)} ${p.name} holds ${b.value} at [${b.index.join(', ')}] (loss ${res.loss})`), kind: 'gradient' } };
+        }
+      }
+    }
+    grads.push(perLayer.flat());
+    layer += stages[s].layers.length;
+  }
+  return { loss: res.loss, yPred, grads, chain: res };
+}
+
+/**
+ * Bytes the `jacobian` method materializes per step at `batch` examples, from shapes alone: each
+ * stage's Jacobians w.r.t. its weights and (but the first) its input.
+ * @example
+ * jacobianStepBytes(catsVsDogsCnn({ side: 28, channels: 1 }).split([9]), 4); // 57 612 320 bytes (54.94 MiB)
+ */
+export function jacobianStepBytes(stages: readonly Sequential[], batch: number): number {
+  return stages.reduce((sum, st, s) => {
+    const dtype = st.dtype;
+    let b = st.params.reduce((a, p) => a + denseJacobianBytes(batch, st.outputShape, p.value.shape, dtype), 0);
+    if (s > 0) b += denseJacobianBytes(batch, st.outputShape, st.inputShape, dtype);
+    return sum + b;
+  }, 0);
 }
 
 /**
@@ -223,20 +380,21 @@ export function stepSeed(seed: number, step: number): number {
  * before the bad update, with a report naming the stage and layer that produced it.
  * @example
  * const model = catsVsDogsCnn({ side: 28, channels: 1 });
- * const { history } = fit(model, train, {
- *   split: [6], loss: 'binary_crossentropy', optimizer: { name: 'adam', learning_rate: 1e-3 },
- *   epochs: 3, batchSize: 32, validationSplit: 0.1, method: 'vjp',
+ * const { history } = await fit(model, train, {
+ *   split: splitAfterLastPooling(model), loss: 'binary_crossentropy',
+ *   optimizer: { name: 'adam', learning_rate: 1e-3 }, epochs: 3, batchSize: 32, validationSplit: 0.1,
  * });
  */
-export function fit(model: Sequential, data: Dataset, opts: FitOptions): FitResult {
-  // ---- validation: everything that can be wrong is found before the first step ----
+export async function fit(model: Sequential, data: Dataset, opts: FitOptions): Promise<FitResult> {
+  // Everything that can be wrong is found here, before the first step changes a weight.
   if (!(model instanceof Sequential)) throw new ConfigError(`fit: expected a Sequential model, received ${fmtValue(model)}`);
   if (!opts || typeof opts !== 'object') throw new ConfigError(`fit: expected options {split, loss, optimizer, ...}, received ${fmtValue(opts)}`);
   const method = opts.method ?? 'vjp';
   if (!BACKWARD_METHODS.includes(method)) throw new ConfigError(`fit: expected method to be one of ${BACKWARD_METHODS.join(', ')}, received ${fmtValue(method)}`);
-  const stages = model.split(opts.split ?? []);
+  if (!Array.isArray(opts.split)) throw new ConfigError(`fit: expected split to be an array of layer indices ([] for one stage), received ${fmtValue(opts.split)}`);
+  const stages = model.split(opts.split);
   const lossFn = typeof opts.loss === 'string' ? lossByName(opts.loss) : opts.loss;
-  if (!lossFn || typeof lossFn.value !== 'function') throw new ConfigError(`fit: expected a loss or its name, received ${fmtValue(opts.loss)}`);
+  if (!lossFn || typeof lossFn.value !== 'function' || typeof lossFn.gradient !== 'function') throw new ConfigError(`fit: expected a loss or its name, received ${fmtValue(opts.loss)}`);
   const epochs = positiveInt(opts.epochs ?? 1, 'epochs');
   const batchSize = positiveInt(opts.batchSize ?? 32, 'batchSize');
   const seed = opts.seed ?? 0;
@@ -252,14 +410,17 @@ export function fit(model: Sequential, data: Dataset, opts: FitOptions): FitResu
     const N = data.x.shape[0];
     const nVal = Math.floor(N * vs);
     if (nVal === 0 || nVal === N) throw new ShapeError(`fit: validationSplit ${vs} of ${N} examples leaves ${nVal === 0 ? 'no validation' : 'no training'} examples`);
+    // As Keras: the last fraction, before any shuffling.
     const cut = N - nVal;
     train = { x: takeRows(data.x, range(0, cut)), y: takeRows(data.y, range(0, cut)) };
     val = { x: takeRows(data.x, range(cut, N)), y: takeRows(data.y, range(cut, N)) };
   }
   if (val) checkDataset(model, val, 'validation data');
-
-  // ---- the loop ----
   const N = train.x.shape[0];
+  if (method === 'jacobian') {
+    guardBytes(`fit: the jacobian method at batch ${Math.min(batchSize, N)}`, jacobianStepBytes(stages, Math.min(batchSize, N)), opts.memoryBudget ?? getMemoryBudget(), 'use method "vjp", a smaller batch or a smaller model');
+  }
+
   const batches = Math.ceil(N / batchSize);
   const shuffleRng = new Rng(seed);
   const history: EpochLog[] = [];
@@ -275,12 +436,17 @@ export function fit(model: Sequential, data: Dataset, opts: FitOptions): FitResu
       const idx = order.slice(b * batchSize, Math.min(N, (b + 1) * batchSize));
       const x = takeRows(train.x, idx);
       const y = takeRows(train.y, idx);
-      const fwd = { training: opts.training ?? true, seed: stepSeed(seed, step) };
-      const out = stepGradients(method, model, stages, x, y, lossFn, fwd, { tangents: opts.tangents, memoryBudget: opts.memoryBudget });
-      const bad = out.nonFinite;
-      if (bad) {
-        return { history, stages, steps: step, stopped: { epoch, batch: b + 1, ...bad, message: `epoch ${epoch}, batch ${b + 1}: ${bad.message}; training stopped before the update` } };
+      const chainOpts: ChainOptions = {
+        training: opts.training ?? true,
+        seed: stepSeed(seed, step),
+        jacobian: { tangents: opts.tangents, memoryBudget: opts.memoryBudget },
+      };
+      const out = await stepGradients(method, stages, x, y, lossFn, chainOpts);
+      if ('nonFinite' in out) {
+        const bad = out.nonFinite;
+        return { history, stages, steps: step, stopped: { epoch, batch: b + 1, ...bad, message: `non-finite ${bad.kind} at epoch ${epoch}, batch ${b + 1}: ${bad.message}; training stopped before the update` } };
       }
+      // The chain rule is done for every stage before any stage's weights move.
       stages.forEach((stage, s) => optimizers[s].step(stage.params, out.grads[s]));
       step++;
       lossSum += out.loss * idx.length;
@@ -300,19 +466,57 @@ function makeOptimizers(opts: FitOptions, n: number): Optimizer[] {
   const o = opts.optimizer;
   if (!o || typeof o !== 'object') throw new ConfigError(`fit: expected an optimizer or {"name": "sgd"|"adam", ...}, received ${fmtValue(o)}`);
   if (typeof (o as Optimizer).step === 'function') {
-    if (opts.optimizerPerStage) throw new ConfigError('fit: optimizerPerStage needs an optimizer config (one optimizer per stage is built from it), received an optimizer instance');
-    return new Array(n).fill(o);
+    if (opts.optimizerPerStage) throw new ConfigError('fit: optimizerPerStage needs an optimizer config (each stage gets its own optimizer built from it), received an optimizer instance');
+    return new Array<Optimizer>(n).fill(o as Optimizer);
   }
   const config = o as OptimizerConfig;
   if (opts.optimizerPerStage) return Array.from({ length: n }, () => optimizerFromConfig(config));
-  return new Array(n).fill(optimizerFromConfig(config));
+  return new Array<Optimizer>(n).fill(optimizerFromConfig(config));
 }
 
 function range(a: number, b: number): number[] {
   return Array.from({ length: b - a }, (_, i) => a + i);
 }
 
-/** Flat `{ name, value }` copies of a model's parameters, for comparing trajectories. */
-export function snapshotParams(params: readonly Param[]): Tensor[] {
-  return params.map((p) => tensor(Float64Array.from(contiguous(p.value).data.subarray(p.value.offset, p.value.offset + p.value.size)), p.value.shape));
+/** Options of {@link adaptCnn}. */
+export interface AdaptCnnOptions {
+  /** Image side (square), at least 22. */
+  side: number;
+  channels: number;
+  /** Filters of the three Conv2D layers; the seed's are `[32, 32, 64]`. */
+  filters?: readonly [number, number, number];
+  /** Units of the hidden Dense layer; the seed's are 64. */
+  units?: number;
+  /** Seed of the initial weights (Glorot uniform, layer by layer, as {@link catsVsDogsCnn}). */
+  seed?: number;
+  dtype?: DType;
+}
+
+/**
+ * The seed's cats-vs-dogs CNN with other widths: the topology of {@link catsVsDogsCnn} (same
+ * layers, kernels, pooling, Dropout) with the Conv2D filters and the hidden Dense units replaced,
+ * rebuilt from its model file with fresh seeded weights. With the seed's widths it is
+ * `catsVsDogsCnn` itself, weight for weight.
+ * @example
+ * const small = adaptCnn({ side: 28, channels: 1, filters: [8, 16, 16], units: 32 }); // 28x28 digits, trains in seconds
+ */
+export function adaptCnn(opts: AdaptCnnOptions): Sequential {
+  const filters = opts.filters ?? [32, 32, 64];
+  const units = opts.units ?? 64;
+  if (!Array.isArray(filters) || filters.length !== 3 || filters.some((f) => !Number.isInteger(f) || f <= 0)) {
+    throw new ConfigError(`adaptCnn: expected filters to be three positive integers (one per Conv2D), received ${fmtValue(opts.filters)}`);
+  }
+  if (!Number.isInteger(units) || units <= 0) throw new ConfigError(`adaptCnn: expected units to be a positive integer, received ${fmtValue(opts.units)}`);
+  const seed = opts.seed ?? 0;
+  const file = saveModel(catsVsDogsCnn({ side: opts.side, channels: opts.channels, seed, dtype: opts.dtype }));
+  let conv = 0;
+  let dense = 0;
+  const layers = file.modelTopology.config.layers.map((l) => {
+    const config = { ...l.config };
+    if (l.class_name === 'Conv2D') config.filters = filters[conv++];
+    if (l.class_name === 'Dense' && dense++ === 0) config.units = units;
+    return { ...l, config };
+  });
+  const topology = { ...file.modelTopology, config: { ...file.modelTopology.config, layers } };
+  return loadModel({ modelTopology: topology }, { rng: new Rng(seed), dtype: opts.dtype });
 }

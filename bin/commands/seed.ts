@@ -15,7 +15,7 @@ import { loadModel } from '../../lib/model-io.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
-import { type DType, type Tensor, asType, fromJSON, zeros } from '../../lib/tensor.js';
+import { type DType, type Tensor, asType, assertShape, fromJSON, zeros } from '../../lib/tensor.js';
 
 const HELP = `usage: jacobian-chain seed [options]
 
@@ -171,12 +171,15 @@ function fileCase(o: Options, path: string): Case {
   const file = JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] };
   const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
   lossByName(loss);
-  const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, model.layers.length) : [Math.max(1, Math.floor(model.layers.length / 2))]);
+  const L = model.layers.length;
+  const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, L) : L > 1 ? [Math.floor(L / 2)] : []);
   let x: Tensor;
   let y: Tensor;
   if (file.x && file.y && o.batch === undefined) {
     x = asType(fromJSON(file.x as never, 'float64', `${path} x`), o.dtype);
     y = asType(fromJSON(file.y as never, 'float64', `${path} y`), o.dtype);
+    assertShape(x, [null, ...model.inputShape], `${path} x`);
+    assertShape(y, [x.shape[0], ...model.outputShape], `${path} y`);
   } else {
     ({ x } = seededBatch(model.inputShape, { batch: o.batch ?? 3, seed: o.seed, dtype: o.dtype }));
     y = labelsFor(model, x.shape[0], loss, o);
@@ -216,7 +219,7 @@ function paramLines(stages: Sequential[]): { label: string; layer: number; param
 /** Prints the seed's `valid` lines of one chain against the reference; returns whether all hold. */
 function printValid(title: string, res: Timed, ref: ChainResult, stages: Sequential[], o: Options): boolean {
   const tol = { rtol: o.rtol!, atol: o.atol! };
-  console.log(`\n${title} vs one tape over the whole model (${res.ms.toFixed(0)} ms; valid = allclose with rtol ${tol.rtol}, atol ${tol.atol}):`);
+  console.log(`\n${title} vs one tape over the whole model (${res.ms.toFixed(0)} ms; valid = allclose with rtol ${fmtTol(tol.rtol)}, atol ${fmtTol(tol.atol)}):`);
   let ok = true;
   let worst = 0;
   for (const { label, layer, param } of paramLines(stages)) {
@@ -262,6 +265,11 @@ function printMemory(jac: ChainResult, vjp: ChainResult, stages: Sequential[], B
   });
 }
 
+/** `1e-5`, not `0.00001`. */
+function fmtTol(v: number): string {
+  return v !== 0 && v < 1e-3 ? v.toExponential() : String(v);
+}
+
 type Timed = ChainResult & { ms: number };
 
 async function timed(f: () => ChainResult | Promise<ChainResult>): Promise<Timed> {
@@ -302,28 +310,21 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  let cases: (() => Case)[];
   const opts = o;
-  if (o.model) {
-    const path = o.model;
-    cases = [() => fileCase(opts, path)];
-  } else {
-    cases = [() => seedCase(opts), () => cnnCase(opts)];
+  const makers: (() => Case)[] = o.model ? [() => fileCase(opts, o.model!)] : [() => seedCase(opts), () => cnnCase(opts)];
+  // Every case is built (models, splits, batches) before any runs: a bad option costs no work.
+  let cases: Case[];
+  try {
+    cases = makers.map((make) => make());
+  } catch (e) {
+    if (e instanceof JacobianChainError) {
+      console.error(`jacobian-chain seed: ${e.message}`);
+      return 2;
+    }
+    throw e;
   }
   let ok = true;
-  for (const make of cases) {
-    let c: Case;
-    try {
-      c = make();
-    } catch (e) {
-      if (e instanceof JacobianChainError) {
-        console.error(`jacobian-chain seed: ${e.message}`);
-        return 2;
-      }
-      throw e;
-    }
-    ok = (await runCase(c, o)) && ok;
-  }
+  for (const c of cases) ok = (await runCase(c, o)) && ok;
   console.log(`\n${ok ? 'all valid' : 'SOME CHECKS FAILED'}`);
   return ok ? 0 : 1;
 }

@@ -19,7 +19,9 @@ export const MNIST_PIXELS = MNIST_SIDE * MNIST_SIDE;
 
 /** Images and their labels: `x` `[N, ...]`, `y` `[N, outputs]`. */
 export interface LabeledImages {
+  /** Images `[N, 28, 28, 1]`, grey levels in `[0, 1]`. */
   x: Tensor;
+  /** Labels `[N, outputs]`. */
   y: Tensor;
 }
 
@@ -48,12 +50,23 @@ export interface MnistBinary {
   /** Held-out images and labels: disjoint from `train`, never used to fit. */
   test: LabeledImages;
   /** Where every example came from, `digit:index` into that digit's file, aligned with the rows. */
-  ids: { train: string[]; test: string[] };
+  ids: {
+    /** Aligned with the rows of `train`. */
+    train: string[];
+    /** Aligned with the rows of `test`. */
+    test: string[]
+  };
+  /** The digits labelled 1. */
   positive: number[];
+  /** The digits labelled 0. */
   negative: number[];
 }
 
-/** The `src/digits` folder of the installed `mnist` package. */
+/**
+ * The `src/digits` folder of the installed `mnist` package, resolved through Node's module lookup.
+ * @example
+ * readdirSync(mnistDigitsDir()); // ['0.json', ..., '9.json']
+ */
 export function mnistDigitsDir(): string {
   const require = createRequire(import.meta.url);
   let pkg: string;
@@ -135,7 +148,7 @@ function digitList(v: number | readonly number[], what: string): number[] {
  * test part (`testFraction` of it), so both splits keep the digits' proportions.
  * @example
  * const { train, test } = loadMnistBinary({ positive: 3, negative: 8 });
- * // train.x: [1585, 28, 28, 1], train.y: [1585, 1]; test.x: [391, 28, 28, 1]
+ * // train.x: [1581, 28, 28, 1], train.y: [1581, 1]; test.x: [395, 28, 28, 1]
  */
 export function loadMnistBinary(opts: MnistBinaryOptions): MnistBinary {
   if (!opts || typeof opts !== 'object') throw new ConfigError(`loadMnistBinary: expected options {positive, negative?, ...}, received ${fmtValue(opts)}`);

@@ -9,6 +9,7 @@ import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKe
 
 /** Keras config of {@link Activation}. */
 export interface ActivationConfig {
+  /** `linear`, `relu`, `sigmoid`, `tanh` or `softmax` (over the last axis). */
   activation: ActivationName;
 }
 
@@ -25,6 +26,7 @@ export interface ActivationSaved {
  */
 export class Activation extends Layer<ActivationSaved> {
   readonly className = 'Activation';
+  /** The activation applied. */
   readonly activation: ActivationName;
 
   constructor(config: ActivationConfig, name?: string) {

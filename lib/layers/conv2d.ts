@@ -10,11 +10,17 @@ import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tan
 
 /** Keras config of {@link Conv2D}. */
 export interface Conv2DConfig {
+  /** Output channels (`cout`). */
   filters: number;
+  /** Window `[kh, kw]`, or one number for both. */
   kernel_size: number | [number, number];
+  /** Steps `[sh, sw]`, or one number for both; default 1. */
   strides?: number | [number, number];
+  /** `'valid'` (default, no padding) or `'same'` (TensorFlow's: the smaller half before). */
   padding?: Padding;
+  /** Activation applied after the bias; default `'linear'`. */
   activation?: ActivationName | null;
+  /** Add a bias `[cout]`; default true. */
   use_bias?: boolean;
 }
 
@@ -81,11 +87,17 @@ interface Geometry {
  */
 export class Conv2D extends Layer<Conv2DSaved> {
   readonly className = 'Conv2D';
+  /** Output channels (`cout`). */
   readonly filters: number;
+  /** Window `[kh, kw]`. */
   readonly kernelSize: [number, number];
+  /** Steps `[sh, sw]`. */
   readonly strides: [number, number];
+  /** `'valid'` or `'same'`. */
   readonly padding: Padding;
+  /** Activation applied after the bias. */
   readonly activation: ActivationName;
+  /** Whether the layer has a bias. */
   readonly useBias: boolean;
 
   constructor(config: Conv2DConfig, name?: string) {

@@ -9,8 +9,11 @@ import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKe
 
 /** Keras config of {@link Dense}. */
 export interface DenseConfig {
+  /** Output size (`out`). */
   units: number;
+  /** Activation applied after the bias; default `'linear'`. */
   activation?: ActivationName | null;
+  /** Add a bias `[out]`; default true. */
   use_bias?: boolean;
 }
 
@@ -30,8 +33,11 @@ export interface DenseSaved {
  */
 export class Dense extends Layer<DenseSaved> {
   readonly className = 'Dense';
+  /** Output size (`out`). */
   readonly units: number;
+  /** Activation applied after the bias. */
   readonly activation: ActivationName;
+  /** Whether the layer has a bias. */
   readonly useBias: boolean;
 
   constructor(config: DenseConfig, name?: string) {

@@ -42,8 +42,11 @@ export interface DropoutSaved {
  */
 export class Dropout extends Layer<DropoutSaved> {
   readonly className = 'Dropout';
+  /** Fraction of elements dropped in training. */
   readonly rate: number;
+  /** Shape of the mask (Keras' `noise_shape`), or null for the input's shape. */
   readonly noiseShape: (number | null)[] | null;
+  /** Seed of the layer's own generator, or null. */
   readonly seed: number | null;
   /** The fallback generator; advances with every training pass, so each pass draws a fresh mask. */
   private readonly rng: Rng;

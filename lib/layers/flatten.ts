@@ -9,6 +9,7 @@ import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKe
 
 /** Keras config of {@link Flatten}: only the (channels-last) data format Keras writes into model files. */
 export interface FlattenConfig {
+  /** Only `'channels_last'` (NHWC), Keras' default; null means the same. */
   data_format?: 'channels_last' | null;
 }
 

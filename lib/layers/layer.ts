@@ -11,7 +11,8 @@
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { Rng } from '../rng.js';
 import { type DType, type Tensor, assertShape, dtypeOf, tensor, zeros, sizeOf } from '../tensor.js';
-import type { JacobianOptions, DenseJacobian } from '../jacobian.js';
+import type { JacobianOptions, DenseJacobian, SparseJacobianOptions } from '../jacobian.js';
+import type { SparseJacobian } from '../sparse/csr.js';
 import { jacobianWrtInput, jacobianWrtWeights } from '../jacobian.js';
 
 /** A trainable parameter in Keras order (`kernel` then `bias`). */
@@ -150,7 +151,9 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
    * const dense = new Dense({ units: 2 }).build([3]);
    * const J = dense.jacobianWrtInput(tensor([1, 2, 3], [1, 3])); // J.shape = [1, 2, 3]
    */
-  jacobianWrtInput(x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian {
+  jacobianWrtInput(x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian;
+  jacobianWrtInput(x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian;
+  jacobianWrtInput(x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian | SparseJacobian {
     return jacobianWrtInput(this, x, opts);
   }
 
@@ -158,7 +161,9 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
    * Jacobian w.r.t. each parameter, built column by column with forward-mode dual numbers:
    * one `[B, ...out, ...param]` per parameter (TensorFlow's `jacobian` of the batched output).
    */
-  jacobianWrtWeights(x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[] {
+  jacobianWrtWeights(x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian[];
+  jacobianWrtWeights(x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[];
+  jacobianWrtWeights(x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | SparseJacobian[] {
     return jacobianWrtWeights(this, x, opts);
   }
 
@@ -214,7 +219,12 @@ export function padding(v: unknown, layer: string): Padding {
  * `floor((n - k) / s) + 1`; 'same' takes `ceil(n / s)` and pads `max((out - 1) s + k - n, 0)` in
  * all, the smaller half before.
  */
-export function windowAxis(n: number, k: number, s: number, pad: Padding, layer: string): { out: number; before: number } {
+export function windowAxis(n: number, k: number, s: number, pad: Padding, layer: string): {
+  /** Output extent. */
+  out: number;
+  /** Padding before the first element. */
+  before: number
+} {
   if (pad === 'valid') {
     if (k > n) throw new ShapeError(`${layer}: expected a window of ${k} to fit an input extent of ${n} with padding "valid", received extent ${n} < ${k}`);
     return { out: Math.floor((n - k) / s) + 1, before: 0 };
@@ -224,12 +234,42 @@ export function windowAxis(n: number, k: number, s: number, pad: Padding, layer:
   return { out, before: Math.floor(total / 2) };
 }
 
-/** Throws if a config has keys the layer does not know: a typo must not be silently ignored. */
+/**
+ * Throws if a config has keys the layer does not know: a typo must not be silently ignored.
+ * Keys that Keras writes into every saved model (`data_format`, `dilation_rate`, initializers,
+ * regularizers, constraints...) are accepted when they hold the value this library implements,
+ * and refused, quoting the value, when they ask for something it does not.
+ */
 export function checkKeys(config: Record<string, unknown>, known: readonly string[], layer: string): void {
-  for (const k of Object.keys(config)) {
-    if (!known.includes(k)) throw new ConfigError(`${layer}: unknown option ${JSON.stringify(k)}; expected one of ${known.join(', ')}`);
+  for (const [k, v] of Object.entries(config)) {
+    if (known.includes(k)) continue;
+    const accepts = KERAS_DEFAULTS[k];
+    if (!accepts) throw new ConfigError(`${layer}: unknown option ${JSON.stringify(k)}; expected one of ${known.join(', ')}`);
+    if (!accepts.ok(v)) throw new ConfigError(`${layer}: option ${JSON.stringify(k)} must be ${accepts.expected} (the only one implemented), received ${fmtValue(v)}`);
   }
 }
+
+const isNull = (v: unknown): boolean => v === null || v === undefined;
+const initializerIs = (names: string[]) => (v: unknown): boolean => {
+  const name = typeof v === 'string' ? v : (v as { class_name?: unknown } | null)?.class_name;
+  return typeof name === 'string' && names.includes(name);
+};
+const NULL_OK = { ok: isNull, expected: 'null' };
+
+/** Keras keys accepted at the values implemented here (weights come from the file or from Glorot-uniform / zeros). */
+const KERAS_DEFAULTS: Record<string, { ok: (v: unknown) => boolean; expected: string }> = {
+  data_format: { ok: (v) => isNull(v) || v === 'channels_last', expected: '"channels_last"' },
+  dilation_rate: { ok: (v) => v === 1 || (Array.isArray(v) && v.every((d) => d === 1)), expected: '1 or [1, 1]' },
+  groups: { ok: (v) => v === 1, expected: '1' },
+  kernel_initializer: { ok: initializerIs(['GlorotUniform', 'glorot_uniform']), expected: 'GlorotUniform' },
+  bias_initializer: { ok: initializerIs(['Zeros', 'zeros']), expected: 'Zeros' },
+  kernel_regularizer: NULL_OK,
+  bias_regularizer: NULL_OK,
+  activity_regularizer: NULL_OK,
+  kernel_constraint: NULL_OK,
+  bias_constraint: NULL_OK,
+  lora_rank: NULL_OK,
+};
 
 export { fmtShape };
 

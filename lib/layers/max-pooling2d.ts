@@ -10,8 +10,11 @@ import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tan
 
 /** Keras config of {@link MaxPooling2D}. */
 export interface MaxPooling2DConfig {
+  /** Window `[ph, pw]`, or one number for both; default 2. */
   pool_size?: number | [number, number];
+  /** Steps; default (or null): the pool size. */
   strides?: number | [number, number] | null;
+  /** `'valid'` (default) or `'same'` (padded with −∞). */
   padding?: Padding;
 }
 
@@ -41,8 +44,11 @@ export interface MaxPooling2DSaved {
  */
 export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   readonly className = 'MaxPooling2D';
+  /** Window `[ph, pw]`. */
   readonly poolSize: [number, number];
+  /** Steps `[sh, sw]`. */
   readonly strides: [number, number];
+  /** `'valid'` or `'same'`. */
   readonly padding: Padding;
 
   constructor(config: MaxPooling2DConfig = {}, name?: string) {

@@ -133,6 +133,33 @@ export class SparsityPattern {
     return SparsityPattern.fromRowArrays(rows, inner.cols, nnz);
   }
 
+  /**
+   * The Kronecker product `a ⊗ b`: row `(ra, rb)` holds the columns `ca · b.cols + cb`, sorted
+   * when both operands are.
+   */
+  static kron(a: SparsityPattern, b: SparsityPattern): SparsityPattern {
+    const rows = a.rows * b.rows;
+    const rowPtr = new Int32Array(rows + 1);
+    const colIdx = new Int32Array(a.nnz * b.nnz);
+    const bc = b.cols;
+    let e = 0;
+    let r = 0;
+    for (let ra = 0; ra < a.rows; ra++) {
+      const a0 = a.rowPtr[ra];
+      const a1 = a.rowPtr[ra + 1];
+      for (let rb = 0; rb < b.rows; rb++) {
+        const b0 = b.rowPtr[rb];
+        const b1 = b.rowPtr[rb + 1];
+        for (let qa = a0; qa < a1; qa++) {
+          const base = a.colIdx[qa] * bc;
+          for (let qb = b0; qb < b1; qb++) colIdx[e++] = base + b.colIdx[qb];
+        }
+        rowPtr[++r] = e;
+      }
+    }
+    return new SparsityPattern(rows, a.cols * bc, rowPtr, colIdx);
+  }
+
   /** Union of patterns of one shape (e.g. the samples of a batch): what a colouring valid for all of them must respect. */
   static union(ps: readonly SparsityPattern[]): SparsityPattern {
     if (ps.length === 0) throw new ShapeError('SparsityPattern.union: expected at least one pattern, received none');
@@ -269,35 +296,10 @@ export class KronPattern {
    */
   expand(budgetBytes: number = getMemoryBudget()): SparsityPattern {
     guardBytes(`explicit sparsity pattern (${this.nnz} entries)`, 4 * (this.nnz + this.rows + 1), budgetBytes, 'work with the Kronecker factors');
-    const F = this.factors;
-    const m = F.length;
-    const colStride = new Array<number>(m);
-    for (let k = m - 1, s = 1; k >= 0; k--) {
-      colStride[k] = s;
-      s *= F[k].cols;
-    }
-    const rowPtr = new Int32Array(this.rows + 1);
-    const colIdx = new Int32Array(this.nnz);
-    const ri = new Array<number>(m).fill(0);
-    let e = 0;
-    for (let r = 0; r < this.rows; r++) {
-      // Odometer over the factor rows' entries, most significant factor outermost: sorted columns.
-      const emit = (k: number, base: number): void => {
-        const f = F[k];
-        for (let q = f.rowPtr[ri[k]]; q < f.rowPtr[ri[k] + 1]; q++) {
-          const c = base + f.colIdx[q] * colStride[k];
-          if (k === m - 1) colIdx[e++] = c;
-          else emit(k + 1, c);
-        }
-      };
-      emit(0, 0);
-      rowPtr[r + 1] = e;
-      for (let k = m - 1; k >= 0; k--) {
-        if (++ri[k] < F[k].rows) break;
-        ri[k] = 0;
-      }
-    }
-    return new SparsityPattern(this.rows, this.cols, rowPtr, colIdx);
+    // Folded pairwise, most significant factor first: each step is two tight loops.
+    let P = this.factors[0];
+    for (let k = 1; k < this.factors.length; k++) P = SparsityPattern.kron(P, this.factors[k]);
+    return P;
   }
 
   /** The identity pattern over a per-sample shape, one factor per axis. */
@@ -370,12 +372,12 @@ export function asKnownLayer(f: unknown): LayerLike | null {
 }
 
 /** The layers of a stage (a `Sequential`, or anything with `layers`), or `[f]` for one known layer; null when the structure is unknown. */
-export function knownLayers(f: Differentiable): LayerLike[] | null {
+export function structuredLayers(f: Differentiable): LayerLike[] | null {
   const layers = (f as { layers?: unknown }).layers;
   if (Array.isArray(layers)) {
     const out: LayerLike[] = [];
     for (const l of layers) {
-      const inner = knownLayers(l as Differentiable);
+      const inner = structuredLayers(l as Differentiable);
       if (!inner) return null;
       out.push(...inner);
     }
@@ -385,21 +387,15 @@ export function knownLayers(f: Differentiable): LayerLike[] | null {
   return l ? [l] : null;
 }
 
-/** Last-axis extent of a shape (the softmax row). */
-function lastDim(shape: readonly number[]): number {
-  return shape[shape.length - 1];
-}
-
 /** A layer's structural pattern w.r.t. its input, axis by axis, from its configuration. */
 export function axisStructure(layer: LayerLike): AxisStructure {
   const inDims = layer.inputShape.slice();
   const id: AxisMap = { kind: 'identity' };
   switch (layer.className) {
     case 'Conv2D': {
-      const [H, W, C] = inDims;
+      const [H, W] = inDims;
       const [kh, kw] = layer.kernelSize!;
       const [sh, sw] = layer.strides!;
-      void C;
       return {
         inDims,
         maps: [

@@ -197,3 +197,12 @@ describe('Conv2D', () => {
     });
   });
 });
+
+describe('Conv2D Keras config keys', () => {
+  it('accepts data_format "channels_last" and dilation_rate 1 as Keras saves them, and refuses dilation 2', () => {
+    const base = { filters: 2, kernel_size: [3, 3], data_format: 'channels_last', dilation_rate: [1, 1], groups: 1 };
+    expect(new Conv2D(base as unknown as Conv2DConfig).filters).to.equal(2);
+    expect(() => new Conv2D({ ...base, dilation_rate: [2, 2] } as unknown as Conv2DConfig)).to.throw(/"dilation_rate" must be 1 or \[1, 1\].*received \[2, 2\]/);
+    expect(() => new Conv2D({ ...base, data_format: 'channels_first' } as unknown as Conv2DConfig)).to.throw(/"data_format" must be "channels_last"/);
+  });
+});

@@ -36,3 +36,20 @@ describe('Dense', () => {
     expect(() => layer.forward(tensor([1, 2], [1, 2]))).to.throw(/expected shape \[B, 3\] \(rank 2\), received \[1, 2\]/);
   });
 });
+
+describe('Keras config keys', () => {
+  it('accepts the keys Keras writes into saved models at the values implemented, and refuses others', () => {
+    const keras = {
+      units: 3,
+      activation: 'relu',
+      use_bias: true,
+      kernel_initializer: { module: 'keras.initializers', class_name: 'GlorotUniform', config: { seed: null } },
+      bias_initializer: 'zeros',
+      kernel_regularizer: null,
+      bias_constraint: null,
+    };
+    expect(new Dense(keras as never).units).to.equal(3);
+    expect(() => new Dense({ ...keras, kernel_initializer: 'he_normal' } as never)).to.throw(/option "kernel_initializer" must be GlorotUniform .* received "he_normal"/);
+    expect(() => new Dense({ ...keras, kernel_regularizer: { class_name: 'L2' } } as never)).to.throw(/"kernel_regularizer" must be null/);
+  });
+});

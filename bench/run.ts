@@ -1,0 +1,210 @@
+/**
+ * The Jacobian-vs-VJP benchmark suite: `npm run bench` (full, ~15 minutes on 2 cores) or
+ * `npm run bench:quick` (CI, under a minute). Options: `--out DIR` (default docs/bench),
+ * `--only REGEX` (case ids).
+ *
+ * Every case runs in a child process of its own (bench/child.ts) so that its peak memory is its
+ * own: per op, one measured run (peak RSS, heap), then benchmark.js timings; tfjs-core on its CPU
+ * backend runs the same model in the same child as the peer. The parent adds the analytic bytes
+ * (lib/memory-report.ts, from shapes alone), writes `results.json` and `results.md`, checks the
+ * targets and draws the plots.
+ * @module
+ */
+import { spawn } from 'node:child_process';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { fmtBytes, getMemoryBudget } from '../lib/memory.js';
+import { type MemoryReport, estimateMemory } from '../lib/memory-report.js';
+import { catsVsDogsCnn, splitAfterLastPooling } from '../lib/models.js';
+import { bytesPerElement } from '../lib/tensor.js';
+import { ANALYTIC_SIDES, type BenchCase, type OpName, buildCase, fullCases, quickCases } from './cases.js';
+import type { ChildJob, OpResult } from './child.js';
+import { type MeasuredPoint, type SweepPoint, writePlots } from './plot.js';
+import { type CaseResult, type Results, checkTargets, toMarkdown } from './report.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, '..');
+
+interface Args {
+  quick: boolean;
+  out: string;
+  only: RegExp | null;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { quick: false, out: join(root, 'docs', 'bench'), only: null };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    if (k === '--quick') a.quick = true;
+    else if (k === '--out') a.out = resolve(argv[++i] ?? '');
+    else if (k === '--only') a.only = new RegExp(argv[++i] ?? '');
+    else if (k === '--help' || k === '-h') {
+      console.log('usage: tsx bench/run.ts [--quick] [--out DIR] [--only REGEX]');
+      process.exit(0);
+    } else throw new Error(`bench: unknown argument ${JSON.stringify(k)}; expected --quick, --out DIR, --only REGEX`);
+  }
+  return a;
+}
+
+/** The analytic bytes of each op of a case, from shapes alone, with the shapes they are products of. */
+export interface Analytic {
+  report: MemoryReport;
+  /** Per op: the bytes it materializes by the account, and what they are. */
+  ops: Partial<Record<OpName, { bytes: number; what: string; shapes: number[][]; bytesPerElement: number; tangentBlockBytes?: number }>>;
+}
+
+function analyticOf(c: BenchCase): Analytic {
+  const b = buildCase(c);
+  const B = c.batch;
+  const report = b.single ? estimateMemory(b.single, B, { dtype: c.dtype, training: c.training }) : estimateMemory(b.stages!, B, { dtype: c.dtype, training: c.training });
+  const bpe = bytesPerElement(c.dtype);
+  const js = report.explicit.jacobians;
+  const ops: Analytic['ops'] = {};
+  ops.forward = { bytes: report.vjp.residualBytes, what: 'residuals the forward pass saves', shapes: report.vjp.residuals.map((r) => r.shape), bytesPerElement: bpe };
+  ops.vjpChain = { bytes: report.vjp.bytes, what: 'residuals + cotangents', shapes: [...report.vjp.residuals, ...report.vjp.cotangents].map((r) => r.shape), bytesPerElement: bpe };
+  ops.explicitChain = { bytes: report.explicit.jacobianBytes, what: 'every Jacobian the chain materializes', shapes: js.map((j) => j.shape), bytesPerElement: bpe };
+  if (b.single) {
+    const [jx, ...jw] = js;
+    ops.jacobianWrtInput = { bytes: jx.bytes, what: 'J w.r.t. input', shapes: [jx.shape], bytesPerElement: bpe, tangentBlockBytes: jx.tangentBlockBytes };
+    ops.jvpBlock = { bytes: jx.tangentBlockBytes, what: `one block of T = ${jx.tangents} tangents`, shapes: [], bytesPerElement: bpe };
+    if (jw.length) {
+      ops.jacobianWrtWeights = { bytes: jw.reduce((s, j) => s + j.bytes, 0), what: 'J w.r.t. each weight', shapes: jw.map((j) => j.shape), bytesPerElement: bpe, tangentBlockBytes: Math.max(...jw.map((j) => j.tangentBlockBytes)) };
+      ops.tfJacobianWrtWeights = { bytes: jw.reduce((s, j) => s + (j.bytes / bpe) * 4, 0), what: 'J w.r.t. each weight, float32', shapes: jw.map((j) => j.shape), bytesPerElement: 4 };
+    }
+    ops.tfJacobianWrtInput = { bytes: (jx.bytes / bpe) * 4, what: 'J w.r.t. input, float32', shapes: [jx.shape], bytesPerElement: 4 };
+  }
+  return { report, ops };
+}
+
+function runChild(job: ChildJob, jobFile: string, timeoutMs: number): Promise<{ code: number | null; stderr: string }> {
+  writeFileSync(jobFile, JSON.stringify(job));
+  return new Promise((res) => {
+    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(here, 'child.ts'), jobFile], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      const s = d.toString();
+      stderr += s;
+      process.stdout.write(s);
+    });
+    const timer = setTimeout(() => {
+      stderr += `\nbench: case ${job.case.id} exceeded ${timeoutMs / 1000} s; killed\n`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      res({ code, stderr });
+    });
+  });
+}
+
+/** The CNN at each analytic side and batch, accounted from shapes (nothing is run). */
+function analyticSweep(): SweepPoint[] {
+  const pts: SweepPoint[] = [];
+  for (const side of ANALYTIC_SIDES) {
+    const cnn = catsVsDogsCnn({ side, channels: 3 });
+    const stages = cnn.split(splitAfterLastPooling(cnn));
+    for (const batch of [1, 8]) {
+      const r = estimateMemory(stages, batch);
+      // What jacobianChain's guards check, one build at a time: a stage's weights together, or a stage's input.
+      const builds = r.stages.flatMap((st, k) => {
+        const [input, ...weights] = st.explicit.jacobians;
+        return [weights.reduce((a, j) => a + j.bytes, 0), ...(k > 0 ? [input.bytes] : [])];
+      });
+      pts.push({ side, batch, jacobianBytes: r.explicit.jacobianBytes, vjpBytes: r.vjp.bytes, largestBuildBytes: Math.max(...builds) });
+    }
+  }
+  return pts;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const started = Date.now();
+  let cases = args.quick ? quickCases() : fullCases();
+  if (args.only) cases = cases.filter((c) => args.only!.test(c.id));
+  const settings = args.quick
+    ? { maxTime: 0.05, minSamples: 2, heavyMs: 150, tfTimeCapMs: 200, capMs: 1_500, timeoutMs: 120_000 }
+    : { maxTime: 0.5, minSamples: 5, heavyMs: 1_500, tfTimeCapMs: 5_000, capMs: 20_000, timeoutMs: 900_000 };
+  const budget = getMemoryBudget();
+  mkdirSync(args.out, { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'jc-bench-'));
+  console.log(`bench: ${cases.length} cases${args.quick ? ' (quick)' : ''}, one child process each; memory budget ${fmtBytes(budget)}; results into ${args.out}`);
+  const results: CaseResult[] = [];
+  try {
+    for (const [i, c] of cases.entries()) {
+      const analytic = analyticOf(c);
+      const t0 = Date.now();
+      console.log(`[${i + 1}/${cases.length}] ${c.id}: ${c.title}, batch ${c.batch}`);
+      const outFile = join(work, `${c.id}.json`);
+      const job: ChildJob = { case: c, outFile, maxTime: settings.maxTime, minSamples: settings.minSamples, heavyMs: settings.heavyMs, tfTimeCapMs: settings.tfTimeCapMs, capMs: settings.capMs, memoryBudget: budget };
+      const { code, stderr } = await runChild(job, join(work, `${c.id}.job.json`), settings.timeoutMs);
+      let ops: OpResult[];
+      let childError: string | null = null;
+      try {
+        ops = (JSON.parse(readFileSync(outFile, 'utf8')) as { results: OpResult[] }).results;
+      } catch {
+        ops = [];
+        childError = `child exited with code ${code}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`;
+        console.log(`  ${childError}`);
+      }
+      results.push({ case: c, analytic: { jacobianBytes: analytic.report.explicit.jacobianBytes, vjpBytes: analytic.report.vjp.bytes, residualBytes: analytic.report.vjp.residualBytes, cotangentBytes: analytic.report.vjp.cotangentBytes, ratio: analytic.report.ratio, tangentBlockBytes: analytic.report.explicit.tangentBlockBytes, jacobians: analytic.report.explicit.jacobians, stages: analytic.report.stages.map((s) => ({ what: s.what, jacobianBytes: s.explicit.jacobianBytes, vjpBytes: s.vjp.bytes, ratio: s.ratio })), ops: analytic.ops }, ops, childError, seconds: (Date.now() - t0) / 1000 });
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  const sweep = analyticSweep();
+  const measured: MeasuredPoint[] = [];
+  for (const r of results) {
+    if (r.case.group !== 'model' || r.case.target.kind !== 'cnn') continue;
+    for (const op of ['explicitChain', 'vjpChain', 'tfVjp'] as const) {
+      const o = r.ops.find((x) => x.op === op);
+      if (!o || o.status !== 'ok' || !o.time) continue;
+      // A capped run's memory is a partial build's and its time a lower bound: only its extrapolation is plotted, as such.
+      const capped = o.time.method === 'capped';
+      measured.push({
+        side: r.case.target.side,
+        batch: r.case.batch,
+        op,
+        peakRssDelta: !capped && o.memory && o.memory.peakRssDelta > 0 ? o.memory.peakRssDelta : null,
+        timeMs: capped ? null : o.time.meanMs,
+        extrapolatedMs: capped ? (o.time.extrapolatedMs ?? null) : null,
+      });
+    }
+  }
+  const out: Results = {
+    meta: {
+      generatedBy: args.quick ? 'npm run bench:quick' : 'npm run bench',
+      date: new Date().toISOString(),
+      quick: args.quick,
+      node: process.version,
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: cpus().length,
+      totalMemory: totalmem(),
+      memoryBudget: budget,
+      settings,
+      seconds: 0,
+    },
+    cases: results,
+    sweep,
+    measured,
+    targets: [],
+  };
+  out.targets = checkTargets(out);
+  const plots = await writePlots(args.out, sweep, measured);
+  out.meta.seconds = (Date.now() - started) / 1000;
+  writeFileSync(join(args.out, 'results.json'), `${JSON.stringify(out, null, 1)}\n`);
+  writeFileSync(join(args.out, 'results.md'), toMarkdown(out, plots.map((p) => p.slice(args.out.length + 1))));
+  console.log(`\nbench: done in ${out.meta.seconds.toFixed(0)} s; wrote results.json, results.md, ${plots.map((p) => p.slice(args.out.length + 1)).join(', ')} into ${args.out}`);
+  for (const t of out.targets) console.log(`  ${t.status.padEnd(7)} ${t.name}: ${t.measured}`);
+}
+
+// Only when run, not when imported (the spec imports nothing from here, but keep it inert).
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+    process.exit(1);
+  });
+}
+
+

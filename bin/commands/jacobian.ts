@@ -1,0 +1,367 @@
+/**
+ * `jacobian-chain jacobian`: builds one stage's Jacobian (w.r.t. its input, or its weights) the
+ * structured way, reports its shape, stored entries, bytes, colours, the engine chosen and why, and
+ * the time; then chains it with the upstream gradient (the seed's helpers) and prints the largest
+ * difference from the VJP gradient of the same stage.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError, JacobianChainError, fmtShape } from '../../lib/errors.js';
+import { upstreamGradientLossOut, upstreamGradientLossWeights } from '../../lib/helpers.js';
+import { DenseJacobian, type Jacobian } from '../../lib/jacobian.js';
+import { LOSSES, lossByName } from '../../lib/losses.js';
+import { fmtBytes, getMemoryBudget } from '../../lib/memory.js';
+import { loadModel } from '../../lib/model-io.js';
+import { catsVsDogsCnn, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
+import { Rng } from '../../lib/rng.js';
+import { Sequential, type SequentialForwardOptions } from '../../lib/sequential.js';
+import { type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from '../../lib/sparse/auto.js';
+import type { JacobianPlan } from '../../lib/sparse/csr.js';
+import { type DType, type Tensor, asType, contiguous, fromJSON, sizeOf, zeros } from '../../lib/tensor.js';
+
+const HELP = `usage: jacobian-chain jacobian [options]
+
+Builds one stage's Jacobian w.r.t. its input (or its weights), sparse by default, by the engine
+--mode picks (auto: the cheapest estimate), and reports its shape, stored entries (nnz), bytes,
+colours, the time, and the largest difference between the gradient obtained by chaining it with
+the upstream gradient dLoss/dOut (the seed's upstream_gradient_loss_out / _weights) and the VJP
+gradient of the same stage.
+
+options:
+  --model <file>       a model file (Keras-style JSON; a golden fixture works, with its x, loss and
+                       stages); default: the seed's cats-vs-dogs CNN
+  --split <i,j,...>    layer indices where a new stage starts (default: after the last pooling
+                       layer for the CNN, the file's "stages")
+  --stage <s>          which stage (default 0, the CNN's conv stage model_0)
+  --side <n>           CNN image side, >= 22 (default 32)
+  --channels <n>       CNN image channels (default 3)
+  --batch <n>          batch size of a seeded batch (default 1; a fixture's own x when not given)
+  --mode <m>           auto (default), forward or reverse
+  --format <f>         sparse (default) or dense
+  --engine <e>         force an engine: propagate, compressed or dense
+  --pattern <p>        what compressed engines colour: structural (default) or values
+  --wrt <w>            input (default), weights, or all
+  --dtype <type>       float64 (default) or float32
+  --seed <n>           seed of the weights and the batch (default 0)
+  --loss <name>        loss for a model file that names none: ${LOSSES.join(', ')}
+  --training           Dropout in training mode (one seeded mask; default inference)
+  --memory-budget <g>  memory budget in GiB (default ${(getMemoryBudget() / 1024 ** 3).toFixed(0)})
+  --tol <x>            pass when max |chained - vjp| <= tol * max |vjp| (default 1e-10; 1e-4 in float32)
+  --json               also print one JSON line with the measurements
+  -h, --help           this text
+
+example:
+  jacobian-chain jacobian --side 224 --batch 1           # the CNN's conv stage at 224x224x3
+`;
+
+/** Parsed options. */
+interface Options {
+  model?: string;
+  split?: number[];
+  stage: number;
+  side: number;
+  channels: number;
+  batch?: number;
+  mode: 'auto' | 'forward' | 'reverse';
+  format: 'sparse' | 'dense';
+  engine?: 'propagate' | 'compressed' | 'dense';
+  pattern?: 'structural' | 'values';
+  wrt: 'input' | 'weights' | 'all';
+  dtype: DType;
+  seed: number;
+  loss?: string;
+  training: boolean;
+  memoryBudget?: number;
+  tol?: number;
+  json: boolean;
+}
+
+/** A usage error: printed with a pointer to --help, exit code 2. */
+class UsageError extends ConfigError {}
+
+function oneOf<T extends string>(v: string, allowed: readonly T[], flag: string): T {
+  if (!(allowed as readonly string[]).includes(v)) throw new UsageError(`${flag}: expected one of ${allowed.join(', ')}, received ${JSON.stringify(v)}`);
+  return v as T;
+}
+
+function parseArgs(argv: string[]): Options | 'help' {
+  const o: Options = { stage: 0, side: 32, channels: 3, mode: 'auto', format: 'sparse', wrt: 'input', dtype: 'float64', seed: 0, training: false, json: false };
+  const int = (v: string, flag: string, min: number): number => {
+    const n = Number(v);
+    if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag}: expected an integer >= ${min}, received ${JSON.stringify(v)}`);
+    return n;
+  };
+  const pos = (v: string, flag: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n <= 0) throw new UsageError(`${flag}: expected a positive number, received ${JSON.stringify(v)}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const eq = argv[i].startsWith('--') ? argv[i].indexOf('=') : -1;
+    const flag = eq > 0 ? argv[i].slice(0, eq) : argv[i];
+    const inline = eq > 0 ? argv[i].slice(eq + 1) : undefined;
+    const take = (): string => {
+      if (inline !== undefined) return inline;
+      const v = argv[i + 1];
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag}: expected a value, received ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
+      i++;
+      return v;
+    };
+    switch (flag) {
+      case '-h':
+      case '--help':
+        return 'help';
+      case '--model':
+        o.model = take();
+        break;
+      case '--split':
+        o.split = take()
+          .split(',')
+          .map((s) => int(s.trim(), '--split', 1));
+        break;
+      case '--stage':
+        o.stage = int(take(), flag, 0);
+        break;
+      case '--side':
+        o.side = int(take(), flag, 1);
+        break;
+      case '--channels':
+        o.channels = int(take(), flag, 1);
+        break;
+      case '--batch':
+        o.batch = int(take(), flag, 1);
+        break;
+      case '--mode':
+        o.mode = oneOf(take(), ['auto', 'forward', 'reverse'] as const, flag);
+        break;
+      case '--format':
+        o.format = oneOf(take(), ['sparse', 'dense'] as const, flag);
+        break;
+      case '--engine':
+        o.engine = oneOf(take(), ['propagate', 'compressed', 'dense'] as const, flag);
+        break;
+      case '--pattern':
+        o.pattern = oneOf(take(), ['structural', 'values'] as const, flag);
+        break;
+      case '--wrt':
+        o.wrt = oneOf(take(), ['input', 'weights', 'all'] as const, flag);
+        break;
+      case '--dtype':
+        o.dtype = oneOf(take(), ['float64', 'float32'] as const, flag);
+        break;
+      case '--seed':
+        o.seed = int(take(), flag, 0);
+        break;
+      case '--loss': {
+        const v = take();
+        lossByName(v);
+        o.loss = v;
+        break;
+      }
+      case '--training':
+        o.training = true;
+        break;
+      case '--memory-budget':
+        o.memoryBudget = pos(take(), flag) * 1024 ** 3;
+        break;
+      case '--tol':
+        o.tol = pos(take(), flag);
+        break;
+      case '--json':
+        o.json = true;
+        break;
+      default:
+        throw new UsageError(
+          `unknown option ${JSON.stringify(argv[i])}; expected one of --model, --split, --stage, --side, --channels, --batch, --mode, --format, --engine, --pattern, --wrt, --dtype, --seed, --loss, --training, --memory-budget, --tol, --json, --help`,
+        );
+    }
+  }
+  o.tol ??= o.dtype === 'float32' ? 1e-4 : 1e-10;
+  return o;
+}
+
+/** The model split into stages, a batch, its labels and the loss. */
+interface Case {
+  title: string;
+  stages: Sequential[];
+  x: Tensor;
+  y: Tensor;
+  loss: string;
+}
+
+function cnnCase(o: Options): Case {
+  const model = catsVsDogsCnn({ side: o.side, channels: o.channels, seed: o.seed, dtype: o.dtype });
+  const { x, y } = seededBatch(model.inputShape, { batch: o.batch ?? 1, seed: o.seed + 1, dtype: o.dtype });
+  return { title: `the cats-vs-dogs CNN on ${o.side}×${o.side}×${o.channels}`, stages: model.split(o.split ?? splitAfterLastPooling(model)), x, y, loss: 'binary_crossentropy' };
+}
+
+function fileCase(o: Options, path: string): Case {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--model: cannot read ${JSON.stringify(path)} (${(e as Error).message})`);
+  }
+  const model = loadModel(text, { dtype: o.dtype });
+  const file = JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] };
+  const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
+  lossByName(loss);
+  const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, model.layers.length) : [Math.max(1, Math.floor(model.layers.length / 2))]);
+  let x: Tensor;
+  let y: Tensor;
+  if (file.x && file.y && o.batch === undefined) {
+    x = asType(fromJSON(file.x as never, 'float64', `${path} x`), o.dtype);
+    y = asType(fromJSON(file.y as never, 'float64', `${path} y`), o.dtype);
+  } else {
+    ({ x } = seededBatch(model.inputShape, { batch: o.batch ?? 1, seed: o.seed, dtype: o.dtype }));
+    const rng = new Rng(o.seed + 2);
+    y = zeros([x.shape[0], ...model.outputShape], o.dtype);
+    const cols = model.outputShape[model.outputShape.length - 1];
+    if (lossByName(loss).name === 'categorical_crossentropy') for (let r = 0; r < y.size / cols; r++) y.data[r * cols + rng.int(cols)] = 1;
+    else for (let i = 0; i < y.size; i++) y.data[i] = rng.uniform() > 0.5 ? 1 : 0;
+  }
+  return { title: `model file ${path}`, stages: model.split(split), x, y, loss };
+}
+
+/** Largest absolute difference, and the same relative to the largest reference magnitude. */
+function difference(a: Tensor, e: Tensor): { maxAbs: number; maxRef: number; rel: number } {
+  const ac = contiguous(a);
+  const ec = contiguous(e);
+  let maxAbs = 0;
+  let maxRef = 0;
+  for (let i = 0; i < ec.size; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(ac.data[ac.offset + i] - ec.data[ec.offset + i]));
+    maxRef = Math.max(maxRef, Math.abs(ec.data[ec.offset + i]));
+  }
+  return { maxAbs, maxRef, rel: maxRef === 0 ? maxAbs : maxAbs / maxRef };
+}
+
+/** `12.3 s` or `45 ms`. */
+function fmtMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
+}
+
+/** One line per candidate engine of a plan. */
+function planLines(plan: JacobianPlan): string[] {
+  return plan.candidates.map((c) => {
+    const chosen = c.mode === plan.mode && c.engine === plan.engine ? '*' : ' ';
+    const what = `${c.mode}/${c.engine}`.padEnd(20);
+    if (c.unavailable) return `   ${chosen} ${what} unavailable: ${c.unavailable}`;
+    const colours = c.engine === 'propagate' ? 'no colours'.padEnd(14) : `${c.colours} colours`.padEnd(14);
+    return `   ${chosen} ${what} ${colours} ~${c.macs.toExponential(2)} multiply-adds, working set ${fmtBytes(c.workBytes)}`;
+  });
+}
+
+interface Measured {
+  wrt: string;
+  shape: number[];
+  format: string;
+  nnz: number | null;
+  bytes: number;
+  denseBytes: number;
+  mode?: string;
+  engine?: string;
+  colours?: number;
+  ms: number;
+  maxAbsDiff: number;
+  relDiff: number;
+  pass: boolean;
+}
+
+function report(label: string, J: Jacobian, ms: number, chained: Tensor, ref: Tensor, tol: number, dtype: DType): Measured {
+  const plan = (J as { plan?: JacobianPlan | null }).plan ?? null;
+  const nnz = (J as unknown as { nnz?: unknown }).nnz;
+  const denseBytes = sizeOf(J.shape) * (dtype === 'float32' ? 4 : 8);
+  const d = difference(chained, ref);
+  const pass = d.maxAbs <= tol * d.maxRef || d.maxAbs === 0;
+  console.log(`\nJacobian ${label}: shape ${fmtShape(J.shape)}, format ${J.format}`);
+  if (plan) {
+    console.log(`  chosen: ${plan.mode}/${plan.engine}${plan.engine === 'propagate' ? '' : `, ${plan.colours} colours in ${plan.passes} passes of up to ${plan.blockWidth}`}`);
+    console.log(`  why: ${plan.reason}`);
+    console.log(planLines(plan).join('\n'));
+  }
+  if (typeof nnz === 'number') console.log(`  nnz ${nnz} (density ${(nnz / sizeOf(J.shape)).toExponential(2)})`);
+  console.log(`  bytes ${fmtBytes(J.bytes)} (dense: ${fmtBytes(denseBytes)})`);
+  console.log(`  time ${fmtMs(ms)}`);
+  console.log(`  gradient chained through it vs the VJP gradient: max |difference| ${d.maxAbs.toExponential(2)}, relative to max |gradient| ${d.rel.toExponential(2)} (tol ${tol}): ${pass ? 'equal' : 'DIFFERENT'}`);
+  return { wrt: label, shape: J.shape.slice(), format: J.format, nnz: typeof nnz === 'number' ? nnz : null, bytes: J.bytes, denseBytes, mode: plan?.mode, engine: plan?.engine, colours: plan?.colours, ms, maxAbsDiff: d.maxAbs, relDiff: d.rel, pass };
+}
+
+/** Entry point: returns the exit code (0 equal, 1 a gradient differs, 2 bad options). */
+export async function run(argv: string[]): Promise<number> {
+  let o: Options | 'help';
+  let c: Case;
+  try {
+    o = parseArgs(argv);
+    if (o === 'help') {
+      console.log(HELP);
+      return 0;
+    }
+    c = o.model ? fileCase(o, o.model) : cnnCase(o);
+    if (o.stage >= c.stages.length) throw new UsageError(`--stage: expected a stage index in 0..${c.stages.length - 1}, received ${o.stage}`);
+  } catch (e) {
+    if (e instanceof JacobianChainError) {
+      console.error(`jacobian-chain jacobian: ${e.message}\nrun "jacobian-chain jacobian --help" for the options`);
+      return 2;
+    }
+    throw e;
+  }
+  const { stages, x, y, loss } = c;
+  const s = o.stage;
+  const stage = stages[s];
+  const fo: SequentialForwardOptions = { training: o.training, seed: o.seed };
+  console.log(`${c.title}: stage ${s} of ${stages.length} (${stage.name}, layers ${stage.layerOffset}..${stage.layerOffset + stage.layers.length - 1}), batch ${x.shape[0]}, ${o.dtype}, loss ${loss}`);
+  console.log(stage.summary());
+
+  // The upstream gradient dLoss/dOut at the stage's output: the loss's gradient pulled back through the later stages (the VJP way).
+  let h = x;
+  const passes: { saved: unknown; input: Tensor }[] = [];
+  for (const st of stages) {
+    const fwd = st.forward(h, fo);
+    passes.push({ saved: fwd.saved, input: h });
+    h = fwd.y;
+  }
+  let g = lossByName(loss).gradient(y, h);
+  for (let k = stages.length - 1; k > s; k--) g = stages[k].vjp(passes[k].saved as never, g).dx;
+  const stageInput = passes[s].input;
+  const t0 = performance.now();
+  const ref = stage.vjp(passes[s].saved as never, g);
+  const vjpMs = performance.now() - t0;
+  console.log(`\nVJP of the stage (reference): ${fmtMs(vjpMs)}; upstream gradient dLoss/dOut ${fmtShape(g.shape)}`);
+
+  const jo: StructuredJacobianOptions = { mode: o.mode, format: o.format, engine: o.engine, pattern: o.pattern, memoryBudget: o.memoryBudget, training: o.training, seed: o.seed } as StructuredJacobianOptions;
+  const results: Measured[] = [];
+  try {
+    if (o.wrt === 'input' || o.wrt === 'all') {
+      const t = performance.now();
+      const J = structuredJacobianWrtInput(stage, stageInput, jo);
+      const ms = performance.now() - t;
+      const chained = upstreamGradientLossOut(J, g);
+      results.push(report('w.r.t. input', J, ms, chained, ref.dx, o.tol!, o.dtype));
+    }
+    if (o.wrt === 'weights' || o.wrt === 'all') {
+      const t = performance.now();
+      const Js = structuredJacobianWrtWeights(stage, stageInput, jo);
+      const ms = performance.now() - t;
+      Js.forEach((J, k) => {
+        const { layer, param } = stage.paramOwners[k];
+        const name = `${stage.layers[layer].name}.${stage.layers[layer].params[param].name}`;
+        const plan = (J as { plan?: JacobianPlan | null }).plan;
+        const share = plan?.ms ?? (J instanceof DenseJacobian ? ms / Js.length : ms);
+        results.push(report(`w.r.t. ${name}`, J, share, upstreamGradientLossWeights(J, g), ref.dParams[k], o.tol!, o.dtype));
+      });
+      console.log(`\n(all ${Js.length} weight Jacobians: ${fmtMs(ms)})`);
+    }
+  } catch (e) {
+    if (e instanceof JacobianChainError) {
+      console.error(`jacobian-chain jacobian: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  const maxRss = process.resourceUsage().maxRSS * 1024;
+  console.log(`\npeak resident set size of this process: ${fmtBytes(maxRss)}`);
+  const ok = results.every((r) => r.pass);
+  if (o.json) console.log(JSON.stringify({ title: c.title, stage: s, batch: x.shape[0], dtype: o.dtype, vjpMs, maxRssBytes: maxRss, results }));
+  console.log(ok ? 'all gradients equal' : 'SOME GRADIENTS DIFFER');
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,428 @@
+/**
+ * Structured Jacobians with an automatic choice of mode: `jacobianWrtInput(x, {mode, format})` and
+ * `jacobianWrtWeights(x, {mode, format})` route here (see `lib/jacobian.ts`).
+ *
+ * Engines (see {@link JacobianPlan}):
+ * - forward · `propagate`: sparse tangents layer by layer (`propagate.ts`); needs a layer or a
+ *   stack of the known layers; computes only non-zeros;
+ * - forward · `compressed`: coloured columns through the dual-number `jvp`, `T` colours per pass
+ *   (`compressed.ts`); any {@link Differentiable} (with an unknown structure the colouring is
+ *   one column per colour: the dense builder);
+ * - reverse · `compressed`: coloured rows through the `vjp` (stacked VJPs); best when the Jacobian
+ *   is wide (few rows), e.g. a stage ending in `Dense(1)`;
+ * - `dense`: the dense builders of `lib/jacobian.ts` (format `dense` only).
+ *
+ * `mode: 'auto'` estimates each available engine's multiply-adds (an indexed sparse
+ * multiply-add counted as {@link SPARSE_OP_COST} dense ones) from the layers' configurations and
+ * the closed-form patterns and colourings, drops those whose working set exceeds the memory budget,
+ * and takes the cheapest; the plan (attached to a sparse result as `J.plan`, and returned by
+ * {@link planJacobian}) lists every candidate and says why the winner won.
+ * @module
+ */
+import { ConfigError, fmtShape, fmtValue } from '../errors.js';
+import { DenseJacobian, type Jacobian, denseJacobianBytes, jacobianWrtInputByVjp, jacobianWrtWeightsByVjp, jacobianWrtInput as denseJacobianWrtInput, jacobianWrtWeights as denseJacobianWrtWeights } from '../jacobian.js';
+import type { Differentiable, ForwardOptions } from '../layers/layer.js';
+import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
+import { type Tensor, assertFinite, assertShape, bytesPerElement, dtypeOf, sizeOf } from '../tensor.js';
+import { type Colouring, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring, trivialColouring } from './coloring.js';
+import { DEFAULT_BLOCK_BYTES, blockWidthFor, bytesPerTangent, compressedForward, compressedReverse } from './compressed.js';
+import { type JacobianPlan, type PlanCandidate, SparseJacobian } from './csr.js';
+import { KronPattern, type LayerLike, SparsityPattern, composeKron, ownerOf, paramKron, stageKron, structuredLayers } from './pattern.js';
+import { propagateJacobian } from './propagate.js';
+
+/** How the Jacobian is built: `auto` picks by estimated cost. */
+export type JacobianMode = 'auto' | 'forward' | 'reverse';
+/** How it is stored: `dense` (`DenseJacobian`) or `sparse` (`SparseJacobian`, per-sample CSR). */
+export type JacobianFormat = 'dense' | 'sparse';
+/** The engines a plan chooses among. */
+export type JacobianEngine = 'propagate' | 'compressed' | 'dense';
+
+/** How many dense multiply-adds one indexed sparse multiply-add (gather, scatter, marker test) costs, for the planner. */
+export const SPARSE_OP_COST = 4;
+
+/** Options of the structured builders. */
+export interface StructuredJacobianOptions extends ForwardOptions {
+  /** `auto` (default here), `forward` or `reverse`. */
+  mode?: JacobianMode;
+  /** `sparse` (default here) or `dense`. */
+  format?: JacobianFormat;
+  /** Force an engine within the mode (forward: `propagate`, `compressed` or `dense`; reverse: `compressed` or `dense`). */
+  engine?: JacobianEngine;
+  /**
+   * What the compressed engines colour: `structural` (default: the closed-form pattern, O(n)) or
+   * `values` (the pattern of this very pass, pruned by ReLU zeros and pooling winners: fewer
+   * colours, found by sparse propagation first and greedy CPR).
+   */
+  pattern?: 'structural' | 'values';
+  /** Refuse a result (or working set) estimated over this many bytes. Default {@link getMemoryBudget}. */
+  memoryBudget?: number;
+  /** Bytes one block of tangents may take. Default: 256 MiB, at most a sixteenth of the budget. */
+  blockBytes?: number;
+  /** Tangents per pass (overrides `blockBytes`). */
+  tangents?: number;
+  /** Progress: (steps done, steps in all). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Per-sample multiply-adds of one forward pass, from the layers' configurations. */
+export function forwardMacs(layers: readonly LayerLike[]): number {
+  let s = 0;
+  for (const l of layers) {
+    const out = sizeOf(l.outputShape);
+    if (l.className === 'Conv2D') s += out * l.kernelSize![0] * l.kernelSize![1] * l.inputShape[2];
+    else if (l.className === 'Dense') s += out * l.inputShape[0];
+    else if (l.className === 'MaxPooling2D') s += out * l.poolSize![0] * l.poolSize![1];
+    else s += out;
+  }
+  return s;
+}
+
+/** Structural entries per local row, and how many inputs a needed output row needs (its fan-out in the backward marking). */
+function localFan(l: LayerLike): { nnz: number; multi: boolean; fan: number } {
+  switch (l.className) {
+    case 'Conv2D': {
+      const k = l.kernelSize![0] * l.kernelSize![1] * l.inputShape[2];
+      return { nnz: k, multi: true, fan: k };
+    }
+    case 'Dense':
+      return { nnz: l.inputShape[0], multi: true, fan: l.inputShape[0] };
+    case 'Activation':
+      if (l.activation === 'softmax') {
+        const n = l.inputShape[l.inputShape.length - 1];
+        return { nnz: n, multi: true, fan: n };
+      }
+      return { nnz: 1, multi: false, fan: 1 };
+    default:
+      // Pooling selects one winner per output; Flatten and Dropout are diagonal.
+      return { nnz: 1, multi: false, fan: 1 };
+  }
+}
+
+/**
+ * Estimated multiply-adds and largest level (entries) of sparse propagation, from structure alone:
+ * a full layer's row combines `local` rows of the last materialized level; the rows it makes hold
+ * at most the structural receptive field (`prefixRowNnz`, from the Kronecker pattern) and at most
+ * `local ×` the combined rows' entries. Selections (pooling winners) and diagonals keep the row
+ * size and the needed count.
+ */
+function propagateEstimate(layers: readonly LayerLike[], first: number, firstNnz: number, prefixRowNnz: readonly number[]): { macs: number; levelEntries: number; resultEntries: number } {
+  const n = layers.length;
+  const needed = new Array<number>(n);
+  needed[n - 1] = sizeOf(layers[n - 1].outputShape);
+  for (let k = n - 1; k > first; k--) needed[k - 1] = Math.min(sizeOf(layers[k - 1].outputShape), needed[k] * localFan(layers[k]).fan);
+  let macs = 0;
+  let rowNnz = 1;
+  let level = 0;
+  for (let k = first; k < n; k++) {
+    const lf = k === first && firstNnz > 0 ? { nnz: firstNnz, multi: true, fan: firstNnz } : localFan(layers[k]);
+    if (!lf.multi) {
+      macs += needed[k];
+      continue;
+    }
+    macs += needed[k] * lf.nnz * rowNnz * SPARSE_OP_COST;
+    rowNnz = Math.min(lf.nnz * rowNnz, prefixRowNnz[k] ?? Infinity);
+    level = Math.max(level, needed[k] * rowNnz);
+  }
+  return { macs, levelEntries: level, resultEntries: needed[n - 1] * rowNnz };
+}
+
+/** Largest structural row of each layer's output w.r.t. the stage input (or the parameter), from the composed Kronecker patterns; empty when they do not line up. */
+function prefixRowNnz(layers: readonly LayerLike[], wrt: { layer: number; param: number } | null): number[] {
+  const out: number[] = [];
+  try {
+    let P = wrt ? paramKron(layers[wrt.layer], wrt.param) : KronPattern.identity(layers[0].inputShape);
+    for (let i = 0; i < layers.length; i++) {
+      if (wrt && i < wrt.layer) continue;
+      if (!wrt || i > wrt.layer) P = composeKron(layers[i], P);
+      out[i] = P.maxRowNnz();
+    }
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+  }
+  return out;
+}
+
+/** What the planner knows about `f` w.r.t. one target. */
+interface Setting {
+  f: Differentiable;
+  B: number;
+  bpe: number;
+  wrt: 'input' | number;
+  rows: number;
+  cols: number;
+  layers: LayerLike[] | null;
+  kron: KronPattern | null;
+  budget: number;
+  blockBytes: number;
+}
+
+function setting(f: Differentiable, B: number, dtype: 'float64' | 'float32', wrt: 'input' | number, opts: StructuredJacobianOptions): Setting {
+  const layers = structuredLayers(f);
+  let kron: KronPattern | null = null;
+  if (layers) {
+    try {
+      if (wrt === 'input') kron = stageKron(layers);
+      else {
+        const owner = ownerOf(layers, f.params[wrt]);
+        kron = owner ? stageKron(layers, owner) : null;
+      }
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      kron = null;
+    }
+  }
+  const budget = opts.memoryBudget ?? getMemoryBudget();
+  return {
+    f,
+    B,
+    bpe: bytesPerElement(dtype),
+    wrt,
+    rows: sizeOf(f.outputShape),
+    cols: wrt === 'input' ? sizeOf(f.inputShape) : f.params[wrt].value.size,
+    layers,
+    kron,
+    budget,
+    blockBytes: opts.blockBytes ?? Math.min(DEFAULT_BLOCK_BYTES, Math.max(1024 ** 2, Math.floor(budget / 16))),
+  };
+}
+
+/** Every engine's estimate for one target (input or one parameter). */
+function candidates(s: Setting, format: JacobianFormat): PlanCandidate[] {
+  const { B, bpe, rows, cols, layers, kron } = s;
+  const fwd = layers ? forwardMacs(layers) : null;
+  // Without the layers' structure, a pass is one unit of cost: only pass counts can be compared.
+  const unit = fwd ?? 1;
+  const perT = bytesPerTangent(s.f, B, bpe === 4 ? 'float32' : 'float64', s.wrt);
+  const out: PlanCandidate[] = [];
+  const resultBytes = (entries: number) => entries * (4 + bpe);
+  if (layers) {
+    let first = 0;
+    let firstNnz = 0;
+    const owner = s.wrt === 'input' ? null : ownerOf(layers, s.f.params[s.wrt])!;
+    const prefix = prefixRowNnz(layers, owner);
+    if (owner) {
+      first = owner.layer;
+      firstNnz = prefix[first] ?? cols;
+    }
+    const est = propagateEstimate(layers, first, firstNnz, prefix);
+    out.push({ mode: 'forward', engine: 'propagate', colours: 0, macs: B * est.macs, workBytes: resultBytes(est.levelEntries) });
+  } else {
+    out.push({ mode: 'forward', engine: 'propagate', colours: 0, macs: Infinity, workBytes: 0, unavailable: 'the structure of this Differentiable is unknown (not a layer or a stack of Conv2D, Dense, Activation, MaxPooling2D, Flatten, Dropout)' });
+  }
+  if (kron) {
+    const cf = kronColumnColouring(kron).count;
+    const T = blockWidthFor(cf, perT, s.blockBytes);
+    out.push({ mode: 'forward', engine: 'compressed', colours: cf, macs: cf * B * unit + kron.nnz * B, workBytes: T * perT });
+    const cr = kronRowColouring(kron).count * (s.wrt === 'input' ? 1 : B);
+    out.push({ mode: 'reverse', engine: 'compressed', colours: cr, macs: cr * 2 * B * unit + kron.nnz * B, workBytes: B * (sizeOf(s.f.inputShape) + 2 * rows) * bpe });
+  } else {
+    const why = layers ? 'the layers do not line up into a Kronecker pattern' : 'the structure is unknown';
+    out.push({ mode: 'forward', engine: 'compressed', colours: cols, macs: Infinity, workBytes: 0, unavailable: `${why}: compressed is the dense engine here` });
+    out.push({ mode: 'reverse', engine: 'compressed', colours: rows, macs: Infinity, workBytes: 0, unavailable: `${why}: compressed is the dense engine here` });
+  }
+  const Td = blockWidthFor(cols, perT, s.blockBytes);
+  out.push({ mode: 'forward', engine: 'dense', colours: cols, macs: cols * B * unit + (format === 'sparse' ? B * rows * cols : 0), workBytes: Td * perT });
+  const rr = s.wrt === 'input' ? rows : B * rows;
+  out.push({ mode: 'reverse', engine: 'dense', colours: rr, macs: rr * 2 * B * unit + (format === 'sparse' ? B * rows * cols : 0), workBytes: B * (sizeOf(s.f.inputShape) + 2 * rows) * bpe });
+  return out;
+}
+
+function fmtMacs(n: number): string {
+  return n === Infinity ? '∞' : n.toExponential(2);
+}
+
+/** Picks the engine: the requested mode and engine, or the cheapest available candidate within the budget. */
+function choose(s: Setting, opts: StructuredJacobianOptions, format: JacobianFormat): JacobianPlan {
+  const mode = opts.mode ?? 'auto';
+  if (!['auto', 'forward', 'reverse'].includes(mode)) throw new ConfigError(`jacobian: expected mode 'auto', 'forward' or 'reverse', received ${fmtValue(opts.mode)}`);
+  if (opts.engine !== undefined && !['propagate', 'compressed', 'dense'].includes(opts.engine)) throw new ConfigError(`jacobian: expected engine 'propagate', 'compressed' or 'dense', received ${fmtValue(opts.engine)}`);
+  if (opts.engine === 'propagate' && mode === 'reverse') throw new ConfigError(`jacobian: engine 'propagate' is forward mode, received mode 'reverse'`);
+  const all = candidates(s, format);
+  const usable = all.filter((c) => !c.unavailable && (mode === 'auto' || c.mode === mode) && (opts.engine === undefined || c.engine === opts.engine));
+  let pick: PlanCandidate | undefined;
+  let reason: string;
+  const others = (c: PlanCandidate) =>
+    all
+      .filter((o) => o !== c)
+      .map((o) => `${o.mode}/${o.engine}${o.colours ? ` (${o.colours} colours)` : ''} ${o.unavailable ? 'unavailable' : fmtMacs(o.macs)}`)
+      .join(', ');
+  if (mode === 'auto' && opts.engine === undefined) {
+    const fits = usable.filter((c) => c.workBytes <= s.budget);
+    const pool = fits.length ? fits : usable;
+    pick = pool.reduce((a, c) => (c.macs < a.macs ? c : a), pool[0]);
+    reason = `cheapest estimate: ${pick.mode}/${pick.engine} ${fmtMacs(pick.macs)} multiply-adds, working set ${fmtBytes(pick.workBytes)}; vs ${others(pick)}`;
+    if (!fits.length) reason += `; no engine fits the budget of ${fmtBytes(s.budget)}`;
+  } else {
+    // An explicit mode (or engine): its best engine, propagation first when available.
+    const order: JacobianEngine[] = ['propagate', 'compressed', 'dense'];
+    pick = order.map((e) => usable.find((c) => c.engine === e)).find((c) => c !== undefined);
+    if (!pick) {
+      const wanted = `${mode}${opts.engine ? `/${opts.engine}` : ''}`;
+      const why = all.filter((c) => (mode === 'auto' || c.mode === mode) && (!opts.engine || c.engine === opts.engine)).map((c) => c.unavailable).filter(Boolean);
+      throw new ConfigError(`jacobian: ${wanted} is not available for ${describe(s.f)}: ${why.join('; ') || 'no such engine'}`);
+    }
+    reason = `requested ${mode}${opts.engine ? `/${opts.engine}` : ''}: ${pick.engine} ${fmtMacs(pick.macs)} multiply-adds; vs ${others(pick)}`;
+  }
+  const perT = bytesPerTangent(s.f, s.B, s.bpe === 4 ? 'float32' : 'float64', s.wrt);
+  const blockWidth = pick.mode === 'forward' && pick.engine !== 'propagate' ? blockWidthFor(pick.colours, perT, s.blockBytes, opts.tangents) : 1;
+  return {
+    mode: pick.mode,
+    engine: pick.engine,
+    reason,
+    colours: pick.colours,
+    blockWidth,
+    passes: pick.engine === 'propagate' ? 0 : Math.ceil(pick.colours / blockWidth),
+    candidates: all,
+    estimatedBytes: (s.kron ? s.kron.nnz : s.rows * s.cols) * s.B * (4 + s.bpe),
+    budgetBytes: s.budget,
+  };
+}
+
+function describe(f: Differentiable): string {
+  const d = (f as { describe?: () => string }).describe;
+  return typeof d === 'function' ? d.call(f) : `a Differentiable of input ${fmtShape(f.inputShape)}`;
+}
+
+/**
+ * The plan for a Jacobian of `f` at a batch of `batch` (w.r.t. the input, or `f.params[wrt]`):
+ * the engine `mode: 'auto'` would choose, every candidate's estimate, and why. Nothing is computed.
+ * @example
+ * const plan = planJacobian(model_0, 1, { dtype: 'float64' });
+ * plan.engine; plan.reason; // 'propagate', 'cheapest estimate: …'
+ */
+export function planJacobian(f: Differentiable, batch: number, opts: StructuredJacobianOptions & { wrt?: 'input' | number; dtype?: 'float64' | 'float32' } = {}): JacobianPlan {
+  return choose(setting(f, batch, opts.dtype ?? 'float64', opts.wrt ?? 'input', opts), opts, opts.format ?? 'sparse');
+}
+
+/** Colouring and pattern for the compressed engines, per the `pattern` option. */
+function compressedSetup(s: Setting, f: Differentiable, x: Tensor, plan: JacobianPlan, opts: StructuredJacobianOptions, fwd: { y: Tensor; saved: unknown }) {
+  if (plan.engine === 'dense' || !s.kron) {
+    const n = plan.mode === 'forward' ? s.cols : s.wrt === 'input' ? s.rows : s.B * s.rows;
+    return { pattern: undefined as SparsityPattern | SparsityPattern[] | undefined, colouring: trivialColouring(n) };
+  }
+  if (opts.pattern === 'values') {
+    const J = propagateJacobian(f, x, { wrt: s.wrt, forward: fwd });
+    const pats = J.samples.map((m) => new SparsityPattern(m.rows, m.cols, m.rowPtr, m.colIdx));
+    const union = SparsityPattern.union(pats);
+    let colouring: Colouring;
+    if (plan.mode === 'forward') colouring = greedyColumnColouring(union);
+    else if (s.wrt === 'input') colouring = greedyRowColouring(union);
+    else colouring = greedyRowColouring(stackPatterns(pats));
+    return { pattern: pats, colouring };
+  }
+  guardBytes(`structural pattern of ${describe(f)}`, 4 * s.kron.nnz, s.budget, "use engine 'propagate'");
+  const pattern = s.kron.expand(s.budget);
+  let colouring: Colouring;
+  if (plan.mode === 'forward') colouring = kronColumnColouring(s.kron);
+  else if (s.wrt === 'input') colouring = kronRowColouring(s.kron);
+  else colouring = greedyRowColouring(stackPatterns(new Array<SparsityPattern>(s.B).fill(pattern)));
+  return { pattern, colouring };
+}
+
+function stackPatterns(ps: readonly SparsityPattern[]): SparsityPattern {
+  const rows: Int32Array[] = [];
+  for (const p of ps) for (let r = 0; r < p.rows; r++) rows.push(p.row(r));
+  return SparsityPattern.fromRowArrays(rows, ps[0].cols);
+}
+
+/** Builds one target's Jacobian with the plan's engine, as a SparseJacobian (or Dense, for the dense engine with format dense). */
+function build(s: Setting, f: Differentiable, x: Tensor, plan: JacobianPlan, opts: StructuredJacobianOptions, fwd: { y: Tensor; saved: unknown }): SparseJacobian {
+  const t0 = performance.now();
+  let J: SparseJacobian;
+  if (plan.engine === 'propagate') {
+    J = propagateJacobian(f, x, { wrt: s.wrt, forward: fwd, onProgress: opts.onProgress });
+  } else {
+    const { pattern, colouring } = compressedSetup(s, f, x, plan, opts, fwd);
+    plan.colours = colouring.count;
+    plan.passes = plan.mode === 'forward' ? Math.ceil(colouring.count / plan.blockWidth) : colouring.count;
+    const co = { wrt: s.wrt, forward: fwd, pattern, colouring, tangents: plan.blockWidth, onProgress: opts.onProgress };
+    J = plan.mode === 'forward' ? compressedForward(f, x, co) : compressedReverse(f, x, co);
+  }
+  plan.ms = performance.now() - t0;
+  J.plan = plan;
+  return J;
+}
+
+/** Checks x and the options shared by both builders. */
+function checkCall(f: Differentiable, x: Tensor, what: string, opts: StructuredJacobianOptions): void {
+  assertShape(x, [null, ...f.inputShape], `${what} x`);
+  assertFinite(x, `${what} x`);
+  if (opts.format !== undefined && opts.format !== 'dense' && opts.format !== 'sparse') {
+    throw new ConfigError(`${what}: expected format 'dense' or 'sparse', received ${fmtValue(opts.format)}`);
+  }
+  if (opts.pattern !== undefined && opts.pattern !== 'structural' && opts.pattern !== 'values') {
+    throw new ConfigError(`${what}: expected pattern 'structural' or 'values', received ${fmtValue(opts.pattern)}`);
+  }
+}
+
+/**
+ * The Jacobian w.r.t. the input, `[B, ...out, ...in]`, sparse (per-sample CSR), by the engine the
+ * mode picks (`auto` by default). The result's `plan` says which and why.
+ * @example
+ * const J = sparseJacobianWrtInput(model_0, x); // auto: propagate for a conv stage
+ * J.nnz; J.bytes; J.plan.reason;
+ */
+export function sparseJacobianWrtInput(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): SparseJacobian {
+  checkCall(f, x, 'jacobianWrtInput', opts);
+  const s = setting(f, x.shape[0], dtypeOf(x), 'input', opts);
+  const plan = choose(s, opts, 'sparse');
+  guardBytes(`sparse batch Jacobian w.r.t. the input ${fmtShape([s.B, ...f.outputShape, ...f.inputShape])} (structural bound)`, plan.estimatedBytes, s.budget);
+  const fwd = f.forward(x, opts);
+  return build(s, f, x, plan, opts, fwd);
+}
+
+/** The Jacobians w.r.t. each parameter, `[B, ...out, ...param]` each, sparse; one plan per parameter. */
+export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): SparseJacobian[] {
+  checkCall(f, x, 'jacobianWrtWeights', opts);
+  const B = x.shape[0];
+  const settings = f.params.map((_, k) => setting(f, B, dtypeOf(x), k, opts));
+  const plans = settings.map((s) => choose(s, opts, 'sparse'));
+  const total = plans.reduce((a, p) => a + p.estimatedBytes, 0);
+  guardBytes(`sparse Jacobians w.r.t. ${f.params.length} parameters (structural bound)`, total, settings[0]?.budget ?? opts.memoryBudget ?? getMemoryBudget());
+  const fwd = f.forward(x, opts);
+  return settings.map((s, k) => build(s, f, x, plans[k], opts, fwd));
+}
+
+/**
+ * The dense or sparse Jacobian w.r.t. the input, as `{mode, format}` ask: what
+ * `jacobianWrtInput(f, x, {mode, format})` routes to when either is given.
+ */
+export function structuredJacobianWrtInput(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): Jacobian {
+  if ((opts.format ?? 'sparse') === 'sparse') return sparseJacobianWrtInput(f, x, opts);
+  checkCall(f, x, 'jacobianWrtInput', opts);
+  const s = setting(f, x.shape[0], dtypeOf(x), 'input', opts);
+  const plan = choose(s, opts, 'dense');
+  guardBytes(`batch Jacobian w.r.t. the input ${fmtShape([s.B, ...f.outputShape, ...f.inputShape])}`, denseJacobianBytes(s.B, f.outputShape, f.inputShape, dtypeOf(x)), s.budget);
+  if (plan.engine === 'dense') {
+    const jo = { ...opts, mode: undefined, format: undefined, memoryBudget: s.budget };
+    return plan.mode === 'forward' ? denseJacobianWrtInput(f, x, jo) : jacobianWrtInputByVjp(f, x, jo);
+  }
+  const J = build(s, f, x, plan, opts, f.forward(x, opts));
+  return new DenseJacobian(J.toDense({ memoryBudget: s.budget }), s.B, f.outputShape, f.inputShape, `w.r.t. input (${plan.mode}/${plan.engine})`);
+}
+
+/** The dense or sparse Jacobians w.r.t. each parameter, as `{mode, format}` ask. */
+export function structuredJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): Jacobian[] {
+  if ((opts.format ?? 'sparse') === 'sparse') return sparseJacobianWrtWeights(f, x, opts);
+  checkCall(f, x, 'jacobianWrtWeights', opts);
+  const B = x.shape[0];
+  const dtype = dtypeOf(x);
+  const budget = opts.memoryBudget ?? getMemoryBudget();
+  guardBytes(`Jacobians w.r.t. ${f.params.length} parameters`, f.params.reduce((a, p) => a + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0), budget);
+  const settings = f.params.map((_, k) => setting(f, B, dtype, k, opts));
+  const plans = settings.map((s) => choose(s, opts, 'dense'));
+  if (plans.every((p) => p.engine === 'dense' && p.mode === plans[0].mode)) {
+    const jo = { ...opts, mode: undefined, format: undefined, memoryBudget: budget };
+    return plans[0]?.mode === 'reverse' ? jacobianWrtWeightsByVjp(f, x, jo) : denseJacobianWrtWeights(f, x, jo);
+  }
+  const fwd = f.forward(x, opts);
+  return settings.map((s, k) => {
+    const p = f.params[k];
+    if (plans[k].engine === 'dense' && plans[k].mode === 'forward') {
+      // One parameter at a time through the dense builder would rebuild all of them: use the compressed engine with one colour per column instead.
+      plans[k].engine = 'compressed';
+    }
+    const J = build(s, f, x, plans[k], opts, fwd);
+    return new DenseJacobian(J.toDense({ memoryBudget: budget }), B, f.outputShape, p.value.shape, `w.r.t. ${p.name} (${plans[k].mode}/${plans[k].engine})`);
+  });
+}

@@ -1,0 +1,81 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from './helpers/setup.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** Runs `npx tsx bin/cli.ts seed ...` as a user would. */
+function seed(...args: string[]) {
+  const r = spawnSync('npx', ['tsx', 'bin/cli.ts', 'seed', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 180_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+const validLines = (out: string) => out.split('\n').filter((l) => / valid: /.test(l));
+
+describe('cli: jacobian-chain seed (npm start)', () => {
+  it('prints the seed\'s lines, every one "valid: true", for both chains on both models, and the memory tables', () => {
+    const { code, out, err } = seed();
+    expect(err, 'stderr').to.equal('');
+    expect(code).to.equal(0);
+    const lines = validLines(out);
+    expect(lines.length).to.be.greaterThan(0);
+    expect(lines.filter((l) => !l.endsWith('valid: true')), 'lines not valid').to.deep.equal([]);
+    // The seed's six lines, in the seed's order, once per chain for the reference model.
+    const seedLines = ['dLoss_dWeights2', 'dLoss_dBias2', 'dLoss_dWeights1', 'dLoss_dBias1', 'dLoss_dWeights0', 'dLoss_dBias0'].map((n) => `${n} valid: true`);
+    expect(lines.slice(0, 6)).to.deep.equal(seedLines);
+    expect(lines.slice(9, 15)).to.deep.equal(seedLines);
+    // The CNN: 5 layers with kernel and bias, per chain, plus its one boundary and the loss.
+    expect(lines.filter((l) => /^dLoss_d(Weights|Bias)[01]_/.test(l))).to.have.length(20);
+    expect(out).to.match(/=== the seed's cats-vs-dogs CNN: input \[2, 32, 32, 3\], stages \[0, 1, 2, 3, 4, 5, 6, 7, 8\] \[9, 10, 11, 12, 13, 14\]/);
+    expect(out).to.match(/dOut\/d conv2d_2.kernel\s+\[2, 2, 2, 64, 3, 3, 32, 64\]\s+72.00 MiB/);
+    expect(out).to.match(/dOut\/dIn\s+\[3, 8, 8, 6, 9, 9, 6\]\s+4.27 MiB/);
+    expect(out).to.match(/cotangents \(dy in, dx out\)/);
+    expect(out.trim().endsWith('all valid')).to.equal(true);
+  });
+
+  it('--model runs a model file (a golden fixture, with its own batch, loss and stages)', () => {
+    const { code, out } = seed('--model', 'spec/fixtures/dense_mlp.json');
+    expect(code).to.equal(0);
+    expect(out).to.match(/model file spec\/fixtures\/dense_mlp.json: input \[4, 5\], stages \[0\] \[1\] \[2, 3\], loss categorical_crossentropy, float64/);
+    const lines = validLines(out);
+    expect(lines).to.have.length(18);
+    expect(lines.every((l) => l.endsWith('valid: true'))).to.equal(true);
+  });
+
+  it('--help lists every option; bad options are clear errors with exit code 2', () => {
+    const help = seed('--help');
+    expect(help.code).to.equal(0);
+    for (const o of ['--model', '--split', '--batch', '--side', '--channels', '--dtype', '--seed', '--loss', '--inference', '--rtol', '--atol']) expect(help.out).to.include(o);
+    const cases: [string[], RegExp][] = [
+      [['--bogus'], /unknown option "--bogus"; expected one of --model/],
+      [['--dtype', 'float16'], /--dtype: expected float64 or float32, received "float16"/],
+      [['--batch', 'two'], /--batch: expected an integer >= 1, received "two"/],
+      [['--split'], /--split: expected a value, received nothing/],
+      [['--model', 'spec/fixtures/dense_mlp.json', '--split', '9'], /split: expected strictly increasing layer indices in 1..3 .*received \[9\]/],
+      [['--model', 'no/such/file.json'], /--model: cannot read "no\/such\/file.json"/],
+      [['--side', '8'], /catsVsDogsCnn: expected side to be an integer >= 22/],
+      [['--loss', 'hinge'], /unknown loss "hinge"/],
+    ];
+    for (const [args, re] of cases) {
+      const r = seed(...args);
+      expect(r.code, args.join(' ')).to.equal(2);
+      expect(r.err, args.join(' ')).to.match(re);
+    }
+  });
+
+  it('a malformed model file is a clear error', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jc-cli-'));
+    try {
+      const path = join(dir, 'bad.json');
+      writeFileSync(path, '{"modelTopology": {');
+      const r = seed('--model', path);
+      expect(r.code).to.equal(2);
+      expect(r.err).to.match(/model file: malformed JSON/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
