@@ -166,7 +166,7 @@ describe('Conv2D', () => {
       expect(() => new Conv2D({ filters: 2, kernel_size: 3, padding: 'full' as never })).to.throw(/expected padding "valid" or "same", received "full"/);
       expect(() => new Conv2D({ filters: 2, kernel_size: 3, activation: 'gelu' as never })).to.throw(/unknown activation "gelu"/);
       expect(() => new Conv2D({ filters: 2, kernel_size: 3, use_bias: 1 as never })).to.throw(/expected use_bias to be a boolean, received 1/);
-      expect(() => new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: 2 } as never)).to.throw(/unknown option "dilation_rate"/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: 2 } as never)).to.throw(/option "dilation_rate" must be 1 or \[1, 1\]/);
     });
 
     it('rejects a per-sample input that is not rank 3, and a batch of the wrong rank', () => {
