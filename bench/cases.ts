@@ -21,6 +21,7 @@ import { type DType, type Tensor, randomNormal } from '../lib/tensor.js';
 export const OPS = [
   'forward',
   'jvpBlock',
+  'writeJ',
   'jacobianWrtInput',
   'jacobianWrtWeights',
   'explicitChain',
@@ -36,6 +37,7 @@ export type OpName = (typeof OPS)[number];
 export const OP_LABELS: Record<OpName, string> = {
   forward: 'forward pass',
   jvpBlock: 'one JVP pass, T dense tangents',
+  writeJ: 'write a J-sized buffer once (allocate + fill)',
   jacobianWrtInput: 'jacobianWrtInput (dual numbers)',
   jacobianWrtWeights: 'jacobianWrtWeights (dual numbers)',
   explicitChain: 'explicit-Jacobian chain',
@@ -142,7 +144,7 @@ export function buildCase(c: BenchCase): BuiltCase {
   return { single, stages: null, layers: single.layers.slice(), x: h, yTrue, loss, dy };
 }
 
-const SINGLE_OPS: OpName[] = ['forward', 'jvpBlock', 'jacobianWrtInput', 'jacobianWrtWeights', 'explicitChain', 'vjpChain', 'tfForward', 'tfVjp', 'tfJacobianWrtInput', 'tfJacobianWrtWeights'];
+const SINGLE_OPS: OpName[] = ['forward', 'jvpBlock', 'writeJ', 'jacobianWrtInput', 'jacobianWrtWeights', 'explicitChain', 'vjpChain', 'tfForward', 'tfVjp', 'tfJacobianWrtInput', 'tfJacobianWrtWeights'];
 const MODEL_OPS: OpName[] = ['forward', 'explicitChain', 'vjpChain', 'tfForward', 'tfVjp'];
 
 function layerCase(id: string, title: string, className: Extract<TargetSpec, { kind: 'layer' }>['className'], config: Record<string, unknown>, inputShape: number[], batch: number, extra: Partial<BenchCase> = {}): BenchCase {
@@ -194,7 +196,7 @@ export function fullCases(): BenchCase[] {
   for (const n of [256, 4096]) cases.push(layerCase(`relu-${n}-b8`, `Activation relu on ${n}`, 'Activation', { activation: 'relu' }, [n], 8));
   cases.push(layerCase('flatten-8x8x32-b8', 'Flatten 8×8×32', 'Flatten', {}, [8, 8, 32], 8));
   // Training mode: the mask is the residual; the tfjs peer has no same-mask dropout, so no peer ops.
-  cases.push(layerCase('dropout-1024-b8', 'Dropout 0.5 (training) on 1024', 'Dropout', { rate: 0.5, seed: 1 }, [1024], 8, { training: true, ops: ['forward', 'jvpBlock', 'jacobianWrtInput', 'explicitChain', 'vjpChain'] }));
+  cases.push(layerCase('dropout-1024-b8', 'Dropout 0.5 (training) on 1024', 'Dropout', { rate: 0.5, seed: 1 }, [1024], 8, { training: true, ops: ['forward', 'jvpBlock', 'writeJ', 'jacobianWrtInput', 'explicitChain', 'vjpChain'] }));
   for (const s of [0, 1, 2]) cases.push(stageCase(`seed-stage${s}-b3`, `seed reference model, stage ${s}`, { kind: 'seed', stage: s }, 3));
   for (const [side, B] of [
     [32, 8],

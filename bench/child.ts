@@ -211,6 +211,19 @@ async function prepare(op: OpName, c: BenchCase, b: BuiltCase, job: ChildJob): P
         const dx = randomNormal([B, ...f.inputShape, T], new Rng(4), c.dtype);
         return { run: () => f.jvp(fwd.saved, { dx, dParams: null, T }), isAsync: false, info: { T, columns: nIn, blocks: Math.ceil(nIn / T) } };
       }
+      case 'writeJ': {
+        // The floor of materializing the Jacobian w.r.t. the input: its buffer allocated and every element written once.
+        const n = B * nOut * nIn;
+        guardBytes(`a J-sized buffer [${B}, ${nOut}, ${nIn}]`, n * bpe, job.memoryBudget);
+        return {
+          run: () => {
+            const J = c.dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+            J.fill(1);
+            return J;
+          },
+          isAsync: false,
+        };
+      }
       case 'jacobianWrtInput': {
         const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bpe);
         const clock = new ColumnClock(nIn, job.capMs);

@@ -76,6 +76,8 @@ function complete(o: OpResult | undefined): OpResult | null {
 }
 
 function ms(v: number): string {
+  if (v >= 3_600_000) return `${(v / 3_600_000).toPrecision(3)} h`;
+  if (v >= 60_000) return `${(v / 60_000).toPrecision(3)} min`;
   if (v >= 1000) return `${(v / 1000).toPrecision(3)} s`;
   if (v >= 1) return `${v.toPrecision(3)} ms`;
   return `${(v * 1000).toPrecision(3)} µs`;
@@ -100,19 +102,38 @@ function speedup(results: Results, name: string, id: string, ours: OpName, their
   };
 }
 
-/** Forward-mode cost per case: time(J) / (ceil(n / T) · time(one JVP pass of T dense tangents)). */
-export function blockCosts(results: Results): { id: string; title: string; T: number; blocks: number; jMs: number; blockMs: number; forwardMs: number; ratio: number; perTangentForwards: number }[] {
+/**
+ * Forward-mode cost per case. `ratio` = time(J) / (ceil(n/T) · time(one JVP pass of T dense
+ * tangents)); `netRatio` = time(J) / (ceil(n/T) · time(block) + time(writing a J-sized buffer
+ * once)), the same with the Jacobian's unavoidable materialization counted as work.
+ */
+export function blockCosts(results: Results): { id: string; title: string; T: number; blocks: number; jMs: number; blockMs: number; writeMs: number | null; forwardMs: number; ratio: number; netRatio: number | null; perTangentForwards: number }[] {
   const rows = [];
   for (const r of results.cases) {
     const j = complete(r.ops.find((o) => o.op === 'jacobianWrtInput'));
     const b = complete(r.ops.find((o) => o.op === 'jvpBlock'));
     const f = complete(r.ops.find((o) => o.op === 'forward'));
+    const w = complete(r.ops.find((o) => o.op === 'writeJ'));
     if (!j || !b || !f) continue;
     const blocks = Number(j.info?.blocks);
     const T = Number(j.info?.T);
-    const ratio = j.time!.meanMs / (blocks * b.time!.meanMs);
+    const jMs = j.time!.meanMs;
+    const blockMs = b.time!.meanMs;
+    const writeMs = w ? w.time!.meanMs : null;
     const columns = Number(j.info?.columns);
-    rows.push({ id: r.case.id, title: r.case.title, T, blocks, jMs: j.time!.meanMs, blockMs: b.time!.meanMs, forwardMs: f.time!.meanMs, ratio, perTangentForwards: j.time!.meanMs / (columns * f.time!.meanMs) });
+    rows.push({
+      id: r.case.id,
+      title: r.case.title,
+      T,
+      blocks,
+      jMs,
+      blockMs,
+      writeMs,
+      forwardMs: f.time!.meanMs,
+      ratio: jMs / (blocks * blockMs),
+      netRatio: writeMs === null ? null : jMs / (blocks * blockMs + writeMs),
+      perTangentForwards: jMs / (columns * f.time!.meanMs),
+    });
   }
   return rows;
 }
@@ -155,13 +176,25 @@ export function checkTargets(results: Results): Target[] {
   const bc = blockCosts(results);
   if (bc.length) {
     const worst = bc.reduce((a, b) => (b.ratio > a.ratio ? b : a));
+    const over = bc.filter((b) => b.ratio > 1.5);
     targets.push({
       name: 'Forward-mode cost: time(jacobianWrtInput) / (ceil(n/T) · time(one JVP pass of T dense tangents)), worst case',
       goal: '≤ 1.5',
-      measured: `${worst.ratio.toFixed(2)} (${worst.id}); ${bc.filter((b) => b.ratio <= 1.5).length} of ${bc.length} cases ≤ 1.5`,
+      measured: `${worst.ratio.toFixed(2)} (${worst.id}); ${bc.length - over.length} of ${bc.length} cases ≤ 1.5${over.length ? `; over: ${over.map((b) => `${b.id} ${b.ratio.toFixed(2)}`).join(', ')}` : ''}`,
       value: worst.ratio,
       status: worst.ratio <= 1.5 ? 'met' : 'missed',
     });
+    const net = bc.filter((b) => b.netRatio !== null);
+    if (net.length) {
+      const w = net.reduce((a, b) => (b.netRatio! > a.netRatio! ? b : a));
+      targets.push({
+        name: 'The same, counting the Jacobian’s own materialization as work: time(J) / (ceil(n/T) · time(block) + time(writing a J-sized buffer once)), worst case',
+        goal: '≤ 1.5',
+        measured: `${w.netRatio!.toFixed(2)} (${w.id}); ${net.filter((b) => b.netRatio! <= 1.5).length} of ${net.length} cases ≤ 1.5`,
+        value: w.netRatio,
+        status: w.netRatio! <= 1.5 ? 'met' : 'missed',
+      });
+    }
   }
   const pc = peakChecks(results).filter((p) => p.checked);
   if (pc.length) {
@@ -191,7 +224,7 @@ function cell(o: OpResult, r: CaseResult): string[] {
   const notes: string[] = [];
   if (o.info?.T) notes.push(`T = ${o.info.T}, ${o.info.blocks} blocks of ${o.info.columns} columns`);
   else if (o.info?.blocks) notes.push(`${o.info.blocks} blocks, ${o.info.columns} columns`);
-  if (o.info?.rows !== undefined && o.info?.rowsDone !== undefined) notes.push(`${o.info.rowsDone} of ${o.info.rows} row VJPs run`);
+  if (o.info?.rows !== undefined && o.info?.rowsDone !== undefined) notes.push(`${o.info.rowsDone} of ${o.info.rows} row VJPs run${t.method === 'extrapolated' ? ': time extrapolated from them; peak memory of a partial build' : ''}`);
   if (t.method === 'capped') notes.push(`stopped at the time cap after ${o.info?.columnsDone} of ${o.info?.columnsTotal} columns: ≈ ${ms(t.extrapolatedMs!)} extrapolated linearly in columns; peak memory of a partial build`);
   return [
     OP_LABELS[o.op],
@@ -237,10 +270,16 @@ export function toMarkdown(res: Results, plots: string[]): string {
     out.push('');
     out.push(
       'A Jacobian with n columns is built in ceil(n/T) passes of T tangents. **Block ratio** = time(jacobianWrtInput) / (ceil(n/T) · time(one JVP pass of T dense random tangents through the saved forward)): what one of its blocks costs against a generic block (≤ 1.5: seeding and scattering columns add at most half a pass; below 1: the basis seeds are sparse and the layers skip their zero tangents). ' +
+        '**Net ratio** = time(J) / (ceil(n/T) · time(block) + time(allocating a J-sized buffer and writing every element once)): the same, with the Jacobian’s own materialization counted as work — for layers whose JVP is a view (Flatten) or one cheap pass (ReLU, MaxPooling2D, Dropout), writing B·|out|·|in| values costs more than pushing the tangents, and the block ratio measures that, not the dual numbers. ' +
         '**Forwards per column** = time(J) / (n · time(forward)): the cost of each column in primal forward passes.',
     );
     out.push('');
-    out.push(table(['case', 'T', 'blocks', 'time(J)', 'time(JVP block)', 'block ratio', 'time(forward)', 'forwards per column'], bc.map((b) => [b.id, String(b.T), String(b.blocks), ms(b.jMs), ms(b.blockMs), b.ratio.toFixed(2), ms(b.forwardMs), b.perTangentForwards.toFixed(3)])));
+    out.push(
+      table(
+        ['case', 'T', 'blocks', 'time(J)', 'time(JVP block)', 'block ratio', 'time(write J once)', 'net ratio', 'time(forward)', 'forwards per column'],
+        bc.map((b) => [b.id, String(b.T), String(b.blocks), ms(b.jMs), ms(b.blockMs), b.ratio.toFixed(2), b.writeMs === null ? '' : ms(b.writeMs), b.netRatio === null ? '' : b.netRatio.toFixed(2), ms(b.forwardMs), b.perTangentForwards.toFixed(3)]),
+      ),
+    );
     out.push('');
   }
   const pk = peakChecks(res);

@@ -13,7 +13,7 @@ import { ShapeError, fmtShape } from './errors.js';
 import type { Differentiable, ForwardOptions, Forward } from './layers/layer.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
 import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, tensor, zeros } from './tensor.js';
-import { type JacobianMode, type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from './sparse/auto.js';
+import { type JacobianEngine, type JacobianMode, type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from './sparse/auto.js';
 import type { SparseJacobian } from './sparse/csr.js';
 
 /**
@@ -73,6 +73,8 @@ export interface JacobianOptions {
   onProgress?: (done: number, total: number) => void;
   /** Unset or `forward`: dense forward mode (as always); `reverse`: rows from VJPs; `auto`: the cheapest engine (`lib/sparse/auto.ts`). */
   mode?: JacobianMode;
+  /** With `mode`: force an engine (`propagate`, `compressed` or `dense`; see `lib/sparse/auto.ts`). */
+  engine?: JacobianEngine;
   /** `dense` (the default); `{ format: 'sparse' }` (see {@link SparseJacobianOptions}) returns a `SparseJacobian`. */
   format?: 'dense';
 }
@@ -110,7 +112,7 @@ export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: Spars
 export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian;
 export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian | SparseJacobian;
 export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian | SparseJacobian {
-  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward')) {
+  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined) {
     return structuredJacobianWrtInput(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian | SparseJacobian;
   }
   assertShape(x, [null, ...f.inputShape], 'jacobianWrtInput x');
@@ -144,7 +146,7 @@ export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: Spa
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | SparseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian[] | SparseJacobian[] {
-  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward')) {
+  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined) {
     return structuredJacobianWrtWeights(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian[] | SparseJacobian[];
   }
   assertShape(x, [null, ...f.inputShape], 'jacobianWrtWeights x');

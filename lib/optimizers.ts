@@ -51,7 +51,13 @@ export interface AdamConfig {
 }
 
 /** Any optimizer config with its name: `{"name": "sgd", "learning_rate": 0.5}` (the fixtures' `training.optimizer`). */
-export type OptimizerConfig = ({ name: 'sgd' } & SGDConfig) | ({ name: 'adam' } & AdamConfig);
+export type OptimizerConfig = ({
+  /** Keras' name of {@link SGD}. */
+  name: 'sgd'
+} & SGDConfig) | ({
+  /** Keras' name of {@link Adam}. */
+  name: 'adam'
+} & AdamConfig);
 
 /**
  * Checks a learning rate by type and value: a finite number greater than zero, else a ConfigError
@@ -139,9 +145,13 @@ abstract class BaseOptimizer implements Optimizer {
  * opt.step(model.params, grads); // every param.value replaced by its update
  */
 export class SGD extends BaseOptimizer {
+  /** `sgd`, as Keras names it. */
   readonly name = 'sgd';
+  /** The step size. */
   readonly learningRate: number;
+  /** Momentum in `[0, 1]`; 0 for plain gradient descent. */
   readonly momentum: number;
+  /** Whether the momentum is Nesterov's. */
   readonly nesterov: boolean;
 
   constructor(config: SGDConfig = {}) {
@@ -174,6 +184,7 @@ export class SGD extends BaseOptimizer {
     }
   }
 
+  /** The Keras config (`learning_rate`, `momentum`, `nesterov`) that rebuilds this optimizer. */
   getConfig(): Record<string, unknown> {
     return { name: this.name, learning_rate: this.learningRate, momentum: this.momentum, nesterov: this.nesterov };
   }
@@ -187,10 +198,15 @@ export class SGD extends BaseOptimizer {
  * opt.step(stage.params, grads); // the first step moves each weight by about lr
  */
 export class Adam extends BaseOptimizer {
+  /** `adam`, as Keras names it. */
   readonly name = 'adam';
+  /** The step size. */
   readonly learningRate: number;
+  /** Decay of the first moment (Keras' `beta_1`). */
   readonly beta1: number;
+  /** Decay of the second moment (Keras' `beta_2`). */
   readonly beta2: number;
+  /** Added to `sqrt(v)` in the denominator. */
   readonly epsilon: number;
 
   constructor(config: AdamConfig = {}) {
@@ -223,6 +239,7 @@ export class Adam extends BaseOptimizer {
     }
   }
 
+  /** The Keras config (`learning_rate`, `beta_1`, `beta_2`, `epsilon`) that rebuilds this optimizer. */
   getConfig(): Record<string, unknown> {
     return { name: this.name, learning_rate: this.learningRate, beta_1: this.beta1, beta_2: this.beta2, epsilon: this.epsilon };
   }

@@ -19,7 +19,9 @@ import { type DType, type Tensor, assertFinite, contiguous, dtypeOf, sizeOf, ten
 
 /** Examples and their labels: `x` `[N, ...in]`, `y` `[N, ...out]`. */
 export interface Dataset {
+  /** Examples `[N, ...in]`. */
   x: Tensor;
+  /** Labels `[N, ...out]`, one row per example. */
   y: Tensor;
 }
 
@@ -61,6 +63,7 @@ export interface FitOptions {
   training?: boolean;
   /** Forwarded to the Jacobian builders of the `jacobian` method. */
   tangents?: number;
+  /** Forwarded to the Jacobian builders of the `jacobian` method: refuse a Jacobian over this many bytes. */
   memoryBudget?: number;
   /** Called before each epoch with its number (1-based) and its batch count. */
   onEpochBegin?: (epoch: number, batches: number) => void;
@@ -72,23 +75,31 @@ export interface FitOptions {
 
 /** What {@link FitOptions.onBatchEnd} receives. */
 export interface BatchInfo {
+  /** Epoch number, 1-based. */
   epoch: number;
   /** 1-based batch number within the epoch. */
   batch: number;
+  /** Batches in the epoch. */
   batches: number;
   /** This step's loss. */
   loss: number;
   /** Running example-weighted means over the epoch so far. */
   meanLoss: number;
+  /** Running example-weighted mean accuracy over the epoch so far. */
   meanAccuracy: number;
 }
 
 /** One epoch's metrics: means over the epoch's steps (training mode), then validation (inference). */
 export interface EpochLog {
+  /** Epoch number, 1-based. */
   epoch: number;
+  /** Mean training loss over the epoch (example-weighted). */
   loss: number;
+  /** Mean training accuracy over the epoch. */
   accuracy: number;
+  /** Validation loss after the epoch, or null without validation data. */
   valLoss: number | null;
+  /** Validation accuracy after the epoch, or null without validation data. */
   valAccuracy: number | null;
   /** Wall time of the epoch, validation included. */
   seconds: number;
@@ -96,16 +107,21 @@ export interface EpochLog {
 
 /** Where a non-finite value first appeared, and the message that says so. */
 export interface NonFiniteReport {
+  /** Epoch of the bad step, 1-based. */
   epoch: number;
+  /** Batch of the bad step within its epoch, 1-based. */
   batch: number;
   /** What was found non-finite first: the loss (a forward value on the way to it) or a gradient. */
   kind: 'loss' | 'gradient';
   /** Stage index and name (`model_0`), or null when the loss itself overflowed. */
   stage: number | null;
+  /** Name of that stage, or null. */
   stageName: string | null;
   /** Global layer index and name, or null. */
   layer: number | null;
+  /** Name of that layer, or null. */
   layerName: string | null;
+  /** What was found where, as a sentence. */
   message: string;
 }
 
@@ -123,7 +139,9 @@ export interface FitResult {
 
 /** Loss and metric of a forward pass on one batch. */
 export interface Evaluation {
+  /** Mean loss over the examples. */
   loss: number;
+  /** Fraction of examples classified correctly. */
   accuracy: number;
 }
 
@@ -316,7 +334,10 @@ export async function stepGradients(
   yTrue: Tensor,
   loss: Loss | string,
   opts: ChainOptions = {},
-): Promise<StepResult | { nonFinite: NonFiniteOrigin }> {
+): Promise<StepResult | {
+  /** Where a non-finite value first appeared; no gradients are returned then. */
+  nonFinite: NonFiniteOrigin
+}> {
   const fwd: SequentialForwardOptions = { training: opts.training ?? false, seed: opts.seed ?? 0 };
   let res: ChainResult;
   try {
@@ -482,6 +503,7 @@ function range(a: number, b: number): number[] {
 export interface AdaptCnnOptions {
   /** Image side (square), at least 22. */
   side: number;
+  /** Image channels. */
   channels: number;
   /** Filters of the three Conv2D layers; the seed's are `[32, 32, 64]`. */
   filters?: readonly [number, number, number];
@@ -489,6 +511,7 @@ export interface AdaptCnnOptions {
   units?: number;
   /** Seed of the initial weights (Glorot uniform, layer by layer, as {@link catsVsDogsCnn}). */
   seed?: number;
+  /** Element type of weights and activations; default float64. */
   dtype?: DType;
 }
 

@@ -112,11 +112,12 @@ function blocksOf(doc: string): Block[] {
   const lines = text.split('\n');
   const out: Block[] = [];
   for (let i = 0; i < lines.length; i++) {
-    const open = lines[i].match(/^(`{3,}|~{3,})\s*([\w-]*)/);
+    // Fences may be indented (inside list items): those count too.
+    const open = lines[i].match(/^\s*(`{3,}|~{3,})\s*([\w-]*)/);
     if (!open) continue;
     const fence = open[1];
     let j = i + 1;
-    while (j < lines.length && !lines[j].startsWith(fence)) j++;
+    while (j < lines.length && !lines[j].trimStart().startsWith(fence)) j++;
     if (j >= lines.length) throw new Error(`${doc}:${i + 1}: unclosed code fence`);
     let k = i - 1;
     while (k >= 0 && lines[k].trim() === '') k--;
@@ -129,7 +130,7 @@ function blocksOf(doc: string): Block[] {
 
 /** Relative link targets of a markdown file (inline links and images), anchors and queries cut. */
 function relativeLinks(doc: string): string[] {
-  const text = readFileSync(join(ROOT, doc), 'utf8').replace(/^(`{3,}|~{3,})[\s\S]*?^\1/gm, '');
+  const text = readFileSync(join(ROOT, doc), 'utf8').replace(/^\s*(`{3,}|~{3,})[\s\S]*?^\s*\1/gm, '');
   const targets = [...text.matchAll(/!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g), ...text.matchAll(/<(?:img|a)\s[^>]*(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
   return targets.filter((t) => !/^[a-z]+:/i.test(t) && !t.startsWith('#')).map((t) => t.split(/[#?]/)[0]);
 }
@@ -306,9 +307,10 @@ describe('docs', function () {
         expect(blocksOf(doc).length).to.be.above(0);
       });
 
-      it('every code block is an example file, verbatim, or a tagged output or shell block', () => {
+      it('every code block is an example file, verbatim, or a tagged output, a shell command or a formula', () => {
         for (const b of blocksOf(doc)) {
           const where = `${doc}:${b.line}`;
+          if (b.lang === 'math') continue; // a displayed formula (GitHub renders it), not code
           if (b.lang === 'sh' || b.lang === 'bash' || b.lang === 'shell') {
             // Commands only: every line is a command a newcomer types, nothing printed.
             b.body.trim().split('\n').forEach((l) => expect(l, `${where}: shell blocks hold commands`).to.match(/^(npm|npx|git|cd|node) /));

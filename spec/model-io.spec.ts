@@ -103,8 +103,11 @@ describe('model files', () => {
 
     it('an unknown option, and a bad option value', () => {
       const f = seedFile();
-      f.modelTopology.config.layers[1].config = { ...f.modelTopology.config.layers[1].config, dilation_rate: 2 };
-      expect(() => loadModel(f)).to.throw(ConfigError, /layer 1 \(Conv2D\): Conv2D: unknown option "dilation_rate"/);
+      f.modelTopology.config.layers[1].config = { ...f.modelTopology.config.layers[1].config, kernel_sizes: 2 };
+      expect(() => loadModel(f)).to.throw(ConfigError, /layer 1 \(Conv2D\): Conv2D: unknown option "kernel_sizes"/);
+      const d = seedFile();
+      d.modelTopology.config.layers[1].config = { ...d.modelTopology.config.layers[1].config, dilation_rate: 2 };
+      expect(() => loadModel(d)).to.throw(ConfigError, /layer 1 \(Conv2D\): Conv2D: option "dilation_rate" must be 1 or \[1, 1\].*received 2/);
       const g = seedFile();
       g.modelTopology.config.layers[3].config = { units: -1 };
       expect(() => loadModel(g)).to.throw(ConfigError, /layer 3 \(Dense\): Dense: expected units to be a positive integer, received -1/);

@@ -25,7 +25,7 @@ import type { Differentiable, ForwardOptions } from '../layers/layer.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type Tensor, assertFinite, assertShape, bytesPerElement, dtypeOf, sizeOf } from '../tensor.js';
 import { type Colouring, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring, trivialColouring } from './coloring.js';
-import { DEFAULT_BLOCK_BYTES, blockWidthFor, bytesPerTangent, compressedForward, compressedReverse } from './compressed.js';
+import { DEFAULT_BLOCK_BYTES, blockWidthFor, bytesPerTangent, compressedForward, compressedReverse, stackPatterns } from './compressed.js';
 import { type JacobianPlan, type PlanCandidate, SparseJacobian } from './csr.js';
 import { KronPattern, type LayerLike, SparsityPattern, composeKron, ownerOf, paramKron, stageKron, structuredLayers } from './pattern.js';
 import { propagateJacobian } from './propagate.js';
@@ -239,7 +239,7 @@ function choose(s: Setting, opts: StructuredJacobianOptions, format: JacobianFor
   if (opts.engine === 'propagate' && mode === 'reverse') throw new ConfigError(`jacobian: engine 'propagate' is forward mode, received mode 'reverse'`);
   const all = candidates(s, format);
   const usable = all.filter((c) => !c.unavailable && (mode === 'auto' || c.mode === mode) && (opts.engine === undefined || c.engine === opts.engine));
-  let pick: PlanCandidate | undefined;
+  let pick: PlanCandidate;
   let reason: string;
   const others = (c: PlanCandidate) =>
     all
@@ -253,15 +253,16 @@ function choose(s: Setting, opts: StructuredJacobianOptions, format: JacobianFor
     reason = `cheapest estimate: ${pick.mode}/${pick.engine} ${fmtMacs(pick.macs)} multiply-adds, working set ${fmtBytes(pick.workBytes)}; vs ${others(pick)}`;
     if (!fits.length) reason += `; no engine fits the budget of ${fmtBytes(s.budget)}`;
   } else {
-    // An explicit mode (or engine): its best engine, propagation first when available.
-    const order: JacobianEngine[] = ['propagate', 'compressed', 'dense'];
-    pick = order.map((e) => usable.find((c) => c.engine === e)).find((c) => c !== undefined);
-    if (!pick) {
+    // An explicit mode (or engine): the cheapest of what it allows, within the budget when one fits.
+    if (!usable.length) {
       const wanted = `${mode}${opts.engine ? `/${opts.engine}` : ''}`;
       const why = all.filter((c) => (mode === 'auto' || c.mode === mode) && (!opts.engine || c.engine === opts.engine)).map((c) => c.unavailable).filter(Boolean);
       throw new ConfigError(`jacobian: ${wanted} is not available for ${describe(s.f)}: ${why.join('; ') || 'no such engine'}`);
     }
-    reason = `requested ${mode}${opts.engine ? `/${opts.engine}` : ''}: ${pick.engine} ${fmtMacs(pick.macs)} multiply-adds; vs ${others(pick)}`;
+    const fits = usable.filter((c) => c.workBytes <= s.budget);
+    const pool = fits.length ? fits : usable;
+    pick = pool.reduce((a, c) => (c.macs < a.macs ? c : a), pool[0]);
+    reason = `requested ${mode}${opts.engine ? `/${opts.engine}` : ''}: ${pick.mode}/${pick.engine} ${fmtMacs(pick.macs)} multiply-adds; vs ${others(pick)}`;
   }
   const perT = bytesPerTangent(s.f, s.B, s.bpe === 4 ? 'float32' : 'float64', s.wrt);
   const blockWidth = pick.mode === 'forward' && pick.engine !== 'propagate' ? blockWidthFor(pick.colours, perT, s.blockBytes, opts.tangents) : 1;
@@ -319,12 +320,6 @@ function compressedSetup(s: Setting, f: Differentiable, x: Tensor, plan: Jacobia
   return { pattern, colouring };
 }
 
-function stackPatterns(ps: readonly SparsityPattern[]): SparsityPattern {
-  const rows: Int32Array[] = [];
-  for (const p of ps) for (let r = 0; r < p.rows; r++) rows.push(p.row(r));
-  return SparsityPattern.fromRowArrays(rows, ps[0].cols);
-}
-
 /** Builds one target's Jacobian with the plan's engine, as a SparseJacobian (or Dense, for the dense engine with format dense). */
 function build(s: Setting, f: Differentiable, x: Tensor, plan: JacobianPlan, opts: StructuredJacobianOptions, fwd: { y: Tensor; saved: unknown }): SparseJacobian {
   const t0 = performance.now();
@@ -371,7 +366,12 @@ export function sparseJacobianWrtInput(f: Differentiable, x: Tensor, opts: Struc
   return build(s, f, x, plan, opts, fwd);
 }
 
-/** The Jacobians w.r.t. each parameter, `[B, ...out, ...param]` each, sparse; one plan per parameter. */
+/**
+ * The Jacobians w.r.t. each parameter, `[B, ...out, ...param]` each, sparse; one plan per parameter.
+ * @example
+ * const [dKernel, dBias] = sparseJacobianWrtWeights(conv, x); // each a SparseJacobian with its plan
+ * upstreamGradientLossWeights(dKernel, dLoss_dOut);           // dLoss/dKernel, [kh, kw, cin, cout]
+ */
 export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): SparseJacobian[] {
   checkCall(f, x, 'jacobianWrtWeights', opts);
   const B = x.shape[0];
@@ -386,6 +386,8 @@ export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: Str
 /**
  * The dense or sparse Jacobian w.r.t. the input, as `{mode, format}` ask: what
  * `jacobianWrtInput(f, x, {mode, format})` routes to when either is given.
+ * @example
+ * const J = structuredJacobianWrtInput(model_0, x, { mode: 'auto', format: 'dense' }); // a DenseJacobian, built sparsely
  */
 export function structuredJacobianWrtInput(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): Jacobian {
   if ((opts.format ?? 'sparse') === 'sparse') return sparseJacobianWrtInput(f, x, opts);
@@ -394,14 +396,19 @@ export function structuredJacobianWrtInput(f: Differentiable, x: Tensor, opts: S
   const plan = choose(s, opts, 'dense');
   guardBytes(`batch Jacobian w.r.t. the input ${fmtShape([s.B, ...f.outputShape, ...f.inputShape])}`, denseJacobianBytes(s.B, f.outputShape, f.inputShape, dtypeOf(x)), s.budget);
   if (plan.engine === 'dense') {
-    const jo = { ...opts, mode: undefined, format: undefined, memoryBudget: s.budget };
+    // Without mode, format and engine, the dense builders run themselves rather than route back here.
+    const jo = { ...opts, mode: undefined, format: undefined, engine: undefined, memoryBudget: s.budget };
     return plan.mode === 'forward' ? denseJacobianWrtInput(f, x, jo) : jacobianWrtInputByVjp(f, x, jo);
   }
   const J = build(s, f, x, plan, opts, f.forward(x, opts));
   return new DenseJacobian(J.toDense({ memoryBudget: s.budget }), s.B, f.outputShape, f.inputShape, `w.r.t. input (${plan.mode}/${plan.engine})`);
 }
 
-/** The dense or sparse Jacobians w.r.t. each parameter, as `{mode, format}` ask. */
+/**
+ * The dense or sparse Jacobians w.r.t. each parameter, as `{mode, format}` ask.
+ * @example
+ * const Js = structuredJacobianWrtWeights(stage, x, { mode: 'reverse', format: 'sparse' });
+ */
 export function structuredJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): Jacobian[] {
   if ((opts.format ?? 'sparse') === 'sparse') return sparseJacobianWrtWeights(f, x, opts);
   checkCall(f, x, 'jacobianWrtWeights', opts);
@@ -412,7 +419,7 @@ export function structuredJacobianWrtWeights(f: Differentiable, x: Tensor, opts:
   const settings = f.params.map((_, k) => setting(f, B, dtype, k, opts));
   const plans = settings.map((s) => choose(s, opts, 'dense'));
   if (plans.every((p) => p.engine === 'dense' && p.mode === plans[0].mode)) {
-    const jo = { ...opts, mode: undefined, format: undefined, memoryBudget: budget };
+    const jo = { ...opts, mode: undefined, format: undefined, engine: undefined, memoryBudget: budget };
     return plans[0]?.mode === 'reverse' ? jacobianWrtWeightsByVjp(f, x, jo) : denseJacobianWrtWeights(f, x, jo);
   }
   const fwd = f.forward(x, opts);

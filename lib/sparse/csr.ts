@@ -336,8 +336,3 @@ registerJacobianContraction('csr', {
   lossWeights: (J, g) => (J as SparseJacobian).vjp(g, true),
   lossOut: (J, g) => (J as SparseJacobian).vjp(g, false),
 });
-
-/** `dtype` of a data buffer. */
-export function dataDtype(d: Data): DType {
-  return d instanceof Float32Array ? 'float32' : 'float64';
-}

@@ -26,7 +26,6 @@ import { ConfigError, ShapeError, fmtShape } from '../errors.js';
 import type { Differentiable, Layer, Padding } from '../layers/layer.js';
 import { windowAxis } from '../layers/layer.js';
 import { getMemoryBudget, guardBytes } from '../memory.js';
-import { sizeOf } from '../tensor.js';
 
 /** A boolean sparse matrix in CSR form: row `r` may be non-zero at the columns `colIdx[rowPtr[r] .. rowPtr[r+1])` (strictly increasing). */
 export class SparsityPattern {
@@ -540,11 +539,6 @@ export function stageKron(layers: readonly LayerLike[], wrt: { layer: number; pa
 /** The explicit structural pattern of one layer (small shapes: specs and the compressed engine). */
 export function layerInputPattern(layer: LayerLike, budgetBytes?: number): SparsityPattern {
   return layerInputKron(layer).expand(budgetBytes);
-}
-
-/** Per-sample output size over input size: `[rows, cols]` of a Jacobian of `f` w.r.t. its input. */
-export function jacobianDims(f: Differentiable): [number, number] {
-  return [sizeOf(f.outputShape), sizeOf(f.inputShape)];
 }
 
 /** Finds which layer (index in `layers`) and which of its parameters `p` is. */

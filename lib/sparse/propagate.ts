@@ -384,11 +384,17 @@ class RowWriter {
     this.colIdx = new Int32Array(Math.max(16, capacity));
     this.values = new Float64Array(Math.max(16, capacity));
   }
-  ensure(extra: number): void {
+  /**
+   * Room for `extra` more entries. When full, the new capacity is projected from the entries per
+   * row so far (`done` of `total` rows), so that a level grows once or twice, not a dozen times:
+   * each growth briefly holds the old and the new arrays.
+   */
+  ensure(extra: number, done: number, total: number): void {
     const need = this.n + extra;
     if (need <= this.colIdx.length) return;
     if (need > 2 ** 31 - 1) throw new ShapeError(`sparse propagation: a per-sample Jacobian of more than 2^31 - 1 entries cannot be indexed (needed ${need})`);
-    const cap = Math.min(2 ** 31 - 1, Math.max(need, Math.ceil(this.colIdx.length * 1.5)));
+    const projected = done >= total / 100 ? Math.ceil((need / done) * total * 1.05) : 0;
+    const cap = Math.min(2 ** 31 - 1, Math.max(need, projected > 0 ? Math.max(projected, Math.ceil(this.colIdx.length * 1.1)) : Math.ceil(this.colIdx.length * 1.5)));
     const c = new Int32Array(cap);
     c.set(this.colIdx.subarray(0, this.n));
     const v = new Float64Array(cap);
@@ -550,7 +556,7 @@ export function propagateJacobian(f: Differentiable, x: Tensor, opts: PropagateO
           stamp++;
           const cnt = M === null ? accumulateIdentity(n, idx, coef, tscale ? tscale[t] : 1, alias, scale, stamp, mark, acc, touched) : accumulateRows(n, idx, coef, tscale ? tscale[t] : 1, alias, scale, M.rowPtr, M.colIdx, M.values as Float64Array, stamp, mark, acc, touched);
           if (sort && cnt > 1) touched.subarray(0, cnt).sort();
-          w.ensure(cnt);
+          w.ensure(cnt, t + 1, targets.length);
           w.n = writeRow(cnt, touched, acc, w.colIdx, w.values, w.n);
         }
         w.rowPtr[t + 1] = w.n;

@@ -105,6 +105,14 @@ describe('sparse/auto', () => {
       expectSameJacobian(J, wd[k], `weights ${k}, reverse`);
     });
     jacobianWrtWeights(conv, x, { mode: 'auto' }).forEach((J, k) => expectSameJacobian(J, wd[k], `weights ${k}, auto dense`));
+    // An engine alone routes too; the dense engine in dense format is the plain builder.
+    const byEngine = jacobianWrtInput(conv, x, { mode: 'forward', engine: 'dense' });
+    expect(byEngine).to.be.instanceOf(DenseJacobian);
+    expectSameJacobian(byEngine, dense, 'engine dense, format dense');
+    jacobianWrtWeights(conv, x, { mode: 'reverse', engine: 'dense' }).forEach((J, k) => expectSameJacobian(J, wd[k], `weights ${k}, reverse dense`));
+    const prop = jacobianWrtInput(conv, x, { engine: 'propagate' });
+    expect(prop).to.be.instanceOf(DenseJacobian);
+    expect(prop.label).to.match(/forward\/propagate/);
   });
 
   it('auto picks sparse propagation for the conv stage, and says why; reverse for a wide stage whose structure it cannot see', () => {
