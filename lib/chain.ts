@@ -13,7 +13,7 @@
  */
 import { ConfigError, fmtShape } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
-import type { JacobianOptions } from './jacobian.js';
+import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
 import { type Loss, lossByName } from './losses.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
 import { GradientTape } from './tape.js';
@@ -28,8 +28,11 @@ export interface ChainOptions {
    * identical Dropout masks because a mask depends only on (seed, global layer index). Default 0.
    */
   seed?: number;
-  /** Options of the Jacobian builders (block width, memory budget, progress). */
-  jacobian?: JacobianOptions;
+  /**
+   * Options of the Jacobian builders (block width, memory budget, progress); with
+   * `{ format: 'sparse', mode: 'auto' }` the explicit chain materializes structured sparse Jacobians.
+   */
+  jacobian?: JacobianOptions | SparseJacobianOptions;
 }
 
 /** One materialized Jacobian, for the memory table. */
@@ -40,6 +43,8 @@ export interface JacobianRecord {
   shape: number[];
   /** Bytes of its values. */
   bytes: number;
+  /** How it was stored: `dense`, or `csr` when the chain was asked for structured sparse Jacobians. */
+  format: string;
 }
 
 /** What one stage held, per way. */
@@ -176,12 +181,12 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
     const tape = tapes[s];
     const dOut_dWeights = tape.jacobian(tape.output, stage.params, opts.jacobian);
     const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOutUpstream));
-    const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, k)}`, shape: J.shape.slice(), bytes: J.bytes }));
+    const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, k)}`, shape: J.shape.slice(), bytes: J.bytes, format: J.format }));
     dLoss_dOut[s] = dLoss_dOutUpstream;
     dLoss_dWeights[s] = perLayer(stage, dLoss_dW);
     if (s > 0) {
       const dOut_dIn = tape.batchJacobian(tape.output, tape.input, opts.jacobian);
-      jacobians.unshift({ label: 'dOut/dIn', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes });
+      jacobians.unshift({ label: 'dOut/dIn', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
       dLoss_dOutUpstream = upstreamGradientLossOut(dOut_dIn, dLoss_dOutUpstream);
     }
     memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dLoss_dW) };

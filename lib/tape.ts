@@ -12,8 +12,8 @@
  * @module
  */
 import { JacobianChainError, fmtShape } from './errors.js';
-import { DenseJacobian, type JacobianOptions, jacobianWrtInput, jacobianWrtWeights } from './jacobian.js';
-import type { Cotangents, Differentiable, Forward, Param, Tangents } from './layers/layer.js';
+import { DenseJacobian, type Jacobian, type JacobianOptions, type SparseJacobianOptions, jacobianWrtInput, jacobianWrtWeights } from './jacobian.js';
+import type { Cotangents, Differentiable, Forward, Layer, Param, Tangents } from './layers/layer.js';
 import { type Loss, lossByName } from './losses.js';
 import { type SequentialForwardOptions, type SequentialSaved, Sequential } from './sequential.js';
 import { type Tensor, assertShape, contiguous, dtypeOf, tensor, zeros } from './tensor.js';
@@ -126,7 +126,7 @@ export class GradientTape {
    * @example
    * const J = tape.batchJacobian(tape.output, tape.input); // [B, ...outputShape, ...inputShape]
    */
-  batchJacobian(output: Tensor, input: Tensor, opts: JacobianOptions = {}): DenseJacobian {
+  batchJacobian(output: Tensor, input: Tensor, opts: JacobianOptions | SparseJacobianOptions = {}): Jacobian {
     this.assertFresh();
     const k = this.indexOf(output, 'last', 'batchJacobian output');
     const j = this.indexOf(input, 'first', 'batchJacobian input');
@@ -144,7 +144,7 @@ export class GradientTape {
    * @example
    * const [dOut_dKernel, dOut_dBias] = tape.jacobian(tape.output, conv.params); // [B, ...out, 2, 2, 1, 6], [B, ...out, 6]
    */
-  jacobian(output: Tensor, weights: Source | readonly Source[], opts: JacobianOptions = {}): DenseJacobian[] {
+  jacobian(output: Tensor, weights: Source | readonly Source[], opts: JacobianOptions | SparseJacobianOptions = {}): Jacobian[] {
     this.assertFresh();
     const k = this.indexOf(output, 'last', 'jacobian output');
     const list = Array.isArray(weights) ? (weights as readonly Source[]) : [weights as Source];
@@ -152,7 +152,7 @@ export class GradientTape {
     const connected = owners.filter((o) => o.layer < k);
     const { saved } = this.recorded();
     const view = this.segment(0, k, connected.map((o) => o.flat));
-    const built = connected.length > 0 ? jacobianWrtWeights(view, saved.input, opts) : [];
+    const built: Jacobian[] = connected.length > 0 ? jacobianWrtWeights(view, saved.input, opts) : [];
     const B = saved.batch;
     const outShape = this.shapeOf(k);
     let c = 0;
@@ -302,7 +302,7 @@ export class GradientTape {
    * recording (so the Jacobian builders reuse the residuals, masks included) and whose parameters
    * are the chosen flat parameters of the model.
    */
-  private segment(j: number, k: number, flatParams: number[]): Differentiable<SequentialSaved> {
+  private segment(j: number, k: number, flatParams: number[]): Differentiable<SequentialSaved> & { layers: readonly Layer[] } {
     const { saved } = this.recorded();
     const seg = new Sequential(this.model.layers.slice(j, k), { name: `${this.model.name}[${j}:${k}]`, layerOffset: this.model.layerOffset + j });
     const offset = this.model.layers.slice(0, j).reduce((s, l) => s + l.params.length, 0);
@@ -321,6 +321,8 @@ export class GradientTape {
     return {
       inputShape: seg.inputShape,
       outputShape: seg.outputShape,
+      // The layer list lets the sparse `propagate` engine see the structure behind the recording.
+      layers: seg.layers,
       params: flatParams.map((f) => all[f]),
       forward(x: Tensor): Forward<SequentialSaved> {
         if (x !== segSaved.input) throw new TapeError(`${describe()}: expected the recorded input of this segment, received another tensor ${fmtShape(x.shape)}`);

@@ -6,6 +6,7 @@ import { ACTIVATIONS } from '../lib/activations.js';
 import { type LayerSpec, layerFromConfig, loadModel } from '../lib/model-io.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
+import { catsVsDogsCnn } from '../lib/models.js';
 import { type Tensor, type TensorJSON, fromJSON, randomNormal, tensor, zeros } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
 
@@ -77,6 +78,21 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
     // Stage 1: dy [3, 8, 8, 6] in, dx [3, 9, 9, 6] out.
     expect(vjp.memory[1].cotangentBytes).to.equal((3 * 8 * 8 * 6 + 3 * 9 * 9 * 6) * 8);
     expect(vjp.memory.every((m) => m.residualBytes > 0 && m.jacobians.length === 0)).to.equal(true);
+  });
+
+  it('the explicit chain over structured sparse Jacobians ({ format: "sparse", mode: "auto" }) equals the reference on the cats-vs-dogs CNN, with Dropout in training', () => {
+    const model = catsVsDogsCnn({ side: 24, channels: 3 });
+    const stages = model.split([9]);
+    const rng = new Rng(11);
+    const x = randomNormal([2, 24, 24, 3], rng);
+    const y = tensor([1, 0], [2, 1]);
+    const opts = { training: true, seed: 5 };
+    const ref = referenceGradients(stages, x, y, 'binary_crossentropy', opts);
+    const sparse = jacobianChain(stages, x, y, 'binary_crossentropy', { ...opts, jacobian: { format: 'sparse', mode: 'auto' } });
+    expectSame(sparse, ref, { rtol: 1e-10, atol: 1e-14 }, 'sparse explicit vs reference');
+    const formats = sparse.memory.flatMap((m) => m.jacobians.map((J) => J.format));
+    expect(formats).to.have.length(11); // model_0: 3 convolutions × (kernel, bias); model_1: dOut/dIn and 2 Dense × (kernel, bias)
+    expect(formats.every((f) => f === 'csr'), formats.join(', ')).to.equal(true);
   });
 
   it('with Dropout in training, all three ways use the same mask and agree; the mask does act', async () => {
