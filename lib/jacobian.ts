@@ -128,8 +128,9 @@ export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: (Jaco
   const seed = zeros([B, ...f.inputShape, T], dtype);
   for (let c0 = 0; c0 < nIn; c0 += T) {
     const Tc = Math.min(T, nIn - c0);
-    // Each tangent t is the basis direction e_{c0+t}, set in every sample at once.
-    seed.data.fill(0);
+    // Each tangent t is the basis direction e_{c0+t}, set in every sample at once. Only the ones
+    // of the previous block are cleared: a full fill would stream the whole block through memory.
+    if (c0 > 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) seed.data[(b * nIn + c0 - T + t) * T + t] = 0;
     for (let b = 0; b < B; b++) for (let t = 0; t < Tc; t++) seed.data[(b * nIn + c0 + t) * T + t] = 1;
     const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T }));
     scatterColumns(dy, J.data, B * nOut, nIn, c0, Tc, T);
@@ -168,7 +169,7 @@ export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (Ja
     const dParams: (Tensor | null)[] = f.params.map((_, j) => (j === k ? seed : null));
     for (let c0 = 0; c0 < nP; c0 += T) {
       const Tc = Math.min(T, nP - c0);
-      seed.data.fill(0);
+      if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
       for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
       const dy = contiguous(f.jvp(fwd.saved, { dx: null, dParams, T }));
       scatterColumns(dy, J.data, B * nOut, nP, c0, Tc, T);
