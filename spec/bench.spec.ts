@@ -13,7 +13,7 @@ import type { Results } from '../bench/report.js';
 import { expect } from './helpers/setup.js';
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-const JACOBIAN_OPS = ['jacobianWrtInput', 'jacobianWrtWeights', 'explicitChain', 'tfJacobianWrtInput', 'tfJacobianWrtWeights'];
+const JACOBIAN_OPS = ['writeJ', 'jacobianWrtInput', 'jacobianWrtWeights', 'explicitChain', 'tfJacobianWrtInput', 'tfJacobianWrtWeights'];
 
 describe('bench (quick mode)', function () {
   this.timeout(120_000);
@@ -64,6 +64,18 @@ describe('bench (quick mode)', function () {
         }
       }
     }
+  });
+
+  it('refuses, before allocating, a Jacobian over the budget, saying so with the estimate, the budget and the VJP way', () => {
+    const r = res.cases.find((c) => c.case.id === 'seed-stage1-b3-1mib')!;
+    const byOp = Object.fromEntries(r.ops.map((o) => [o.op, o]));
+    expect(byOp.jacobianWrtInput.status).to.equal('refused');
+    expect(byOp.jacobianWrtInput.message).to.include(`(${r.analytic.ops.jacobianWrtInput!.bytes} bytes), over the memory budget of 1.00 MiB`);
+    expect(byOp.explicitChain.status).to.equal('refused');
+    expect(byOp.explicitChain.message).to.match(/explicit-Jacobian way .* over the memory budget of 1.00 MiB; use the VJP way .* which holds .* here/);
+    expect(byOp.vjpChain.status).to.equal('ok');
+    const md = readFileSync(join(dir, 'results.md'), 'utf8');
+    expect(md).to.include('**refused** (memory budget, before allocating)');
   });
 
   it('gives analytic Jacobian bytes that are the products of their shapes', () => {

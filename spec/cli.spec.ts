@@ -51,9 +51,9 @@ describe('cli: jacobian-chain seed (npm start)', () => {
     for (const o of ['--model', '--split', '--batch', '--side', '--channels', '--dtype', '--seed', '--loss', '--inference', '--rtol', '--atol']) expect(help.out).to.include(o);
     const cases: [string[], RegExp][] = [
       [['--bogus'], /unknown option "--bogus"; expected one of --model/],
-      [['--dtype', 'float16'], /--dtype: expected float64 or float32, received "float16"/],
-      [['--batch', 'two'], /--batch: expected an integer >= 1, received "two"/],
-      [['--split'], /--split: expected a value, received nothing/],
+      [['--dtype', 'float16'], /expected --dtype float64 or float32, received "float16"/],
+      [['--batch', 'two'], /expected --batch to be an integer >= 1, received "two"/],
+      [['--split'], /expected a value after --split, received nothing/],
       [['--model', 'spec/fixtures/dense_mlp.json', '--split', '9'], /split: expected strictly increasing layer indices in 1..3 .*received \[9\]/],
       [['--model', 'no/such/file.json'], /--model: cannot read "no\/such\/file.json"/],
       [['--side', '8'], /catsVsDogsCnn: expected side to be an integer >= 22/],

@@ -1,42 +1,17 @@
-import { readFileSync } from 'node:fs';
 import { upstreamGradientLossOut } from '../lib/helpers.js';
 import { jacobianWrtInputByVjp, jvpAlong } from '../lib/jacobian.js';
 import { Dense } from '../lib/layers/dense.js';
 import { Dropout } from '../lib/layers/dropout.js';
-import { loadModel } from '../lib/model-io.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential, type SequentialForwardOptions } from '../lib/sequential.js';
 import { GradientTape, TapeError, bytesReachable, fingerprint } from '../lib/tape.js';
-import { type Tensor, type TensorJSON, contiguous, copy, fromJSON, randomNormal, reshape, tensor } from '../lib/tensor.js';
+import { type Tensor, contiguous, copy, fromJSON, randomNormal, reshape, tensor } from '../lib/tensor.js';
+import { loadFixture } from './helpers/fixtures.js';
 import { expect } from './helpers/setup.js';
 
 /** The golden fixtures (PyTorch autograd, cross-checked by JAX; see spec/fixtures/README.md). */
 const FIXTURES = ['seed_reference.json', 'dense_mlp.json'] as const;
 const TOL = { rtol: 1e-10, atol: 1e-14 };
-
-interface Fixture {
-  x: TensorJSON;
-  y: TensorJSON;
-  loss: string;
-  stages: number[][];
-  expected: {
-    loss: number;
-    stageOutputs: TensorJSON[];
-    dLoss_dWeights: TensorJSON[][];
-    stageProbes: { v: TensorJSON; Jv: TensorJSON; u: TensorJSON; uJ: TensorJSON }[];
-    stageBatchJacobianWrtInput: TensorJSON[];
-    stageJacobianWrtWeights: TensorJSON[][][];
-    layerBatchJacobianWrtInput: TensorJSON[];
-  };
-}
-
-function load(name: string) {
-  const text = readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8');
-  const fx = JSON.parse(text) as Fixture;
-  const model = loadModel(text);
-  const stages = model.split(Sequential.pointsFromStages(fx.stages, model.layers.length));
-  return { fx, model, stages, x: fromJSON(fx.x), y: fromJSON(fx.y) };
-}
 
 /** Records each stage under its own tape, feeding each the previous output. */
 function recordAll(stages: Sequential[], x: Tensor): GradientTape[] {
@@ -52,7 +27,7 @@ describe('GradientTape', () => {
   for (const name of FIXTURES) {
     describe(`against the golden fixture ${name}`, () => {
       it('one tape per stage: outputs, batchJacobian(output, input) and jacobian(output, weights) per layer', () => {
-        const { fx, stages, x } = load(name);
+        const { fx, stages, x } = loadFixture(name);
         recordAll(stages, x).forEach((tape, s) => {
           expect(tape.output, `stage ${s} output`).to.be.allclose(fx.expected.stageOutputs[s], TOL);
           expect(tape.batchJacobian(tape.output, tape.input), `stage ${s} batch Jacobian`).to.be.allclose(fx.expected.stageBatchJacobianWrtInput[s], TOL);
@@ -65,7 +40,7 @@ describe('GradientTape', () => {
       });
 
       it('probes: Jv (from the batch Jacobian and by one dual-number pass) and uJ (the VJP, gradient with outputGradients)', () => {
-        const { fx, stages, x } = load(name);
+        const { fx, stages, x } = loadFixture(name);
         recordAll(stages, x).forEach((tape, s) => {
           const { v, Jv, u, uJ } = fx.expected.stageProbes[s];
           const vT = fromJSON(v);
@@ -84,7 +59,7 @@ describe('GradientTape', () => {
       });
 
       it('one tape over the whole model: the loss, dLoss/dWeights of every layer, every layer\'s batch Jacobian', () => {
-        const { fx, model, x, y } = load(name);
+        const { fx, model, x, y } = loadFixture(name);
         const tape = new GradientTape(model);
         tape.forward(x);
         const loss = tape.loss(fx.loss, y);

@@ -17,6 +17,7 @@ import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
 import { type Tensor, type TensorJSON, fromJSON, randomUniform, tensor, zeros } from '../lib/tensor.js';
 import { type BackwardMethod, type Dataset, type FitOptions, adaptCnn, correctCount, evaluate, findNonFinite, fit } from '../lib/train.js';
+import { runCommand } from './helpers/cli.js';
 import { expect } from './helpers/setup.js';
 
 /** A small cats-vs-dogs-shaped CNN with Dropout, on 8x8x1 images: seeded, so every call builds the same weights. */
@@ -262,21 +263,7 @@ describe('train', () => {
 
   describe('the train command', () => {
     /** Runs the command with console output captured. */
-    async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-      const out: string[] = [];
-      const err: string[] = [];
-      const log = console.log;
-      const error = console.error;
-      console.log = (...a: unknown[]) => void out.push(a.join(' '));
-      console.error = (...a: unknown[]) => void err.push(a.join(' '));
-      try {
-        const code = await run(argv);
-        return { code, out: out.join('\n'), err: err.join('\n') };
-      } finally {
-        console.log = log;
-        console.error = error;
-      }
-    }
+    const cli = (argv: string[]) => runCommand(run, argv);
 
     it('trains a narrow seed CNN on a few real digits, writes a model file loadModel reads and an SVG plot', async () => {
       const dir = mkdtempSync(join(tmpdir(), 'train-cli-'));
@@ -302,7 +289,8 @@ describe('train', () => {
     it('refuses bad options with exit code 2 and a message, before training anything', async () => {
       const cases: [string[], RegExp][] = [
         [['--lr=-1'], /expected --lr to be a positive number, received "-1"/],
-        [['--lr', '-1'], /Option '--lr' argument is ambiguous/],
+        [['--lr', '-1'], /expected --lr to be a positive number, received "-1"/],
+        [['--lr', '--nesterov'], /expected a value after --lr, received "--nesterov"/],
         [['--lr', '0'], /expected --lr to be a positive number, received "0"/],
         [['--lr', 'fast'], /expected --lr to be a positive number, received "fast"/],
         [['--split', '99'], /split: expected strictly increasing layer indices in 1\.\.14 .*received \[99\]/],
@@ -310,7 +298,7 @@ describe('train', () => {
         [['--digits', '3'], /expected --digits like "3,8"/],
         [['--method', 'adjoint'], /expected --method vjp or jacobian, received "adjoint"/],
         [['--epochs', '0'], /expected --epochs to be an integer >= 1, received "0"/],
-        [['--batchsize', '3'], /Unknown option '--batchsize'/],
+        [['--batchsize', '3'], /unknown option "--batchsize"; expected one of --digits, --epochs, --batch-size,/],
         [['--optimizer', 'adam', '--momentum', '0.9'], /--momentum and --nesterov are sgd options/],
       ];
       for (const [argv, re] of cases) {

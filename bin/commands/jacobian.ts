@@ -4,19 +4,18 @@
  * the time; then chains it with the upstream gradient (the seed's helpers) and prints the largest
  * difference from the VJP gradient of the same stage.
  */
-import { readFileSync } from 'node:fs';
-import { ConfigError, JacobianChainError, fmtShape } from '../../lib/errors.js';
+import { fmtShape } from '../../lib/errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from '../../lib/helpers.js';
 import { DenseJacobian, type Jacobian } from '../../lib/jacobian.js';
 import { LOSSES, lossByName } from '../../lib/losses.js';
 import { fmtBytes, getMemoryBudget } from '../../lib/memory.js';
-import { loadModel } from '../../lib/model-io.js';
 import { catsVsDogsCnn, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
-import { Rng } from '../../lib/rng.js';
-import { Sequential, type SequentialForwardOptions } from '../../lib/sequential.js';
+import type { SequentialForwardOptions } from '../../lib/sequential.js';
 import { type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from '../../lib/sparse/auto.js';
 import type { JacobianPlan } from '../../lib/sparse/csr.js';
-import { type DType, type Tensor, asType, contiguous, fromJSON, sizeOf, zeros } from '../../lib/tensor.js';
+import { type DType, type Tensor, contiguous, sizeOf } from '../../lib/tensor.js';
+import { UsageError, choice, dtype, nonNegativeInt, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
+import { type Case, modelFileCase } from '../cases.js';
 
 const HELP = `usage: jacobian-chain jacobian [options]
 
@@ -71,155 +70,63 @@ interface Options {
   loss?: string;
   training: boolean;
   memoryBudget?: number;
-  tol?: number;
+  tol: number;
   json: boolean;
 }
 
-/** A usage error: printed with a pointer to --help, exit code 2. */
-class UsageError extends ConfigError {}
+const OPTIONS = {
+  model: 'string',
+  split: 'string',
+  stage: 'string',
+  side: 'string',
+  channels: 'string',
+  batch: 'string',
+  mode: 'string',
+  format: 'string',
+  engine: 'string',
+  pattern: 'string',
+  wrt: 'string',
+  dtype: 'string',
+  seed: 'string',
+  loss: 'string',
+  training: 'boolean',
+  'memory-budget': 'string',
+  tol: 'string',
+  json: 'boolean',
+} as const;
 
-function oneOf<T extends string>(v: string, allowed: readonly T[], flag: string): T {
-  if (!(allowed as readonly string[]).includes(v)) throw new UsageError(`${flag}: expected one of ${allowed.join(', ')}, received ${JSON.stringify(v)}`);
-  return v as T;
-}
-
-function parseArgs(argv: string[]): Options | 'help' {
-  const o: Options = { stage: 0, side: 32, channels: 3, mode: 'auto', format: 'sparse', wrt: 'input', dtype: 'float64', seed: 0, training: false, json: false };
-  const int = (v: string, flag: string, min: number): number => {
-    const n = Number(v);
-    if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag}: expected an integer >= ${min}, received ${JSON.stringify(v)}`);
-    return n;
+function parse(argv: string[]): Options | 'help' {
+  const v = parseOptions(argv, OPTIONS);
+  if (v === 'help') return v;
+  if (v.loss !== undefined) lossByName(v.loss);
+  const dt = dtype(v.dtype, '--dtype') ?? 'float64';
+  const gib = positiveNumber(v['memory-budget'], '--memory-budget');
+  return {
+    model: v.model,
+    split: splitPoints(v.split, '--split'),
+    stage: nonNegativeInt(v.stage, '--stage') ?? 0,
+    side: positiveInt(v.side, '--side') ?? 32,
+    channels: positiveInt(v.channels, '--channels') ?? 3,
+    batch: positiveInt(v.batch, '--batch'),
+    mode: choice(['auto', 'forward', 'reverse'])(v.mode, '--mode') ?? 'auto',
+    format: choice(['sparse', 'dense'])(v.format, '--format') ?? 'sparse',
+    engine: choice(['propagate', 'compressed', 'dense'])(v.engine, '--engine'),
+    pattern: choice(['structural', 'values'])(v.pattern, '--pattern'),
+    wrt: choice(['input', 'weights', 'all'])(v.wrt, '--wrt') ?? 'input',
+    dtype: dt,
+    seed: nonNegativeInt(v.seed, '--seed') ?? 0,
+    loss: v.loss,
+    training: v.training === true,
+    memoryBudget: gib === undefined ? undefined : gib * 1024 ** 3,
+    tol: positiveNumber(v.tol, '--tol') ?? (dt === 'float32' ? 1e-4 : 1e-10),
+    json: v.json === true,
   };
-  const pos = (v: string, flag: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || n <= 0) throw new UsageError(`${flag}: expected a positive number, received ${JSON.stringify(v)}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const eq = argv[i].startsWith('--') ? argv[i].indexOf('=') : -1;
-    const flag = eq > 0 ? argv[i].slice(0, eq) : argv[i];
-    const inline = eq > 0 ? argv[i].slice(eq + 1) : undefined;
-    const take = (): string => {
-      if (inline !== undefined) return inline;
-      const v = argv[i + 1];
-      if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag}: expected a value, received ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
-      i++;
-      return v;
-    };
-    switch (flag) {
-      case '-h':
-      case '--help':
-        return 'help';
-      case '--model':
-        o.model = take();
-        break;
-      case '--split':
-        o.split = take()
-          .split(',')
-          .map((s) => int(s.trim(), '--split', 1));
-        break;
-      case '--stage':
-        o.stage = int(take(), flag, 0);
-        break;
-      case '--side':
-        o.side = int(take(), flag, 1);
-        break;
-      case '--channels':
-        o.channels = int(take(), flag, 1);
-        break;
-      case '--batch':
-        o.batch = int(take(), flag, 1);
-        break;
-      case '--mode':
-        o.mode = oneOf(take(), ['auto', 'forward', 'reverse'] as const, flag);
-        break;
-      case '--format':
-        o.format = oneOf(take(), ['sparse', 'dense'] as const, flag);
-        break;
-      case '--engine':
-        o.engine = oneOf(take(), ['propagate', 'compressed', 'dense'] as const, flag);
-        break;
-      case '--pattern':
-        o.pattern = oneOf(take(), ['structural', 'values'] as const, flag);
-        break;
-      case '--wrt':
-        o.wrt = oneOf(take(), ['input', 'weights', 'all'] as const, flag);
-        break;
-      case '--dtype':
-        o.dtype = oneOf(take(), ['float64', 'float32'] as const, flag);
-        break;
-      case '--seed':
-        o.seed = int(take(), flag, 0);
-        break;
-      case '--loss': {
-        const v = take();
-        lossByName(v);
-        o.loss = v;
-        break;
-      }
-      case '--training':
-        o.training = true;
-        break;
-      case '--memory-budget':
-        o.memoryBudget = pos(take(), flag) * 1024 ** 3;
-        break;
-      case '--tol':
-        o.tol = pos(take(), flag);
-        break;
-      case '--json':
-        o.json = true;
-        break;
-      default:
-        throw new UsageError(
-          `unknown option ${JSON.stringify(argv[i])}; expected one of --model, --split, --stage, --side, --channels, --batch, --mode, --format, --engine, --pattern, --wrt, --dtype, --seed, --loss, --training, --memory-budget, --tol, --json, --help`,
-        );
-    }
-  }
-  o.tol ??= o.dtype === 'float32' ? 1e-4 : 1e-10;
-  return o;
-}
-
-/** The model split into stages, a batch, its labels and the loss. */
-interface Case {
-  title: string;
-  stages: Sequential[];
-  x: Tensor;
-  y: Tensor;
-  loss: string;
 }
 
 function cnnCase(o: Options): Case {
   const model = catsVsDogsCnn({ side: o.side, channels: o.channels, seed: o.seed, dtype: o.dtype });
   const { x, y } = seededBatch(model.inputShape, { batch: o.batch ?? 1, seed: o.seed + 1, dtype: o.dtype });
   return { title: `the cats-vs-dogs CNN on ${o.side}×${o.side}×${o.channels}`, stages: model.split(o.split ?? splitAfterLastPooling(model)), x, y, loss: 'binary_crossentropy' };
-}
-
-function fileCase(o: Options, path: string): Case {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new UsageError(`--model: cannot read ${JSON.stringify(path)} (${(e as Error).message})`);
-  }
-  const model = loadModel(text, { dtype: o.dtype });
-  const file = JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] };
-  const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
-  lossByName(loss);
-  const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, model.layers.length) : [Math.max(1, Math.floor(model.layers.length / 2))]);
-  let x: Tensor;
-  let y: Tensor;
-  if (file.x && file.y && o.batch === undefined) {
-    x = asType(fromJSON(file.x as never, 'float64', `${path} x`), o.dtype);
-    y = asType(fromJSON(file.y as never, 'float64', `${path} y`), o.dtype);
-  } else {
-    ({ x } = seededBatch(model.inputShape, { batch: o.batch ?? 1, seed: o.seed, dtype: o.dtype }));
-    const rng = new Rng(o.seed + 2);
-    y = zeros([x.shape[0], ...model.outputShape], o.dtype);
-    const cols = model.outputShape[model.outputShape.length - 1];
-    if (lossByName(loss).name === 'categorical_crossentropy') for (let r = 0; r < y.size / cols; r++) y.data[r * cols + rng.int(cols)] = 1;
-    else for (let i = 0; i < y.size; i++) y.data[i] = rng.uniform() > 0.5 ? 1 : 0;
-  }
-  return { title: `model file ${path}`, stages: model.split(split), x, y, loss };
 }
 
 /** Largest absolute difference, and the same relative to the largest reference magnitude. */
@@ -288,23 +195,16 @@ function report(label: string, J: Jacobian, ms: number, chained: Tensor, ref: Te
 
 /** Entry point: returns the exit code (0 equal, 1 a gradient differs, 2 bad options). */
 export async function run(argv: string[]): Promise<number> {
-  let o: Options | 'help';
-  let c: Case;
-  try {
-    o = parseArgs(argv);
-    if (o === 'help') {
-      console.log(HELP);
-      return 0;
-    }
-    c = o.model ? fileCase(o, o.model) : cnnCase(o);
+  // The model is built with the options: a model file or a stage that does not fit is refused like a bad option.
+  const parsed = parseCommand('jacobian', HELP, () => {
+    const o = parse(argv);
+    if (o === 'help') return o;
+    const c = o.model ? modelFileCase(o.model, o, 1) : cnnCase(o);
     if (o.stage >= c.stages.length) throw new UsageError(`--stage: expected a stage index in 0..${c.stages.length - 1}, received ${o.stage}`);
-  } catch (e) {
-    if (e instanceof JacobianChainError) {
-      console.error(`jacobian-chain jacobian: ${e.message}\nrun "jacobian-chain jacobian --help" for the options`);
-      return 2;
-    }
-    throw e;
-  }
+    return { o, c };
+  });
+  if (typeof parsed === 'number') return parsed;
+  const { o, c } = parsed;
   const { stages, x, y, loss } = c;
   const s = o.stage;
   const stage = stages[s];
@@ -336,7 +236,7 @@ export async function run(argv: string[]): Promise<number> {
       const J = structuredJacobianWrtInput(stage, stageInput, jo);
       const ms = performance.now() - t;
       const chained = upstreamGradientLossOut(J, g);
-      results.push(report('w.r.t. input', J, ms, chained, ref.dx, o.tol!, o.dtype));
+      results.push(report('w.r.t. input', J, ms, chained, ref.dx, o.tol, o.dtype));
     }
     if (o.wrt === 'weights' || o.wrt === 'all') {
       const t = performance.now();
@@ -347,16 +247,12 @@ export async function run(argv: string[]): Promise<number> {
         const name = `${stage.layers[layer].name}.${stage.layers[layer].params[param].name}`;
         const plan = (J as { plan?: JacobianPlan | null }).plan;
         const share = plan?.ms ?? (J instanceof DenseJacobian ? ms / Js.length : ms);
-        results.push(report(`w.r.t. ${name}`, J, share, upstreamGradientLossWeights(J, g), ref.dParams[k], o.tol!, o.dtype));
+        results.push(report(`w.r.t. ${name}`, J, share, upstreamGradientLossWeights(J, g), ref.dParams[k], o.tol, o.dtype));
       });
       console.log(`\n(all ${Js.length} weight Jacobians: ${fmtMs(ms)})`);
     }
   } catch (e) {
-    if (e instanceof JacobianChainError) {
-      console.error(`jacobian-chain jacobian: ${e.message}`);
-      return 2;
-    }
-    throw e;
+    return refuse('jacobian', e);
   }
   const maxRss = process.resourceUsage().maxRSS * 1024;
   console.log(`\npeak resident set size of this process: ${fmtBytes(maxRss)}`);

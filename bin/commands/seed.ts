@@ -5,17 +5,16 @@
  * parameter for each chain against the single tape, as the original did, and a table per stage of
  * the Jacobians the explicit way materialized against the bytes the VJP way held.
  */
-import { readFileSync } from 'node:fs';
 import { allcloseReport, describeReport } from '../../lib/allclose.js';
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from '../../lib/chain.js';
-import { ConfigError, JacobianChainError, fmtShape } from '../../lib/errors.js';
+import { fmtShape } from '../../lib/errors.js';
 import { LOSSES, lossByName } from '../../lib/losses.js';
 import { fmtBytes } from '../../lib/memory.js';
-import { loadModel } from '../../lib/model-io.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
-import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
-import { type DType, type Tensor, asType, assertShape, fromJSON, zeros } from '../../lib/tensor.js';
+import type { DType } from '../../lib/tensor.js';
+import { dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, refuse, splitPoints } from '../args.js';
+import { type Case, modelFileCase } from '../cases.js';
 
 const HELP = `usage: jacobian-chain seed [options]
 
@@ -56,96 +55,31 @@ interface Options {
   seed: number;
   loss?: string;
   training: boolean;
-  rtol?: number;
-  atol?: number;
+  rtol: number;
+  atol: number;
 }
 
-/** A usage error: printed with a pointer to --help, exit code 2. */
-class UsageError extends ConfigError {}
+const OPTIONS = { model: 'string', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string' } as const;
 
-function parseArgs(argv: string[]): Options | 'help' {
-  const o: Options = { side: 32, channels: 3, dtype: 'float64', seed: 0, training: true };
-  const valueOf = (i: number, flag: string): string => {
-    const v = argv[i + 1];
-    if (v === undefined || v.startsWith('--')) throw new UsageError(`${flag}: expected a value, received ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
-    return v;
+function parse(argv: string[]): Options | 'help' {
+  const v = parseOptions(argv, OPTIONS);
+  if (v === 'help') return v;
+  if (v.loss !== undefined) lossByName(v.loss);
+  const dt = dtype(v.dtype, '--dtype') ?? 'float64';
+  return {
+    model: v.model,
+    split: splitPoints(v.split, '--split'),
+    batch: positiveInt(v.batch, '--batch'),
+    side: positiveInt(v.side, '--side') ?? 32,
+    channels: positiveInt(v.channels, '--channels') ?? 3,
+    dtype: dt,
+    seed: nonNegativeInt(v.seed, '--seed') ?? 0,
+    loss: v.loss,
+    training: !v.inference,
+    // float32 carries ~7 significant digits: NumPy's float64 defaults would flag its rounding.
+    rtol: nonNegativeNumber(v.rtol, '--rtol') ?? (dt === 'float32' ? 1e-4 : 1e-5),
+    atol: nonNegativeNumber(v.atol, '--atol') ?? (dt === 'float32' ? 1e-6 : 1e-8),
   };
-  const int = (v: string, flag: string, min: number): number => {
-    const n = Number(v);
-    if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag}: expected an integer >= ${min}, received ${JSON.stringify(v)}`);
-    return n;
-  };
-  const pos = (v: string, flag: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new UsageError(`${flag}: expected a non-negative number, received ${JSON.stringify(v)}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].startsWith('--') && argv[i].includes('=') ? [argv[i].slice(0, argv[i].indexOf('=')), argv[i].slice(argv[i].indexOf('=') + 1)] : [argv[i], undefined];
-    const take = (): string => (inline !== undefined ? inline : valueOf(i++, flag));
-    switch (flag) {
-      case '-h':
-      case '--help':
-        return 'help';
-      case '--model':
-        o.model = take();
-        break;
-      case '--split': {
-        const v = take();
-        const parts = v.split(',').map((s) => s.trim());
-        o.split = parts.map((p) => int(p, '--split', 1));
-        break;
-      }
-      case '--batch':
-        o.batch = int(take(), flag, 1);
-        break;
-      case '--side':
-        o.side = int(take(), flag, 1);
-        break;
-      case '--channels':
-        o.channels = int(take(), flag, 1);
-        break;
-      case '--dtype': {
-        const v = take();
-        if (v !== 'float64' && v !== 'float32') throw new UsageError(`--dtype: expected float64 or float32, received ${JSON.stringify(v)}`);
-        o.dtype = v;
-        break;
-      }
-      case '--seed':
-        o.seed = int(take(), flag, 0);
-        break;
-      case '--loss': {
-        const v = take();
-        lossByName(v);
-        o.loss = v;
-        break;
-      }
-      case '--inference':
-        o.training = false;
-        break;
-      case '--rtol':
-        o.rtol = pos(take(), flag);
-        break;
-      case '--atol':
-        o.atol = pos(take(), flag);
-        break;
-      default:
-        throw new UsageError(`unknown option ${JSON.stringify(argv[i])}; expected one of --model, --split, --batch, --side, --channels, --dtype, --seed, --loss, --inference, --rtol, --atol, --help`);
-    }
-  }
-  // float32 carries ~7 significant digits: NumPy's float64 defaults would flag its rounding.
-  o.rtol ??= o.dtype === 'float32' ? 1e-4 : 1e-5;
-  o.atol ??= o.dtype === 'float32' ? 1e-6 : 1e-8;
-  return o;
-}
-
-/** One model to check: its stages, batch, loss. */
-interface Case {
-  title: string;
-  stages: Sequential[];
-  x: Tensor;
-  y: Tensor;
-  loss: string;
 }
 
 function seedCase(o: Options): Case {
@@ -158,46 +92,6 @@ function cnnCase(o: Options): Case {
   const model = catsVsDogsCnn({ side: o.side, channels: o.channels, seed: o.seed, dtype: o.dtype });
   const { x, y } = seededBatch(model.inputShape, { batch: o.batch ?? 2, seed: o.seed + 1, dtype: o.dtype });
   return { title: "the seed's cats-vs-dogs CNN", stages: model.split(o.split ?? splitAfterLastPooling(model)), x, y, loss: 'binary_crossentropy' };
-}
-
-function fileCase(o: Options, path: string): Case {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new UsageError(`--model: cannot read ${JSON.stringify(path)} (${(e as Error).message})`);
-  }
-  const model = loadModel(text, { dtype: o.dtype });
-  const file = JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] };
-  const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
-  lossByName(loss);
-  const L = model.layers.length;
-  const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, L) : L > 1 ? [Math.floor(L / 2)] : []);
-  let x: Tensor;
-  let y: Tensor;
-  if (file.x && file.y && o.batch === undefined) {
-    x = asType(fromJSON(file.x as never, 'float64', `${path} x`), o.dtype);
-    y = asType(fromJSON(file.y as never, 'float64', `${path} y`), o.dtype);
-    assertShape(x, [null, ...model.inputShape], `${path} x`);
-    assertShape(y, [x.shape[0], ...model.outputShape], `${path} y`);
-  } else {
-    ({ x } = seededBatch(model.inputShape, { batch: o.batch ?? 3, seed: o.seed, dtype: o.dtype }));
-    y = labelsFor(model, x.shape[0], loss, o);
-  }
-  return { title: `model file ${path}`, stages: model.split(split), x, y, loss };
-}
-
-/** Seeded labels matching the model's output: one-hot rows for categorical cross-entropy, else 0/1. */
-function labelsFor(model: Sequential, B: number, loss: string, o: Options): Tensor {
-  const rng = new Rng(o.seed + 2);
-  const y = zeros([B, ...model.outputShape], o.dtype);
-  const cols = model.outputShape[model.outputShape.length - 1];
-  if (lossByName(loss).name === 'categorical_crossentropy') {
-    for (let r = 0; r < y.size / cols; r++) y.data[r * cols + rng.int(cols)] = 1;
-  } else {
-    for (let i = 0; i < y.size; i++) y.data[i] = rng.uniform() > 0.5 ? 1 : 0;
-  }
-  return y;
 }
 
 /** The seed's names: `dLoss_dWeights2`, `dLoss_dBias2`; a stage with several layers with weights adds the layer name. */
@@ -218,7 +112,7 @@ function paramLines(stages: Sequential[]): { label: string; layer: number; param
 
 /** Prints the seed's `valid` lines of one chain against the reference; returns whether all hold. */
 function printValid(title: string, res: Timed, ref: ChainResult, stages: Sequential[], o: Options): boolean {
-  const tol = { rtol: o.rtol!, atol: o.atol! };
+  const tol = { rtol: o.rtol, atol: o.atol };
   console.log(`\n${title} vs one tape over the whole model (${res.ms.toFixed(0)} ms; valid = allclose with rtol ${fmtTol(tol.rtol)}, atol ${fmtTol(tol.atol)}):`);
   let ok = true;
   let worst = 0;
@@ -296,32 +190,16 @@ async function runCase(c: Case, o: Options): Promise<boolean> {
 
 /** Entry point: returns the exit code (0 all valid, 1 some invalid, 2 bad options). */
 export async function run(argv: string[]): Promise<number> {
-  let o: Options | 'help';
-  try {
-    o = parseArgs(argv);
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      console.error(`jacobian-chain seed: ${e.message}\nrun "jacobian-chain seed --help" for the options`);
-      return 2;
-    }
-    throw e;
-  }
-  if (o === 'help') {
-    console.log(HELP);
-    return 0;
-  }
+  const o = parseCommand('seed', HELP, () => parse(argv));
+  if (typeof o === 'number') return o;
   const opts = o;
-  const makers: (() => Case)[] = o.model ? [() => fileCase(opts, o.model!)] : [() => seedCase(opts), () => cnnCase(opts)];
+  const makers: (() => Case)[] = o.model ? [() => modelFileCase(o.model!, opts, 3)] : [() => seedCase(opts), () => cnnCase(opts)];
   // Every case is built (models, splits, batches) before any runs: a bad option costs no work.
   let cases: Case[];
   try {
     cases = makers.map((make) => make());
   } catch (e) {
-    if (e instanceof JacobianChainError) {
-      console.error(`jacobian-chain seed: ${e.message}`);
-      return 2;
-    }
-    throw e;
+    return refuse('seed', e);
   }
   let ok = true;
   for (const c of cases) ok = (await runCase(c, o)) && ok;

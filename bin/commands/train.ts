@@ -6,16 +6,16 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { loadMnistBinary } from '../../lib/data/mnist.js';
-import { ConfigError, JacobianChainError, fmtShape, fmtValue } from '../../lib/errors.js';
+import { fmtShape } from '../../lib/errors.js';
 import { loadModelFile, saveModelFile } from '../../lib/model-io.js';
 import { catsVsDogsCnn, splitAfterLastPooling } from '../../lib/models.js';
-import { type OptimizerConfig, checkLearningRate } from '../../lib/optimizers.js';
+import type { OptimizerConfig } from '../../lib/optimizers.js';
 import { historyChartSpec, writeSvg } from '../../lib/plot.js';
 import type { DType } from '../../lib/tensor.js';
 import { type BackwardMethod, adaptCnn, evaluate, fit } from '../../lib/train.js';
+import { UsageError, check, choice, dtype, integer, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
 
 const HELP = `usage: jacobian-chain train [options]
 
@@ -76,125 +76,74 @@ interface Options {
   progress: boolean;
 }
 
-function int(v: string | undefined, key: string, fallback: number, min = 1): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new ConfigError(`train: expected --${key} to be an integer >= ${min}, received ${fmtValue(v)}`);
-  return n;
-}
+const OPTIONS = {
+  digits: 'string',
+  epochs: 'string',
+  'batch-size': 'string',
+  method: 'string',
+  optimizer: 'string',
+  lr: 'string',
+  'learning-rate': 'string',
+  momentum: 'string',
+  nesterov: 'boolean',
+  seed: 'string',
+  split: 'string',
+  'validation-split': 'string',
+  'test-fraction': 'string',
+  limit: 'string',
+  filters: 'string',
+  units: 'string',
+  dtype: 'string',
+  out: 'string',
+  plot: 'string',
+  'no-progress': 'boolean',
+} as const;
 
-function num(v: string | undefined, key: string, fallback: number, check: (n: number) => boolean, range: string): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || !check(n)) throw new ConfigError(`train: expected --${key} to be a number ${range}, received ${fmtValue(v)}`);
-  return n;
-}
-
-function intList(v: string, key: string): number[] {
-  const parts = v.split(',').map((s) => s.trim());
-  if (parts.some((p) => !/^\d+$/.test(p))) throw new ConfigError(`train: expected --${key} to be comma-separated non-negative integers, received ${fmtValue(v)}`);
-  return parts.map(Number);
-}
-
-function digits(v: string): { positive: number[]; negative: number[] | 'rest' } {
-  const m = /^\s*([0-9](?:\+[0-9])*)\s*,\s*([0-9](?:\+[0-9])*|rest)\s*$/.exec(v);
-  if (!m) throw new ConfigError(`train: expected --digits like "3,8", "7,rest" or "3+5,8", received ${fmtValue(v)}`);
+const digits = check('like "3,8", "7,rest" or "3+5,8"', (text) => {
+  const m = /^\s*([0-9](?:\+[0-9])*)\s*,\s*([0-9](?:\+[0-9])*|rest)\s*$/.exec(text);
+  if (!m) return undefined;
   const list = (s: string) => s.split('+').map(Number);
-  return { positive: list(m[1]), negative: m[2] === 'rest' ? 'rest' : list(m[2]) };
-}
+  return { positive: list(m[1]), negative: m[2] === 'rest' ? ('rest' as const) : list(m[2]) };
+});
+
+const filters = check('to be three positive integers (one per Conv2D)', (text) => {
+  const f = text.split(',').map((s) => positiveInt.convert(s.trim()));
+  return f.length === 3 && f.every((n) => n !== undefined) ? (f as [number, number, number]) : undefined;
+});
 
 function parse(argv: string[]): Options | 'help' {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        digits: { type: 'string' },
-        epochs: { type: 'string' },
-        'batch-size': { type: 'string' },
-        method: { type: 'string' },
-        optimizer: { type: 'string' },
-        lr: { type: 'string' },
-        'learning-rate': { type: 'string' },
-        momentum: { type: 'string' },
-        nesterov: { type: 'boolean' },
-        seed: { type: 'string' },
-        split: { type: 'string' },
-        'validation-split': { type: 'string' },
-        'test-fraction': { type: 'string' },
-        limit: { type: 'string' },
-        filters: { type: 'string' },
-        units: { type: 'string' },
-        dtype: { type: 'string' },
-        out: { type: 'string' },
-        plot: { type: 'string' },
-        'no-progress': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (e) {
-    throw new ConfigError(`train: ${(e as Error).message}`);
-  }
-  const s = (k: string) => values[k] as string | undefined;
-  if (values.help) return 'help';
-  const d = digits(s('digits') ?? '3,8');
-  const method = s('method') ?? 'vjp';
-  if (method !== 'vjp' && method !== 'jacobian') throw new ConfigError(`train: expected --method vjp or jacobian, received ${fmtValue(method)}`);
-  const optName = s('optimizer') ?? 'adam';
-  if (optName !== 'adam' && optName !== 'sgd') throw new ConfigError(`train: expected --optimizer adam or sgd, received ${fmtValue(optName)}`);
-  const lrText = s('lr') ?? s('learning-rate');
-  let lr = optName === 'adam' ? 0.001 : 0.05;
-  if (lrText !== undefined) {
-    const n = Number(lrText);
-    if (lrText.trim() === '' || !Number.isFinite(n) || n <= 0) throw new ConfigError(`train: expected --lr to be a positive number, received ${fmtValue(lrText)}`);
-    lr = checkLearningRate(n, 'train --lr');
-  }
-  const momentum = num(s('momentum'), 'momentum', 0.9, (n) => n >= 0 && n <= 1, 'in [0, 1]');
-  if (optName === 'adam' && (s('momentum') !== undefined || values.nesterov)) throw new ConfigError('train: --momentum and --nesterov are sgd options; received them with --optimizer adam');
-  const optimizer: OptimizerConfig = optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: Boolean(values.nesterov) };
-  const filters = s('filters') === undefined ? [32, 32, 64] : intList(s('filters')!, 'filters');
-  if (filters.length !== 3 || filters.some((f) => f <= 0)) throw new ConfigError(`train: expected --filters to be three positive integers (one per Conv2D), received ${fmtValue(s('filters'))}`);
-  const dtype = s('dtype') ?? 'float64';
-  if (dtype !== 'float64' && dtype !== 'float32') throw new ConfigError(`train: expected --dtype float64 or float32, received ${fmtValue(dtype)}`);
+  const v = parseOptions(argv, OPTIONS);
+  if (v === 'help') return v;
+  const d = digits(v.digits, '--digits') ?? { positive: [3], negative: [8] };
+  const optName = choice(['adam', 'sgd'])(v.optimizer, '--optimizer') ?? 'adam';
+  const lr = positiveNumber(v.lr ?? v['learning-rate'], '--lr') ?? (optName === 'adam' ? 0.001 : 0.05);
+  const momentum = numeric('to be a number in [0, 1]', (n) => n >= 0 && n <= 1)(v.momentum, '--momentum') ?? 0.9;
+  if (optName === 'adam' && (v.momentum !== undefined || v.nesterov)) throw new UsageError('--momentum and --nesterov are sgd options; received them with --optimizer adam');
   const tag = `${d.positive.join('+')}v${d.negative === 'rest' ? 'rest' : d.negative.join('+')}`;
   return {
     ...d,
-    epochs: int(s('epochs'), 'epochs', 10),
-    batchSize: int(s('batch-size'), 'batch-size', 32),
-    method,
-    optimizer,
-    seed: int(s('seed'), 'seed', 0, 0),
-    split: s('split') === undefined ? null : intList(s('split')!, 'split'),
-    validationSplit: num(s('validation-split'), 'validation-split', 0.1, (n) => n >= 0 && n < 1, 'in [0, 1)'),
-    testFraction: num(s('test-fraction'), 'test-fraction', 0.2, (n) => n > 0 && n < 1, 'in (0, 1)'),
-    limit: s('limit') === undefined ? undefined : int(s('limit'), 'limit', 0, 2),
-    filters: filters as [number, number, number],
-    units: int(s('units'), 'units', 64),
-    dtype,
-    out: s('out') ?? `out/mnist-${tag}.model.json`,
-    plot: s('plot') ?? `out/mnist-${tag}.svg`,
-    progress: !values['no-progress'],
+    epochs: positiveInt(v.epochs, '--epochs') ?? 10,
+    batchSize: positiveInt(v['batch-size'], '--batch-size') ?? 32,
+    method: choice(['vjp', 'jacobian'])(v.method, '--method') ?? 'vjp',
+    optimizer: optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: v.nesterov === true },
+    seed: nonNegativeInt(v.seed, '--seed') ?? 0,
+    split: splitPoints(v.split, '--split') ?? null,
+    validationSplit: numeric('to be a number in [0, 1)', (n) => n >= 0 && n < 1)(v['validation-split'], '--validation-split') ?? 0.1,
+    testFraction: numeric('to be a number in (0, 1)', (n) => n > 0 && n < 1)(v['test-fraction'], '--test-fraction') ?? 0.2,
+    limit: integer(2)(v.limit, '--limit'),
+    filters: filters(v.filters, '--filters') ?? [32, 32, 64],
+    units: positiveInt(v.units, '--units') ?? 64,
+    dtype: dtype(v.dtype, '--dtype') ?? 'float64',
+    out: v.out ?? `out/mnist-${tag}.model.json`,
+    plot: v.plot ?? `out/mnist-${tag}.svg`,
+    progress: !v['no-progress'],
   };
 }
 
 /** Runs the command; returns the exit code (0 trained, 1 stopped on a non-finite loss, 2 bad options). */
 export async function run(argv: string[]): Promise<number> {
-  let o: Options | 'help';
-  try {
-    o = parse(argv);
-  } catch (e) {
-    if (e instanceof JacobianChainError) {
-      console.error(`${e.message}\nrun "jacobian-chain train --help" for the options`);
-      return 2;
-    }
-    throw e;
-  }
-  if (o === 'help') {
-    console.log(HELP);
-    return 0;
-  }
+  const o = parseCommand('train', HELP, () => parse(argv));
+  if (typeof o === 'number') return o;
   const opts = o;
   const t0 = performance.now();
 
@@ -208,11 +157,7 @@ export async function run(argv: string[]): Promise<number> {
     const stages = model.split(split);
     setup = { data, model, split, stages };
   } catch (e) {
-    if (e instanceof JacobianChainError) {
-      console.error(`train: ${e.message}`);
-      return 2;
-    }
-    throw e;
+    return refuse('train', e);
   }
   const { data, model, split, stages } = setup;
   const label = `${data.positive.join('+')} (1) vs ${opts.negative === 'rest' ? 'the rest' : data.negative.join('+')} (0)`;
@@ -254,15 +199,11 @@ export async function run(argv: string[]): Promise<number> {
     });
   } catch (e) {
     bar?.stop();
-    if (e instanceof JacobianChainError) {
-      console.error(`train: ${e.message}`);
-      return 2;
-    }
-    throw e;
+    return refuse('train', e);
   }
   if (result.stopped) {
     bar?.stop();
-    console.error(`train: ${result.stopped.message}`);
+    console.error(`jacobian-chain train: ${result.stopped.message}`);
   }
   const test = evaluate(model, data.test, 'binary_crossentropy');
   const seconds = (performance.now() - t0) / 1000;

@@ -6,7 +6,7 @@
 import { type ActivationName, activationForward, activationJvp, activationName, activationVjp } from '../activations.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, checkKeys, pair, padding, windowAxis } from './layer.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, type WindowRanges, checkKeys, pair, padding, windowRanges } from './layer.js';
 
 /** Keras config of {@link Conv2D}. */
 export interface Conv2DConfig {
@@ -30,36 +30,6 @@ export interface Conv2DSaved {
   x: Tensor;
   /** The output after the activation, `[B, Ho, Wo, Cout]`. */
   y: Tensor;
-}
-
-/**
- * The windows of one spatial axis, hoisted out of the hot loops: output position `o` reads input
- * positions `start[o] + k` for kernel taps `k` in `[lo[o], hi[o])`, the taps that land inside the
- * input. The others fall in the padding: patch gathers leave them zero and the tangent loops skip them.
- */
-export interface WindowRanges {
-  /** Output extent. */
-  out: number;
-  /** `o · stride − padBefore`: the input position of tap 0 (negative inside the leading pad). */
-  start: Int32Array;
-  /** First tap inside the input. */
-  lo: Int32Array;
-  /** One past the last tap inside the input. */
-  hi: Int32Array;
-}
-
-/** Valid tap ranges of every window along an axis of extent `n`, window `k`, stride `s` (TensorFlow's padding rule via {@link windowAxis}). */
-export function windowRanges(n: number, k: number, s: number, pad: Padding, layer: string): WindowRanges {
-  const { out, before } = windowAxis(n, k, s, pad, layer);
-  const start = new Int32Array(out);
-  const lo = new Int32Array(out);
-  const hi = new Int32Array(out);
-  for (let o = 0; o < out; o++) {
-    start[o] = o * s - before;
-    lo[o] = Math.max(0, -start[o]);
-    hi[o] = Math.min(k, n - start[o]);
-  }
-  return { out, start, lo, hi };
 }
 
 /** Everything the loops index by, derived once per call from the input shape. */
@@ -160,48 +130,13 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const nPix = B * rows.out * cols.out;
     const chunk = chunkPixels(K);
     const P = new Float64Array(chunk * K);
+    // A float32 layer's chunks go through a float64 buffer: rowsTimesTransposed sees one element type and stays monomorphic.
+    const z = yd instanceof Float64Array ? yd : new Float64Array(chunk * Cout);
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
-      gatherPatches(xc.data, g, p0, n, P);
-      for (let p = 0; p < n; p++) {
-        const pr = p * K;
-        const yo = (p0 + p) * Cout;
-        let co = 0;
-        // Four output channels at once: four accumulators stay in registers and each patch value is loaded once for four multiply-adds.
-        for (; co + 4 <= Cout; co += 4) {
-          const w0 = co * K;
-          const w1 = w0 + K;
-          const w2 = w1 + K;
-          const w3 = w2 + K;
-          let a0 = 0;
-          let a1 = 0;
-          let a2 = 0;
-          let a3 = 0;
-          for (let q = 0; q < K; q++) {
-            const v = P[pr + q];
-            a0 += v * Wt[w0 + q];
-            a1 += v * Wt[w1 + q];
-            a2 += v * Wt[w2 + q];
-            a3 += v * Wt[w3 + q];
-          }
-          if (bias) {
-            a0 += bias[co];
-            a1 += bias[co + 1];
-            a2 += bias[co + 2];
-            a3 += bias[co + 3];
-          }
-          yd[yo + co] = a0;
-          yd[yo + co + 1] = a1;
-          yd[yo + co + 2] = a2;
-          yd[yo + co + 3] = a3;
-        }
-        for (; co < Cout; co++) {
-          const w0 = co * K;
-          let a = 0;
-          for (let q = 0; q < K; q++) a += P[pr + q] * Wt[w0 + q];
-          yd[yo + co] = bias ? a + bias[co] : a;
-        }
-      }
+      movePatches('gather', xc.data, g, p0, n, P);
+      rowsTimesTransposed(P, 0, n, K, Wt, Cout, bias, z, z === yd ? p0 * Cout : 0);
+      if (z !== yd) yd.set(z.subarray(0, n * Cout), p0 * Cout);
     }
     activationForward(this.activation, yd, yd, y.size, Cout);
     return { y, saved: { x: xc, y } };
@@ -213,84 +148,19 @@ export class Conv2D extends Layer<Conv2DSaved> {
    */
   jvp(saved: Conv2DSaved, { dx, dParams, T }: Tangents): Tensor {
     const { x, y } = saved;
-    const { B, H, W, Cin, Cout, kh, kw, rows, cols } = this.geometry(x.shape);
+    const g = this.geometry(x.shape);
+    const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
     const nOut = B * rows.out * cols.out * Cout;
     const dz = zeros([B, rows.out, cols.out, Cout, T], dtypeOf(x));
     const d = dz.data;
-    const kStride = Cin * Cout;
     if (dx) {
       assertShape(dx, [B, H, W, Cin, T], `${this.describe()} jvp dx`);
-      const Wk = this.kernelData(Cin);
-      const dxd = contiguous(dx).data;
-      // Jacobian seeds are basis directions: each input's tangent row is zero but for at most one t, so visiting only each row's nonzero span makes a block cost its T seeded columns, not T times the image.
-      const span = tangentSupport(dxd, B * H * W * Cin, T);
-      for (let b = 0; b < B; b++) {
-        for (let oh = 0; oh < rows.out; oh++) {
-          const ih0 = rows.start[oh];
-          for (let ow = 0; ow < cols.out; ow++) {
-            const iw0 = cols.start[ow];
-            const yo = ((b * rows.out + oh) * cols.out + ow) * Cout;
-            for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
-              const xRow = ((b * H + ih0 + i) * W + iw0) * Cin;
-              const wRow = i * kw * kStride;
-              for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) {
-                const xo = xRow + j * Cin;
-                const wo = wRow + j * kStride;
-                for (let ci = 0; ci < Cin; ci++) {
-                  const t0 = span.lo[xo + ci];
-                  const t1 = span.hi[xo + ci];
-                  if (t0 === t1) continue;
-                  const src = (xo + ci) * T;
-                  const wc = wo + ci * Cout;
-                  for (let co = 0; co < Cout; co++) {
-                    const w = Wk[wc + co];
-                    if (w === 0) continue;
-                    const dst = (yo + co) * T;
-                    for (let t = t0; t < t1; t++) d[dst + t] += w * dxd[src + t];
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
+      addTangentTerm('input', g, this.kernelData(Cin), contiguous(dx).data, T, d);
     }
     const dW = dParams?.[0];
     if (dW) {
       assertShape(dW, [kh, kw, Cin, Cout, T], `${this.describe()} jvp dKernel`);
-      const dWd = contiguous(dW).data;
-      const span = tangentSupport(dWd, kh * kw * kStride, T);
-      const xd = x.data;
-      for (let b = 0; b < B; b++) {
-        for (let oh = 0; oh < rows.out; oh++) {
-          const ih0 = rows.start[oh];
-          for (let ow = 0; ow < cols.out; ow++) {
-            const iw0 = cols.start[ow];
-            const yo = ((b * rows.out + oh) * cols.out + ow) * Cout;
-            for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
-              const xRow = ((b * H + ih0 + i) * W + iw0) * Cin;
-              const wRow = i * kw * kStride;
-              for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) {
-                const xo = xRow + j * Cin;
-                const wo = wRow + j * kStride;
-                for (let ci = 0; ci < Cin; ci++) {
-                  const xv = xd[xo + ci];
-                  if (xv === 0) continue;
-                  const wc = wo + ci * Cout;
-                  for (let co = 0; co < Cout; co++) {
-                    const t0 = span.lo[wc + co];
-                    const t1 = span.hi[wc + co];
-                    if (t0 === t1) continue;
-                    const src = (wc + co) * T;
-                    const dst = (yo + co) * T;
-                    for (let t = t0; t < t1; t++) d[dst + t] += xv * dWd[src + t];
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
+      addTangentTerm('kernel', g, x.data, contiguous(dW).data, T, d);
     }
     const db = this.useBias ? dParams?.[1] : null;
     if (db) {
@@ -318,7 +188,9 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const nOut = nPix * Cout;
     const dz = new Float64Array(nOut);
     activationVjp(this.activation, y.data, contiguous(dy).data, dz, nOut, Cout);
-    const Wk = this.kernelData(Cin);
+    const kernel = this.kernelData(Cin);
+    // As in forward: rowsTimesTransposed sees float64 operands only.
+    const Wk = kernel instanceof Float64Array ? kernel : Float64Array.from(kernel);
     const dx = zeros([B, H, W, Cin], dtypeOf(x));
     // Summed over every window of the batch: float64 keeps a float32 layer's gradient accurate.
     const dWacc = new Float64Array(K * Cout);
@@ -327,41 +199,10 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const dP = new Float64Array(chunk * K);
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
-      gatherPatches(x.data, g, p0, n, P);
+      movePatches('gather', x.data, g, p0, n, P);
       // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window.
-      for (let p = 0; p < n; p++) {
-        const zo = (p0 + p) * Cout;
-        const pr = p * K;
-        let q = 0;
-        for (; q + 4 <= K; q += 4) {
-          const w0 = q * Cout;
-          const w1 = w0 + Cout;
-          const w2 = w1 + Cout;
-          const w3 = w2 + Cout;
-          let a0 = 0;
-          let a1 = 0;
-          let a2 = 0;
-          let a3 = 0;
-          for (let co = 0; co < Cout; co++) {
-            const v = dz[zo + co];
-            a0 += v * Wk[w0 + co];
-            a1 += v * Wk[w1 + co];
-            a2 += v * Wk[w2 + co];
-            a3 += v * Wk[w3 + co];
-          }
-          dP[pr + q] = a0;
-          dP[pr + q + 1] = a1;
-          dP[pr + q + 2] = a2;
-          dP[pr + q + 3] = a3;
-        }
-        for (; q < K; q++) {
-          const w0 = q * Cout;
-          let a = 0;
-          for (let co = 0; co < Cout; co++) a += dz[zo + co] * Wk[w0 + co];
-          dP[pr + q] = a;
-        }
-      }
-      scatterPatches(dP, g, p0, n, dx.data);
+      rowsTimesTransposed(dz, p0 * Cout, n, Cout, Wk, K, null, dP, 0);
+      movePatches('scatter', dx.data, g, p0, n, dP);
       // dW += Pᵀ dz, four output channels at a time over the chunk's pixels.
       for (let q = 0; q < K; q++) {
         let co = 0;
@@ -448,16 +289,66 @@ function chunkPixels(K: number): number {
 }
 
 /**
- * Writes the input windows of the `n` output pixels `p0 .. p0 + n` (flat over `[B, Ho, Wo]`) as
- * rows of `P` (`[n, kh·kw·cin]`, row-major over `(i, j, ci)` like the kernel's first axes); taps
- * in the padding are left zero.
+ * `C[c0 + i·m + j] = Σ_t A[a0 + i·k + t] · B[j·k + t] (+ bias[j])` for `i < n`, `j < m`: `n` rows of
+ * `A` times the transpose of `B` (`[m, k]`), both read along contiguous rows. Forward's `P Wᵀ` (the
+ * kernel pre-transposed) and the VJP's `dz Wᵀ` (the kernel as stored) are both this product.
  */
-function gatherPatches(xd: Data, g: Geometry, p0: number, n: number, P: Float64Array): void {
+function rowsTimesTransposed(A: Float64Array, a0: number, n: number, k: number, B: Float64Array, m: number, bias: Data | null, C: Float64Array, c0: number): void {
+  for (let i = 0; i < n; i++) {
+    const ar = a0 + i * k;
+    const cr = c0 + i * m;
+    let j = 0;
+    // Four columns at once: four accumulators stay in registers and each value of A is loaded once for four multiply-adds.
+    for (; j + 4 <= m; j += 4) {
+      const b0 = j * k;
+      const b1 = b0 + k;
+      const b2 = b1 + k;
+      const b3 = b2 + k;
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      for (let t = 0; t < k; t++) {
+        const v = A[ar + t];
+        s0 += v * B[b0 + t];
+        s1 += v * B[b1 + t];
+        s2 += v * B[b2 + t];
+        s3 += v * B[b3 + t];
+      }
+      if (bias) {
+        s0 += bias[j];
+        s1 += bias[j + 1];
+        s2 += bias[j + 2];
+        s3 += bias[j + 3];
+      }
+      C[cr + j] = s0;
+      C[cr + j + 1] = s1;
+      C[cr + j + 2] = s2;
+      C[cr + j + 3] = s3;
+    }
+    for (; j < m; j++) {
+      const b0 = j * k;
+      let s = 0;
+      for (let t = 0; t < k; t++) s += A[ar + t] * B[b0 + t];
+      C[cr + j] = bias ? s + bias[j] : s;
+    }
+  }
+}
+
+/**
+ * Moves the input windows of the `n` output pixels `p0 .. p0 + n` (flat over `[B, Ho, Wo]`)
+ * between the image `xd` (`[B, H, W, Cin]`) and the rows of `P` (`[n, kh·kw·cin]`, row-major over
+ * `(i, j, ci)` like the kernel's first axes). `'gather'` copies each window into its row, taps in
+ * the padding left zero; `'scatter'`, its transpose, adds each row back onto its window, taps in
+ * the padding dropped.
+ */
+function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0: number, n: number, P: Float64Array): void {
   const { H, W, Cin, kh, kw, rows, cols } = g;
   const K = kh * kw * Cin;
   const rowLen = kw * Cin;
   const perImage = rows.out * cols.out;
-  P.fill(0, 0, n * K);
+  const gather = direction === 'gather';
+  if (gather) P.fill(0, 0, n * K);
   let b = Math.floor(p0 / perImage);
   let oh = Math.floor((p0 - b * perImage) / cols.out);
   let ow = p0 - b * perImage - oh * cols.out;
@@ -467,9 +358,10 @@ function gatherPatches(xd: Data, g: Geometry, p0: number, n: number, P: Float64A
     const q0 = cols.lo[ow] * Cin;
     const q1 = cols.hi[ow] * Cin;
     for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
-      const src = ((b * H + ih0 + i) * W + iw0) * Cin;
-      const dst = p * K + i * rowLen;
-      for (let q = q0; q < q1; q++) P[dst + q] = xd[src + q];
+      const xo = ((b * H + ih0 + i) * W + iw0) * Cin;
+      const po = p * K + i * rowLen;
+      if (gather) for (let q = q0; q < q1; q++) P[po + q] = xd[xo + q];
+      else for (let q = q0; q < q1; q++) xd[xo + q] += P[po + q];
     }
     if (++ow === cols.out) {
       ow = 0;
@@ -481,30 +373,58 @@ function gatherPatches(xd: Data, g: Geometry, p0: number, n: number, P: Float64A
   }
 }
 
-/** The transpose of {@link gatherPatches}: adds each row of `dP` back onto its window of `dx` (taps in the padding are dropped). */
-function scatterPatches(dP: Float64Array, g: Geometry, p0: number, n: number, dx: Data): void {
-  const { H, W, Cin, kh, kw, rows, cols } = g;
-  const K = kh * kw * Cin;
-  const rowLen = kw * Cin;
-  const perImage = rows.out * cols.out;
-  let b = Math.floor(p0 / perImage);
-  let oh = Math.floor((p0 - b * perImage) / cols.out);
-  let ow = p0 - b * perImage - oh * cols.out;
-  for (let p = 0; p < n; p++) {
-    const ih0 = rows.start[oh];
-    const iw0 = cols.start[ow];
-    const q0 = cols.lo[ow] * Cin;
-    const q1 = cols.hi[ow] * Cin;
-    for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
-      const dst = ((b * H + ih0 + i) * W + iw0) * Cin;
-      const src = p * K + i * rowLen;
-      for (let q = q0; q < q1; q++) dx[dst + q] += dP[src + q];
-    }
-    if (++ow === cols.out) {
-      ow = 0;
-      if (++oh === rows.out) {
-        oh = 0;
-        b++;
+/**
+ * Adds one term of the dual-number rule to `d` (`[B, Ho, Wo, Cout, T]`): `conv(dx, W)` when
+ * `wrt = 'input'` (`primal` the kernel, `tangent` dx `[B, H, W, Cin, T]`), `conv(x, dW)` when
+ * `'kernel'` (`primal` the input, `tangent` dW `[kh, kw, Cin, Cout, T]`). Both walk every tap of
+ * every window and skip the tangent's zero rows and the primal's zero values.
+ */
+function addTangentTerm(wrt: 'input' | 'kernel', g: Geometry, primal: Data, tangent: Data, T: number, d: Data): void {
+  const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
+  const kStride = Cin * Cout;
+  const byInput = wrt === 'input';
+  // Jacobian seeds are basis directions: each tangent row is zero but for at most one t, so visiting only each row's nonzero span makes a block cost its T seeded columns, not T times the image.
+  const span = tangentSupport(tangent, byInput ? B * H * W * Cin : kh * kw * kStride, T);
+  for (let b = 0; b < B; b++) {
+    for (let oh = 0; oh < rows.out; oh++) {
+      const ih0 = rows.start[oh];
+      for (let ow = 0; ow < cols.out; ow++) {
+        const iw0 = cols.start[ow];
+        const yo = ((b * rows.out + oh) * cols.out + ow) * Cout;
+        for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
+          const xRow = ((b * H + ih0 + i) * W + iw0) * Cin;
+          const wRow = i * kw * kStride;
+          for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) {
+            const xo = xRow + j * Cin;
+            const wo = wRow + j * kStride;
+            for (let ci = 0; ci < Cin; ci++) {
+              const wc = wo + ci * Cout;
+              if (byInput) {
+                const t0 = span.lo[xo + ci];
+                const t1 = span.hi[xo + ci];
+                if (t0 === t1) continue;
+                const src = (xo + ci) * T;
+                for (let co = 0; co < Cout; co++) {
+                  const w = primal[wc + co];
+                  if (w === 0) continue;
+                  const dst = (yo + co) * T;
+                  for (let t = t0; t < t1; t++) d[dst + t] += w * tangent[src + t];
+                }
+              } else {
+                const xv = primal[xo + ci];
+                if (xv === 0) continue;
+                for (let co = 0; co < Cout; co++) {
+                  const t0 = span.lo[wc + co];
+                  const t1 = span.hi[wc + co];
+                  if (t0 === t1) continue;
+                  const src = (wc + co) * T;
+                  const dst = (yo + co) * T;
+                  for (let t = t0; t < t1; t++) d[dst + t] += xv * tangent[src + t];
+                }
+              }
+            }
+          }
+        }
       }
     }
   }

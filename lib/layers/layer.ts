@@ -235,6 +235,36 @@ export function windowAxis(n: number, k: number, s: number, pad: Padding, layer:
 }
 
 /**
+ * The windows of one spatial axis, hoisted out of the hot loops: output position `o` reads input
+ * positions `start[o] + k` for kernel taps `k` in `[lo[o], hi[o])`, the taps that land inside the
+ * input. The others fall in the padding: patch gathers leave them zero and the tangent loops skip them.
+ */
+export interface WindowRanges {
+  /** Output extent. */
+  out: number;
+  /** `o · stride − padBefore`: the input position of tap 0 (negative inside the leading pad). */
+  start: Int32Array;
+  /** First tap inside the input. */
+  lo: Int32Array;
+  /** One past the last tap inside the input. */
+  hi: Int32Array;
+}
+
+/** Valid tap ranges of every window along an axis of extent `n`, window `k`, stride `s` (TensorFlow's padding rule via {@link windowAxis}). */
+export function windowRanges(n: number, k: number, s: number, pad: Padding, layer: string): WindowRanges {
+  const { out, before } = windowAxis(n, k, s, pad, layer);
+  const start = new Int32Array(out);
+  const lo = new Int32Array(out);
+  const hi = new Int32Array(out);
+  for (let o = 0; o < out; o++) {
+    start[o] = o * s - before;
+    lo[o] = Math.max(0, -start[o]);
+    hi[o] = Math.min(k, n - start[o]);
+  }
+  return { out, start, lo, hi };
+}
+
+/**
  * Throws if a config has keys the layer does not know: a typo must not be silently ignored.
  * Keys that Keras writes into every saved model (`data_format`, `dilation_rate`, initializers,
  * regularizers, constraints...) are accepted when they hold the value this library implements,

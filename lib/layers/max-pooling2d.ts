@@ -5,8 +5,7 @@
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
-import { windowRanges } from './conv2d.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, checkKeys, pair, padding } from './layer.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, checkKeys, pair, padding, windowRanges } from './layer.js';
 
 /** Keras config of {@link MaxPooling2D}. */
 export interface MaxPooling2DConfig {

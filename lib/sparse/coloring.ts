@@ -100,7 +100,12 @@ export function kronRowColouring(k: KronPattern): Colouring {
  * Checks that no row of `p` holds two columns of one colour.
  * @returns the first offending `(row, colour)`, or null when the colouring is valid.
  */
-export function findColouringConflict(p: SparsityPattern, c: Colouring): { row: number; colour: number } | null {
+export function findColouringConflict(p: SparsityPattern, c: Colouring): {
+  /** The row holding two columns of one colour. */
+  row: number;
+  /** That colour. */
+  colour: number
+} | null {
   const seen = new Int32Array(c.count).fill(-1);
   for (let r = 0; r < p.rows; r++) {
     for (let k = p.rowPtr[r]; k < p.rowPtr[r + 1]; k++) {

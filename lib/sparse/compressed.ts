@@ -124,6 +124,27 @@ function gatherEntries(p: SparsityPattern, comp: Float64Array, base: number, C: 
   }
 }
 
+/** Checks what both compressed modes are given (a finite batch `x` of `f`'s input, a `wrt` that names the input or a parameter) and derives the sizes they use. */
+function checkArgs<S>(name: string, f: Differentiable<S>, x: Tensor, wrt: 'input' | number): { B: number; dtype: DType; colShape: readonly number[]; nCols: number; nOut: number } {
+  assertShape(x, [null, ...f.inputShape], `${name} x`);
+  assertFinite(x, `${name} x`);
+  if (wrt !== 'input' && !f.params[wrt]) throw new ShapeError(`${name}: expected wrt to be 'input' or a parameter index in 0..${f.params.length - 1}, received ${wrt}`);
+  const colShape = wrt === 'input' ? f.inputShape : f.params[wrt].value.shape;
+  return { B: x.shape[0], dtype: dtypeOf(x), colShape, nCols: sizeOf(colShape), nOut: sizeOf(f.outputShape) };
+}
+
+/** The indices a colouring colours, bucketed by colour (a counting sort): colour `c`'s are `byColour[start[c] .. start[c + 1])`, ascending. */
+function bucketByColour(col: Colouring): { start: Int32Array; byColour: Int32Array } {
+  const n = col.colours.length;
+  const start = new Int32Array(col.count + 1);
+  for (let j = 0; j < n; j++) start[col.colours[j] + 1]++;
+  for (let c = 0; c < col.count; c++) start[c + 1] += start[c];
+  const byColour = new Int32Array(n);
+  const fill = start.slice(0, col.count);
+  for (let j = 0; j < n; j++) byColour[fill[col.colours[j]]++] = j;
+  return { start, byColour };
+}
+
 /** Builds the CSR of a pattern with values, dropping exact zeros when asked. */
 function toCsr(p: SparsityPattern, vals: Float64Array, dtype: DType, dropZeros: boolean): CsrMatrix {
   if (!dropZeros) {
@@ -158,15 +179,8 @@ function toCsr(p: SparsityPattern, vals: Float64Array, dtype: DType, dropZeros: 
  * const J = compressedForward(conv, x, { pattern: P, colouring: kronColumnColouring(layerInputKron(conv)) }); // 27 colours, not 12 288
  */
 export function compressedForward<S>(f: Differentiable<S>, x: Tensor, opts: CompressedOptions<S> = {}): SparseJacobian {
-  assertShape(x, [null, ...f.inputShape], 'compressedForward x');
-  assertFinite(x, 'compressedForward x');
-  const B = x.shape[0];
-  const dtype = dtypeOf(x);
   const wrt = opts.wrt ?? 'input';
-  if (wrt !== 'input' && !f.params[wrt]) throw new ShapeError(`compressedForward: expected wrt to be 'input' or a parameter index in 0..${f.params.length - 1}, received ${wrt}`);
-  const colShape = wrt === 'input' ? f.inputShape : f.params[wrt].value.shape;
-  const nCols = sizeOf(colShape);
-  const nOut = sizeOf(f.outputShape);
+  const { B, dtype, colShape, nCols, nOut } = checkArgs('compressedForward', f, x, wrt);
   const nIn = sizeOf(f.inputShape);
   const pats = patternsFor(opts, B, nOut, nCols);
   const col = opts.colouring ?? (opts.pattern ? greedyColumnColouring(SparsityPattern.union(distinct(pats))) : trivialColouring(nCols));
@@ -175,12 +189,7 @@ export function compressedForward<S>(f: Differentiable<S>, x: Tensor, opts: Comp
   const fwd = opts.forward ?? f.forward(x, opts);
   const T = blockWidthFor(C, bytesPerTangent(f, B, dtype, wrt), opts.blockBytes, opts.tangents);
   // Columns bucketed by colour, so that seeding a block touches only its columns.
-  const start = new Int32Array(C + 1);
-  for (let j = 0; j < nCols; j++) start[col.colours[j] + 1]++;
-  for (let c = 0; c < C; c++) start[c + 1] += start[c];
-  const byColour = new Int32Array(nCols);
-  const fill = start.slice(0, C);
-  for (let j = 0; j < nCols; j++) byColour[fill[col.colours[j]]++] = j;
+  const { start, byColour } = bucketByColour(col);
 
   // The compressed Jacobian (every colour of every row) is about the size of the pattern: keep it whole when it fits, and decompress each entry by one lookup;
   // otherwise decompress block by block with a cursor per row over the row's entries in colour order.
@@ -266,15 +275,8 @@ export function compressedForward<S>(f: Differentiable<S>, x: Tensor, opts: Comp
  * const J = compressedReverse(head, x, { pattern: SparsityPattern.full(1, 256) }); // one VJP, not 256 JVP columns
  */
 export function compressedReverse<S>(f: Differentiable<S>, x: Tensor, opts: CompressedOptions<S> = {}): SparseJacobian {
-  assertShape(x, [null, ...f.inputShape], 'compressedReverse x');
-  assertFinite(x, 'compressedReverse x');
-  const B = x.shape[0];
-  const dtype = dtypeOf(x);
   const wrt = opts.wrt ?? 'input';
-  if (wrt !== 'input' && !f.params[wrt]) throw new ShapeError(`compressedReverse: expected wrt to be 'input' or a parameter index in 0..${f.params.length - 1}, received ${wrt}`);
-  const colShape = wrt === 'input' ? f.inputShape : f.params[wrt].value.shape;
-  const nCols = sizeOf(colShape);
-  const nOut = sizeOf(f.outputShape);
+  const { B, dtype, colShape, nCols, nOut } = checkArgs('compressedReverse', f, x, wrt);
   const pats = patternsFor(opts, B, nOut, nCols);
   // W.r.t. a parameter the cotangents of all samples sum into one gradient: colour the B·|out| rows together.
   const stackedRows = wrt === 'input' ? nOut : B * nOut;
@@ -287,12 +289,7 @@ export function compressedReverse<S>(f: Differentiable<S>, x: Tensor, opts: Comp
   if (col.colours.length !== stackedRows) throw new ShapeError(`compressedReverse: expected a colouring of ${stackedRows} rows, received ${col.colours.length}`);
   const C = col.count;
   const fwd = opts.forward ?? f.forward(x, opts);
-  const start = new Int32Array(C + 1);
-  for (let r = 0; r < stackedRows; r++) start[col.colours[r] + 1]++;
-  for (let c = 0; c < C; c++) start[c + 1] += start[c];
-  const byColour = new Int32Array(stackedRows);
-  const fill = start.slice(0, C);
-  for (let r = 0; r < stackedRows; r++) byColour[fill[col.colours[r]]++] = r;
+  const { start, byColour } = bucketByColour(col);
   const vals = pats.map((p) => new Float64Array(p.nnz));
   const dy = zeros([B, ...f.outputShape], dtype);
   for (let c = 0; c < C; c++) {

@@ -73,7 +73,7 @@ export class CsrMatrix {
 
   /**
    * Sorts the columns of every row in place (values follow). Rows built by accumulation come out
-   * in visiting order; a sorted copy is what {@link CsrMatrix.equalStructure} and printing expect.
+   * in visiting order; a sorted copy is what structure comparisons ({@link CsrMatrix.isSorted}) and printing expect.
    */
   sortRows(): this {
     const ci = this.colIdx;
@@ -195,7 +195,9 @@ export interface JacobianPlan {
 
 /** One engine's estimate, as the planner compared them. */
 export interface PlanCandidate {
+  /** `forward` (columns, by tangents) or `reverse` (rows, by cotangents). */
   mode: 'forward' | 'reverse';
+  /** `propagate` (sparse tangents layer by layer), `compressed` (coloured columns or rows) or `dense`. */
   engine: 'propagate' | 'compressed' | 'dense';
   /** Colours (0 for propagate). */
   colours: number;
@@ -228,6 +230,7 @@ export class SparseJacobian implements Jacobian {
     readonly inShape: readonly number[],
     /** `input`: columns belong to each sample's own input; `param`: to a parameter shared by the batch. */
     readonly wrt: Wrt,
+    /** Element type of the stored values. */
     readonly dtype: DType = 'float64',
     /** What it differentiates, for reports: `w.r.t. input`, `w.r.t. kernel`. */
     readonly label = '',

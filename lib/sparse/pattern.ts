@@ -30,9 +30,13 @@ import { getMemoryBudget, guardBytes } from '../memory.js';
 /** A boolean sparse matrix in CSR form: row `r` may be non-zero at the columns `colIdx[rowPtr[r] .. rowPtr[r+1])` (strictly increasing). */
 export class SparsityPattern {
   constructor(
+    /** Number of rows (outputs). */
     readonly rows: number,
+    /** Number of columns (inputs). */
     readonly cols: number,
+    /** `rows + 1` offsets into `colIdx`: row `r` is `colIdx[rowPtr[r] .. rowPtr[r+1])`. */
     readonly rowPtr: Int32Array,
+    /** Column of each possibly non-zero entry, row by row, strictly increasing within a row. */
     readonly colIdx: Int32Array,
   ) {
     if (rowPtr.length !== rows + 1) throw new ShapeError(`SparsityPattern: expected rowPtr of length ${rows + 1}, received ${rowPtr.length}`);
@@ -239,7 +243,10 @@ export class SparsityPattern {
  * factors' row and column extents (factor 0 most significant, as row-major NHWC).
  */
 export class KronPattern {
-  constructor(readonly factors: readonly SparsityPattern[]) {
+  constructor(
+    /** The factors, most significant (outermost axis) first. */
+    readonly factors: readonly SparsityPattern[]
+  ) {
     if (factors.length === 0) throw new ShapeError('KronPattern: expected at least one factor, received none');
   }
 
@@ -253,10 +260,12 @@ export class KronPattern {
     return this.factors.map((f) => f.cols);
   }
 
+  /** Rows of the product: the product of the factors' rows. */
   get rows(): number {
     return this.factors.reduce((s, f) => s * f.rows, 1);
   }
 
+  /** Columns of the product: the product of the factors' columns. */
   get cols(): number {
     return this.factors.reduce((s, f) => s * f.cols, 1);
   }
@@ -308,7 +317,20 @@ export class KronPattern {
 }
 
 /** How a layer acts on one axis of its input: not at all, coupling everything, or through a small pattern. */
-export type AxisMap = { kind: 'identity' } | { kind: 'full'; rows: number } | { kind: 'matrix'; pattern: SparsityPattern };
+export type AxisMap = {
+  /** The axis passes through: output index = input index. */
+  kind: 'identity'
+} | {
+  /** Every output along the axis depends on every input along it. */
+  kind: 'full';
+  /** Output extent along the axis. */
+  rows: number
+} | {
+  /** Through a small pattern. */
+  kind: 'matrix';
+  /** Rows: output extent along the axis; columns: input extent. */
+  pattern: SparsityPattern
+};
 
 /** A layer's structural pattern w.r.t. its input, axis by axis. */
 export interface AxisStructure {
@@ -351,16 +373,27 @@ export const STRUCTURED_LAYERS = ['Conv2D', 'Dense', 'Activation', 'MaxPooling2D
 
 /** Fields of the known layer classes that the closed forms read (duck-typed, so this module never imports the layer classes). */
 export interface LayerLike extends Differentiable {
+  /** Keras class name (`Conv2D`, `Dense`, ...). */
   readonly className: string;
+  /** The layer's name, for errors. */
   readonly name: string;
+  /** Activation, for the layers that have one. */
   readonly activation?: string;
+  /** Conv2D window `[kh, kw]`. */
   readonly kernelSize?: [number, number];
+  /** MaxPooling2D window `[ph, pw]`. */
   readonly poolSize?: [number, number];
+  /** Window steps `[sh, sw]`. */
   readonly strides?: [number, number];
+  /** `'valid'` or `'same'`. */
   readonly padding?: Padding;
+  /** Conv2D output channels. */
   readonly filters?: number;
+  /** Dense output size. */
   readonly units?: number;
+  /** Whether the layer has a bias. */
   readonly useBias?: boolean;
+  /** `Conv2D "conv2d_1"`: how errors name the layer. */
   describe(): string;
 }
 
@@ -542,7 +575,12 @@ export function layerInputPattern(layer: LayerLike, budgetBytes?: number): Spars
 }
 
 /** Finds which layer (index in `layers`) and which of its parameters `p` is. */
-export function ownerOf(layers: readonly Layer[] | readonly LayerLike[], p: unknown): { layer: number; param: number } | null {
+export function ownerOf(layers: readonly Layer[] | readonly LayerLike[], p: unknown): {
+  /** Index of the layer in `layers`. */
+  layer: number;
+  /** Index of the parameter in that layer's `params`. */
+  param: number
+} | null {
   for (let i = 0; i < layers.length; i++) {
     const k = layers[i].params.findIndex((q) => q === p);
     if (k >= 0) return { layer: i, param: k };

@@ -27,7 +27,7 @@
 import { type ActivationName, activationJvp } from '../activations.js';
 import { ConfigError, ShapeError, fmtShape } from '../errors.js';
 import type { Differentiable, Forward, ForwardOptions } from '../layers/layer.js';
-import { windowAxis } from '../layers/layer.js';
+import { windowRanges } from '../layers/layer.js';
 import { type Data, type Tensor, allocData, assertFinite, assertShape, contiguous, dtypeOf, sizeOf, zeros } from '../tensor.js';
 import { kronColumnColouring } from './coloring.js';
 import { compressedForward } from './compressed.js';
@@ -50,9 +50,13 @@ export interface LocalJacobian {
 
 /** One layer of a recorded pass: the layer, what its forward saved, its input and output. */
 export interface LayerPass {
+  /** The layer. */
   layer: LayerLike;
+  /** What its forward pass saved (its `Saved`). */
   saved: unknown;
+  /** Its input `[B, ...in]`. */
   x: Tensor;
+  /** Its output `[B, ...out]`. */
   y: Tensor;
 }
 
@@ -82,20 +86,6 @@ export function activationDiagonal(act: ActivationName, y: Data, n: number, rowL
   return d;
 }
 
-/** Window geometry of one axis, as the layers index it. */
-function axis(n: number, k: number, s: number, pad: 'valid' | 'same', what: string): { out: number; start: Int32Array; lo: Int32Array; hi: Int32Array } {
-  const { out, before } = windowAxis(n, k, s, pad, what);
-  const start = new Int32Array(out);
-  const lo = new Int32Array(out);
-  const hi = new Int32Array(out);
-  for (let o = 0; o < out; o++) {
-    start[o] = o * s - before;
-    lo[o] = Math.max(0, -start[o]);
-    hi[o] = Math.min(k, n - start[o]);
-  }
-  return { out, start, lo, hi };
-}
-
 /** The saved `{x, y}` of Conv2D and Dense, checked. */
 function xy(p: LayerPass): { x: Data; y: Data } {
   const s = p.saved as { x?: Tensor; y?: Tensor };
@@ -114,8 +104,8 @@ export function convLocal(p: LayerPass, wrt: 'input' | 'kernel' | 'bias'): Local
   const [kh, kw] = L.kernelSize!;
   const [sh, sw] = L.strides!;
   const Cout = L.filters!;
-  const rA = axis(H, kh, sh, L.padding!, L.describe());
-  const cA = axis(W, kw, sw, L.padding!, L.describe());
+  const rA = windowRanges(H, kh, sh, L.padding!, L.describe());
+  const cA = windowRanges(W, kw, sw, L.padding!, L.describe());
   const Wk = L.params[0].value.data;
   const { x, y } = xy(p);
   const nOut = rA.out * cA.out * Cout;

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { ConfigError, MemoryBudgetError } from '../../lib/errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from '../../lib/helpers.js';
 import { DenseJacobian, jacobianWrtInput, jacobianWrtInputByVjp, jacobianWrtWeights } from '../../lib/jacobian.js';
@@ -6,28 +5,15 @@ import { Conv2D } from '../../lib/layers/conv2d.js';
 import { Dense } from '../../lib/layers/dense.js';
 import type { Differentiable } from '../../lib/layers/layer.js';
 import { lossByName } from '../../lib/losses.js';
-import { loadModel } from '../../lib/model-io.js';
 import { catsVsDogsCnn, splitAfterLastPooling } from '../../lib/models.js';
 import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
 import { planJacobian, sparseJacobianWrtInput, sparseJacobianWrtWeights } from '../../lib/sparse/auto.js';
 import { SparseJacobian } from '../../lib/sparse/csr.js';
-import { type Tensor, type TensorJSON, fromJSON, randomUniform } from '../../lib/tensor.js';
+import { type Tensor, fromJSON, randomUniform } from '../../lib/tensor.js';
+import { loadFixture } from '../helpers/fixtures.js';
 import { expect } from '../helpers/setup.js';
 import { expectSameJacobian, randomTensor } from './util.js';
-
-interface Fixture {
-  x: TensorJSON;
-  y: TensorJSON;
-  loss: string;
-  stages: number[][];
-  expected: {
-    stageBatchJacobianWrtInput: TensorJSON[];
-    stageJacobianWrtWeights: TensorJSON[][][];
-    dLoss_dStageOutput: TensorJSON[];
-    dLoss_dWeights: TensorJSON[][];
-  };
-}
 
 /** An opaque Differentiable: the same function, its structure hidden. */
 function opaque<S>(f: Differentiable<S>): Differentiable<S> {
@@ -38,17 +24,14 @@ describe('sparse/auto', () => {
   describe('golden fixtures (PyTorch and JAX, float64)', () => {
     for (const file of ['seed_reference.json', 'dense_mlp.json']) {
       it(`${file}: every stage's sparse Jacobians, by every engine, equal stageBatchJacobianWrtInput and stageJacobianWrtWeights to 1e-12; chained, they give dLoss_dWeights`, () => {
-        const text = readFileSync(new URL(`../fixtures/${file}`, import.meta.url), 'utf8');
-        const fx = JSON.parse(text) as Fixture;
-        const model = loadModel(text);
-        const stages = model.split(Sequential.pointsFromStages(fx.stages, model.layers.length));
-        let h = fromJSON(fx.x);
+        const { fx, model, stages, x: batch, y } = loadFixture(file);
+        let h = batch;
         const inputs: Tensor[] = [];
         for (const st of stages) {
           inputs.push(h);
           h = st.forward(h).y;
         }
-        const dLoss_dY = lossByName(fx.loss).gradient(fromJSON(fx.y), h);
+        const dLoss_dY = lossByName(fx.loss).gradient(y, h);
         expect(dLoss_dY).to.be.allclose(fromJSON(fx.expected.dLoss_dStageOutput[stages.length - 1]), { rtol: 1e-10, atol: 1e-14 });
         let g = dLoss_dY;
         let flat = 0;

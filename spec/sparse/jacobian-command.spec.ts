@@ -1,22 +1,9 @@
 import { run } from '../../bin/commands/jacobian.js';
+import { runCommand } from '../helpers/cli.js';
 import { expect } from '../helpers/setup.js';
 
 /** Runs the command with console output captured. */
-async function capture(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = console.log;
-  const error = console.error;
-  console.log = (...a: unknown[]) => void out.push(a.join(' '));
-  console.error = (...a: unknown[]) => void err.push(a.join(' '));
-  try {
-    const code = await run(argv);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
+const capture = (argv: string[]) => runCommand(run, argv);
 
 describe('bin/commands/jacobian (jacobian-chain jacobian)', () => {
   it('the cats-vs-dogs conv stage: prints shape, nnz, bytes, colours, time, and the chained gradient equal to the VJP gradient', async () => {
@@ -47,7 +34,7 @@ describe('bin/commands/jacobian (jacobian-chain jacobian)', () => {
   it('bad options: exit code 2 and a message quoting what was received', async () => {
     let r = await capture(['--mode', 'sideways']);
     expect(r.code).to.equal(2);
-    expect(r.err).to.match(/--mode: expected one of auto, forward, reverse, received "sideways"/);
+    expect(r.err).to.match(/expected --mode to be one of auto, forward, reverse, received "sideways"/);
     r = await capture(['--stage', '7']);
     expect(r.code).to.equal(2);
     expect(r.err).to.match(/--stage: expected a stage index in 0\.\.1, received 7/);
