@@ -132,7 +132,7 @@ export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: (Jaco
     // of the previous block are cleared: a full fill would stream the whole block through memory.
     if (c0 > 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) seed.data[(b * nIn + c0 - T + t) * T + t] = 0;
     for (let b = 0; b < B; b++) for (let t = 0; t < Tc; t++) seed.data[(b * nIn + c0 + t) * T + t] = 1;
-    const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T }));
+    const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T, rows: { lo: c0, hi: c0 + Tc } }));
     scatterColumns(dy, J.data, B * nOut, nIn, c0, Tc, T);
     opts.onProgress?.(c0 + Tc, nIn);
   }
@@ -171,7 +171,7 @@ export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (Ja
       const Tc = Math.min(T, nP - c0);
       if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
       for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
-      const dy = contiguous(f.jvp(fwd.saved, { dx: null, dParams, T }));
+      const dy = contiguous(f.jvp(fwd.saved, { dx: null, dParams, T, rows: { lo: c0, hi: c0 + Tc } }));
       scatterColumns(dy, J.data, B * nOut, nP, c0, Tc, T);
       done += Tc;
       opts.onProgress?.(done, allCols);

@@ -334,7 +334,7 @@ export class GradientTape {
           dParams = new Array<Tensor | null>(nSeg).fill(null);
           local.forEach((l, n) => (dParams![l] = t.dParams![n]));
         }
-        return seg.jvp(s, { dx: t.dx, dParams, T: t.T });
+        return seg.jvp(s, { dx: t.dx, dParams, T: t.T, rows: t.rows });
       },
       vjp(s: SequentialSaved, dy: Tensor): Cotangents {
         const ct = seg.vjp(s, dy);

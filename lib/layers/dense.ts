@@ -97,7 +97,7 @@ export class Dense extends Layer<DenseSaved> {
   }
 
   /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents. */
-  jvp(saved: DenseSaved, { dx, dParams, T }: Tangents): Tensor {
+  jvp(saved: DenseSaved, { dx, dParams, T, rows }: Tangents): Tensor {
     const { x, y } = saved;
     const [B, nIn] = x.shape;
     const nOut = this.units;
@@ -107,8 +107,11 @@ export class Dense extends Layer<DenseSaved> {
       assertShape(dx, [B, nIn, T], `${this.describe()} jvp dx`);
       const W = contiguous(this.params[0].value).data;
       const dxd = contiguous(dx).data;
+      // Rows of dx outside the caller's hint are zero: only inputs [i0, i1) contribute.
+      const i0 = rows ? Math.max(0, rows.lo) : 0;
+      const i1 = rows ? Math.min(nIn, rows.hi) : nIn;
       for (let b = 0; b < B; b++) {
-        for (let i = 0; i < nIn; i++) {
+        for (let i = i0; i < i1; i++) {
           const src = (b * nIn + i) * T;
           for (let o = 0; o < nOut; o++) {
             const w = W[i * nOut + o];
@@ -123,15 +126,17 @@ export class Dense extends Layer<DenseSaved> {
     if (dW) {
       const dWd = contiguous(dW).data;
       const xd = x.data;
+      // Flat kernel rows r = i·out + o outside the hint are zero; a Jacobian block then costs B·T·T, not B·in·out·T.
+      const r0 = rows ? Math.max(0, rows.lo) : 0;
+      const r1 = rows ? Math.min(nIn * nOut, rows.hi) : nIn * nOut;
       for (let b = 0; b < B; b++) {
-        for (let i = 0; i < nIn; i++) {
+        for (let r = r0; r < r1; r++) {
+          const i = Math.floor(r / nOut);
           const xi = xd[b * nIn + i];
           if (xi === 0) continue;
-          for (let o = 0; o < nOut; o++) {
-            const src = (i * nOut + o) * T;
-            const dst = (b * nOut + o) * T;
-            for (let t = 0; t < T; t++) d[dst + t] += xi * dWd[src + t];
-          }
+          const src = r * T;
+          const dst = (b * nOut + (r - i * nOut)) * T;
+          for (let t = 0; t < T; t++) d[dst + t] += xi * dWd[src + t];
         }
       }
     }

@@ -47,6 +47,13 @@ export interface Tangents {
   dParams: (Tensor | null)[] | null;
   /** How many tangents ride in this block. */
   T: number;
+  /**
+   * Optional promise from the caller: every non-null tangent of this block is zero outside rows
+   * `[lo, hi)` of its flattened index (per sample for `dx`). The Jacobian builders seed basis
+   * columns `c0..c0+T` and say so here, so that a layer may skip the zero rows; a layer that
+   * ignores it is still right.
+   */
+  rows?: { lo: number; hi: number };
 }
 
 /** What `vjp` returns: the cotangent of the input and of each parameter. */
