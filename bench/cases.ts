@@ -65,6 +65,8 @@ export interface BenchCase {
   dtype: DType;
   /** Training mode (Dropout masks); default false. */
   training?: boolean;
+  /** A memory budget of its own (bytes), instead of the run's. */
+  memoryBudget?: number;
   ops: OpName[];
 }
 
@@ -206,6 +208,8 @@ export function fullCases(): BenchCase[] {
   }
   cases.push(modelCase('seed-model-b3', 'seed reference model, 3 stages', { kind: 'seed' }, 3));
   for (const [side, B] of MEASURED_MODELS) cases.push(modelCase(`cnn${side}-model-b${B}`, `cats-vs-dogs CNN ${side}×${side}×3, 2 stages`, { kind: 'cnn', side, channels: 3 }, B));
+  // Over the budget: the explicit way is refused before allocating (its analytic bytes still reported); the VJP way runs.
+  cases.push(modelCase('cnn96-model-b8', 'cats-vs-dogs CNN 96×96×3, 2 stages', { kind: 'cnn', side: 96, channels: 3 }, 8));
   return cases;
 }
 
@@ -216,6 +220,8 @@ export function quickCases(): BenchCase[] {
     layerCase('conv2d-8-b2', 'Conv2D 8·3×3 relu on 8×8×3', 'Conv2D', { filters: 8, kernel_size: 3, activation: 'relu' }, [8, 8, 3], 2),
     layerCase('maxpool-8-b2', 'MaxPooling2D 2×2 on 8×8×8', 'MaxPooling2D', { pool_size: 2 }, [8, 8, 8], 2),
     stageCase('seed-stage0-b3', 'seed reference model, stage 0', { kind: 'seed', stage: 0 }, 3),
+    // A budget of 1 MiB: the 4.27 MiB Jacobian w.r.t. the input is refused before allocating, the VJP way runs.
+    { ...stageCase('seed-stage1-b3-1mib', 'seed reference model, stage 1, memory budget 1 MiB', { kind: 'seed', stage: 1 }, 3), memoryBudget: 1024 ** 2, ops: ['jacobianWrtInput', 'explicitChain', 'vjpChain'] },
     modelCase('seed-model-b3', 'seed reference model, 3 stages', { kind: 'seed' }, 3),
     // The smallest CNN the architecture takes; its explicit chain runs into the (quick) time cap, which is exercised too.
     { ...modelCase('cnn22-model-b1', 'cats-vs-dogs CNN 22×22×1, 2 stages', { kind: 'cnn', side: 22, channels: 1 }, 1), ops: ['forward', 'explicitChain', 'vjpChain', 'tfVjp'] },

@@ -15,6 +15,7 @@ import { upstreamGradientLossOut, upstreamGradientLossWeights } from '../lib/hel
 import { jacobianWrtInput, jacobianWrtWeights, tangentBlockWidth } from '../lib/jacobian.js';
 import { lossByName } from '../lib/losses.js';
 import { getMemoryBudget, guardBytes } from '../lib/memory.js';
+import { estimateMemory, guardExplicitWay } from '../lib/memory-report.js';
 import { Rng } from '../lib/rng.js';
 import type { SequentialForwardOptions } from '../lib/sequential.js';
 import { GradientTape } from '../lib/tape.js';
@@ -35,6 +36,8 @@ export interface ChildJob {
   tfTimeCapMs: number;
   /** Our Jacobian builds (and chains) stop after this long: the time is then a lower bound, with a linear extrapolation in columns beside it. */
   capMs: number;
+  /** The same for a split model's explicit chain (longer: its measured memory is a plotted point). */
+  chainCapMs: number;
   memoryBudget: number;
 }
 
@@ -246,6 +249,8 @@ async function prepare(op: OpName, c: BenchCase, b: BuiltCase, job: ChildJob): P
         return {
           clock,
           run: () => {
+            // The explicit way as a whole is refused over the budget before anything is recorded.
+            guardExplicitWay(estimateMemory(f, B, { dtype: c.dtype, training: c.training }), job.memoryBudget);
             const tape = new GradientTape(f);
             tape.forward(x, fo);
             const jo = { memoryBudget: job.memoryBudget, onProgress: clock.onProgress };
@@ -272,7 +277,7 @@ async function prepare(op: OpName, c: BenchCase, b: BuiltCase, job: ChildJob): P
   const stages = b.stages!;
   // Every column jacobianChain builds: each stage's weights, and the input of every stage but the first.
   const chainColumns = stages.reduce((a, st, s) => a + (s > 0 ? sizeOf(st.inputShape) : 0) + st.params.reduce((q, p) => q + p.value.size, 0), 0);
-  const clock = new ColumnClock(chainColumns, job.capMs);
+  const clock = new ColumnClock(chainColumns, job.chainCapMs);
   const chainOpts = { training: c.training ?? false, seed: 7, jacobian: { memoryBudget: job.memoryBudget, onProgress: clock.onProgress } };
   switch (op) {
     case 'forward':
@@ -285,7 +290,16 @@ async function prepare(op: OpName, c: BenchCase, b: BuiltCase, job: ChildJob): P
         isAsync: false,
       };
     case 'explicitChain':
-      return { run: () => jacobianChain(stages, x, b.yTrue, b.loss, chainOpts), isAsync: false, clock, info: { columns: chainColumns } };
+      return {
+        run: () => {
+          // Every Jacobian the chain will build, checked against the budget before the first is (jacobianChain's own guards check one build at a time).
+          guardExplicitWay(estimateMemory(stages, x.shape[0], { dtype: c.dtype, training: c.training }), job.memoryBudget);
+          return jacobianChain(stages, x, b.yTrue, b.loss, chainOpts);
+        },
+        isAsync: false,
+        clock,
+        info: { columns: chainColumns },
+      };
     case 'vjpChain':
       return { run: () => vjpChain(stages, x, b.yTrue, b.loss, chainOpts), isAsync: true };
     default: {

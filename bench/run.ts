@@ -1,7 +1,7 @@
 /**
- * The Jacobian-vs-VJP benchmark suite: `npm run bench` (full, ~15 minutes on 2 cores) or
- * `npm run bench:quick` (CI, under a minute). Options: `--out DIR` (default docs/bench),
- * `--only REGEX` (case ids).
+ * The Jacobian-vs-VJP benchmark suite: `npm run bench` (full, ~15 minutes on 2 cores, into
+ * docs/bench) or `npm run bench:quick` (CI, under a minute, into bench/results/tmp/quick, which git
+ * ignores). Options: `--out DIR`, `--only REGEX` (case ids).
  *
  * Every case runs in a child process of its own (bench/child.ts) so that its peak memory is its
  * own: per op, one measured run (peak RSS, heap), then benchmark.js timings; tfjs-core on its CPU
@@ -34,7 +34,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, out: join(root, 'docs', 'bench'), only: null };
+  const a: Args = { quick: false, out: '', only: null };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--quick') a.quick = true;
@@ -45,6 +45,8 @@ function parseArgs(argv: string[]): Args {
       process.exit(0);
     } else throw new Error(`bench: unknown argument ${JSON.stringify(k)}; expected --quick, --out DIR, --only REGEX`);
   }
+  // The committed results are the full run's; a quick run goes where git ignores it unless told otherwise.
+  a.out ||= a.quick ? join(root, 'bench', 'results', 'tmp', 'quick') : join(root, 'docs', 'bench');
   return a;
 }
 
@@ -68,6 +70,7 @@ function analyticOf(c: BenchCase): Analytic {
   if (b.single) {
     const [jx, ...jw] = js;
     ops.jacobianWrtInput = { bytes: jx.bytes, what: 'J w.r.t. input', shapes: [jx.shape], bytesPerElement: bpe, tangentBlockBytes: jx.tangentBlockBytes };
+    ops.writeJ = { bytes: jx.bytes, what: 'a J-sized buffer', shapes: [jx.shape], bytesPerElement: bpe };
     ops.jvpBlock = { bytes: jx.tangentBlockBytes, what: `one block of T = ${jx.tangents} tangents`, shapes: [], bytesPerElement: bpe };
     if (jw.length) {
       ops.jacobianWrtWeights = { bytes: jw.reduce((s, j) => s + j.bytes, 0), what: 'J w.r.t. each weight', shapes: jw.map((j) => j.shape), bytesPerElement: bpe, tangentBlockBytes: Math.max(...jw.map((j) => j.tangentBlockBytes)) };
@@ -124,8 +127,8 @@ async function main(): Promise<void> {
   let cases = args.quick ? quickCases() : fullCases();
   if (args.only) cases = cases.filter((c) => args.only!.test(c.id));
   const settings = args.quick
-    ? { maxTime: 0.05, minSamples: 2, heavyMs: 150, tfTimeCapMs: 200, capMs: 1_500, timeoutMs: 120_000 }
-    : { maxTime: 0.5, minSamples: 5, heavyMs: 1_500, tfTimeCapMs: 5_000, capMs: 20_000, timeoutMs: 900_000 };
+    ? { maxTime: 0.05, minSamples: 2, heavyMs: 150, tfTimeCapMs: 200, capMs: 1_500, chainCapMs: 1_500, timeoutMs: 120_000 }
+    : { maxTime: 0.5, minSamples: 5, heavyMs: 1_500, tfTimeCapMs: 5_000, capMs: 20_000, chainCapMs: 60_000, timeoutMs: 900_000 };
   const budget = getMemoryBudget();
   mkdirSync(args.out, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'jc-bench-'));
@@ -137,7 +140,7 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       console.log(`[${i + 1}/${cases.length}] ${c.id}: ${c.title}, batch ${c.batch}`);
       const outFile = join(work, `${c.id}.json`);
-      const job: ChildJob = { case: c, outFile, maxTime: settings.maxTime, minSamples: settings.minSamples, heavyMs: settings.heavyMs, tfTimeCapMs: settings.tfTimeCapMs, capMs: settings.capMs, memoryBudget: budget };
+      const job: ChildJob = { case: c, outFile, maxTime: settings.maxTime, minSamples: settings.minSamples, heavyMs: settings.heavyMs, tfTimeCapMs: settings.tfTimeCapMs, capMs: settings.capMs, chainCapMs: settings.chainCapMs, memoryBudget: c.memoryBudget ?? budget };
       const { code, stderr } = await runChild(job, join(work, `${c.id}.job.json`), settings.timeoutMs);
       let ops: OpResult[];
       let childError: string | null = null;
