@@ -17,6 +17,8 @@ import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
 import { type Loss, lossByName } from './losses.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
 import { GradientTape } from './tape.js';
+import { estimateMemory, guardExplicitWay } from './memory-report.js';
+import { getMemoryBudget } from './memory.js';
 import { type DType, type Tensor, bytesOf, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
 
 /** Options shared by the three ways. */
@@ -168,6 +170,11 @@ export function recordStages(stages: readonly Sequential[], x: Tensor, opts: Cha
  */
 export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): ChainResult {
   checkStages(stages, 'jacobianChain');
+  const jopts = opts.jacobian ?? {};
+  if (jopts.format !== 'sparse') {
+    // All the dense Jacobians this chain will hold, against the budget, before the first forward pass.
+    guardExplicitWay(estimateMemory([...stages], x.shape[0], { dtype: dtypeOf(x) }), jopts.memoryBudget ?? getMemoryBudget());
+  }
   const tapes = recordStages(stages, x, opts);
   const S = stages.length;
   const last = tapes[S - 1];

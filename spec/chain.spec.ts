@@ -95,6 +95,21 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
     expect(formats.every((f) => f === 'csr'), formats.join(', ')).to.equal(true);
   });
 
+  it('the explicit chain refuses, before its first forward pass, Jacobians whose total exceeds the memory budget, and names the VJP way', () => {
+    const { fx, stages, x, y } = loadFixture('seed_reference.json');
+    let forwards = 0;
+    const spied = stages.map((st) => {
+      const f = st.forward.bind(st);
+      st.forward = ((...a: Parameters<typeof f>) => (forwards++, f(...a))) as typeof st.forward;
+      return st;
+    });
+    // The seed's stages hold 5.94 MiB of Jacobians in all; each alone fits in 4.5 MiB.
+    expect(() => jacobianChain(spied, x, y, fx.loss, { jacobian: { memoryBudget: 4.5 * 1024 ** 2 } })).to.throw(/explicit-Jacobian way .* over the memory budget of 4\.50 MiB; use the VJP way/);
+    expect(forwards).to.equal(0);
+    jacobianChain(spied, x, y, fx.loss, { jacobian: { memoryBudget: 6 * 1024 ** 2 } });
+    expect(forwards, 'the spy sees forward passes when the chain runs').to.be.greaterThan(0);
+  });
+
   it('with Dropout in training, all three ways use the same mask and agree; the mask does act', async () => {
     const rng = new Rng(3);
     const model = new Sequential(
