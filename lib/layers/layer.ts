@@ -53,7 +53,12 @@ export interface Tangents {
    * columns `c0..c0+T` and say so here, so that a layer may skip the zero rows; a layer that
    * ignores it is still right.
    */
-  rows?: { lo: number; hi: number };
+  rows?: {
+    /** First row that may be non-zero. */
+    lo: number;
+    /** One past the last row that may be non-zero. */
+    hi: number;
+  };
 }
 
 /** What `vjp` returns: the cotangent of the input and of each parameter. */
