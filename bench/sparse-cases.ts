@@ -7,7 +7,7 @@
  * In-process rows are timed by benchmark.js (mean of its samples, after its warm-up). Rows marked
  * `child` run `jacobian-chain jacobian` in a process of their own, so that its peak resident set
  * size is its own: a single cold run, timed and measured by that process (the dense Jacobian
- * there would take 417 GB and is never attempted).
+ * there would take 48.5 GiB at B = 1 and is never attempted).
  *
  * Targets (issue 7, float64): model_0 at 32×32×3, B=1: the sparse input Jacobian at least 10×
  * faster than the dense forward-mode one and faster than 339 ms; at 224×224×3, B=1: peak RSS

@@ -258,6 +258,71 @@ const CHECKS: Record<string, (out: string) => void> = {
     expect(out).to.contain('sequential: input [5], 99 parameters');
   },
 
+  'examples/sparse-jacobian.ts': (out) => {
+    const [, dShape, dEntries, dBytes] = one(out, /^dense J_in (\[[\d, ]*\]): (\d+) entries, (.+)$/);
+    const dense = Number(dEntries);
+    expect(dense).to.equal(prod(shapeOf(dShape)));
+    expect(dBytes).to.equal(fmtBytes(dense * 8));
+    // The guide's number: model_0's dense input Jacobian at 224×224×3, batch 1, in float64.
+    const [, bigShape, bigBytes, bigNnz, bigCsr, bigPlan] = one(out, /^at 224×224×3: (\[[\d, ]*\]), (.+) dense; at most (\d+) non-zeros \((.+) of CSR entries\); auto would take (\S+)$/);
+    expect(shapeOf(bigShape)).to.deep.equal([1, 26, 26, 64, 224, 224, 3]);
+    expect(bigBytes).to.equal(fmtBytes(prod(shapeOf(bigShape)) * 8));
+    expect(bigBytes).to.equal('48.52 GiB');
+    // The structural bound: an output of three conv-pool blocks reads a 22×22 window of input pixels,
+    // all 3 channels (per axis, working back: pools 2 rows, which read 4, pool 8, read 10, pool 20, read 22).
+    expect(Number(bigNnz)).to.equal(26 * 26 * 64 * 22 * 22 * 3);
+    expect(bigCsr).to.equal(fmtBytes(Number(bigNnz) * 12));
+    expect(bigPlan).to.equal('forward/propagate');
+    const [, sShape, nnzS, boundS, density, sBytes, ratio] = one(out, new RegExp(`^sparse J_in (\\[[\\d, ]*\\]): (\\d+) stored entries of at most (\\d+) \\(density ${NUM}\\), (.+), (\\d+)× smaller than dense$`));
+    expect(sShape).to.equal(dShape);
+    const nnz = Number(nnzS);
+    expect(nnz).to.be.above(0);
+    // ReLU zeros and pooling losers leave fewer non-zeros than the structure allows.
+    expect(nnz).to.be.at.most(Number(boundS));
+    expect(Number(boundS)).to.be.below(dense);
+    expect(Number(density)).to.be.closeTo(nnz / dense, 1e-2 * (nnz / dense));
+    // Per-sample CSR at batch 1: int32 row offsets (rows + 1), an int32 column and a float64 value per entry.
+    const rows = prod(shapeOf(sShape).slice(1, 4));
+    const bytes = 4 * (rows + 1) + 12 * nnz;
+    expect(sBytes).to.equal(fmtBytes(bytes));
+    expect(bytes).to.be.below(dense * 8);
+    expect(Number(ratio)).to.equal(Math.round((dense * 8) / bytes));
+    // auto picks the cheapest estimate, and says so against every other candidate.
+    const [, mode, engine] = one(out, /^plan: (forward|reverse)\/(propagate|compressed|dense)$/);
+    expect(`${mode}/${engine}`).to.equal('forward/propagate');
+    const why = one(out, /^why: cheapest estimate: (.+)$/)[1];
+    const estimates = [...why.matchAll(/(forward|reverse)\/(propagate|compressed|dense)(?: \((\d+) colours\))? (\d\.\d+e\+\d+|∞)/g)].map((m) => ({ c: `${m[1]}/${m[2]}`, macs: m[4] === '∞' ? Infinity : Number(m[4]) }));
+    expect(estimates.map((e) => e.c).sort()).to.deep.equal(['forward/compressed', 'forward/dense', 'forward/propagate', 'reverse/compressed', 'reverse/dense']);
+    expect(estimates[0].c).to.equal('forward/propagate');
+    estimates.slice(1).forEach((e) => expect(e.macs, e.c).to.be.above(estimates[0].macs));
+    // A 3×3 convolution on 3 channels: 27 colours, the largest row (a lower bound), and a valid colouring.
+    const [, cols, colours, closed, largest, ok] = one(out, /^Conv2D "conv2d" w\.r\.t\. its input \[64, 64, 3\]: (\d+) columns in (\d+) colours \(closed form (\d+), largest row (\d+)\), conflict-free: (\w+)$/);
+    expect([cols, colours, closed, largest, ok]).to.deep.equal(['12288', '27', '27', '27', 'true']);
+    // The explicit chain held only sparse Jacobians, every one per-sample CSR.
+    const held = matches(out, /^(model_[01]) (dOut\/dIn|dOut\/d \S+)\s+(\[[\d, ]*\])\s+(\w+) (.+)$/);
+    expect(held.map((m) => `${m[1]} ${m[2]}`)).to.deep.equal([
+      'model_0 dOut/d conv2d.kernel', 'model_0 dOut/d conv2d.bias', 'model_0 dOut/d conv2d_1.kernel', 'model_0 dOut/d conv2d_1.bias', 'model_0 dOut/d conv2d_2.kernel', 'model_0 dOut/d conv2d_2.bias',
+      'model_1 dOut/dIn', 'model_1 dOut/d dense.kernel', 'model_1 dOut/d dense.bias', 'model_1 dOut/d dense_1.kernel', 'model_1 dOut/d dense_1.bias',
+    ]);
+    const toBytes = (t: string) => {
+      const [v, u] = t.split(' ');
+      return Number(v) * 1024 ** ['B', 'KiB', 'MiB', 'GiB', 'TiB'].indexOf(u);
+    };
+    held.forEach((m) => expect(m[4], m[0]).to.equal('csr'));
+    // A CSR matrix pays 4 bytes per row and per entry for its indices: a win for the conv stage's
+    // Jacobians, not for a handful of entries (dense_1.bias: 20 B against 8).
+    held.filter((m) => m[1] === 'model_0').forEach((m) => expect(toBytes(m[5]), m[0]).to.be.below(prod(shapeOf(m[3])) * 8));
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    expect(sum(held.map((m) => toBytes(m[5])))).to.be.below(sum(held.map((m) => prod(shapeOf(m[3])) * 8)));
+    expect(shapeOf(held[6][3])).to.deep.equal([1, 1, 6, 6, 64]);
+    const [, dW] = one(out, new RegExp(`^dLoss/dWeights, sparse Jacobian chain vs VJP chain: max relative difference ${NUM}$`));
+    const [, dxShape, dX] = one(out, new RegExp(`^dLoss/dx (\\[[\\d, ]*\\]), sparse J_in vs model_0's VJP: max relative difference ${NUM}$`));
+    expect(shapeOf(dxShape)).to.deep.equal([1, 64, 64, 3]);
+    expect(Number(dW)).to.be.below(1e-10);
+    expect(Number(dX)).to.be.below(1e-10);
+    expect(linesOf(out)).to.include('valid: true');
+  },
+
   'examples/quickstart.ts': (out) => {
     const rows = matches(out, new RegExp(`^(jacobian|vjp): loss ${NUM}, every dLoss/dWeights valid: (\\w+), Jacobians held: (.+)$`));
     expect(rows.map((m) => [m[1], m[3]])).to.deep.equal([['jacobian', 'true'], ['vjp', 'true']]);
