@@ -126,7 +126,7 @@ export function concatCharts(charts: readonly ChartSpec[], opts: { title?: strin
     const { $schema: _schema, ...rest } = c as unknown as Record<string, unknown>;
     return rest;
   });
-  const spec: Record<string, unknown> = { $schema: SCHEMA, concat: inner, columns: opts.columns ?? charts.length, resolve: { scale: { color: 'independent' } } };
+  const spec: Record<string, unknown> = { $schema: SCHEMA, concat: inner, columns: opts.columns ?? charts.length, resolve: { scale: { color: 'shared' } } };
   if (opts.title) spec.title = opts.title;
   return spec as unknown as ChartSpec;
 }
