@@ -60,7 +60,8 @@ export function toTf(tf: Tf, t: Tensor): TF.Tensor {
   return tf.tensor(Float32Array.from(c.data.subarray(c.offset, c.offset + c.size)), t.shape.slice(), 'float32');
 }
 
-function activate(tf: Tf, z: TF.Tensor, act: ActivationName): TF.Tensor {
+/** Applies one of our activations with tfjs ops (softmax over the last axis). */
+export function activate(tf: Tf, z: TF.Tensor, act: ActivationName): TF.Tensor {
   switch (act) {
     case 'linear':
       return z;

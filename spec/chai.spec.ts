@@ -85,3 +85,12 @@ describe('chai allclose', () => {
     expect(failure(() => expect([1], 'JVP vs finite differences').to.be.allclose([2]))).to.match(/^JVP vs finite differences: expected values to be allclose/);
   });
 });
+
+describe('maxDifference', () => {
+  it('gives the largest absolute difference and the same relative to the largest reference magnitude', async () => {
+    const { maxDifference } = await import('../lib/allclose.js');
+    expect(maxDifference(tensor([1, 2.5, -4], [3]), tensor([1, 2, -5], [3]))).to.deep.equal({ maxAbs: 1, maxRef: 5, rel: 0.2 });
+    expect(maxDifference([0, 0], [0, 0]).rel).to.equal(0);
+    expect(() => maxDifference([1, 2], [1])).to.throw(/expected 1 values, received 2/);
+  });
+});

@@ -4,6 +4,7 @@
  * the time; then chains it with the upstream gradient (the seed's helpers) and prints the largest
  * difference from the VJP gradient of the same stage.
  */
+import { maxDifference } from '../../lib/allclose.js';
 import { fmtShape } from '../../lib/errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from '../../lib/helpers.js';
 import { DenseJacobian, type Jacobian } from '../../lib/jacobian.js';
@@ -13,7 +14,7 @@ import { catsVsDogsCnn, seededBatch, splitAfterLastPooling } from '../../lib/mod
 import type { SequentialForwardOptions } from '../../lib/sequential.js';
 import { type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from '../../lib/sparse/auto.js';
 import type { JacobianPlan } from '../../lib/sparse/csr.js';
-import { type DType, type Tensor, contiguous, sizeOf } from '../../lib/tensor.js';
+import { type DType, type Tensor, sizeOf } from '../../lib/tensor.js';
 import { UsageError, choice, dtype, nonNegativeInt, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
 import { type Case, modelFileCase } from '../cases.js';
 
@@ -129,18 +130,6 @@ function cnnCase(o: Options): Case {
   return { title: `the cats-vs-dogs CNN on ${o.side}×${o.side}×${o.channels}`, stages: model.split(o.split ?? splitAfterLastPooling(model)), x, y, loss: 'binary_crossentropy' };
 }
 
-/** Largest absolute difference, and the same relative to the largest reference magnitude. */
-function difference(a: Tensor, e: Tensor): { maxAbs: number; maxRef: number; rel: number } {
-  const ac = contiguous(a);
-  const ec = contiguous(e);
-  let maxAbs = 0;
-  let maxRef = 0;
-  for (let i = 0; i < ec.size; i++) {
-    maxAbs = Math.max(maxAbs, Math.abs(ac.data[ac.offset + i] - ec.data[ec.offset + i]));
-    maxRef = Math.max(maxRef, Math.abs(ec.data[ec.offset + i]));
-  }
-  return { maxAbs, maxRef, rel: maxRef === 0 ? maxAbs : maxAbs / maxRef };
-}
 
 /** `12.3 s` or `45 ms`. */
 function fmtMs(ms: number): string {
@@ -178,7 +167,7 @@ function report(label: string, J: Jacobian, ms: number, chained: Tensor, ref: Te
   const plan = (J as { plan?: JacobianPlan | null }).plan ?? null;
   const nnz = (J as unknown as { nnz?: unknown }).nnz;
   const denseBytes = sizeOf(J.shape) * (dtype === 'float32' ? 4 : 8);
-  const d = difference(chained, ref);
+  const d = maxDifference(chained, ref);
   const pass = d.maxAbs <= tol * d.maxRef || d.maxAbs === 0;
   console.log(`\nJacobian ${label}: shape ${fmtShape(J.shape)}, format ${J.format}`);
   if (plan) {

@@ -14,6 +14,7 @@ import type { Layer, Padding } from '../../lib/layers/layer.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { Rng } from '../../lib/rng.js';
 import { type Tensor, contiguous, randomNormal } from '../../lib/tensor.js';
+import { activate } from '../../bench/tfjs-peer.js';
 import { expect } from '../helpers/setup.js';
 
 // tfjs-core's node bundle registers no gradients (the @tensorflow/tfjs union package does); load
@@ -38,21 +39,6 @@ function fromTf(t: tf.Tensor): { shape: number[]; data: Float32Array } {
   return { shape: t.shape.slice(), data: t.dataSync() as Float32Array };
 }
 
-function activate(z: tf.Tensor, act: ActivationName): tf.Tensor {
-  switch (act) {
-    case 'linear':
-      return z;
-    case 'relu':
-      return tf.relu(z);
-    case 'sigmoid':
-      return tf.sigmoid(z);
-    case 'tanh':
-      return tf.tanh(z);
-    case 'softmax':
-      return tf.softmax(z, -1);
-  }
-}
-
 interface Case {
   label: string;
   kind: 'Conv2D' | 'MaxPooling2D' | 'Dense';
@@ -75,7 +61,7 @@ function convCase(input: [number, number, number], filters: number, win: [number
     input,
     peer: (x, kernel, bias) => {
       const z = tf.conv2d(x as tf.Tensor4D, kernel as tf.Tensor4D, s, pad);
-      return activate(bias ? tf.add(z, bias) : z, activation);
+      return activate(tf, bias ? tf.add(z, bias) : z, activation);
     },
   };
 }
@@ -102,7 +88,7 @@ function denseCase(nIn: number, units: number, activation: ActivationName, use_b
     input: [nIn],
     peer: (x, kernel, bias) => {
       const z = tf.matMul(x as tf.Tensor2D, kernel as tf.Tensor2D);
-      return activate(bias ? tf.add(z, bias) : z, activation);
+      return activate(tf, bias ? tf.add(z, bias) : z, activation);
     },
   };
 }
