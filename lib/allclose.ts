@@ -156,13 +156,23 @@ export function describeReport(r: AllcloseReport, opts: AllcloseOptions = {}): s
   );
 }
 
+/** What {@link maxDifference} returns. */
+export interface MaxDifference {
+  /** Largest `|a - e|`. */
+  maxAbs: number;
+  /** Largest `|e|`. */
+  maxRef: number;
+  /** `maxAbs / maxRef` (or `maxAbs` when the reference is all zero). */
+  rel: number;
+}
+
 /**
  * The largest absolute difference, and the same relative to the largest reference magnitude: the
  * one-number summary the commands print when a gradient is compared with its reference.
  * @example
  * maxDifference(chained, vjpGradient).rel; // 9.8e-16
  */
-export function maxDifference(actual: Comparable, expected: Comparable): { maxAbs: number; maxRef: number; rel: number } {
+export function maxDifference(actual: Comparable, expected: Comparable): MaxDifference {
   const a = flatten(actual);
   const e = flatten(expected);
   if (a.data.length !== e.data.length) throw new TypeError(`maxDifference: expected ${e.data.length} values, received ${a.data.length}`);
