@@ -11,7 +11,7 @@
  * All three return dLoss/dWeights for every layer and dLoss/dOut at every stage boundary.
  * @module
  */
-import { ConfigError, fmtShape } from './errors.js';
+import { ConfigError, ShapeError, fmtShape } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
 import { type Loss, lossByName } from './losses.js';
@@ -19,7 +19,7 @@ import { Sequential, type SequentialForwardOptions } from './sequential.js';
 import { GradientTape } from './tape.js';
 import { estimateMemory, guardExplicitWay } from './memory-report.js';
 import { getMemoryBudget } from './memory.js';
-import { type DType, type Tensor, bytesOf, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
+import { type DType, type Tensor, assertFinite, assertShape, bytesOf, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
 
 /** Options shared by the three ways. */
 export interface ChainOptions {
@@ -98,6 +98,16 @@ function checkStages(stages: readonly Sequential[], what: string): void {
   });
 }
 
+/** The batch and its labels, checked before any stage runs: a tensor of the first stage's input shape, and labels for as many samples. */
+function checkBatch(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, what: string): void {
+  for (const [name, t] of [['x', x], ['yTrue', yTrue]] as const) {
+    if (!t || !Array.isArray((t as Tensor).shape) || !(t as Tensor).data) throw new ShapeError(`${what} ${name}: expected a tensor, received ${t === null ? 'null' : typeof t}`);
+  }
+  assertShape(x, [null, ...stages[0].inputShape], `${what} x`);
+  assertFinite(x, `${what} x`);
+  if (yTrue.shape[0] !== x.shape[0]) throw new ShapeError(`${what} yTrue: expected ${x.shape[0]} samples (the batch of x), received shape ${fmtShape(yTrue.shape)}`);
+}
+
 /** Flat per-stage parameter gradients regrouped per layer: `[[kernel, bias], [], …]`. */
 function perLayer(stage: Sequential, flat: readonly Tensor[]): Tensor[][] {
   let k = 0;
@@ -118,6 +128,7 @@ function forwardOptions(opts: ChainOptions): SequentialForwardOptions {
  */
 export function referenceGradients(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): ChainResult {
   checkStages(stages, 'referenceGradients');
+  checkBatch(stages, x, yTrue, 'referenceGradients');
   const model = Sequential.concat(stages);
   const tape = new GradientTape(model);
   tape.forward(x, forwardOptions(opts));
@@ -170,6 +181,7 @@ export function recordStages(stages: readonly Sequential[], x: Tensor, opts: Cha
  */
 export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): ChainResult {
   checkStages(stages, 'jacobianChain');
+  checkBatch(stages, x, yTrue, 'jacobianChain');
   const jopts = opts.jacobian ?? {};
   if (jopts.format !== 'sparse') {
     // All the dense Jacobians this chain will hold, against the budget, before the first forward pass.
@@ -336,7 +348,10 @@ export class LocalStageRunner implements StageRunner {
  */
 export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): Promise<ChainResult> {
   const runners = stages.map((st) => (st instanceof Sequential ? new LocalStageRunner(st, opts) : st));
-  if (stages.every((st) => st instanceof Sequential)) checkStages(stages as Sequential[], 'vjpChain');
+  if (stages.every((st) => st instanceof Sequential)) {
+    checkStages(stages as Sequential[], 'vjpChain');
+    checkBatch(stages as Sequential[], x, yTrue, 'vjpChain');
+  }
   const lossFn = resolveLoss(loss);
   const S = runners.length;
   const stageOutputs: Tensor[] = [];

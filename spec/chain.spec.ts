@@ -181,6 +181,19 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
   });
 
   describe('bad input', () => {
+    it('a batch that is not a tensor, of the wrong shape, non-finite, or with labels for another batch: refused before any stage runs', async () => {
+      const { fx, stages, x, y } = loadFixture('seed_reference.json');
+      expect(() => jacobianChain(stages, undefined as never, y, fx.loss)).to.throw(/jacobianChain x: expected a tensor, received undefined/);
+      expect(() => referenceGradients(stages, tensor([1, 2], [2]), y, fx.loss)).to.throw(/referenceGradients x: expected shape \[B, 10, 10, 1\] \(rank 4\), received \[2\]/);
+      const bad = tensor(Array.from(x.data), x.shape);
+      bad.data[5] = NaN;
+      expect(() => jacobianChain(stages, bad, y, fx.loss)).to.throw(/jacobianChain x: expected finite values, received NaN at index \[0, 0, 5, 0\]/);
+      await vjpChain(stages, x, zeros([2, 1]), fx.loss).then(
+        () => expect.fail('should have thrown'),
+        (e: Error) => expect(e.message).to.match(/vjpChain yTrue: expected 3 samples \(the batch of x\), received shape \[2, 1\]/),
+      );
+    });
+
     it('stages that do not chain, or none', async () => {
       const a = new Sequential([layerFromConfig({ class_name: 'Dense', config: { units: 3 } })], { inputShape: [2] });
       const b = new Sequential([layerFromConfig({ class_name: 'Dense', config: { units: 1 } })], { inputShape: [4] });

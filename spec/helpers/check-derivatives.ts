@@ -79,5 +79,8 @@ export function checkDerivatives<S>(f: Differentiable<S>, x: Tensor, opts: Check
   const Jw = jacobianWrtWeights(f, x, fo());
   const JwRev = jacobianWrtWeightsByVjp(f, x, fo());
   Jw.forEach((J, k) => expect(J, `dual-number Jacobian vs stacked VJPs (${params[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
+  // Narrow blocks (T = 3, the last one partial) exercise the per-block seeding and the rows hint.
+  if (Jx) expect(jacobianWrtInput(f, x, { ...fo(), tangents: 3 }), 'dual-number Jacobian in blocks of 3 (input)').to.be.allclose(Jx, { rtol: 1e-12, atol: 1e-14 });
+  jacobianWrtWeights(f, x, { ...fo(), tangents: 3 }).forEach((J, k) => expect(J, `dual-number Jacobian in blocks of 3 (${params[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
   return { Jx, Jw, y };
 }
