@@ -17,6 +17,7 @@ export * from './layers/conv2d.js';
 export * from './layers/max-pooling2d.js';
 export * from './layers/flatten.js';
 export * from './layers/dropout.js';
+export * from './layers/registry.js';
 export * from './losses.js';
 export * from './dual.js';
 export * from './sequential.js';

@@ -12,20 +12,15 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
-import { Activation, type ActivationConfig } from './layers/activation.js';
-import { Conv2D, type Conv2DConfig } from './layers/conv2d.js';
-import { Dense, type DenseConfig } from './layers/dense.js';
-import { Dropout, type DropoutConfig } from './layers/dropout.js';
-import { Flatten, type FlattenConfig } from './layers/flatten.js';
 import type { Layer } from './layers/layer.js';
-import { MaxPooling2D, type MaxPooling2DConfig } from './layers/max-pooling2d.js';
+import { knownLayers, layerFactory } from './layers/registry.js';
 import { Rng } from './rng.js';
 import { Sequential, prefixError } from './sequential.js';
 import { type DType, type TensorJSON, assertFinite, fromJSON, toJSON } from './tensor.js';
 
 /** One layer in a topology: Keras' `{"class_name", "config"}`. */
 export interface LayerSpec {
-  /** Keras class name: `Conv2D`, `Dense`, ... (see {@link knownLayers}). */
+  /** Keras class name: `Conv2D`, `Dense`, ... (see `knownLayers` in `layers/registry.ts`). */
   class_name: string;
   /** Keras layer config, snake_case keys (`filters`, `kernel_size`, `activation`, ...). */
   config?: Record<string, unknown>;
@@ -60,35 +55,6 @@ export interface ModelFile {
   weights: WeightJSON[][];
 }
 
-/** Makes a layer from its Keras config (snake_case keys) and name. */
-export type LayerFactory = (config: Record<string, unknown>, name?: string) => Layer;
-
-const REGISTRY = new Map<string, LayerFactory>([
-  ['Conv2D', (c, n) => new Conv2D(c as unknown as Conv2DConfig, n)],
-  ['MaxPooling2D', (c, n) => new MaxPooling2D(c as unknown as MaxPooling2DConfig, n)],
-  ['Flatten', (c, n) => new Flatten(c as unknown as FlattenConfig, n)],
-  ['Dense', (c, n) => new Dense(c as unknown as DenseConfig, n)],
-  ['Dropout', (c, n) => new Dropout(c as unknown as DropoutConfig, n)],
-  ['Activation', (c, n) => new Activation(c as unknown as ActivationConfig, n)],
-]);
-
-/** Keras' aliases for the same classes. */
-const ALIASES: Record<string, string> = { Convolution2D: 'Conv2D', MaxPool2D: 'MaxPooling2D' };
-
-/**
- * Registers a layer class under its Keras `class_name`, so model files can name it.
- * @example
- * registerLayer('MyLayer', (config, name) => new MyLayer(config, name));
- */
-export function registerLayer(className: string, factory: LayerFactory): void {
-  REGISTRY.set(className, factory);
-}
-
-/** The class names the loader knows. */
-export function knownLayers(): string[] {
-  return [...REGISTRY.keys()];
-}
-
 /**
  * A layer from its Keras spec, `{"class_name": "Conv2D", "config": {...}}`.
  * @throws ConfigError naming the layer index, e.g. `layer 2: unknown layer class_name "Conv3D"; expected one of Conv2D, …`.
@@ -100,9 +66,9 @@ export function layerFromConfig(spec: LayerSpec, index = 0): Layer {
   if (!spec || typeof spec !== 'object' || typeof spec.class_name !== 'string') {
     throw new ConfigError(`${where}: expected {"class_name": string, "config": {...}}, received ${fmtValue(spec)}`);
   }
-  const cls = ALIASES[spec.class_name] ?? spec.class_name;
-  const factory = REGISTRY.get(cls);
-  if (!factory) throw new ConfigError(`${where}: unknown layer class_name ${JSON.stringify(spec.class_name)}; expected one of ${knownLayers().join(', ')}`);
+  const found = layerFactory(spec.class_name);
+  if (!found) throw new ConfigError(`${where}: unknown layer class_name ${JSON.stringify(spec.class_name)}; expected one of ${knownLayers().join(', ')}`);
+  const { className: cls, factory } = found;
   const config = spec.config ?? {};
   if (typeof config !== 'object' || Array.isArray(config)) throw new ConfigError(`${where} (${cls}): expected config to be an object, received ${fmtValue(config)}`);
   const name = typeof config.name === 'string' ? config.name : undefined;

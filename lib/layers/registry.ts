@@ -1,0 +1,52 @@
+/**
+ * The layer registry: Keras `class_name` → a factory that makes the layer from its Keras config.
+ * The one place that lists the layer classes; every engine asks the layer itself (its structure
+ * hooks, see `layer.ts`), never this list. Adding a layer is its own file, its spec and one line here.
+ * @module
+ */
+import { Activation, type ActivationConfig } from './activation.js';
+import { Conv2D, type Conv2DConfig } from './conv2d.js';
+import { Dense, type DenseConfig } from './dense.js';
+import { Dropout, type DropoutConfig } from './dropout.js';
+import { Flatten, type FlattenConfig } from './flatten.js';
+import type { Layer } from './layer.js';
+import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
+
+/** Makes a layer from its Keras config (snake_case keys) and name. */
+export type LayerFactory = (config: Record<string, unknown>, name?: string) => Layer;
+
+const REGISTRY = new Map<string, LayerFactory>([
+  ['Conv2D', (c, n) => new Conv2D(c as unknown as Conv2DConfig, n)],
+  ['MaxPooling2D', (c, n) => new MaxPooling2D(c as unknown as MaxPooling2DConfig, n)],
+  ['Flatten', (c, n) => new Flatten(c as unknown as FlattenConfig, n)],
+  ['Dense', (c, n) => new Dense(c as unknown as DenseConfig, n)],
+  ['Dropout', (c, n) => new Dropout(c as unknown as DropoutConfig, n)],
+  ['Activation', (c, n) => new Activation(c as unknown as ActivationConfig, n)],
+]);
+
+/** Keras' aliases for the same classes. */
+const ALIASES = new Map<string, string>([
+  ['Convolution2D', 'Conv2D'],
+  ['MaxPool2D', 'MaxPooling2D'],
+]);
+
+/**
+ * Registers a layer class under its Keras `class_name`, so model files can name it.
+ * @example
+ * registerLayer('MyLayer', (config, name) => new MyLayer(config, name));
+ */
+export function registerLayer(className: string, factory: LayerFactory): void {
+  REGISTRY.set(className, factory);
+}
+
+/** The class names the loader knows. */
+export function knownLayers(): string[] {
+  return [...REGISTRY.keys()];
+}
+
+/** The factory registered under a class name or one of Keras' aliases, and the canonical name; null when unknown. */
+export function layerFactory(className: string): { className: string; factory: LayerFactory } | null {
+  const cls = ALIASES.get(className) ?? className;
+  const factory = REGISTRY.get(cls);
+  return factory ? { className: cls, factory } : null;
+}
