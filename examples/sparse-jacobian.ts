@@ -4,9 +4,9 @@
 // and the gradient chained through sparse Jacobians against the VJP chain.
 // Run: npx tsx examples/sparse-jacobian.ts
 import {
-  GradientTape, allcloseReport, asKnownLayer, catsVsDogsCnn, closedFormColourCount, denseJacobianBytes, findColouringConflict,
+  GradientTape, allcloseReport, catsVsDogsCnn, colourCountOf, denseJacobianBytes, findColouringConflict,
   fmtBytes, fmtShape, jacobianChain, jacobianWrtInput, kronColumnColouring, layerInputKron, planJacobian, seededBatch, sizeOf,
-  splitAfterLastPooling, stageKron, structuredLayers, upstreamGradientLossOut, vjpChain,
+  leavesOf, splitAfterLastPooling, stageKron, upstreamGradientLossOut, vjpChain,
 } from '../lib/index.js';
 
 const model = catsVsDogsCnn({ side: 64, channels: 3, seed: 0 });
@@ -21,23 +21,23 @@ console.log(`dense J_in ${fmtShape(denseShape)}: ${sizeOf(denseShape)} entries, 
 const big = catsVsDogsCnn({ side: 224, channels: 3 });
 const [big_0] = big.split(splitAfterLastPooling(big));
 const bigPlan = planJacobian(big_0, 1); // nothing is computed: the closed-form patterns and the estimates
-console.log(`at 224×224×3: ${fmtShape([1, ...big_0.outputShape, ...big_0.inputShape])}, ${fmtBytes(denseJacobianBytes(1, big_0.outputShape, big_0.inputShape))} dense; at most ${stageKron(structuredLayers(big_0)!).nnz} non-zeros (${fmtBytes(bigPlan.estimatedBytes)} of CSR entries); auto would take ${bigPlan.mode}/${bigPlan.engine}`);
+console.log(`at 224×224×3: ${fmtShape([1, ...big_0.outputShape, ...big_0.inputShape])}, ${fmtBytes(denseJacobianBytes(1, big_0.outputShape, big_0.inputShape))} dense; at most ${stageKron(leavesOf(big_0)).nnz} non-zeros (${fmtBytes(bigPlan.estimatedBytes)} of CSR entries); auto would take ${bigPlan.mode}/${bigPlan.engine}`);
 
 // 2. The same Jacobian, sparse: only the non-zeros, one CSR matrix per sample, by the engine `auto` picks.
 const t0 = performance.now();
 const J = jacobianWrtInput(model_0, x, { format: 'sparse', mode: 'auto' });
 const ms = performance.now() - t0;
-console.log(`sparse J_in ${fmtShape(J.shape)}: ${J.nnz} stored entries of at most ${stageKron(structuredLayers(model_0)!).nnz} (density ${J.density.toExponential(2)}), ${fmtBytes(J.bytes)}, ${Math.round(denseBytes / J.bytes)}× smaller than dense`);
+console.log(`sparse J_in ${fmtShape(J.shape)}: ${J.nnz} stored entries of at most ${stageKron(leavesOf(model_0)).nnz} (density ${J.density.toExponential(2)}), ${fmtBytes(J.bytes)}, ${Math.round(denseBytes / J.bytes)}× smaller than dense`);
 console.log(`plan: ${J.plan!.mode}/${J.plan!.engine}`);
 console.log(`why: ${J.plan!.reason}`);
 
 // 3. Colouring: columns that share no row share a colour, and one tangent per colour recovers them all.
-//    For the first convolution (3×3 on 3 channels), the closed form gives 3 · 3 · 3 = 27 colours.
-const conv = asKnownLayer(model_0.layers[0])!;
+//    For the first convolution (3×3 on 3 channels), its own colourCount hook gives 3 · 3 · 3 = 27 colours.
+const conv = model_0.layers[0];
 const kron = layerInputKron(conv); // its structural pattern, as Kronecker factors per axis
 const colouring = kronColumnColouring(kron);
 const conflict = findColouringConflict(kron.expand(), colouring);
-console.log(`${conv.describe()} w.r.t. its input ${fmtShape(conv.inputShape)}: ${kron.cols} columns in ${colouring.count} colours (closed form ${closedFormColourCount(conv, 'input')}, largest row ${kron.maxRowNnz()}), conflict-free: ${conflict === null}`);
+console.log(`${conv.describe()} w.r.t. its input ${fmtShape(conv.inputShape)}: ${kron.cols} columns in ${colouring.count} colours (closed form ${colourCountOf(conv, 'input')}, largest row ${kron.maxRowNnz()}), conflict-free: ${conflict === null}`);
 
 // 4. The explicit chain over both stages with sparse Jacobians, against the VJP chain.
 const sparse = jacobianChain(stages, x, y, 'binary_crossentropy', { jacobian: { format: 'sparse', mode: 'auto' } });

@@ -129,3 +129,12 @@ export function activationVjp(name: ActivationName, y: Data, dy: Data, dz: Data,
 function scale(a: Data, from: number, T: number, c: number): void {
   for (let t = 0; t < T; t++) a[from + t] *= c;
 }
+
+/**
+ * Whether an activation couples the elements of a row of the last axis (softmax), so that its
+ * Jacobian is block-diagonal with blocks of `rowLength`, not diagonal: what the structure hooks
+ * of the layers that apply it ask.
+ */
+export function couplesRow(name: ActivationName): boolean {
+  return name === 'softmax';
+}

@@ -83,7 +83,7 @@ export function flatten(v: Comparable): {
 /**
  * Compares two tensors (or Jacobians, or arrays) element by element and reports the worst element.
  * @example
- * const r = allcloseReport(dense.jacobianWrtInput(x), expectedJ, { rtol: 1e-10 });
+ * const r = allcloseReport(jacobianWrtInput(dense, x), expectedJ, { rtol: 1e-10 });
  * if (!r.pass) console.log(r.worst);
  */
 export function allcloseReport(actual: Comparable, expected: Comparable, opts: AllcloseOptions = {}): AllcloseReport {

@@ -7,7 +7,7 @@
  * import * as chai from 'chai';
  * import { chaiAllclose } from 'jacobian-chain/chai';
  * chai.use(chaiAllclose);
- * chai.expect(layer.jacobianWrtInput(x)).to.be.allclose(expectedJ, { rtol: 1e-10 });
+ * chai.expect(jacobianWrtInput(layer, x)).to.be.allclose(expectedJ, { rtol: 1e-10 });
  * @module
  */
 import { type AllcloseOptions, type Comparable, allcloseReport, describeReport } from './allclose.js';

@@ -11,14 +11,12 @@
  * `J`) is never materialized. The output is itself addressed through a stride-0 view on the
  * reduced axes, so one loop does the multiply and the reduction.
  *
- * Both contractions accept a `Tensor` or any {@link Jacobian}; they dispatch on `J.format`
- * through a registry, so a sparse format plugs in with {@link registerJacobianContraction} and the
- * chain code does not change.
+ * Both contractions accept a `Tensor` or any Jacobian format (dense or sparse): a Jacobian
+ * contracts itself through its own `vjp`, so a new format needs no change here.
  * @module
  */
 import ndarray from 'ndarray';
 import { ShapeError, fmtShape } from './errors.js';
-import type { Jacobian } from './jacobian.js';
 import { type DType, type Tensor, assertFinite, dtypeOf, sizeOf, tensor } from './tensor.js';
 
 /**
@@ -128,33 +126,19 @@ export function sumOfProducts(a: Tensor, b: Tensor, axes: readonly number[], dty
   return tensor(dtype === 'float64' ? acc : Float32Array.from(acc), kept, dtype);
 }
 
-/** How one Jacobian format contracts with an upstream gradient (both seed helpers). */
-export interface JacobianContraction {
-  /** `Σ_{b, out} J[b, out, …p] · g[b, out]` → `[...param]`. Shapes are already checked. */
-  lossWeights(J: Jacobian, g: Tensor): Tensor;
-  /** `Σ_{out} J[b, out, …in] · g[b, out]` → `[B, ...in]`. Shapes are already checked. */
-  lossOut(J: Jacobian, g: Tensor): Tensor;
-}
-
-const denseContraction: JacobianContraction = {
-  lossWeights: (J, g) => contractTensor(J.toDense(), g, 'weights'),
-  lossOut: (J, g) => contractTensor(J.toDense(), g, 'out'),
-};
-
-const CONTRACTIONS = new Map<string, JacobianContraction>([['dense', denseContraction]]);
-
 /**
- * Registers how a Jacobian format contracts with an upstream gradient. Formats without an entry
- * fall back to `toDense()`, which every {@link Jacobian} offers.
- * @example
- * registerJacobianContraction('block-diagonal', { lossWeights: (J, g) => …, lossOut: (J, g) => … });
+ * What the helpers need of a Jacobian that is not a plain tensor: its shape and its own cotangent
+ * contraction (`Jacobian.vjp` in `lib/dense-jacobian.ts`).
  */
-export function registerJacobianContraction(format: string, c: JacobianContraction): void {
-  CONTRACTIONS.set(format, c);
+export interface ContractibleJacobian {
+  /** `[B, ...out, ...in]` (or `[B, ...out, ...param]`). */
+  readonly shape: readonly number[];
+  /** `Σ_out dy[b, out] · J[b, out, …]` → `[B, ...in]`, or also summed over the batch when `sumBatch`. */
+  vjp(dy: Tensor, sumBatch: boolean): Tensor;
 }
 
-/** A Tensor, as opposed to a {@link Jacobian}: ndarray views carry strides. */
-function isTensor(J: Tensor | Jacobian): J is Tensor {
+/** A Tensor, as opposed to a Jacobian object: ndarray views carry strides. */
+function isTensor(J: Tensor | ContractibleJacobian): J is Tensor {
   return Array.isArray((J as Tensor).stride) && (J as Tensor).data !== undefined;
 }
 
@@ -176,12 +160,15 @@ function checkContraction(fn: string, jName: string, J: { readonly shape: readon
   assertFinite(g, `${fn} dLoss_dOutUpstream`);
 }
 
-/** The seed's reduction on a dense tensor: sum over all of g's axes, or over all but the batch axis. */
-function contractTensor(J: Tensor, g: Tensor, what: 'weights' | 'out'): Tensor {
-  const gExt = broadcastTo(addMissingAxes(g, J), J.shape);
-  const r = g.shape.length;
-  const axes = what === 'weights' ? range(0, r) : range(1, r);
-  return sumOfProducts(J, gExt, axes, dtypeOf(J));
+/**
+ * The seed's reduction on a dense tensor: `J` times `dy` broadcast to it, summed over all of
+ * `dy`'s axes (`sumBatch`) or over all but the batch axis.
+ */
+export function contractDense(J: Tensor, dy: Tensor, sumBatch: boolean): Tensor {
+  const dyExt = broadcastTo(addMissingAxes(dy, J), J.shape);
+  const r = dy.shape.length;
+  const axes = sumBatch ? range(0, r) : range(1, r);
+  return sumOfProducts(J, dyExt, axes, dtypeOf(J));
 }
 
 function range(from: number, to: number): number[] {
@@ -194,34 +181,32 @@ function range(from: number, to: number): number[] {
  * dLoss/dWeights from a stage's Jacobian w.r.t. one weight and the upstream gradient arriving at
  * its output: `Σ_{b, out} J[b, out, …p] · g[b, out]`, summed over the leading axes of `g`.
  * The seed's `upstream_gradient_loss_weights`.
- * @param dOutUpstream_dWeightsLocal `[B, ...out, ...param]` (tensor or {@link Jacobian}).
+ * @param dOutUpstream_dWeightsLocal `[B, ...out, ...param]` (tensor or Jacobian).
  * @param dLoss_dOutUpstream `[B, ...out]`.
  * @returns `[...param]`.
  * @example
  * const [Jk, Jb] = tape.jacobian(y, dense.params);      // [3, 1, 384, 1], [3, 1, 1]
  * const dLoss_dKernel = upstreamGradientLossWeights(Jk, dLoss_dY); // [384, 1]
  */
-export function upstreamGradientLossWeights(dOutUpstream_dWeightsLocal: Tensor | Jacobian, dLoss_dOutUpstream: Tensor): Tensor {
+export function upstreamGradientLossWeights(dOutUpstream_dWeightsLocal: Tensor | ContractibleJacobian, dLoss_dOutUpstream: Tensor): Tensor {
   const J = dOutUpstream_dWeightsLocal;
   checkContraction('upstreamGradientLossWeights', 'dOutUpstream_dWeightsLocal', J, dLoss_dOutUpstream);
-  if (isTensor(J)) return contractTensor(J, dLoss_dOutUpstream, 'weights');
-  return (CONTRACTIONS.get(J.format) ?? denseContraction).lossWeights(J, dLoss_dOutUpstream);
+  return isTensor(J) ? contractDense(J, dLoss_dOutUpstream, true) : J.vjp(dLoss_dOutUpstream, true);
 }
 
 /**
  * dLoss/dIn from a stage's batch Jacobian and the upstream gradient arriving at its output:
  * `Σ_{out} J[b, out, …in] · g[b, out]`, summed over the non-batch axes of `g`. This is the
  * upstream gradient of the stage before. The seed's `upstream_gradient_loss_out`.
- * @param dOutUpstream_dOutLocal `[B, ...out, ...in]` (tensor or {@link Jacobian}).
+ * @param dOutUpstream_dOutLocal `[B, ...out, ...in]` (tensor or Jacobian).
  * @param dLoss_dOutUpstream `[B, ...out]`.
  * @returns `[B, ...in]`.
  * @example
  * const J = tape_2.batchJacobian(out_layer_2, out_layer_1); // [3, 1, 8, 8, 6]
  * const dLoss_dOut1 = upstreamGradientLossOut(J, dLoss_dOut2);  // [3, 8, 8, 6]
  */
-export function upstreamGradientLossOut(dOutUpstream_dOutLocal: Tensor | Jacobian, dLoss_dOutUpstream: Tensor): Tensor {
+export function upstreamGradientLossOut(dOutUpstream_dOutLocal: Tensor | ContractibleJacobian, dLoss_dOutUpstream: Tensor): Tensor {
   const J = dOutUpstream_dOutLocal;
   checkContraction('upstreamGradientLossOut', 'dOutUpstream_dOutLocal', J, dLoss_dOutUpstream);
-  if (isTensor(J)) return contractTensor(J, dLoss_dOutUpstream, 'out');
-  return (CONTRACTIONS.get(J.format) ?? denseContraction).lossOut(J, dLoss_dOutUpstream);
+  return isTensor(J) ? contractDense(J, dLoss_dOutUpstream, false) : J.vjp(dLoss_dOutUpstream, false);
 }

@@ -1,6 +1,7 @@
 /**
- * Jacobians, and how they are built: column by column with forward-mode dual numbers (a block of
- * `T` tangents per pass), or row by row from VJPs of basis cotangents (the reverse-mode reference).
+ * Jacobians, and how they are built: the one entry point that routes a request to the dense engine
+ * (`lib/dense-jacobian.ts`: forward-mode dual numbers column by column, or stacked VJPs row by row)
+ * or to the structured engines (`lib/sparse`: colourings, sparse propagation, CSR storage).
  *
  * Layout, said once and kept everywhere: a Jacobian of `y = f(x)` is `[...outShape, ...inShape]`,
  * row-major; a batch Jacobian leads with the batch axis once: `[B, ...out, ...in]` holds
@@ -9,69 +10,17 @@
  * output w.r.t. a weight shared by the batch).
  * @module
  */
-import { ShapeError, fmtShape } from './errors.js';
-import type { Differentiable, ForwardOptions, Forward } from './layers/layer.js';
-import { getMemoryBudget, guardBytes } from './memory.js';
-import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, tensor, zeros } from './tensor.js';
+import { type DenseJacobian, type DenseJacobianOptions, forwardJacobianWrtInput, forwardJacobianWrtWeights } from './dense-jacobian.js';
+import type { Differentiable, ForwardOptions } from './layers/layer.js';
 import { type JacobianEngine, type JacobianMode, type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from './sparse/auto.js';
 import type { SparseJacobian } from './sparse/csr.js';
+import type { Tensor } from './tensor.js';
 
-/**
- * What every Jacobian format offers; the chain helpers accept any of them. Today: dense. The
- * sparse formats of the roadmap implement the same interface, so the chain code does not change.
- */
-export interface Jacobian {
-  /** `dense` today; structured formats later. */
-  readonly format: string;
-  /** `[B, ...out, ...in]` (or `[...out, ...in]` when `batch` is null). */
-  readonly shape: readonly number[];
-  /** Leading batch extent, or null for an unbatched Jacobian. */
-  readonly batch: number | null;
-  /** Per-sample output shape (the rows). */
-  readonly outShape: readonly number[];
-  /** Per-sample input or parameter shape (the columns). */
-  readonly inShape: readonly number[];
-  /** Bytes of the stored values. */
-  readonly bytes: number;
-  /** The values as a dense `[B, ...out, ...in]` tensor (a view when already dense). */
-  toDense(): Tensor;
-}
-
-/** A Jacobian stored densely, row-major, as one tensor. */
-export class DenseJacobian implements Jacobian {
-  readonly format = 'dense' as const;
-  constructor(
-    /** The values, shaped `[B, ...out, ...in]`. */
-    readonly values: Tensor,
-    readonly batch: number | null,
-    readonly outShape: readonly number[],
-    readonly inShape: readonly number[],
-    /** What it differentiates, for reports: `conv2d_1 w.r.t. input`. */
-    readonly label = '',
-  ) {
-    const expected = [...(batch === null ? [] : [batch]), ...outShape, ...inShape];
-    assertShape(values, expected, `DenseJacobian ${label}`);
-  }
-  get shape(): readonly number[] {
-    return this.values.shape;
-  }
-  get bytes(): number {
-    return this.values.size * this.values.data.BYTES_PER_ELEMENT;
-  }
-  toDense(): Tensor {
-    return this.values;
-  }
-}
+export * from './dense-jacobian.js';
 
 /** Options of the Jacobian builders. */
-export interface JacobianOptions {
-  /** Tangents per forward pass (the block width `T`). Default: sized so one block stays near 64 MiB, at most 256. */
-  tangents?: number;
-  /** Refuse a Jacobian whose bytes exceed this (default {@link getMemoryBudget}). */
-  memoryBudget?: number;
-  /** Called after each block with (columns done, columns in all): for progress bars. */
-  onProgress?: (done: number, total: number) => void;
-  /** Unset or `forward`: dense forward mode (as always); `reverse`: rows from VJPs; `auto`: the cheapest engine (`lib/sparse/auto.ts`). */
+export interface JacobianOptions extends DenseJacobianOptions {
+  /** Unset or `forward`: dense forward mode (the design card's); `reverse`: rows from VJPs; `auto`: the cheapest engine (`lib/sparse/auto.ts`). */
   mode?: JacobianMode;
   /** With `mode`: force an engine (`propagate`, `compressed` or `dense`; see `lib/sparse/auto.ts`). */
   engine?: JacobianEngine;
@@ -85,171 +34,38 @@ export interface SparseJacobianOptions extends Omit<JacobianOptions, 'format'>, 
   format: 'sparse';
 }
 
-/** Bytes of a dense batch Jacobian `[B, ...out, ...in]` of a dtype, from shapes alone. */
-export function denseJacobianBytes(batch: number, outShape: readonly number[], inShape: readonly number[], dtype: DType = 'float64'): number {
-  return batch * sizeOf(outShape) * sizeOf(inShape) * bytesPerElement(dtype);
-}
-
-/** Picks the tangent block width: wide enough to amortize each pass, narrow enough to stay small. */
-export function tangentBlockWidth(columns: number, bytesPerTangent: number, requested?: number): number {
-  if (requested !== undefined) {
-    if (!Number.isInteger(requested) || requested <= 0) throw new ShapeError(`tangents: expected a positive integer block width, received ${requested}`);
-    return Math.min(requested, Math.max(columns, 1));
-  }
-  const byMemory = Math.max(1, Math.floor((64 * 1024 ** 2) / Math.max(bytesPerTangent, 1)));
-  return Math.max(1, Math.min(columns, 256, byMemory));
+/** True when the options ask for more than the dense forward builder: a format, a mode or an engine. */
+function structured(opts: JacobianOptions | SparseJacobianOptions): boolean {
+  return opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined;
 }
 
 /**
  * Jacobian w.r.t. the input, built column by column with forward-mode dual numbers:
- * `[B, ...out, ...in]`. Column `c` of every sample is seeded at once (samples are independent),
- * so `ceil(in / T)` passes of `T` tangents build it.
+ * `[B, ...out, ...in]`, TensorFlow's `batch_jacobian`. With `mode`, `engine` or
+ * `format: 'sparse'`, the structured engines build it instead (`lib/sparse/auto.ts`).
  * @example
  * const dense = new Dense({ units: 2 }).build([3]);
  * const J = jacobianWrtInput(dense, tensor([1, 2, 3], [1, 3])); // J.shape = [1, 2, 3], J = Wᵀ
+ * const S = jacobianWrtInput(dense, tensor([1, 2, 3], [1, 3]), { format: 'sparse' }); // a SparseJacobian
  */
 export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian;
 export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian;
 export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian | SparseJacobian;
 export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian | SparseJacobian {
-  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined) {
-    return structuredJacobianWrtInput(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian | SparseJacobian;
-  }
-  assertShape(x, [null, ...f.inputShape], 'jacobianWrtInput x');
-  assertFinite(x, 'jacobianWrtInput x');
-  const B = x.shape[0];
-  const dtype = dtypeOf(x);
-  const nIn = sizeOf(f.inputShape);
-  const nOut = sizeOf(f.outputShape);
-  guardBytes(`batch Jacobian w.r.t. the input ${fmtShape([B, ...f.outputShape, ...f.inputShape])}`, denseJacobianBytes(B, f.outputShape, f.inputShape, dtype), opts.memoryBudget ?? getMemoryBudget());
-  const fwd = f.forward(x, opts);
-  const J = zeros([B, ...f.outputShape, ...f.inputShape], dtype);
-  const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bytesPerElement(dtype), opts.tangents);
-  const seed = zeros([B, ...f.inputShape, T], dtype);
-  for (let c0 = 0; c0 < nIn; c0 += T) {
-    const Tc = Math.min(T, nIn - c0);
-    // Each tangent t is the basis direction e_{c0+t}, set in every sample at once. Only the ones
-    // of the previous block are cleared: a full fill would stream the whole block through memory.
-    if (c0 > 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) seed.data[(b * nIn + c0 - T + t) * T + t] = 0;
-    for (let b = 0; b < B; b++) for (let t = 0; t < Tc; t++) seed.data[(b * nIn + c0 + t) * T + t] = 1;
-    const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T, rows: { lo: c0, hi: c0 + Tc } }));
-    scatterColumns(dy, J.data, B * nOut, nIn, c0, Tc, T);
-    opts.onProgress?.(c0 + Tc, nIn);
-  }
-  return new DenseJacobian(J, B, f.outputShape, f.inputShape, 'w.r.t. input');
+  if (structured(opts)) return structuredJacobianWrtInput(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian | SparseJacobian;
+  return forwardJacobianWrtInput(f, x, opts);
 }
 
 /**
  * Jacobian w.r.t. each parameter, built column by column with forward-mode dual numbers:
- * `[B, ...out, ...param]` per parameter, in `params` order.
+ * `[B, ...out, ...param]` per parameter, in `params` order. Options as {@link jacobianWrtInput}.
+ * @example
+ * const [dKernel, dBias] = jacobianWrtWeights(dense, x); // [1, 2, 3, 2], [1, 2, 2]
  */
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | SparseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian[] | SparseJacobian[] {
-  if (opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined) {
-    return structuredJacobianWrtWeights(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian[] | SparseJacobian[];
-  }
-  assertShape(x, [null, ...f.inputShape], 'jacobianWrtWeights x');
-  assertFinite(x, 'jacobianWrtWeights x');
-  const B = x.shape[0];
-  const dtype = dtypeOf(x);
-  const nOut = sizeOf(f.outputShape);
-  const total = f.params.reduce((s, p) => s + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0);
-  guardBytes(`Jacobians w.r.t. ${f.params.length} parameters`, total, opts.memoryBudget ?? getMemoryBudget());
-  const fwd = f.forward(x, opts);
-  const out: DenseJacobian[] = [];
-  const allCols = f.params.reduce((s, p) => s + p.value.size, 0);
-  let done = 0;
-  f.params.forEach((p, k) => {
-    const nP = p.value.size;
-    const J = zeros([B, ...f.outputShape, ...p.value.shape], dtype);
-    const T = tangentBlockWidth(nP, (B * nOut + nP) * bytesPerElement(dtype), opts.tangents);
-    const seed = zeros([...p.value.shape, T], dtype);
-    const dParams: (Tensor | null)[] = f.params.map((_, j) => (j === k ? seed : null));
-    for (let c0 = 0; c0 < nP; c0 += T) {
-      const Tc = Math.min(T, nP - c0);
-      if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
-      for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
-      const dy = contiguous(f.jvp(fwd.saved, { dx: null, dParams, T, rows: { lo: c0, hi: c0 + Tc } }));
-      scatterColumns(dy, J.data, B * nOut, nP, c0, Tc, T);
-      done += Tc;
-      opts.onProgress?.(done, allCols);
-    }
-    out.push(new DenseJacobian(J, B, f.outputShape, p.value.shape, `w.r.t. ${p.name}`));
-  });
-  return out;
-}
-
-/** Copies the `Tc` tangent columns of `dy` (`[rows, T]`) into columns `c0..c0+Tc` of `J` (`[rows, cols]`). */
-function scatterColumns(dy: Tensor, J: Tensor['data'], rows: number, cols: number, c0: number, Tc: number, T: number): void {
-  const d = dy.data;
-  for (let r = 0; r < rows; r++) {
-    const src = r * T;
-    const dst = r * cols + c0;
-    for (let t = 0; t < Tc; t++) J[dst + t] = d[src + t];
-  }
-}
-
-/**
- * Jacobian w.r.t. the input, built row by row from VJPs of basis cotangents (reverse mode):
- * the reference the dual-number Jacobian is checked against. Same layout as {@link jacobianWrtInput}.
- */
-export function jacobianWrtInputByVjp<S>(f: Differentiable<S>, x: Tensor, opts: ForwardOptions & { memoryBudget?: number } = {}): DenseJacobian {
-  assertShape(x, [null, ...f.inputShape], 'jacobianWrtInputByVjp x');
-  const B = x.shape[0];
-  const dtype = dtypeOf(x);
-  const nIn = sizeOf(f.inputShape);
-  const nOut = sizeOf(f.outputShape);
-  guardBytes('batch Jacobian (reverse mode)', denseJacobianBytes(B, f.outputShape, f.inputShape, dtype), opts.memoryBudget ?? getMemoryBudget());
-  const fwd = f.forward(x, opts);
-  const J = zeros([B, ...f.outputShape, ...f.inputShape], dtype);
-  const dy = zeros([B, ...f.outputShape], dtype);
-  for (let o = 0; o < nOut; o++) {
-    dy.data.fill(0);
-    for (let b = 0; b < B; b++) dy.data[b * nOut + o] = 1;
-    const dx = contiguous(f.vjp(fwd.saved, dy).dx);
-    for (let b = 0; b < B; b++) J.data.set(dx.data.subarray(b * nIn, (b + 1) * nIn), (b * nOut + o) * nIn);
-  }
-  return new DenseJacobian(J, B, f.outputShape, f.inputShape, 'w.r.t. input (reverse)');
-}
-
-/**
- * Jacobians w.r.t. each parameter, row by row from VJPs: one basis cotangent per (sample, output),
- * since a parameter is shared by the batch. The reverse-mode reference for {@link jacobianWrtWeights}.
- */
-export function jacobianWrtWeightsByVjp<S>(f: Differentiable<S>, x: Tensor, opts: ForwardOptions & { memoryBudget?: number } = {}): DenseJacobian[] {
-  assertShape(x, [null, ...f.inputShape], 'jacobianWrtWeightsByVjp x');
-  const B = x.shape[0];
-  const dtype = dtypeOf(x);
-  const nOut = sizeOf(f.outputShape);
-  const total = f.params.reduce((s, p) => s + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0);
-  guardBytes('Jacobians w.r.t. parameters (reverse mode)', total, opts.memoryBudget ?? getMemoryBudget());
-  const fwd = f.forward(x, opts);
-  const Js = f.params.map((p) => zeros([B, ...f.outputShape, ...p.value.shape], dtype));
-  const dy = zeros([B, ...f.outputShape], dtype);
-  for (let r = 0; r < B * nOut; r++) {
-    dy.data.fill(0);
-    dy.data[r] = 1;
-    const { dParams } = f.vjp(fwd.saved, dy);
-    dParams.forEach((g, k) => Js[k].data.set(contiguous(g).data.subarray(0, g.size), r * g.size));
-  }
-  return Js.map((J, k) => new DenseJacobian(J, B, f.outputShape, f.params[k].value.shape, `w.r.t. ${f.params[k].name} (reverse)`));
-}
-
-/**
- * A JVP along one direction for every sample: `J v` with `v` shaped like `x` (and optional
- * parameter directions). The engine's cheapest derivative: one pass with `T = 1`.
- */
-export function jvpAlong<S>(f: Differentiable<S>, x: Tensor, v: Tensor | null, dParams: (Tensor | null)[] | null = null, opts: ForwardOptions = {}): {
-  /** The primal output `[B, ...out]`. */
-  y: Tensor;
-  /** The JVP `J v`, `[B, ...out]`. */
-  jv: Tensor
-} {
-  const fwd: Forward<S> = f.forward(x, opts);
-  const dx = v === null ? null : tensor(contiguous(v).data.slice(0, v.size), [...v.shape, 1], dtypeOf(v));
-  const dP = dParams?.map((p) => (p === null ? null : tensor(contiguous(p).data.slice(0, p.size), [...p.shape, 1], dtypeOf(p)))) ?? null;
-  const out = contiguous(f.jvp(fwd.saved, { dx, dParams: dP, T: 1 }));
-  return { y: fwd.y, jv: tensor(out.data, out.shape.slice(0, -1), dtypeOf(out)) };
+  if (structured(opts)) return structuredJacobianWrtWeights(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian[] | SparseJacobian[];
+  return forwardJacobianWrtWeights(f, x, opts);
 }

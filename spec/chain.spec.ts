@@ -92,7 +92,7 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
     expectSame(sparse, ref, { rtol: 1e-10, atol: 1e-14 }, 'sparse explicit vs reference');
     const formats = sparse.memory.flatMap((m) => m.jacobians.map((J) => J.format));
     expect(formats).to.have.length(11); // model_0: 3 convolutions × (kernel, bias); model_1: dOut/dIn and 2 Dense × (kernel, bias)
-    expect(formats.every((f) => f === 'csr'), formats.join(', ')).to.equal(true);
+    expect(formats.every((f) => f === 'sparse'), formats.join(', ')).to.equal(true);
   });
 
   it('the explicit chain refuses, before its first forward pass, Jacobians whose total exceeds the memory budget, and names the VJP way', () => {

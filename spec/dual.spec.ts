@@ -1,3 +1,4 @@
+import { jacobianWrtInput } from '../lib/jacobian.js';
 import { derivative as symbolicDerivative, parse } from 'mathjs';
 import { type ActivationName, activationForward, activationJvp } from '../lib/activations.js';
 import { Dual, derivative, valueAndDerivative } from '../lib/dual.js';
@@ -130,7 +131,7 @@ describe('Dual', () => {
       const rng = new Rng(91);
       const layer = new Dense({ units: 3, activation: 'tanh' }).build([4], { rng });
       const xs = [0.3, -1.2, 0.8, 2];
-      const J = layer.jacobianWrtInput(tensor(xs, [1, 4])).toDense();
+      const J = jacobianWrtInput(layer, tensor(xs, [1, 4])).toDense();
       const W = layer.params[0].value;
       for (let i = 0; i < 4; i++) {
         const x = xs.map((v, k) => (k === i ? Dual.variable(v) : Dual.constant(v)));

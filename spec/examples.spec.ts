@@ -308,7 +308,7 @@ const CHECKS: Record<string, (out: string) => void> = {
       const [v, u] = t.split(' ');
       return Number(v) * 1024 ** ['B', 'KiB', 'MiB', 'GiB', 'TiB'].indexOf(u);
     };
-    held.forEach((m) => expect(m[4], m[0]).to.equal('csr'));
+    held.forEach((m) => expect(m[4], m[0]).to.equal('sparse'));
     // A CSR matrix pays 4 bytes per row and per entry for its indices: a win for the conv stage's
     // Jacobians, not for a handful of entries (dense_1.bias: 20 B against 8).
     held.filter((m) => m[1] === 'model_0').forEach((m) => expect(toBytes(m[5]), m[0]).to.be.below(prod(shapeOf(m[3])) * 8));

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { ShapeError } from '../lib/errors.js';
-import { addMissingAxes, broadcastTo, registerJacobianContraction, sumOfProducts, upstreamGradientLossOut, upstreamGradientLossWeights } from '../lib/helpers.js';
+import { addMissingAxes, broadcastTo, sumOfProducts, upstreamGradientLossOut, upstreamGradientLossWeights } from '../lib/helpers.js';
 import { DenseJacobian, type Jacobian } from '../lib/jacobian.js';
 import { Rng } from '../lib/rng.js';
 import { type Tensor, randomNormal, sizeOf, stridesOf, tensor } from '../lib/tensor.js';
@@ -127,25 +127,20 @@ describe('helpers (the seed\'s add_missing_axes, upstream_gradient_loss_weights,
     expect(sumOfProducts(J as Tensor, broadcastTo(tensor([1, 10], [2, 1]), [2, 3]), [0]).data).to.deep.equal(new Float64Array([21, 43, 65]));
   });
 
-  it('dispatches on .format: a registered format is used, an unknown one falls back to toDense()', () => {
-    let calls = 0;
-    const values = tensor([2, 0, 0, 3], [1, 2, 2]);
-    const fake = (format: string): Jacobian => ({ format, shape: [1, 2, 2], batch: 1, outShape: [2], inShape: [2], bytes: 16, toDense: () => values });
-    registerJacobianContraction('test-diagonal', {
-      lossWeights: (_J, g) => {
-        calls++;
-        return tensor([2 * g.data[0], 3 * g.data[1]], [2]);
+  it('a Jacobian object contracts itself through its own vjp: the helpers ask it, never its format', () => {
+    const calls: boolean[] = [];
+    // A diagonal Jacobian diag(2, 3), stored as its diagonal only: no dense form exists to fall back to.
+    const diag = {
+      shape: [1, 2, 2] as const,
+      vjp(dy: Tensor, sumBatch: boolean): Tensor {
+        calls.push(sumBatch);
+        return tensor([2 * dy.data[0], 3 * dy.data[1]], sumBatch ? [2] : [1, 2]);
       },
-      lossOut: (_J, g) => {
-        calls++;
-        return tensor([2 * g.data[0], 3 * g.data[1]], [1, 2]);
-      },
-    });
+    };
     const g = tensor([1, 1], [1, 2]);
-    expect(Array.from(upstreamGradientLossWeights(fake('test-diagonal'), g).data)).to.deep.equal([2, 3]);
-    expect(Array.from(upstreamGradientLossOut(fake('test-diagonal'), g).data)).to.deep.equal([2, 3]);
-    expect(calls).to.equal(2);
-    expect(Array.from(upstreamGradientLossOut(fake('unregistered'), g).data)).to.deep.equal([2, 3]);
+    expect(Array.from(upstreamGradientLossWeights(diag, g).data)).to.deep.equal([2, 3]);
+    expect(upstreamGradientLossOut(diag, g).shape).to.deep.equal([1, 2]);
+    expect(calls).to.deep.equal([true, false]);
   });
 
   describe('misuse gives clear errors', () => {

@@ -3,9 +3,11 @@
  * Its rules are the primitives of `activations.ts`; this file gives them a layer's shape.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationVjp, couplesRow } from '../activations.js';
 import { type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKeys } from './layer.js';
+import type { AxisStructure } from '../structure.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
+import { elementwiseLocal } from './local.js';
 
 /** Keras config of {@link Activation}. */
 export interface ActivationConfig {
@@ -71,5 +73,27 @@ export class Activation extends Layer<ActivationSaved> {
     const dx = zeros(y.shape, dtypeOf(y));
     activationVjp(this.activation, y.data, contiguous(dy).data, dx.data, y.size, this.rowLength);
     return { dx, dParams: [] };
+  }
+
+  // Structure hooks: what the sparse engines and the memory estimate know of an activation.
+
+  /** Diagonal, or, for an activation that couples a row (softmax), full along the last axis. */
+  inputStructure(): AxisStructure {
+    const dims = this.inputShape.slice();
+    const last = dims.length - 1;
+    return { inDims: dims, maps: dims.map((d, i) => (i === last && couplesRow(this.activation) ? { kind: 'full', rows: d } : { kind: 'identity' })) };
+  }
+
+  /** Forward saves its output (see {@link ActivationSaved}). */
+  residuals(): Residuals {
+    return { saves: ['y'] };
+  }
+
+  /** The local Jacobian at a recorded pass, read off the activation's own dual-number rule. */
+  localJacobian(pass: LayerPass): LocalJacobian[] {
+    const { y } = pass.saved as ActivationSaved;
+    const n = y.size / y.shape[0];
+    const block = couplesRow(this.activation) ? this.rowLength : 1;
+    return [elementwiseLocal(y.shape[0], n, block, (dz, count, T) => activationJvp(this.activation, y.data, dz, count, T, this.rowLength))];
   }
 }

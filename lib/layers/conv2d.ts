@@ -3,10 +3,13 @@
  * `[kh, kw, cin, cout]` (Keras' layout), a bias `[cout]`, strides and TensorFlow's padding.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationVjp, couplesRow } from '../activations.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, type WindowRanges, checkKeys, pair, padding, windowRanges } from './layer.js';
+import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { elementwiseLocal } from './local.js';
+import { type Padding, type WindowRanges, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
 /** Keras config of {@link Conv2D}. */
 export interface Conv2DConfig {
@@ -52,7 +55,7 @@ interface Geometry {
  * const conv = new Conv2D({ filters: 6, kernel_size: 2, activation: 'relu' }).build([10, 10, 1], { rng: new Rng(0) });
  * const x = randomNormal([3, 10, 10, 1], new Rng(1));
  * const { y } = conv.forward(x); // y: [3, 9, 9, 6]
- * const J = conv.jacobianWrtInput(x); // [3, 9, 9, 6, 10, 10, 1]
+ * const J = jacobianWrtInput(conv, x); // [3, 9, 9, 6, 10, 10, 1]
  * const { dx, dParams } = conv.vjp(conv.forward(x).saved, y); // dx: [3, 10, 10, 1]; dParams: [dKernel, dBias]
  */
 export class Conv2D extends Layer<Conv2DSaved> {
@@ -242,6 +245,70 @@ export class Conv2D extends Layer<Conv2DSaved> {
       dParams.push(db);
     }
     return { dx, dParams };
+  }
+
+  // Structure hooks: what the sparse engines and the memory estimate know of a convolution.
+
+  /** Each output row reads a window of input rows, each column a window of columns, every channel. */
+  inputStructure(): AxisStructure {
+    const [H, W] = this.inputShape;
+    const [kh, kw] = this.kernelSize;
+    const [sh, sw] = this.strides;
+    return {
+      inDims: this.inputShape.slice(),
+      maps: [
+        { kind: 'matrix', pattern: windowPattern(H, kh, sh, this.padding, false, this.describe()) },
+        { kind: 'matrix', pattern: windowPattern(W, kw, sw, this.padding, false, this.describe()) },
+        { kind: 'full', rows: this.filters },
+      ],
+    };
+  }
+
+  /** Output `(oh, ow, co)` depends on the kernel column of `co` at its window's in-bounds taps, and on bias `co`; a row-coupling activation spreads both over the channels. */
+  paramStructure(k: number): KronPattern {
+    const [H, W, Cin] = this.inputShape;
+    const [kh, kw] = this.kernelSize;
+    const [sh, sw] = this.strides;
+    const Cout = this.filters;
+    const chan = couplesRow(this.activation) ? SparsityPattern.full(Cout, Cout) : SparsityPattern.identity(Cout);
+    const th = windowPattern(H, kh, sh, this.padding, true, this.describe());
+    const tw = windowPattern(W, kw, sw, this.padding, true, this.describe());
+    if (k === 0) return new KronPattern([th, tw, SparsityPattern.full(1, Cin), chan]);
+    return new KronPattern([SparsityPattern.full(th.rows, 1), SparsityPattern.full(tw.rows, 1), chan]);
+  }
+
+  /** Forward saves its input and its output (see {@link Conv2DSaved}). */
+  residuals(): Residuals {
+    return { saves: ['x', 'y'] };
+  }
+
+  /**
+   * The largest row of the pattern, a lower bound on any colouring and met by the product
+   * colouring: `wh · ww · cin` (the largest in-bounds window) for the input and the kernel, 1 for
+   * the bias; times `cout` for a parameter under a row-coupling activation.
+   */
+  colourCount(wrt: Wrt): number {
+    const [H, W, Cin] = this.inputShape;
+    const [kh, kw] = this.kernelSize;
+    const [sh, sw] = this.strides;
+    const coupled = wrt !== 'input' && couplesRow(this.activation) ? this.filters : 1;
+    if (wrt === 1) return coupled;
+    return maxWindow(H, kh, sh, this.padding) * maxWindow(W, kw, sw, this.padding) * Cin * coupled;
+  }
+
+  /**
+   * The local Jacobian at a recorded pass, as two factors: the convolution's own matrix (a
+   * kernel column per output row w.r.t. the input, the window's inputs w.r.t. the kernel, one 1
+   * w.r.t. the bias), then the activation's, read off its dual-number rule.
+   */
+  localJacobian(pass: LayerPass, wrt: Wrt): LocalJacobian[] {
+    const { x, y } = pass.saved as Conv2DSaved;
+    const g = this.geometry(x.shape);
+    const linear = convMatrixLocal(g, wrt === 'input' ? 'input' : wrt === 0 ? 'kernel' : 'bias', this.kernelData(g.Cin), x.data.subarray(x.offset, x.offset + x.size));
+    if (this.activation === 'linear') return [linear];
+    const n = g.rows.out * g.cols.out * g.Cout;
+    const act = elementwiseLocal(g.B, n, couplesRow(this.activation) ? g.Cout : 1, (dz, count, T) => activationJvp(this.activation, y.data.subarray(y.offset, y.offset + y.size), dz, count, T, g.Cout));
+    return [linear, act];
   }
 
   /** Checks the channel count first (the usual mistake), quoting expected and received, then rank, extents and dtype. */
@@ -448,4 +515,50 @@ function tangentSupport(d: Data, n: number, T: number): { lo: Int32Array; hi: In
     hi[r] = e;
   }
   return { lo, hi };
+}
+
+/**
+ * The convolution's own matrix at a pass, by rows over `(oh, ow, co)` per sample: w.r.t. the
+ * input, the kernel column `W[·, co]` at the window's in-bounds taps; w.r.t. the kernel, the
+ * window's inputs at `(tap, co)`; w.r.t. the bias, a 1 at `co`.
+ */
+function convMatrixLocal(g: Geometry, wrt: 'input' | 'kernel' | 'bias', Wk: Data, x: Data): LocalJacobian {
+  const { H, W, Cin, Cout, kw, rows: rA, cols: cA } = g;
+  const nOut = rA.out * cA.out * Cout;
+  const nIn = H * W * Cin;
+  const K = g.kh * kw * Cin;
+  return {
+    rows: nOut,
+    cols: wrt === 'input' ? nIn : wrt === 'kernel' ? K * Cout : Cout,
+    single: wrt === 'bias',
+    maxRowNnz: wrt === 'bias' ? 1 : K,
+    row(b, o, idx, coef) {
+      const co = o % Cout;
+      if (wrt === 'bias') {
+        idx[0] = co;
+        coef[0] = 1;
+        return 1;
+      }
+      const pix = (o - co) / Cout;
+      const ow = pix % cA.out;
+      const oh = (pix - ow) / cA.out;
+      const ih0 = rA.start[oh];
+      const iw0 = cA.start[ow];
+      let n = 0;
+      for (let i = rA.lo[oh]; i < rA.hi[oh]; i++) {
+        for (let j = cA.lo[ow]; j < cA.hi[ow]; j++) {
+          const xo = ((ih0 + i) * W + iw0 + j) * Cin;
+          const tap0 = (i * kw + j) * Cin;
+          for (let ci = 0; ci < Cin; ci++) {
+            const tap = tap0 + ci;
+            const v = wrt === 'input' ? Wk[tap * Cout + co] : x[b * nIn + xo + ci];
+            if (v === 0) continue;
+            idx[n] = wrt === 'input' ? xo + ci : tap * Cout + co;
+            coef[n++] = v;
+          }
+        }
+      }
+      return n;
+    },
+  };
 }

@@ -2,10 +2,12 @@
  * Dense: `y = act(x W + b)` with a kernel `W` of shape `[in, out]` (Keras' layout) and a bias `[out]`.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationVjp, couplesRow } from '../activations.js';
 import { ConfigError, fmtValue } from '../errors.js';
-import { type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKeys } from './layer.js';
+import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
+import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { elementwiseLocal } from './local.js';
 
 /** Keras config of {@link Dense}. */
 export interface DenseConfig {
@@ -181,4 +183,64 @@ export class Dense extends Layer<DenseSaved> {
     }
     return { dx, dParams };
   }
+
+  // Structure hooks: what the sparse engines and the memory estimate know of a dense layer.
+
+  /** Every output depends on every input. */
+  inputStructure(): AxisStructure {
+    return { inDims: this.inputShape.slice(), maps: [{ kind: 'full', rows: this.units }] };
+  }
+
+  /** Output `o` depends on kernel column `o` and bias `o`; a row-coupling activation spreads both over the units. */
+  paramStructure(k: number): KronPattern {
+    const u = this.units;
+    const chan = couplesRow(this.activation) ? SparsityPattern.full(u, u) : SparsityPattern.identity(u);
+    return k === 0 ? new KronPattern([SparsityPattern.full(1, this.inputShape[0]), chan]) : new KronPattern([chan]);
+  }
+
+  /** Forward saves its input and its output (see {@link DenseSaved}). */
+  residuals(): Residuals {
+    return { saves: ['x', 'y'] };
+  }
+
+  /** Rows are full: `in` colours for the input and the kernel (units never share a row), 1 for the bias; times `units` under a row-coupling activation. */
+  colourCount(wrt: Wrt): number {
+    const coupled = wrt !== 'input' && couplesRow(this.activation) ? this.units : 1;
+    return (wrt === 1 ? 1 : this.inputShape[0]) * coupled;
+  }
+
+  /** The local Jacobian at a recorded pass: the layer's own matrix (`Wᵀ`'s row, `x`, or a 1), then the activation's, read off its dual-number rule. */
+  localJacobian(pass: LayerPass, wrt: Wrt): LocalJacobian[] {
+    const { x, y } = pass.saved as DenseSaved;
+    const B = x.shape[0];
+    const linear = denseMatrixLocal(this.inputShape[0], this.units, wrt === 'input' ? 'input' : wrt === 0 ? 'kernel' : 'bias', contiguous(this.params[0].value).data, x.data);
+    if (this.activation === 'linear') return [linear];
+    const act = elementwiseLocal(B, this.units, couplesRow(this.activation) ? this.units : 1, (dz, count, T) => activationJvp(this.activation, y.data, dz, count, T, this.units));
+    return [linear, act];
+  }
+}
+
+/** A dense layer's own matrix at a pass, by rows over the `u` units: `W[·, o]` w.r.t. the input, `x` at `(i, o)` w.r.t. the kernel, a 1 at `o` w.r.t. the bias. */
+function denseMatrixLocal(nIn: number, u: number, wrt: 'input' | 'kernel' | 'bias', Wk: Data, x: Data): LocalJacobian {
+  return {
+    rows: u,
+    cols: wrt === 'input' ? nIn : wrt === 'kernel' ? nIn * u : u,
+    single: wrt === 'bias',
+    maxRowNnz: wrt === 'bias' ? 1 : nIn,
+    row(b, o, idx, coef) {
+      if (wrt === 'bias') {
+        idx[0] = o;
+        coef[0] = 1;
+        return 1;
+      }
+      let n = 0;
+      for (let i = 0; i < nIn; i++) {
+        const v = wrt === 'input' ? Wk[i * u + o] : x[b * nIn + i];
+        if (v === 0) continue;
+        idx[n] = wrt === 'input' ? i : i * u + o;
+        coef[n++] = v;
+      }
+      return n;
+    },
+  };
 }

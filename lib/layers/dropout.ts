@@ -9,7 +9,9 @@
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { Rng } from '../rng.js';
 import { type Tensor, assertShape, contiguous, dtypeOf, stridesOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, type ForwardOptions, Layer, type Tangents, checkKeys } from './layer.js';
+import type { AxisStructure } from '../structure.js';
+import { BASE_KEYS, type Cotangents, type Forward, type ForwardOptions, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
+import { diagonalLocal, identityLocal } from './local.js';
 
 /** Keras config of {@link Dropout}. */
 export interface DropoutConfig {
@@ -134,6 +136,26 @@ export class Dropout extends Layer<DropoutSaved> {
     const dx = zeros(inputShape, dtypeOf(dy));
     for (let i = 0; i < dx.size; i++) dx.data[i] = mask.data[i] * dyc.data[dyc.offset + i];
     return { dx, dParams: [] };
+  }
+
+  // Structure hooks: dropout is diagonal, its mask the diagonal.
+
+  /** The identity pattern on every axis (a dropped unit is a value-dependent zero). */
+  inputStructure(): AxisStructure {
+    return { inDims: this.inputShape.slice(), maps: this.inputShape.map(() => ({ kind: 'identity' })) };
+  }
+
+  /** In training, forward saves its mask (one value per element, in the layer's dtype); at inference nothing, and every result is a view. */
+  residuals(opts: ForwardOptions): Residuals {
+    if (!opts.training) return { saves: [], outputIsView: true, jvpIsView: true, vjpIsView: true };
+    return { saves: [{ what: 'mask', perSample: this.inputShape.slice(), dtype: this.dtype }] };
+  }
+
+  /** `diag(m)` at a recorded pass (the identity at inference). */
+  localJacobian(pass: LayerPass): LocalJacobian[] {
+    const { mask } = pass.saved as DropoutSaved;
+    const n = this.inputShape.reduce((a, b) => a * b, 1);
+    return [mask ? diagonalLocal(contiguous(mask).data, n) : identityLocal(n)];
   }
 
   /** One mask for one pass: `1/(1-rate)` with probability `1 - rate`, else 0; broadcast over noise_shape's 1s. */

@@ -5,7 +5,9 @@
  */
 import { ConfigError, fmtValue } from '../errors.js';
 import { type Tensor, assertShape, reshape, sizeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKeys } from './layer.js';
+import type { AxisStructure } from '../structure.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
+import { identityLocal } from './local.js';
 
 /** Keras config of {@link Flatten}: only the (channels-last) data format Keras writes into model files. */
 export interface FlattenConfig {
@@ -66,5 +68,22 @@ export class Flatten extends Layer<FlattenSaved> {
   vjp({ inputShape }: FlattenSaved, dy: Tensor): Cotangents {
     this.checkCotangent(dy, inputShape[0]);
     return { dx: reshape(dy, inputShape), dParams: [] };
+  }
+
+  // Structure hooks: a row-major reshape is the identity.
+
+  /** The identity on every axis (row-major order is kept). */
+  inputStructure(): AxisStructure {
+    return { inDims: this.inputShape.slice(), maps: this.inputShape.map(() => ({ kind: 'identity' })) };
+  }
+
+  /** Forward saves no buffer, and every result is a view. */
+  residuals(): Residuals {
+    return { saves: [], outputIsView: true, jvpIsView: true, vjpIsView: true };
+  }
+
+  /** The identity. */
+  localJacobian(): LocalJacobian[] {
+    return [identityLocal(this.outputShape[0])];
   }
 }

@@ -1,21 +1,35 @@
 /**
- * The contract every layer keeps: `forward` (saving what the derivatives need), `jvp` (the
- * dual-number rule: tangents pushed forward) and `vjp` (the cotangent pulled back), in that order.
+ * The layer contract: what every layer (and every stage of layers) gives, and what every engine
+ * reads. A layer owns all that is known about it; no engine switches on a class name.
  *
- * Tangent layout, said once: a block of `T` tangents rides along a primal as a trailing axis, so
- * the tangent of an input `x` of shape `[B, ...in]` has shape `[B, ...in, T]`, the tangent of a
- * parameter of shape `[...param]` has shape `[...param, T]`, and `jvp` returns `[B, ...out, T]`.
- * Every scalar thus carries a vector of `T` derivative parts: a vectorized dual number.
+ * Glossary, said once:
+ * - **primal**: the values of the ordinary forward pass, `x` `[B, ...in]` → `y` `[B, ...out]`.
+ * - **residuals** (`saved`): what `forward` keeps for the derivative rules; each layer says which.
+ * - **tangent**: a direction pushed forward by `jvp` (forward mode, dual numbers). A block of `T`
+ *   tangents rides along a primal as a trailing axis: the input tangent `dx` is `[B, ...in, T]`, a
+ *   parameter tangent `[...param, T]`, and `jvp` returns the output tangent `[B, ...out, T]`.
+ *   Every scalar thus carries a vector of `T` derivative parts: a vectorized dual number.
+ * - **cotangent**: a gradient pulled back by `vjp` (reverse mode): `dy` `[B, ...out]` (dLoss/dy)
+ *   in, `dx` `[B, ...in]` and one `[...param]` per parameter (summed over the batch) out.
+ * - **Jacobian layout**: `[...out, ...in]`, row-major; a batch Jacobian leads with the batch axis
+ *   once, `[B, ...out, ...in]` (see `lib/jacobian.ts`).
+ *
+ * Required: {@link Differentiable.forward}, {@link Differentiable.jvp} and
+ * {@link Differentiable.vjp}, in that order in each layer file. Optional, with generic fallbacks
+ * (so a layer that gives only the three rules works in every engine and every chain, dense and
+ * sparse, only slower there): the {@link StructureHooks}, which the sparse engines
+ * (`lib/sparse/structure.ts`) and the memory estimate (`lib/memory/estimate.ts`) read.
  * @module
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
+import { guardBytes } from '../memory.js';
 import { Rng } from '../rng.js';
-import { type DType, type Tensor, assertShape, dtypeOf, tensor, zeros, sizeOf } from '../tensor.js';
-import type { JacobianOptions, DenseJacobian, SparseJacobianOptions } from '../jacobian.js';
-import type { SparseJacobian } from '../sparse/csr.js';
-import { jacobianWrtInput, jacobianWrtWeights } from '../jacobian.js';
+import type { AxisStructure, KronPattern } from '../structure.js';
+import { type DType, type Tensor, assertShape, bytesPerElement, dtypeOf, sizeOf, zeros } from '../tensor.js';
 
-/** A trainable parameter in Keras order (`kernel` then `bias`). */
+export { type Padding, type WindowRanges, pair, padding, windowAxis, windowRanges } from './window.js';
+
+/** A parameter in Keras order (`kernel` then `bias`, or BatchNormalization's four). */
 export interface Param {
   /** `kernel` or `bias`, as Keras names them. */
   readonly name: string;
@@ -31,11 +45,11 @@ export interface ForwardOptions {
   rng?: Rng;
 }
 
-/** A forward pass's output and the residuals it saved for the derivative rules. */
+/** A forward pass's primal output and the residuals it saved for the derivative rules. */
 export interface Forward<S> {
   /** The primal output, `[B, ...out]`. */
   y: Tensor;
-  /** What `jvp` and `vjp` need from this pass (documented per layer). */
+  /** The residuals: what `jvp` and `vjp` need from this pass (documented per layer). */
   saved: S;
 }
 
@@ -69,23 +83,135 @@ export interface Cotangents {
   dParams: Tensor[];
 }
 
+/** Which Jacobian a hook speaks of: w.r.t. the input, or w.r.t. `params[k]`. */
+export type Wrt = 'input' | number;
+
 /**
- * Anything with a forward pass and both derivative rules: a layer, or a stage of layers.
- * The Jacobian builders and the memory accounting work on this.
+ * A buffer `forward` saves, from shapes alone: its input `x`, its output `y` (shared with the
+ * activations, so counted once), or a buffer of its own of `perSample` elements per sample (or,
+ * with `shared`, one buffer for the whole batch).
  */
-export interface Differentiable<S = unknown> {
+export type ResidualBuffer = 'x' | 'y' | {
+  /** What it is, for reports: `argmax`, `mask`. */
+  what: string;
+  /** Its shape per sample (or the whole shape with `shared`). */
+  perSample: readonly number[];
+  /** Its element type. */
+  dtype: DType | 'int32' | 'uint8';
+  /** One buffer for the batch, not one per sample. */
+  shared?: boolean;
+};
+
+/** What one forward pass of a layer holds and which of its results are views, from shapes alone. */
+export interface Residuals {
+  /** The buffers `forward` saves for the derivative rules. */
+  saves: readonly ResidualBuffer[];
+  /** The output is a view of the input (Flatten; Dropout at inference): no new buffer. */
+  outputIsView?: boolean;
+  /** The JVP returns a view of (or the very) input tangent. */
+  jvpIsView?: boolean;
+  /** The VJP returns a view of (or the very) output cotangent. */
+  vjpIsView?: boolean;
+}
+
+/** One layer of a recorded forward pass: the layer, its residuals, its input and its output. */
+export interface LayerPass {
+  /** The layer. */
+  layer: Differentiable;
+  /** What its forward pass saved. */
+  saved: unknown;
+  /** Its input `[B, ...in]`. */
+  x: Tensor;
+  /** Its output `[B, ...out]`. */
+  y: Tensor;
+}
+
+/**
+ * A layer's local Jacobian at a recorded pass, by rows, for every sample: what the propagate
+ * engine chains, `J = L_n ⋯ L_1`, carrying only non-zeros.
+ */
+export interface LocalJacobian {
+  /** Per-sample rows (the layer's outputs). */
+  readonly rows: number;
+  /** Per-sample columns (the layer's inputs, or a parameter's entries). */
+  readonly cols: number;
+  /** Every row has at most one entry: composed as an index map with a scale, never materialized. */
+  readonly single: boolean;
+  /** Most entries any row may have (sizes the row buffers). */
+  readonly maxRowNnz: number;
+  /** Writes row `o` of sample `b` as columns and coefficients; returns the count. */
+  row(b: number, o: number, idx: Int32Array, coef: Float64Array): number;
+}
+
+/**
+ * Optional hooks through which a layer states its structure. Each has a generic fallback
+ * (`lib/sparse/structure.ts`, `lib/memory/estimate.ts`) that is right for any layer, only slower
+ * or coarser: a layer without hooks has a dense pattern, one colour per column, residuals counted
+ * from what a probe `forward` saved, and a local Jacobian built by its own `jvp`.
+ */
+export interface StructureHooks {
+  /**
+   * The structural pattern of `∂y/∂x` per sample, one map per input axis (identity, full, or a
+   * small window matrix). Fallback: one full map (every output depends on every input).
+   */
+  inputStructure?(): AxisStructure;
+  /** The structural pattern of `∂y/∂params[k]` per sample, as Kronecker factors. Fallback: full. */
+  paramStructure?(k: number): KronPattern;
+  /**
+   * False when a forward pass couples the samples (BatchNormalization in training), so that the
+   * batch Jacobian `[B, ...out, ...in]` would drop cross-sample terms. Fallback: true.
+   */
+  samplesIndependent?(opts: ForwardOptions): boolean;
+  /** What `forward` saves, from shapes alone. Fallback: counted from a probe pass of one sample. */
+  residuals?(opts: ForwardOptions): Residuals;
+  /** Multiply-adds per sample of one `jvp` tangent. Fallback: the structural non-zeros per sample. */
+  macsPerTangent?(wrt: Wrt): number;
+  /** The fewest colours of the Jacobian's columns, in closed form. Fallback: the product colouring of the pattern. */
+  colourCount?(wrt: Wrt): number;
+  /**
+   * Most entries in a row of the local Jacobian at a recorded pass (a selection, like a max-pooling
+   * winner, has 1 although its window has more). Fallback: the structural largest row.
+   */
+  localRowNnz?(): number;
+  /**
+   * The local Jacobian at a recorded pass, as factors applied first to last (Conv2D: the kernel's
+   * entries, then its fused activation's diagonal). Fallback: compressed forward mode through the
+   * layer's own `jvp` with its pattern's colouring.
+   */
+  localJacobian?(pass: LayerPass, wrt: Wrt): LocalJacobian[];
+}
+
+/**
+ * Anything with a forward pass and both derivative rules: a layer, or a stage of layers. The
+ * Jacobian builders, the chains and the memory accounting work on this.
+ */
+export interface Differentiable<S = unknown> extends StructureHooks {
   /** Per-sample input shape (without the batch axis). */
   readonly inputShape: readonly number[];
   /** Per-sample output shape (without the batch axis). */
   readonly outputShape: readonly number[];
-  /** Trainable parameters, in Keras order. */
+  /** Parameters, in Keras order. */
   readonly params: readonly Param[];
   /** Primal pass; returns the output and the residuals saved for the derivatives. */
   forward(x: Tensor, opts?: ForwardOptions): Forward<S>;
-  /** Pushes a block of tangents through: returns `[B, ...out, T]`. */
+  /** Pushes a block of tangents through: returns the output tangent `[B, ...out, T]`. */
   jvp(saved: S, tangents: Tangents): Tensor;
-  /** Pulls a cotangent `dy` of shape `[B, ...out]` back to the input and parameters. */
+  /** Pulls an output cotangent `dy` of shape `[B, ...out]` back to the input and parameters. */
   vjp(saved: S, dy: Tensor): Cotangents;
+  /** The layers of a stage, first to last; absent on a single layer. */
+  readonly layers?: readonly Differentiable[];
+  /** How errors name it: `Conv2D "conv2d_1"`. */
+  describe?(): string;
+}
+
+/** The single layers of a layer or a stage (a stage's `layers`, recursively), first to last. */
+export function leavesOf(f: Differentiable): Differentiable[] {
+  return f.layers ? f.layers.flatMap((l) => leavesOf(l)) : [f];
+}
+
+/** How errors and reports name `f`. */
+export function describeOf(f: Differentiable): string {
+  return typeof f.describe === 'function' ? f.describe() : `a Differentiable of input ${fmtShape(f.inputShape)}`;
 }
 
 /** Shared setup of a layer: name, dtype, the input shape it was built for, its parameters. */
@@ -124,17 +250,22 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
 
   /**
    * Fixes the per-sample input shape, validates it against the configuration and creates the
-   * parameters (Glorot-uniform kernels, zero biases) from `rng`.
+   * parameters (Glorot-uniform kernels, zero biases) from `rng`; their bytes are checked against
+   * the memory budget before anything is allocated.
    */
   build(inputShape: readonly number[], opts: { rng?: Rng; dtype?: DType } = {}): this {
-    if (!Array.isArray(inputShape) || inputShape.some((d) => !Number.isInteger(d) || d <= 0)) {
+    if (!Array.isArray(inputShape) || inputShape.some((d) => !Number.isSafeInteger(d) || d <= 0)) {
       throw new ShapeError(`layer ${this.describe()}: expected an input shape of positive integers, received ${fmtValue(inputShape)}`);
     }
-    this.dtype = opts.dtype ?? this.dtype;
+    const dtype = opts.dtype ?? this.dtype;
     const out = this.computeOutputShape(inputShape);
+    const shapes = this.paramShapes(inputShape);
+    const elements = shapes.reduce((n, p) => n + sizeOf(p.shape), 0);
+    guardBytes(`the parameters of ${this.describe()} (${elements} values)`, elements * bytesPerElement(dtype), undefined, 'use a smaller layer');
+    this.dtype = dtype;
     this._inputShape = inputShape.slice();
     this._outputShape = out;
-    this.params = this.paramShapes(inputShape).map(({ name, shape, fanIn, fanOut }) => {
+    this.params = shapes.map(({ name, shape, fanIn, fanOut }) => {
       if (name === 'bias') return { name, value: zeros(shape, this.dtype) };
       return { name, value: glorotUniform(shape, fanIn, fanOut, opts.rng ?? new Rng(0), this.dtype) };
     });
@@ -155,29 +286,6 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   abstract forward(x: Tensor, opts?: ForwardOptions): Forward<S>;
   abstract jvp(saved: S, tangents: Tangents): Tensor;
   abstract vjp(saved: S, dy: Tensor): Cotangents;
-
-  /**
-   * Jacobian w.r.t. the input, built column by column with forward-mode dual numbers:
-   * shape `[B, ...out, ...in]` (TensorFlow's `batch_jacobian`).
-   * @example
-   * const dense = new Dense({ units: 2 }).build([3]);
-   * const J = dense.jacobianWrtInput(tensor([1, 2, 3], [1, 3])); // J.shape = [1, 2, 3]
-   */
-  jacobianWrtInput(x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian;
-  jacobianWrtInput(x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian;
-  jacobianWrtInput(x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian | SparseJacobian {
-    return jacobianWrtInput(this, x, opts);
-  }
-
-  /**
-   * Jacobian w.r.t. each parameter, built column by column with forward-mode dual numbers:
-   * one `[B, ...out, ...param]` per parameter (TensorFlow's `jacobian` of the batched output).
-   */
-  jacobianWrtWeights(x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian[];
-  jacobianWrtWeights(x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[];
-  jacobianWrtWeights(x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | SparseJacobian[] {
-    return jacobianWrtWeights(this, x, opts);
-  }
 
   /** Checks a batch against the built input shape; quotes both on mismatch. */
   protected checkInput(x: Tensor): void {
@@ -201,79 +309,9 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
 /** Glorot (Xavier) uniform: `U(-l, l)` with `l = sqrt(6 / (fanIn + fanOut))`, as Keras. */
 export function glorotUniform(shape: readonly number[], fanIn: number, fanOut: number, rng: Rng, dtype: DType = 'float64'): Tensor {
   const limit = Math.sqrt(6 / (fanIn + fanOut));
-  const n = sizeOf(shape);
-  const data = new Array<number>(n);
-  for (let i = 0; i < n; i++) data[i] = rng.uniform(-limit, limit);
-  return tensor(data, shape, dtype);
-}
-
-/** Reads a positive integer or a pair of them (`3` or `[3, 3]`), as Keras accepts. */
-export function pair(v: unknown, what: string, layer: string): [number, number] {
-  const arr = typeof v === 'number' ? [v, v] : v;
-  if (!Array.isArray(arr) || arr.length !== 2 || arr.some((d) => !Number.isInteger(d) || d <= 0)) {
-    throw new ConfigError(`${layer}: expected ${what} to be a positive integer or a pair of them, received ${fmtValue(v)}`);
-  }
-  return [arr[0], arr[1]];
-}
-
-/** Padding as Keras names it. */
-export type Padding = 'valid' | 'same';
-
-/** Validates a padding option. */
-export function padding(v: unknown, layer: string): Padding {
-  if (v === undefined) return 'valid';
-  if (v !== 'valid' && v !== 'same') throw new ConfigError(`${layer}: expected padding "valid" or "same", received ${fmtValue(v)}`);
-  return v;
-}
-
-/**
- * Output extent and leading pad of one spatial axis, TensorFlow's rule: 'valid' takes
- * `floor((n - k) / s) + 1`; 'same' takes `ceil(n / s)` and pads `max((out - 1) s + k - n, 0)` in
- * all, the smaller half before.
- */
-export function windowAxis(n: number, k: number, s: number, pad: Padding, layer: string): {
-  /** Output extent. */
-  out: number;
-  /** Padding before the first element. */
-  before: number
-} {
-  if (pad === 'valid') {
-    if (k > n) throw new ShapeError(`${layer}: expected a window of ${k} to fit an input extent of ${n} with padding "valid", received extent ${n} < ${k}`);
-    return { out: Math.floor((n - k) / s) + 1, before: 0 };
-  }
-  const out = Math.ceil(n / s);
-  const total = Math.max((out - 1) * s + k - n, 0);
-  return { out, before: Math.floor(total / 2) };
-}
-
-/**
- * The windows of one spatial axis, hoisted out of the hot loops: output position `o` reads input
- * positions `start[o] + k` for kernel taps `k` in `[lo[o], hi[o])`, the taps that land inside the
- * input. The others fall in the padding: patch gathers leave them zero and the tangent loops skip them.
- */
-export interface WindowRanges {
-  /** Output extent. */
-  out: number;
-  /** `o · stride − padBefore`: the input position of tap 0 (negative inside the leading pad). */
-  start: Int32Array;
-  /** First tap inside the input. */
-  lo: Int32Array;
-  /** One past the last tap inside the input. */
-  hi: Int32Array;
-}
-
-/** Valid tap ranges of every window along an axis of extent `n`, window `k`, stride `s` (TensorFlow's padding rule via {@link windowAxis}). */
-export function windowRanges(n: number, k: number, s: number, pad: Padding, layer: string): WindowRanges {
-  const { out, before } = windowAxis(n, k, s, pad, layer);
-  const start = new Int32Array(out);
-  const lo = new Int32Array(out);
-  const hi = new Int32Array(out);
-  for (let o = 0; o < out; o++) {
-    start[o] = o * s - before;
-    lo[o] = Math.max(0, -start[o]);
-    hi[o] = Math.min(k, n - start[o]);
-  }
-  return { out, start, lo, hi };
+  const t = zeros(shape, dtype);
+  for (let i = 0; i < t.size; i++) t.data[i] = rng.uniform(-limit, limit);
+  return t;
 }
 
 /**
@@ -282,10 +320,15 @@ export function windowRanges(n: number, k: number, s: number, pad: Padding, laye
  * regularizers, constraints...) are accepted when they hold the value this library implements,
  * and refused, quoting the value, when they ask for something it does not.
  */
-export function checkKeys(config: Record<string, unknown>, known: readonly string[], layer: string): void {
-  for (const [k, v] of Object.entries(config)) {
+export function checkKeys(config: unknown, known: readonly string[], layer: string): asserts config is Record<string, unknown> {
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new ConfigError(`${layer}: expected a config object, received ${fmtValue(config)}`);
+  }
+  // Own keys only, looked up in Maps: a key named `__proto__` or `constructor` is a key like any other.
+  for (const k of Object.keys(config)) {
     if (known.includes(k)) continue;
-    const accepts = KERAS_DEFAULTS[k];
+    const v = (config as Record<string, unknown>)[k];
+    const accepts = KERAS_DEFAULTS.get(k);
     if (!accepts) throw new ConfigError(`${layer}: unknown option ${JSON.stringify(k)}; expected one of ${known.join(', ')}`);
     if (!accepts.ok(v)) throw new ConfigError(`${layer}: option ${JSON.stringify(k)} must be ${accepts.expected} (the only one implemented), received ${fmtValue(v)}`);
   }
@@ -293,25 +336,25 @@ export function checkKeys(config: Record<string, unknown>, known: readonly strin
 
 const isNull = (v: unknown): boolean => v === null || v === undefined;
 const initializerIs = (names: string[]) => (v: unknown): boolean => {
-  const name = typeof v === 'string' ? v : (v as { class_name?: unknown } | null)?.class_name;
+  const name = typeof v === 'string' ? v : v !== null && typeof v === 'object' && Object.hasOwn(v, 'class_name') ? (v as { class_name: unknown }).class_name : undefined;
   return typeof name === 'string' && names.includes(name);
 };
 const NULL_OK = { ok: isNull, expected: 'null' };
 
 /** Keras keys accepted at the values implemented here (weights come from the file or from Glorot-uniform / zeros). */
-const KERAS_DEFAULTS: Record<string, { ok: (v: unknown) => boolean; expected: string }> = {
-  data_format: { ok: (v) => isNull(v) || v === 'channels_last', expected: '"channels_last"' },
-  dilation_rate: { ok: (v) => v === 1 || (Array.isArray(v) && v.every((d) => d === 1)), expected: '1 or [1, 1]' },
-  groups: { ok: (v) => v === 1, expected: '1' },
-  kernel_initializer: { ok: initializerIs(['GlorotUniform', 'glorot_uniform']), expected: 'GlorotUniform' },
-  bias_initializer: { ok: initializerIs(['Zeros', 'zeros']), expected: 'Zeros' },
-  kernel_regularizer: NULL_OK,
-  bias_regularizer: NULL_OK,
-  activity_regularizer: NULL_OK,
-  kernel_constraint: NULL_OK,
-  bias_constraint: NULL_OK,
-  lora_rank: NULL_OK,
-};
+const KERAS_DEFAULTS = new Map<string, { ok: (v: unknown) => boolean; expected: string }>([
+  ['data_format', { ok: (v) => isNull(v) || v === 'channels_last', expected: '"channels_last"' }],
+  ['dilation_rate', { ok: (v) => v === 1 || (Array.isArray(v) && v.every((d) => d === 1)), expected: '1 or [1, 1]' }],
+  ['groups', { ok: (v) => v === 1, expected: '1' }],
+  ['kernel_initializer', { ok: initializerIs(['GlorotUniform', 'glorot_uniform']), expected: 'GlorotUniform' }],
+  ['bias_initializer', { ok: initializerIs(['Zeros', 'zeros']), expected: 'Zeros' }],
+  ['kernel_regularizer', NULL_OK],
+  ['bias_regularizer', NULL_OK],
+  ['activity_regularizer', NULL_OK],
+  ['kernel_constraint', NULL_OK],
+  ['bias_constraint', NULL_OK],
+  ['lora_rank', NULL_OK],
+]);
 
 export { fmtShape };
 

@@ -5,7 +5,9 @@
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, checkKeys, pair, padding, windowRanges } from './layer.js';
+import type { AxisStructure } from '../structure.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { type Padding, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
 /** Keras config of {@link MaxPooling2D}. */
 export interface MaxPooling2DConfig {
@@ -38,7 +40,7 @@ export interface MaxPooling2DSaved {
  * const pool = new MaxPooling2D({ pool_size: 2 }).build([8, 8, 6]);
  * const x = randomNormal([2, 8, 8, 6], new Rng(0));
  * const { y, saved } = pool.forward(x); // y: [2, 4, 4, 6]
- * const J = pool.jacobianWrtInput(x); // [2, 4, 4, 6, 8, 8, 6], one 1 per row
+ * const J = jacobianWrtInput(pool, x); // [2, 4, 4, 6, 8, 8, 6], one 1 per row
  * const { dx } = pool.vjp(saved, y); // dx: [2, 8, 8, 6], nonzero only at the winners
  */
 export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
@@ -143,6 +145,59 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
     const d = dx.data;
     for (let o = 0; o < argmax.length; o++) d[argmax[o]] += g[o];
     return { dx, dParams: [] };
+  }
+
+  // Structure hooks: what the sparse engines and the memory estimate know of max pooling.
+
+  /** Each output reads a window of rows and of columns, in its own channel. */
+  inputStructure(): AxisStructure {
+    const [H, W] = this.inputShape;
+    const [ph, pw] = this.poolSize;
+    const [sh, sw] = this.strides;
+    return {
+      inDims: this.inputShape.slice(),
+      maps: [
+        { kind: 'matrix', pattern: windowPattern(H, ph, sh, this.padding, false, this.describe()) },
+        { kind: 'matrix', pattern: windowPattern(W, pw, sw, this.padding, false, this.describe()) },
+        { kind: 'identity' },
+      ],
+    };
+  }
+
+  /** Forward saves one int32 winner per output (see {@link MaxPooling2DSaved}). */
+  residuals(): Residuals {
+    return { saves: [{ what: 'argmax', perSample: this.outputShape.slice(), dtype: 'int32' }] };
+  }
+
+  /** The largest in-bounds window, `wh · ww`: channels never share a row. */
+  colourCount(_wrt: Wrt): number {
+    const [H, W] = this.inputShape;
+    return maxWindow(H, this.poolSize[0], this.strides[0], this.padding) * maxWindow(W, this.poolSize[1], this.strides[1], this.padding);
+  }
+
+  /** At a recorded pass each row holds its winner only. */
+  localRowNnz(): number {
+    return 1;
+  }
+
+  /** The selection at a recorded pass: row `o` is a 1 at its winner (`argmax`). */
+  localJacobian(pass: LayerPass): LocalJacobian[] {
+    const { argmax, xShape } = pass.saved as MaxPooling2DSaved;
+    const nIn = xShape[1] * xShape[2] * xShape[3];
+    const nOut = argmax.length / xShape[0];
+    return [
+      {
+        rows: nOut,
+        cols: nIn,
+        single: true,
+        maxRowNnz: 1,
+        row(b, o, idx, coef) {
+          idx[0] = argmax[b * nOut + o] - b * nIn;
+          coef[0] = 1;
+          return 1;
+        },
+      },
+    ];
   }
 
   /** Window ranges; a 'valid' pool larger than the input is refused, quoting both. */

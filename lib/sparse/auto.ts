@@ -3,31 +3,33 @@
  * `jacobianWrtWeights(x, {mode, format})` route here (see `lib/jacobian.ts`).
  *
  * Engines (see {@link JacobianPlan}):
- * - forward · `propagate`: sparse tangents layer by layer (`propagate.ts`); needs a layer or a
- *   stack of the known layers; computes only non-zeros;
+ * - forward · `propagate`: sparse tangents layer by layer (`propagate.ts`), each layer's local
+ *   Jacobian from its own hooks; computes only non-zeros;
  * - forward · `compressed`: coloured columns through the dual-number `jvp`, `T` colours per pass
- *   (`compressed.ts`); any {@link Differentiable} (with an unknown structure the colouring is
- *   one column per colour: the dense builder);
+ *   (`compressed.ts`); any {@link Differentiable} (a layer without structure hooks is dense: one
+ *   column per colour, the dense builder);
  * - reverse · `compressed`: coloured rows through the `vjp` (stacked VJPs); best when the Jacobian
  *   is wide (few rows), e.g. a stage ending in `Dense(1)`;
  * - `dense`: the dense builders of `lib/jacobian.ts` (format `dense` only).
  *
  * `mode: 'auto'` estimates each available engine's multiply-adds (an indexed sparse
- * multiply-add counted as {@link SPARSE_OP_COST} dense ones) from the layers' configurations and
+ * multiply-add counted as {@link SPARSE_OP_COST} dense ones) from the layers' structure hooks and
  * the closed-form patterns and colourings, drops those whose working set exceeds the memory budget,
  * and takes the cheapest; the plan (attached to a sparse result as `J.plan`, and returned by
  * {@link planJacobian}) lists every candidate and says why the winner won.
  * @module
  */
 import { ConfigError, fmtShape, fmtValue } from '../errors.js';
-import { DenseJacobian, type Jacobian, denseJacobianBytes, jacobianWrtInputByVjp, jacobianWrtWeightsByVjp, jacobianWrtInput as denseJacobianWrtInput, jacobianWrtWeights as denseJacobianWrtWeights } from '../jacobian.js';
-import type { Differentiable, ForwardOptions } from '../layers/layer.js';
+import { DenseJacobian, type Jacobian, assertSamplesIndependent, denseJacobianBytes, forwardJacobianWrtInput as denseJacobianWrtInput, forwardJacobianWrtWeights as denseJacobianWrtWeights, jacobianWrtInputByVjp, jacobianWrtWeightsByVjp } from '../dense-jacobian.js';
+import { type Differentiable, type ForwardOptions, describeOf, leavesOf } from '../layers/layer.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type Tensor, assertFinite, assertShape, bytesPerElement, dtypeOf, sizeOf } from '../tensor.js';
 import { type Colouring, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring, trivialColouring } from './coloring.js';
 import { DEFAULT_BLOCK_BYTES, blockWidthFor, bytesPerTangent, compressedForward, compressedReverse, stackPatterns } from './compressed.js';
 import { type JacobianPlan, type PlanCandidate, SparseJacobian } from './csr.js';
-import { KronPattern, type LayerLike, SparsityPattern, composeKron, ownerOf, paramKron, stageKron, structuredLayers } from './pattern.js';
+import { KronPattern, SparsityPattern } from '../structure.js';
+import { localRowNnzOf, macsOf } from './hooks.js';
+import { composeKron, ownerOf, paramKron, stageKron } from './pattern.js';
 import { propagateJacobian } from './propagate.js';
 
 /** How the Jacobian is built: `auto` picks by estimated cost. */
@@ -64,38 +66,10 @@ export interface StructuredJacobianOptions extends ForwardOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** Per-sample multiply-adds of one forward pass, from the layers' configurations. */
-export function forwardMacs(layers: readonly LayerLike[]): number {
-  let s = 0;
-  for (const l of layers) {
-    const out = sizeOf(l.outputShape);
-    if (l.className === 'Conv2D') s += out * l.kernelSize![0] * l.kernelSize![1] * l.inputShape[2];
-    else if (l.className === 'Dense') s += out * l.inputShape[0];
-    else if (l.className === 'MaxPooling2D') s += out * l.poolSize![0] * l.poolSize![1];
-    else s += out;
-  }
-  return s;
-}
-
-/** Structural entries per local row, and how many inputs a needed output row needs (its fan-out in the backward marking). */
-function localFan(l: LayerLike): { nnz: number; multi: boolean; fan: number } {
-  switch (l.className) {
-    case 'Conv2D': {
-      const k = l.kernelSize![0] * l.kernelSize![1] * l.inputShape[2];
-      return { nnz: k, multi: true, fan: k };
-    }
-    case 'Dense':
-      return { nnz: l.inputShape[0], multi: true, fan: l.inputShape[0] };
-    case 'Activation':
-      if (l.activation === 'softmax') {
-        const n = l.inputShape[l.inputShape.length - 1];
-        return { nnz: n, multi: true, fan: n };
-      }
-      return { nnz: 1, multi: false, fan: 1 };
-    default:
-      // Pooling selects one winner per output; Flatten and Dropout are diagonal.
-      return { nnz: 1, multi: false, fan: 1 };
-  }
+/** Structural entries per local row of a layer at a recorded pass, and how many inputs a needed output row needs (its fan-out in the backward marking): from its hooks. */
+function localFan(l: Differentiable): { nnz: number; multi: boolean; fan: number } {
+  const nnz = localRowNnzOf(l);
+  return { nnz, multi: nnz > 1, fan: nnz };
 }
 
 /**
@@ -105,7 +79,7 @@ function localFan(l: LayerLike): { nnz: number; multi: boolean; fan: number } {
  * `local ×` the combined rows' entries. Selections (pooling winners) and diagonals keep the row
  * size and the needed count.
  */
-function propagateEstimate(layers: readonly LayerLike[], first: number, firstNnz: number, prefixRowNnz: readonly number[]): { macs: number; levelEntries: number; resultEntries: number } {
+function propagateEstimate(layers: readonly Differentiable[], first: number, firstNnz: number, prefixRowNnz: readonly number[]): { macs: number; levelEntries: number; resultEntries: number } {
   const n = layers.length;
   const needed = new Array<number>(n);
   needed[n - 1] = sizeOf(layers[n - 1].outputShape);
@@ -127,7 +101,7 @@ function propagateEstimate(layers: readonly LayerLike[], first: number, firstNnz
 }
 
 /** Largest structural row of each layer's output w.r.t. the stage input (or the parameter), from the composed Kronecker patterns; empty when they do not line up. */
-function prefixRowNnz(layers: readonly LayerLike[], wrt: { layer: number; param: number } | null): number[] {
+function prefixRowNnz(layers: readonly Differentiable[], wrt: { layer: number; param: number } | null): number[] {
   const out: number[] = [];
   try {
     let P = wrt ? paramKron(layers[wrt.layer], wrt.param) : KronPattern.identity(layers[0].inputShape);
@@ -150,26 +124,25 @@ interface Setting {
   wrt: 'input' | number;
   rows: number;
   cols: number;
-  layers: LayerLike[] | null;
+  layers: Differentiable[];
   kron: KronPattern | null;
   budget: number;
   blockBytes: number;
 }
 
 function setting(f: Differentiable, B: number, dtype: 'float64' | 'float32', wrt: 'input' | number, opts: StructuredJacobianOptions): Setting {
-  const layers = structuredLayers(f);
+  const layers = leavesOf(f);
   let kron: KronPattern | null = null;
-  if (layers) {
-    try {
-      if (wrt === 'input') kron = stageKron(layers);
-      else {
-        const owner = ownerOf(layers, f.params[wrt]);
-        kron = owner ? stageKron(layers, owner) : null;
-      }
-    } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      kron = null;
+  try {
+    if (wrt === 'input') kron = stageKron(layers);
+    else {
+      const owner = ownerOf(layers, f.params[wrt]);
+      kron = owner ? stageKron(layers, owner) : null;
     }
+  } catch (e) {
+    // Layers whose patterns do not line up into Kronecker factors: the compressed engines fall back to dense colourings.
+    if (!(e instanceof ConfigError)) throw e;
+    kron = null;
   }
   const budget = opts.memoryBudget ?? getMemoryBudget();
   return {
@@ -189,26 +162,21 @@ function setting(f: Differentiable, B: number, dtype: 'float64' | 'float32', wrt
 /** Every engine's estimate for one target (input or one parameter). */
 function candidates(s: Setting, format: JacobianFormat): PlanCandidate[] {
   const { B, bpe, rows, cols, layers, kron } = s;
-  const fwd = layers ? forwardMacs(layers) : null;
-  // Without the layers' structure, a pass is one unit of cost: only pass counts can be compared.
-  const unit = fwd ?? 1;
+  // One tangent through every layer: the unit the engines' costs are counted in.
+  const unit = layers.reduce((n, l) => n + macsOf(l), 0);
   const perT = bytesPerTangent(s.f, B, bpe === 4 ? 'float32' : 'float64', s.wrt);
   const out: PlanCandidate[] = [];
   const resultBytes = (entries: number) => entries * (4 + bpe);
-  if (layers) {
-    let first = 0;
-    let firstNnz = 0;
-    const owner = s.wrt === 'input' ? null : ownerOf(layers, s.f.params[s.wrt])!;
-    const prefix = prefixRowNnz(layers, owner);
-    if (owner) {
-      first = owner.layer;
-      firstNnz = prefix[first] ?? cols;
-    }
-    const est = propagateEstimate(layers, first, firstNnz, prefix);
-    out.push({ mode: 'forward', engine: 'propagate', colours: 0, macs: B * est.macs, workBytes: resultBytes(est.levelEntries) });
-  } else {
-    out.push({ mode: 'forward', engine: 'propagate', colours: 0, macs: Infinity, workBytes: 0, unavailable: 'the structure of this Differentiable is unknown (not a layer or a stack of Conv2D, Dense, Activation, MaxPooling2D, Flatten, Dropout)' });
+  let first = 0;
+  let firstNnz = 0;
+  const owner = s.wrt === 'input' ? null : ownerOf(layers, s.f.params[s.wrt])!;
+  const prefix = prefixRowNnz(layers, owner);
+  if (owner) {
+    first = owner.layer;
+    firstNnz = prefix[first] ?? cols;
   }
+  const est = propagateEstimate(layers, first, firstNnz, prefix);
+  out.push({ mode: 'forward', engine: 'propagate', colours: 0, macs: B * est.macs, workBytes: resultBytes(est.levelEntries) });
   if (kron) {
     const cf = kronColumnColouring(kron).count;
     const T = blockWidthFor(cf, perT, s.blockBytes);
@@ -216,7 +184,7 @@ function candidates(s: Setting, format: JacobianFormat): PlanCandidate[] {
     const cr = kronRowColouring(kron).count * (s.wrt === 'input' ? 1 : B);
     out.push({ mode: 'reverse', engine: 'compressed', colours: cr, macs: cr * 2 * B * unit + kron.nnz * B, workBytes: B * (sizeOf(s.f.inputShape) + 2 * rows) * bpe });
   } else {
-    const why = layers ? 'the layers do not line up into a Kronecker pattern' : 'the structure is unknown';
+    const why = 'the layers do not line up into a Kronecker pattern';
     out.push({ mode: 'forward', engine: 'compressed', colours: cols, macs: Infinity, workBytes: 0, unavailable: `${why}: compressed is the dense engine here` });
     out.push({ mode: 'reverse', engine: 'compressed', colours: rows, macs: Infinity, workBytes: 0, unavailable: `${why}: compressed is the dense engine here` });
   }
@@ -257,7 +225,7 @@ function choose(s: Setting, opts: StructuredJacobianOptions, format: JacobianFor
     if (!usable.length) {
       const wanted = `${mode}${opts.engine ? `/${opts.engine}` : ''}`;
       const why = all.filter((c) => (mode === 'auto' || c.mode === mode) && (!opts.engine || c.engine === opts.engine)).map((c) => c.unavailable).filter(Boolean);
-      throw new ConfigError(`jacobian: ${wanted} is not available for ${describe(s.f)}: ${why.join('; ') || 'no such engine'}`);
+      throw new ConfigError(`jacobian: ${wanted} is not available for ${describeOf(s.f)}: ${why.join('; ') || 'no such engine'}`);
     }
     const fits = usable.filter((c) => c.workBytes <= s.budget);
     const pool = fits.length ? fits : usable;
@@ -277,11 +245,6 @@ function choose(s: Setting, opts: StructuredJacobianOptions, format: JacobianFor
     estimatedBytes: (s.kron ? s.kron.nnz : s.rows * s.cols) * s.B * (4 + s.bpe),
     budgetBytes: s.budget,
   };
-}
-
-function describe(f: Differentiable): string {
-  const d = (f as { describe?: () => string }).describe;
-  return typeof d === 'function' ? d.call(f) : `a Differentiable of input ${fmtShape(f.inputShape)}`;
 }
 
 /**
@@ -311,7 +274,7 @@ function compressedSetup(s: Setting, f: Differentiable, x: Tensor, plan: Jacobia
     else colouring = greedyRowColouring(stackPatterns(pats));
     return { pattern: pats, colouring };
   }
-  guardBytes(`structural pattern of ${describe(f)}`, 4 * s.kron.nnz, s.budget, "use engine 'propagate'");
+  guardBytes(`structural pattern of ${describeOf(f)}`, 4 * s.kron.nnz, s.budget, "use engine 'propagate'");
   const pattern = s.kron.expand(s.budget);
   let colouring: Colouring;
   if (plan.mode === 'forward') colouring = kronColumnColouring(s.kron);

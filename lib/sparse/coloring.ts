@@ -4,7 +4,7 @@
  * of them from the rows it alone touches. A colouring is a distance-2 colouring of the column
  * intersection graph; its count is at least the largest row (those columns pairwise share it).
  *
- * Where the pattern is a Kronecker product (every layer and every stack of the known layers, see
+ * Where the pattern is a Kronecker product (every layer's, and a stage's whose layers line up, see
  * `pattern.ts`), the colouring is the product of the factors' colourings: columns whose colours
  * agree on every factor differ on some factor `k` where they never share a row of that factor, so
  * they never share a row. Each factor of a conv stack is a window (interval) pattern whose column
@@ -14,8 +14,7 @@
  * modulo the window, times the channel. Elsewhere: greedy CPR on the explicit pattern.
  * @module
  */
-import { ConfigError } from '../errors.js';
-import { KronPattern, type LayerLike, SparsityPattern, maxWindow } from './pattern.js';
+import { KronPattern, SparsityPattern } from '../structure.js';
 
 /** A colouring of a pattern's columns (or rows). */
 export interface Colouring {
@@ -115,47 +114,4 @@ export function findColouringConflict(p: SparsityPattern, c: Colouring): {
     }
   }
   return null;
-}
-
-/**
- * The closed-form number of colours of a layer's Jacobian columns, from its configuration alone:
- * w.r.t. the input (`wrt = 'input'`) or parameter `wrt` (an index into `params`).
- * - Conv2D, input: `wh · ww · cin`, where `wh` is the largest in-bounds window on the rows axis
- *   (`kh` unless the padding clips every window), likewise `ww`; kernel: the same; bias: 1
- *   (kernel and bias times `cout` with a fused softmax, which couples the channels).
- * - Dense, input: `in` (every row is full); kernel: `in` (units never share a row); bias: 1
- *   (times `units` with a fused softmax).
- * - Activation: 1 (diagonal), softmax: the last axis's extent. Flatten, Dropout: 1.
- * - MaxPooling2D: `wh · ww` (channels never share a row).
- * These equal the largest row of the pattern, a lower bound, so they are optimal.
- * @example
- * closedFormColourCount(new Conv2D({ filters: 32, kernel_size: 3 }).build([64, 64, 3]), 'input'); // 27
- */
-export function closedFormColourCount(layer: LayerLike, wrt: 'input' | number): number {
-  const win = () => {
-    const [H, W] = layer.inputShape;
-    const [kh, kw] = (layer.kernelSize ?? layer.poolSize)!;
-    const [sh, sw] = layer.strides!;
-    return maxWindow(H, kh, sh, layer.padding!) * maxWindow(W, kw, sw, layer.padding!);
-  };
-  const pname = wrt === 'input' ? 'input' : layer.params[wrt]?.name;
-  // A fused softmax couples the output channels, so a parameter's columns for every channel share rows.
-  const coupled = pname !== 'input' && layer.activation === 'softmax' ? (layer.filters ?? layer.units)! : 1;
-  switch (layer.className) {
-    case 'Conv2D':
-      if (pname === 'bias') return coupled;
-      return win() * layer.inputShape[2] * coupled;
-    case 'Dense':
-      if (pname === 'bias') return coupled;
-      return layer.inputShape[0] * coupled;
-    case 'MaxPooling2D':
-      return win();
-    case 'Activation':
-      return layer.activation === 'softmax' ? layer.inputShape[layer.inputShape.length - 1] : 1;
-    case 'Flatten':
-    case 'Dropout':
-      return 1;
-    default:
-      throw new ConfigError(`closedFormColourCount: no closed form for layer class ${JSON.stringify(layer.className)}`);
-  }
 }

@@ -14,7 +14,7 @@ import type { Differentiable, Forward, ForwardOptions } from '../layers/layer.js
 import { type DType, type Data, type Tensor, allocData, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, zeros } from '../tensor.js';
 import { type Colouring, greedyColumnColouring, greedyRowColouring, trivialColouring } from './coloring.js';
 import { CsrMatrix, SparseJacobian } from './csr.js';
-import { SparsityPattern } from './pattern.js';
+import { SparsityPattern } from '../structure.js';
 
 /** Options of the compressed builders. */
 export interface CompressedOptions<S = unknown> extends ForwardOptions {
@@ -46,8 +46,7 @@ export const DEFAULT_BLOCK_BYTES = 256 * 1024 ** 2;
 
 /** Bytes one tangent takes through `f` for a batch of `B`: the seed, plus every layer's tangent output. */
 export function bytesPerTangent(f: Differentiable, B: number, dtype: DType, wrt: 'input' | number): number {
-  const layers = (f as { layers?: Differentiable[] }).layers;
-  const outs = Array.isArray(layers) ? layers.reduce((s, l) => s + sizeOf(l.outputShape), 0) : sizeOf(f.outputShape);
+  const outs = f.layers ? f.layers.reduce((s, l) => s + sizeOf(l.outputShape), 0) : sizeOf(f.outputShape);
   const seed = wrt === 'input' ? B * sizeOf(f.inputShape) : f.params[wrt].value.size;
   return (seed + B * outs) * bytesPerElement(dtype);
 }

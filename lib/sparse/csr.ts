@@ -15,8 +15,7 @@
  * @module
  */
 import { ShapeError, fmtShape } from '../errors.js';
-import { registerJacobianContraction } from '../helpers.js';
-import type { Jacobian } from '../jacobian.js';
+import type { Jacobian } from '../dense-jacobian.js';
 import { getMemoryBudget, guardBytes } from '../memory.js';
 import { type DType, type Data, type Tensor, allocData, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, zeros } from '../tensor.js';
 
@@ -160,7 +159,7 @@ export class CsrMatrix {
 }
 
 /** What a Jacobian differentiates: the input (per sample) or a parameter (shared by the batch). */
-export type Wrt = 'input' | 'param';
+export type WrtKind = 'input' | 'param';
 
 /**
  * How a structured Jacobian was built, for the memory report: the mode and engine chosen, why,
@@ -219,7 +218,7 @@ export interface PlanCandidate {
  * upstreamGradientLossOut(J, dLoss_dOut);                     // [1, 32, 32, 3], never dense
  */
 export class SparseJacobian implements Jacobian {
-  readonly format = 'csr' as const;
+  readonly format = 'sparse' as const;
   /** The build's plan (mode, engine, colours, why), when a builder made it. */
   plan: JacobianPlan | null = null;
 
@@ -229,7 +228,7 @@ export class SparseJacobian implements Jacobian {
     readonly outShape: readonly number[],
     readonly inShape: readonly number[],
     /** `input`: columns belong to each sample's own input; `param`: to a parameter shared by the batch. */
-    readonly wrt: Wrt,
+    readonly wrt: WrtKind,
     /** Element type of the stored values. */
     readonly dtype: DType = 'float64',
     /** What it differentiates, for reports: `w.r.t. input`, `w.r.t. kernel`. */
@@ -296,7 +295,8 @@ export class SparseJacobian implements Jacobian {
    * Jacobian when `sumBatch` is true (the seed's `upstream_gradient_loss_weights`). One pass over
    * the stored entries; nothing dense larger than the result is made.
    */
-  vjp(g: Tensor, sumBatch = this.wrt === 'param'): Tensor {
+  vjp(dy: Tensor, sumBatch: boolean = this.wrt === 'param'): Tensor {
+    const g = dy;
     const B = this.batch;
     assertShape(g, [B, ...this.outShape], `SparseJacobian ${this.label} vjp upstream gradient`);
     const gc = contiguous(g);
@@ -333,9 +333,3 @@ export class SparseJacobian implements Jacobian {
     return total === 0 ? 0 : this.nnz / total;
   }
 }
-
-// The chain helpers dispatch on `format`: contracting a CSR Jacobian is a pass over its entries.
-registerJacobianContraction('csr', {
-  lossWeights: (J, g) => (J as SparseJacobian).vjp(g, true),
-  lossOut: (J, g) => (J as SparseJacobian).vjp(g, false),
-});

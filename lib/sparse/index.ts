@@ -1,11 +1,12 @@
 /**
- * Structured Jacobians: closed-form sparsity patterns, colourings, compressed and propagated
+ * Structured Jacobians: sparsity patterns from the layers' structure hooks, colourings, compressed and propagated
  * builders, sparse (per-sample CSR) storage, and the automatic choice of mode.
  * @module
  */
 export * from './csr.js';
 export * from './pattern.js';
 export * from './coloring.js';
+export * from './hooks.js';
 export * from './compressed.js';
 export * from './propagate.js';
 export * from './auto.js';

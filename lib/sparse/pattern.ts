@@ -1,466 +1,24 @@
 /**
- * Sparsity patterns: which entries of a Jacobian can be non-zero, in closed form from a layer's
- * configuration (structural) and, where the derivative depends on values, from a recorded forward
- * pass (ReLU zeros, max-pooling winners, Dropout masks: see `lib/sparse/propagate.ts`).
- *
- * Two representations:
- * - {@link SparsityPattern}: an explicit boolean CSR matrix (rows = flat outputs, columns = flat
- *   inputs or parameters), the form colouring and decompression work on;
- * - {@link KronPattern}: a Kronecker product of small per-axis factors. A layer acts on each axis of
- *   an NHWC image separately (a convolution couples each output row only to a window of input
- *   rows, and all channels; pooling a window and one channel; an element-wise activation nothing),
- *   so its pattern is `A_H ⊗ A_W ⊗ A_C` with factors a few hundred wide at most. Composing two
- *   layers composes the factors, so a whole stage's pattern at 224×224×3 (150 528 columns, 62.8
- *   million structural non-zeros) is three matrices of at most 224 × 224: its non-zero count,
- *   largest row and an optimal colouring come in O(n) without ever listing the entries.
- *
- * Closed forms per layer (structural, per sample): Conv2D w.r.t. the input: a window of
- * `kh·kw·cin` inputs per output (clipped at the padding); w.r.t. the kernel: the output channel's
- * kernel column (`kh·kw·cin` entries); w.r.t. the bias: one entry. Dense: full rows; w.r.t. the
- * kernel: the output unit's column. Element-wise activations: the diagonal; softmax: a block per
- * row of the last axis. MaxPooling2D: a window per output, one channel. Flatten: the identity (a
- * permutation of NHWC into one axis, the identity in row-major order). Dropout: the diagonal.
+ * Sparsity patterns of layers and stages: a layer states its own structural pattern through its
+ * structure hooks (`inputStructure`, `paramStructure` in `layers/layer.ts`; a layer without them
+ * is dense); this module composes them over a stage as Kronecker factors, from shapes alone.
+ * Where the derivative depends on values (ReLU zeros, max-pooling winners, Dropout masks), the
+ * recorded pass prunes further: see `lib/sparse/propagate.ts`.
  * @module
  */
-import { ConfigError, ShapeError, fmtShape } from '../errors.js';
-import type { Differentiable, Layer, Padding } from '../layers/layer.js';
-import { windowAxis } from '../layers/layer.js';
-import { getMemoryBudget, guardBytes } from '../memory.js';
+import { ConfigError, fmtShape } from '../errors.js';
+import { type Differentiable, describeOf } from '../layers/layer.js';
+import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
+import { sizeOf } from '../tensor.js';
 
-/** A boolean sparse matrix in CSR form: row `r` may be non-zero at the columns `colIdx[rowPtr[r] .. rowPtr[r+1])` (strictly increasing). */
-export class SparsityPattern {
-  constructor(
-    /** Number of rows (outputs). */
-    readonly rows: number,
-    /** Number of columns (inputs). */
-    readonly cols: number,
-    /** `rows + 1` offsets into `colIdx`: row `r` is `colIdx[rowPtr[r] .. rowPtr[r+1])`. */
-    readonly rowPtr: Int32Array,
-    /** Column of each possibly non-zero entry, row by row, strictly increasing within a row. */
-    readonly colIdx: Int32Array,
-  ) {
-    if (rowPtr.length !== rows + 1) throw new ShapeError(`SparsityPattern: expected rowPtr of length ${rows + 1}, received ${rowPtr.length}`);
-  }
-
-  /** Possibly non-zero entries. */
-  get nnz(): number {
-    return this.rowPtr[this.rows];
-  }
-
-  /** Entries in row `r`. */
-  rowNnz(r: number): number {
-    return this.rowPtr[r + 1] - this.rowPtr[r];
-  }
-
-  /** Largest row: a lower bound on the colours of any column colouring (its columns all differ). */
-  maxRowNnz(): number {
-    let m = 0;
-    for (let r = 0; r < this.rows; r++) m = Math.max(m, this.rowPtr[r + 1] - this.rowPtr[r]);
-    return m;
-  }
-
-  /** The columns of row `r` (a view). */
-  row(r: number): Int32Array {
-    return this.colIdx.subarray(this.rowPtr[r], this.rowPtr[r + 1]);
-  }
-
-  /** True when `(r, c)` may be non-zero. */
-  has(r: number, c: number): boolean {
-    for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) if (this.colIdx[k] === c) return true;
-    return false;
-  }
-
-  /** The transpose (columns become rows), in O(nnz). */
-  transpose(): SparsityPattern {
-    const ptr = new Int32Array(this.cols + 1);
-    for (let k = 0; k < this.nnz; k++) ptr[this.colIdx[k] + 1]++;
-    for (let c = 0; c < this.cols; c++) ptr[c + 1] += ptr[c];
-    const fill = ptr.slice(0, this.cols);
-    const idx = new Int32Array(this.nnz);
-    for (let r = 0; r < this.rows; r++) for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) idx[fill[this.colIdx[k]]++] = r;
-    return new SparsityPattern(this.cols, this.rows, ptr, idx);
-  }
-
-  /** Same rows, columns and entries. */
-  equals(o: SparsityPattern): boolean {
-    if (o.rows !== this.rows || o.cols !== this.cols || o.nnz !== this.nnz) return false;
-    for (let r = 0; r <= this.rows; r++) if (o.rowPtr[r] !== this.rowPtr[r]) return false;
-    for (let k = 0; k < this.nnz; k++) if (o.colIdx[k] !== this.colIdx[k]) return false;
-    return true;
-  }
-
-  /** True when every entry of this pattern is also in `o`. */
-  subsetOf(o: SparsityPattern): boolean {
-    if (o.rows !== this.rows || o.cols !== this.cols) return false;
-    for (let r = 0; r < this.rows; r++) {
-      let q = o.rowPtr[r];
-      for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) {
-        const c = this.colIdx[k];
-        while (q < o.rowPtr[r + 1] && o.colIdx[q] < c) q++;
-        if (q === o.rowPtr[r + 1] || o.colIdx[q] !== c) return false;
-      }
-    }
-    return true;
-  }
-
-  /**
-   * The boolean product `this ∘ inner`: row `r` of the result is the union of the rows of `inner`
-   * that row `r` of `this` selects (`this` is an outer layer's pattern over `inner`'s rows).
-   */
-  compose(inner: SparsityPattern): SparsityPattern {
-    if (inner.rows !== this.cols) throw new ShapeError(`SparsityPattern.compose: expected an inner pattern of ${this.cols} rows, received ${inner.rows}`);
-    const mark = new Int32Array(inner.cols).fill(-1);
-    const rows: Int32Array[] = [];
-    let nnz = 0;
-    let buf = new Int32Array(64);
-    for (let r = 0; r < this.rows; r++) {
-      let n = 0;
-      for (let k = this.rowPtr[r]; k < this.rowPtr[r + 1]; k++) {
-        const m = this.colIdx[k];
-        for (let q = inner.rowPtr[m]; q < inner.rowPtr[m + 1]; q++) {
-          const c = inner.colIdx[q];
-          if (mark[c] === r) continue;
-          mark[c] = r;
-          if (n === buf.length) {
-            const nb = new Int32Array(2 * n);
-            nb.set(buf);
-            buf = nb;
-          }
-          buf[n++] = c;
-        }
-      }
-      const row = buf.slice(0, n).sort();
-      rows.push(row);
-      nnz += n;
-    }
-    return SparsityPattern.fromRowArrays(rows, inner.cols, nnz);
-  }
-
-  /**
-   * The Kronecker product `a ⊗ b`: row `(ra, rb)` holds the columns `ca · b.cols + cb`, sorted
-   * when both operands are.
-   */
-  static kron(a: SparsityPattern, b: SparsityPattern): SparsityPattern {
-    const rows = a.rows * b.rows;
-    const rowPtr = new Int32Array(rows + 1);
-    const colIdx = new Int32Array(a.nnz * b.nnz);
-    const bc = b.cols;
-    let e = 0;
-    let r = 0;
-    for (let ra = 0; ra < a.rows; ra++) {
-      const a0 = a.rowPtr[ra];
-      const a1 = a.rowPtr[ra + 1];
-      for (let rb = 0; rb < b.rows; rb++) {
-        const b0 = b.rowPtr[rb];
-        const b1 = b.rowPtr[rb + 1];
-        for (let qa = a0; qa < a1; qa++) {
-          const base = a.colIdx[qa] * bc;
-          for (let qb = b0; qb < b1; qb++) colIdx[e++] = base + b.colIdx[qb];
-        }
-        rowPtr[++r] = e;
-      }
-    }
-    return new SparsityPattern(rows, a.cols * bc, rowPtr, colIdx);
-  }
-
-  /** Union of patterns of one shape (e.g. the samples of a batch): what a colouring valid for all of them must respect. */
-  static union(ps: readonly SparsityPattern[]): SparsityPattern {
-    if (ps.length === 0) throw new ShapeError('SparsityPattern.union: expected at least one pattern, received none');
-    if (ps.length === 1) return ps[0];
-    const { rows, cols } = ps[0];
-    for (const p of ps) if (p.rows !== rows || p.cols !== cols) throw new ShapeError(`SparsityPattern.union: expected patterns of ${rows} × ${cols}, received ${p.rows} × ${p.cols}`);
-    const mark = new Int32Array(cols).fill(-1);
-    const out: Int32Array[] = [];
-    let nnz = 0;
-    for (let r = 0; r < rows; r++) {
-      const acc: number[] = [];
-      for (const p of ps) {
-        for (let k = p.rowPtr[r]; k < p.rowPtr[r + 1]; k++) {
-          const c = p.colIdx[k];
-          if (mark[c] !== r) {
-            mark[c] = r;
-            acc.push(c);
-          }
-        }
-      }
-      const row = Int32Array.from(acc).sort();
-      out.push(row);
-      nnz += row.length;
-    }
-    return SparsityPattern.fromRowArrays(out, cols, nnz);
-  }
-
-  /** A pattern from one sorted column array per row. */
-  static fromRowArrays(rowArrays: readonly (Int32Array | readonly number[])[], cols: number, nnz?: number): SparsityPattern {
-    const total = nnz ?? rowArrays.reduce((s, r) => s + r.length, 0);
-    const rowPtr = new Int32Array(rowArrays.length + 1);
-    const colIdx = new Int32Array(total);
-    let e = 0;
-    rowArrays.forEach((r, i) => {
-      for (let k = 0; k < r.length; k++) colIdx[e++] = r[k];
-      rowPtr[i + 1] = e;
-    });
-    return new SparsityPattern(rowArrays.length, cols, rowPtr, colIdx);
-  }
-
-  /** The `n × n` identity. */
-  static identity(n: number): SparsityPattern {
-    const rowPtr = new Int32Array(n + 1);
-    const colIdx = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      rowPtr[i + 1] = i + 1;
-      colIdx[i] = i;
-    }
-    return new SparsityPattern(n, n, rowPtr, colIdx);
-  }
-
-  /** The all-ones `rows × cols` pattern. */
-  static full(rows: number, cols: number): SparsityPattern {
-    const rowPtr = new Int32Array(rows + 1);
-    const colIdx = new Int32Array(rows * cols);
-    for (let r = 0; r < rows; r++) {
-      rowPtr[r + 1] = (r + 1) * cols;
-      for (let c = 0; c < cols; c++) colIdx[r * cols + c] = c;
-    }
-    return new SparsityPattern(rows, cols, rowPtr, colIdx);
-  }
-
-  /** The pattern of the stored non-zeros of a dense row-major `rows × cols` buffer. */
-  static fromDense(d: ArrayLike<number>, rows: number, cols: number, offset = 0): SparsityPattern {
-    const out: number[][] = [];
-    for (let r = 0; r < rows; r++) {
-      const row: number[] = [];
-      for (let c = 0; c < cols; c++) if (d[offset + r * cols + c] !== 0) row.push(c);
-      out.push(row);
-    }
-    return SparsityPattern.fromRowArrays(out, cols);
-  }
-}
 
 /**
- * A pattern that is a Kronecker product of small factors: entry `(r, c)` may be non-zero iff every
- * factor `k` may be non-zero at `(r_k, c_k)`, where `r` and `c` are read in mixed radix over the
- * factors' row and column extents (factor 0 most significant, as row-major NHWC).
+ * A layer's structural pattern w.r.t. its input, axis by axis: its own `inputStructure` hook, or
+ * the generic fallback, one full map (every output depends on every input).
  */
-export class KronPattern {
-  constructor(
-    /** The factors, most significant (outermost axis) first. */
-    readonly factors: readonly SparsityPattern[]
-  ) {
-    if (factors.length === 0) throw new ShapeError('KronPattern: expected at least one factor, received none');
-  }
-
-  /** Extents of the factors' rows (their product is the output size). */
-  get rowExtents(): number[] {
-    return this.factors.map((f) => f.rows);
-  }
-
-  /** Extents of the factors' columns (their product is the input size). */
-  get colExtents(): number[] {
-    return this.factors.map((f) => f.cols);
-  }
-
-  /** Rows of the product: the product of the factors' rows. */
-  get rows(): number {
-    return this.factors.reduce((s, f) => s * f.rows, 1);
-  }
-
-  /** Columns of the product: the product of the factors' columns. */
-  get cols(): number {
-    return this.factors.reduce((s, f) => s * f.cols, 1);
-  }
-
-  /** Structural non-zeros: the product of the factors'. */
-  get nnz(): number {
-    return this.factors.reduce((s, f) => s * f.nnz, 1);
-  }
-
-  /** Largest row: the product of the factors' largest rows. */
-  maxRowNnz(): number {
-    return this.factors.reduce((s, f) => s * f.maxRowNnz(), 1);
-  }
-
-  /** Columns touched by at least one row. */
-  usedCols(): number {
-    return this.factors.reduce((s, f) => {
-      const used = new Uint8Array(f.cols);
-      for (let k = 0; k < f.nnz; k++) used[f.colIdx[k]] = 1;
-      return s * used.reduce((a, b) => a + b, 0);
-    }, 1);
-  }
-
-  /** Rows with at least one entry. */
-  usedRows(): number {
-    return this.factors.reduce((s, f) => {
-      let n = 0;
-      for (let r = 0; r < f.rows; r++) if (f.rowPtr[r + 1] > f.rowPtr[r]) n++;
-      return s * n;
-    }, 1);
-  }
-
-  /**
-   * The explicit pattern (columns sorted), refused over the memory budget before allocating:
-   * at 224×224×3 a conv stage's structural pattern is 62.8 million entries.
-   */
-  expand(budgetBytes: number = getMemoryBudget()): SparsityPattern {
-    guardBytes(`explicit sparsity pattern (${this.nnz} entries)`, 4 * (this.nnz + this.rows + 1), budgetBytes, 'work with the Kronecker factors');
-    // Folded pairwise, most significant factor first: each step is two tight loops.
-    let P = this.factors[0];
-    for (let k = 1; k < this.factors.length; k++) P = SparsityPattern.kron(P, this.factors[k]);
-    return P;
-  }
-
-  /** The identity pattern over a per-sample shape, one factor per axis. */
-  static identity(shape: readonly number[]): KronPattern {
-    return new KronPattern(shape.length === 0 ? [SparsityPattern.identity(1)] : shape.map((d) => SparsityPattern.identity(d)));
-  }
-}
-
-/** How a layer acts on one axis of its input: not at all, coupling everything, or through a small pattern. */
-export type AxisMap = {
-  /** The axis passes through: output index = input index. */
-  kind: 'identity'
-} | {
-  /** Every output along the axis depends on every input along it. */
-  kind: 'full';
-  /** Output extent along the axis. */
-  rows: number
-} | {
-  /** Through a small pattern. */
-  kind: 'matrix';
-  /** Rows: output extent along the axis; columns: input extent. */
-  pattern: SparsityPattern
-};
-
-/** A layer's structural pattern w.r.t. its input, axis by axis. */
-export interface AxisStructure {
-  /** The input axes the maps act on (their product is the input size). */
-  inDims: number[];
-  /** One map per input axis. */
-  maps: AxisMap[];
-}
-
-/**
- * The windows of one spatial axis as a pattern: output position `o` reads the input positions of
- * its window that fall inside the input (TensorFlow's padding via `windowAxis`).
- * `taps`: columns are the window's taps `0..k-1` instead of input positions (for kernel patterns).
- */
-export function windowPattern(n: number, k: number, s: number, pad: Padding, taps = false, what = 'window'): SparsityPattern {
-  const { out, before } = windowAxis(n, k, s, pad, what);
-  const rows: number[][] = [];
-  for (let o = 0; o < out; o++) {
-    const start = o * s - before;
-    const row: number[] = [];
-    for (let t = Math.max(0, -start); t < Math.min(k, n - start); t++) row.push(taps ? t : start + t);
-    rows.push(row);
-  }
-  return SparsityPattern.fromRowArrays(rows, taps ? k : n);
-}
-
-/** Largest number of in-bounds taps of any window on an axis: the axis's factor of the closed-form colour counts. */
-export function maxWindow(n: number, k: number, s: number, pad: Padding): number {
-  const { out, before } = windowAxis(n, k, s, pad, 'window');
-  let m = 0;
-  for (let o = 0; o < out; o++) {
-    const start = o * s - before;
-    m = Math.max(m, Math.min(k, n - start) - Math.max(0, -start));
-  }
-  return m;
-}
-
-/** The layer classes whose patterns and rules this module knows. */
-export const STRUCTURED_LAYERS = ['Conv2D', 'Dense', 'Activation', 'MaxPooling2D', 'Flatten', 'Dropout'] as const;
-
-/** Fields of the known layer classes that the closed forms read (duck-typed, so this module never imports the layer classes). */
-export interface LayerLike extends Differentiable {
-  /** Keras class name (`Conv2D`, `Dense`, ...). */
-  readonly className: string;
-  /** The layer's name, for errors. */
-  readonly name: string;
-  /** Activation, for the layers that have one. */
-  readonly activation?: string;
-  /** Conv2D window `[kh, kw]`. */
-  readonly kernelSize?: [number, number];
-  /** MaxPooling2D window `[ph, pw]`. */
-  readonly poolSize?: [number, number];
-  /** Window steps `[sh, sw]`. */
-  readonly strides?: [number, number];
-  /** `'valid'` or `'same'`. */
-  readonly padding?: Padding;
-  /** Conv2D output channels. */
-  readonly filters?: number;
-  /** Dense output size. */
-  readonly units?: number;
-  /** Whether the layer has a bias. */
-  readonly useBias?: boolean;
-  /** `Conv2D "conv2d_1"`: how errors name the layer. */
-  describe(): string;
-}
-
-/** A leaf layer the structured engines understand, or null. */
-export function asKnownLayer(f: unknown): LayerLike | null {
-  const c = (f as { className?: unknown }).className;
-  return typeof c === 'string' && (STRUCTURED_LAYERS as readonly string[]).includes(c) ? (f as LayerLike) : null;
-}
-
-/** The layers of a stage (a `Sequential`, or anything with `layers`), or `[f]` for one known layer; null when the structure is unknown. */
-export function structuredLayers(f: Differentiable): LayerLike[] | null {
-  const layers = (f as { layers?: unknown }).layers;
-  if (Array.isArray(layers)) {
-    const out: LayerLike[] = [];
-    for (const l of layers) {
-      const inner = structuredLayers(l as Differentiable);
-      if (!inner) return null;
-      out.push(...inner);
-    }
-    return out;
-  }
-  const l = asKnownLayer(f);
-  return l ? [l] : null;
-}
-
-/** A layer's structural pattern w.r.t. its input, axis by axis, from its configuration. */
-export function axisStructure(layer: LayerLike): AxisStructure {
-  const inDims = layer.inputShape.slice();
-  const id: AxisMap = { kind: 'identity' };
-  switch (layer.className) {
-    case 'Conv2D': {
-      const [H, W] = inDims;
-      const [kh, kw] = layer.kernelSize!;
-      const [sh, sw] = layer.strides!;
-      return {
-        inDims,
-        maps: [
-          { kind: 'matrix', pattern: windowPattern(H, kh, sh, layer.padding!, false, layer.describe()) },
-          { kind: 'matrix', pattern: windowPattern(W, kw, sw, layer.padding!, false, layer.describe()) },
-          { kind: 'full', rows: layer.filters! },
-        ],
-      };
-    }
-    case 'MaxPooling2D': {
-      const [H, W] = inDims;
-      const [ph, pw] = layer.poolSize!;
-      const [sh, sw] = layer.strides!;
-      return {
-        inDims,
-        maps: [
-          { kind: 'matrix', pattern: windowPattern(H, ph, sh, layer.padding!, false, layer.describe()) },
-          { kind: 'matrix', pattern: windowPattern(W, pw, sw, layer.padding!, false, layer.describe()) },
-          id,
-        ],
-      };
-    }
-    case 'Dense':
-      return { inDims, maps: [{ kind: 'full', rows: layer.units! }] };
-    case 'Activation':
-      if (layer.activation === 'softmax') return { inDims, maps: inDims.map((d, i) => (i === inDims.length - 1 ? { kind: 'full', rows: d } : id)) };
-      return { inDims, maps: inDims.map(() => id) };
-    case 'Flatten':
-    case 'Dropout':
-      return { inDims, maps: inDims.map(() => id) };
-    default:
-      throw new ConfigError(`sparsity pattern: no closed form for layer class ${JSON.stringify(layer.className)}; expected one of ${STRUCTURED_LAYERS.join(', ')}`);
-  }
+export function inputStructureOf(layer: Differentiable): AxisStructure {
+  if (layer.inputStructure) return layer.inputStructure();
+  return { inDims: [sizeOf(layer.inputShape)], maps: [{ kind: 'full', rows: sizeOf(layer.outputShape) }] };
 }
 
 /**
@@ -519,43 +77,27 @@ function alignMaps(s: AxisStructure, extents: readonly number[]): SparsityPatter
  * when the factors line up, which holds for every stack of the known layers met in practice.
  * @throws ConfigError when they do not (the caller then falls back to explicit patterns).
  */
-export function composeKron(layer: LayerLike, inner: KronPattern): KronPattern {
-  const aligned = alignMaps(axisStructure(layer), inner.rowExtents);
+export function composeKron(layer: Differentiable, inner: KronPattern): KronPattern {
+  const aligned = alignMaps(inputStructureOf(layer), inner.rowExtents);
   if (!aligned) {
-    throw new ConfigError(`sparsity pattern: ${layer.describe()} on input ${fmtShape(layer.inputShape)} does not line up with the pattern's row factors ${fmtShape(inner.rowExtents)}`);
+    throw new ConfigError(`sparsity pattern: ${describeOf(layer)} on input ${fmtShape(layer.inputShape)} does not line up with the pattern's row factors ${fmtShape(inner.rowExtents)}`);
   }
   return new KronPattern(aligned.map((f, k) => f.compose(inner.factors[k])));
 }
 
 /**
- * The structural pattern of a layer's output w.r.t. its parameter `k` (`kernel` or `bias`), per
- * sample, with the fused activation (softmax couples the channels; the others are diagonal).
+ * The structural pattern of a layer's output w.r.t. its parameter `k`, per sample: its own
+ * `paramStructure` hook, or the generic fallback, full (every output depends on every entry).
  */
-export function paramKron(layer: LayerLike, k: number): KronPattern {
-  const name = layer.params[k]?.name;
-  const softmax = layer.activation === 'softmax';
-  const chan = (n: number) => (softmax ? SparsityPattern.full(n, n) : SparsityPattern.identity(n));
-  if (layer.className === 'Conv2D') {
-    const [H, W, Cin] = layer.inputShape;
-    const [kh, kw] = layer.kernelSize!;
-    const [sh, sw] = layer.strides!;
-    const Cout = layer.filters!;
-    const th = windowPattern(H, kh, sh, layer.padding!, true, layer.describe());
-    const tw = windowPattern(W, kw, sw, layer.padding!, true, layer.describe());
-    if (name === 'kernel') return new KronPattern([th, tw, SparsityPattern.full(1, Cin), chan(Cout)]);
-    if (name === 'bias') return new KronPattern([SparsityPattern.full(th.rows, 1), SparsityPattern.full(tw.rows, 1), chan(Cout)]);
-  }
-  if (layer.className === 'Dense') {
-    const nIn = layer.inputShape[0];
-    const u = layer.units!;
-    if (name === 'kernel') return new KronPattern([SparsityPattern.full(1, nIn), chan(u)]);
-    if (name === 'bias') return new KronPattern([chan(u)]);
-  }
-  throw new ConfigError(`sparsity pattern: ${layer.describe()} has no parameter ${k} with a closed form (received ${name === undefined ? 'none' : JSON.stringify(name)})`);
+export function paramKron(layer: Differentiable, k: number): KronPattern {
+  const p = layer.params[k];
+  if (!p) throw new ConfigError(`sparsity pattern: ${describeOf(layer)} has no parameter ${k}; expected an index in 0..${layer.params.length - 1}`);
+  if (layer.paramStructure) return layer.paramStructure(k);
+  return new KronPattern([SparsityPattern.full(sizeOf(layer.outputShape), p.value.size)]);
 }
 
 /** A layer's own structural pattern w.r.t. its input, as Kronecker factors over its input axes. */
-export function layerInputKron(layer: LayerLike): KronPattern {
+export function layerInputKron(layer: Differentiable): KronPattern {
   return composeKron(layer, KronPattern.identity(layer.inputShape));
 }
 
@@ -563,19 +105,19 @@ export function layerInputKron(layer: LayerLike): KronPattern {
  * The structural pattern of a stage (its layers composed, first to last) w.r.t. its input, or
  * w.r.t. parameter `param` of layer `fromLayer` when given.
  */
-export function stageKron(layers: readonly LayerLike[], wrt: { layer: number; param: number } | null = null): KronPattern {
+export function stageKron(layers: readonly Differentiable[], wrt: { layer: number; param: number } | null = null): KronPattern {
   let P = wrt ? paramKron(layers[wrt.layer], wrt.param) : KronPattern.identity(layers[0].inputShape);
   for (let i = wrt ? wrt.layer + 1 : 0; i < layers.length; i++) P = composeKron(layers[i], P);
   return P;
 }
 
 /** The explicit structural pattern of one layer (small shapes: specs and the compressed engine). */
-export function layerInputPattern(layer: LayerLike, budgetBytes?: number): SparsityPattern {
+export function layerInputPattern(layer: Differentiable, budgetBytes?: number): SparsityPattern {
   return layerInputKron(layer).expand(budgetBytes);
 }
 
 /** Finds which layer (index in `layers`) and which of its parameters `p` is. */
-export function ownerOf(layers: readonly Layer[] | readonly LayerLike[], p: unknown): {
+export function ownerOf(layers: readonly Differentiable[], p: unknown): {
   /** Index of the layer in `layers`. */
   layer: number;
   /** Index of the parameter in that layer's `params`. */

@@ -5,13 +5,11 @@
  * structurally zero, and nothing value-dependently zero (a ReLU that is off, a pooling window's
  * losers, a dropped unit), is ever computed or stored.
  *
- * Each layer contributes its local Jacobian `L_k` by rows:
- * - Conv2D and Dense: the linear map's rows are the kernel's entries (the Jacobian of a linear map
- *   is its matrix), times the fused activation's derivative, read from the activation primitive's
- *   dual-number rule on a unit tangent;
- * - every other layer (Activation, MaxPooling2D, Flatten, Dropout): by compressed forward mode on
- *   the layer alone (its closed-form colouring needs 1 to `ph·pw` colours, or the softmax row), the
- *   same dual-number `jvp` the dense builders use, decompressed and stripped of exact zeros.
+ * Each layer contributes its local Jacobian `L_k` by rows, as factors it states itself through its
+ * `localJacobian` hook (Conv2D and Dense: their own matrix, then their activation's, read off the
+ * activation's dual-number rule; MaxPooling2D: its winners), or, for a layer without the hook, by
+ * compressed forward mode through its own `jvp` (`lib/sparse/hooks.ts`), decompressed and stripped
+ * of exact zeros. No derivative rule is written here.
  *
  * Layers whose rows hold at most one entry (selections and diagonal scalings) are composed as an
  * index map with a scale, never materialized; a layer with fuller rows materializes its tangent
@@ -24,343 +22,32 @@
  * would take 52.1 GB (48.5 GiB) at B = 1 in float64, and 417 GB at B = 8.
  * @module
  */
-import { type ActivationName, activationJvp } from '../activations.js';
-import { ConfigError, ShapeError, fmtShape } from '../errors.js';
-import type { Differentiable, Forward, ForwardOptions } from '../layers/layer.js';
-import { windowRanges } from '../layers/layer.js';
-import { type Data, type Tensor, allocData, assertFinite, assertShape, contiguous, dtypeOf, sizeOf, zeros } from '../tensor.js';
-import { kronColumnColouring } from './coloring.js';
-import { compressedForward } from './compressed.js';
+import { ConfigError, ShapeError } from '../errors.js';
+import { type Differentiable, type Forward, type ForwardOptions, type LayerPass, type LocalJacobian, describeOf } from '../layers/layer.js';
+import { type Data, type Tensor, allocData, assertFinite, assertShape, dtypeOf, sizeOf } from '../tensor.js';
 import { CsrMatrix, SparseJacobian } from './csr.js';
-import { type LayerLike, asKnownLayer, layerInputKron, ownerOf } from './pattern.js';
+import { localJacobianOf } from './hooks.js';
+import { ownerOf } from './pattern.js';
 
-/** A layer's local Jacobian, row by row, for every sample of a recorded pass. */
-export interface LocalJacobian {
-  /** Per-sample rows (the layer's outputs). */
-  readonly rows: number;
-  /** Per-sample columns (the layer's inputs, or a parameter's entries). */
-  readonly cols: number;
-  /** Every row has at most one entry: composed as an index map, never materialized. */
-  readonly single: boolean;
-  /** Most entries any row may have (sizes the row buffers). */
-  readonly maxRowNnz: number;
-  /** Writes row `o` of sample `b` as columns and coefficients; returns the count. */
-  row(b: number, o: number, idx: Int32Array, coef: Float64Array): number;
-}
-
-/** One layer of a recorded pass: the layer, what its forward saved, its input and output. */
-export interface LayerPass {
-  /** The layer. */
-  layer: LayerLike;
-  /** What its forward pass saved (its `Saved`). */
-  saved: unknown;
-  /** Its input `[B, ...in]`. */
-  x: Tensor;
-  /** Its output `[B, ...out]`. */
-  y: Tensor;
-}
-
-/** The leaf layers of a recorded pass of `f` (a known layer or a stack of them), with their saved residuals; null when the structure is unknown. */
+/**
+ * The leaf layers of a recorded pass of `f` (a layer, or a stage whose forward saved
+ * `perLayer` residuals and `outputs`), with their residuals, inputs and outputs; null when a
+ * stage's saved pass has not that form.
+ */
 export function layerPasses(f: Differentiable, x: Tensor, fwd: Forward<unknown>): LayerPass[] | null {
-  const leaf = asKnownLayer(f);
-  if (leaf) return [{ layer: leaf, saved: fwd.saved, x, y: fwd.y }];
-  const layers = (f as { layers?: unknown }).layers;
+  if (!f.layers) return [{ layer: f, saved: fwd.saved, x, y: fwd.y }];
+  const layers = f.layers;
   const saved = fwd.saved as { perLayer?: unknown[]; outputs?: Tensor[] } | null;
-  if (!Array.isArray(layers) || !saved || !Array.isArray(saved.perLayer) || !Array.isArray(saved.outputs) || saved.perLayer.length !== layers.length) return null;
+  if (!saved || !Array.isArray(saved.perLayer) || !Array.isArray(saved.outputs) || saved.perLayer.length !== layers.length) return null;
   const out: LayerPass[] = [];
   let h = x;
   for (let i = 0; i < layers.length; i++) {
-    const inner = layerPasses(layers[i] as Differentiable, h, { y: saved.outputs[i], saved: saved.perLayer[i] });
+    const inner = layerPasses(layers[i], h, { y: saved.outputs[i], saved: saved.perLayer[i] });
     if (!inner) return null;
     out.push(...inner);
     h = saved.outputs[i];
   }
   return out;
-}
-
-/** `act'` at every element, from the activation's dual-number rule on a unit tangent; null for softmax (not diagonal). */
-export function activationDiagonal(act: ActivationName, y: Data, n: number, rowLength: number): Float64Array | null {
-  if (act === 'softmax') return null;
-  const d = new Float64Array(n).fill(1);
-  activationJvp(act, y as Float64Array, d, n, 1, rowLength);
-  return d;
-}
-
-/** The saved `{x, y}` of Conv2D and Dense, checked. */
-function xy(p: LayerPass): { x: Data; y: Data } {
-  const s = p.saved as { x?: Tensor; y?: Tensor };
-  if (!s || !s.x || !s.y) throw new ConfigError(`sparse propagation: expected ${p.layer.describe()} to save its input x and output y, received ${Object.keys(s ?? {}).join(', ') || 'nothing'}`);
-  return { x: s.x.data.subarray(s.x.offset, s.x.offset + s.x.size), y: s.y.data.subarray(s.y.offset, s.y.offset + s.y.size) };
-}
-
-/**
- * Conv2D's local Jacobian w.r.t. its input (`wrt = 'input'`), its kernel or its bias: row
- * `(oh, ow, co)` is the window's kernel column (or the window's inputs, or one entry), scaled by
- * the activation's derivative; with a fused softmax, combined over the channels.
- */
-export function convLocal(p: LayerPass, wrt: 'input' | 'kernel' | 'bias'): LocalJacobian {
-  const L = p.layer;
-  const [H, W, Cin] = L.inputShape;
-  const [kh, kw] = L.kernelSize!;
-  const [sh, sw] = L.strides!;
-  const Cout = L.filters!;
-  const rA = windowRanges(H, kh, sh, L.padding!, L.describe());
-  const cA = windowRanges(W, kw, sw, L.padding!, L.describe());
-  const Wk = L.params[0].value.data;
-  const { x, y } = xy(p);
-  const nOut = rA.out * cA.out * Cout;
-  const nIn = H * W * Cin;
-  const act = L.activation as ActivationName;
-  const diag = activationDiagonal(act, y, y.length, Cout);
-  const K = kh * kw * Cin;
-  const coupled = !diag && wrt !== 'input';
-  const rows = nOut;
-  const cols = wrt === 'input' ? nIn : wrt === 'kernel' ? K * Cout : Cout;
-  const maxRowNnz = wrt === 'bias' ? (diag ? 1 : Cout) : K * (coupled ? Cout : 1);
-  const yc = new Float64Array(Cout);
-  return {
-    rows,
-    cols,
-    single: wrt === 'bias' && !!diag,
-    maxRowNnz,
-    row(b, o, idx, coef) {
-      const co = o % Cout;
-      const pix = (o - co) / Cout;
-      const ow = pix % cA.out;
-      const oh = (pix - ow) / cA.out;
-      const yo = b * nOut + pix * Cout;
-      let a = 1;
-      if (diag) {
-        a = diag[yo + co];
-        if (a === 0) return 0;
-      } else {
-        for (let c = 0; c < Cout; c++) yc[c] = y[yo + c];
-      }
-      const ycCo = yc[co];
-      let n = 0;
-      if (wrt === 'bias') {
-        if (diag) {
-          idx[0] = co;
-          coef[0] = a;
-          return 1;
-        }
-        // Softmax: ∂y_co/∂b_c = y_co (δ - y_c).
-        for (let c = 0; c < Cout; c++) {
-          const v = ycCo * ((c === co ? 1 : 0) - yc[c]);
-          if (v !== 0) {
-            idx[n] = c;
-            coef[n++] = v;
-          }
-        }
-        return n;
-      }
-      const ih0 = rA.start[oh];
-      const iw0 = cA.start[ow];
-      for (let i = rA.lo[oh]; i < rA.hi[oh]; i++) {
-        for (let j = cA.lo[ow]; j < cA.hi[ow]; j++) {
-          const xo = ((b * H + ih0 + i) * W + iw0 + j) * Cin;
-          const tap0 = (i * kw + j) * Cin;
-          for (let ci = 0; ci < Cin; ci++) {
-            const tap = tap0 + ci;
-            if (wrt === 'input') {
-              let v: number;
-              if (diag) v = a * Wk[tap * Cout + co];
-              else {
-                // Softmax over the channels: Σ_c y_co (δ - y_c) W[tap, c].
-                let s = 0;
-                for (let c = 0; c < Cout; c++) s += yc[c] * Wk[tap * Cout + c];
-                v = ycCo * (Wk[tap * Cout + co] - s);
-              }
-              if (v !== 0) {
-                idx[n] = xo - b * nIn + ci;
-                coef[n++] = v;
-              }
-            } else {
-              const xv = x[xo + ci];
-              if (xv === 0) continue;
-              if (diag) {
-                idx[n] = tap * Cout + co;
-                coef[n++] = a * xv;
-              } else {
-                for (let c = 0; c < Cout; c++) {
-                  const v = ycCo * ((c === co ? 1 : 0) - yc[c]) * xv;
-                  if (v !== 0) {
-                    idx[n] = tap * Cout + c;
-                    coef[n++] = v;
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-      return n;
-    },
-  };
-}
-
-/** Dense's local Jacobian w.r.t. its input, kernel or bias: row `o` is `Wᵀ`'s row (or `x`, or one entry) times the activation's derivative. */
-export function denseLocal(p: LayerPass, wrt: 'input' | 'kernel' | 'bias'): LocalJacobian {
-  const L = p.layer;
-  const nIn = L.inputShape[0];
-  const u = L.units!;
-  const Wk = L.params[0].value.data;
-  const { x, y } = xy(p);
-  const diag = activationDiagonal(L.activation as ActivationName, y, y.length, u);
-  const cols = wrt === 'input' ? nIn : wrt === 'kernel' ? nIn * u : u;
-  const coupled = !diag && wrt !== 'input';
-  const maxRowNnz = wrt === 'bias' ? (diag ? 1 : u) : nIn * (coupled ? u : 1);
-  const colSum = new Float64Array(nIn);
-  return {
-    rows: u,
-    cols,
-    single: wrt === 'bias' && !!diag,
-    maxRowNnz,
-    row(b, o, idx, coef) {
-      const yo = b * u;
-      let n = 0;
-      if (diag) {
-        const a = diag[yo + o];
-        if (a === 0) return 0;
-        if (wrt === 'bias') {
-          idx[0] = o;
-          coef[0] = a;
-          return 1;
-        }
-        for (let i = 0; i < nIn; i++) {
-          const v = wrt === 'input' ? a * Wk[i * u + o] : a * x[b * nIn + i];
-          if (v !== 0) {
-            idx[n] = wrt === 'input' ? i : i * u + o;
-            coef[n++] = v;
-          }
-        }
-        return n;
-      }
-      // Softmax: ∂y_o/∂z_c = y_o (δ_oc - y_c).
-      const yO = y[yo + o];
-      if (wrt === 'bias') {
-        for (let c = 0; c < u; c++) {
-          const v = yO * ((c === o ? 1 : 0) - y[yo + c]);
-          if (v !== 0) {
-            idx[n] = c;
-            coef[n++] = v;
-          }
-        }
-        return n;
-      }
-      if (wrt === 'input') {
-        for (let i = 0; i < nIn; i++) {
-          let s = 0;
-          for (let c = 0; c < u; c++) s += y[yo + c] * Wk[i * u + c];
-          colSum[i] = s;
-        }
-        for (let i = 0; i < nIn; i++) {
-          const v = yO * (Wk[i * u + o] - colSum[i]);
-          if (v !== 0) {
-            idx[n] = i;
-            coef[n++] = v;
-          }
-        }
-        return n;
-      }
-      for (let i = 0; i < nIn; i++) {
-        const xv = x[b * nIn + i];
-        if (xv === 0) continue;
-        for (let c = 0; c < u; c++) {
-          const v = yO * ((c === o ? 1 : 0) - y[yo + c]) * xv;
-          if (v !== 0) {
-            idx[n] = i * u + c;
-            coef[n++] = v;
-          }
-        }
-      }
-      return n;
-    },
-  };
-}
-
-/**
- * A diagonal layer's local Jacobian (element-wise activation, Dropout, Flatten), by compressed
- * forward mode with its closed-form colouring: one colour, so one `jvp` with a unit tangent `T = 1`
- * gives the whole diagonal, which needs no decompression. Zeros (a ReLU that is off, a dropped
- * unit) make empty rows.
- */
-export function diagonalLocal(p: LayerPass): LocalJacobian {
-  const L = p.layer;
-  const B = p.x.shape[0];
-  const n = sizeOf(L.inputShape);
-  const seed = zeros([...p.x.shape, 1], dtypeOf(p.x));
-  seed.data.fill(1);
-  const dy = contiguous(L.jvp(p.saved, { dx: seed, dParams: null, T: 1 }));
-  assertShape(dy, [B, ...L.outputShape, 1], `${L.describe()} jvp output`);
-  const d = dy.data.subarray(dy.offset, dy.offset + dy.size);
-  return {
-    rows: n,
-    cols: n,
-    single: true,
-    maxRowNnz: 1,
-    row(b, o, idx, coef) {
-      const v = d[b * n + o];
-      if (v === 0) return 0;
-      idx[0] = o;
-      coef[0] = v;
-      return 1;
-    },
-  };
-}
-
-/** A local Jacobian held as per-sample CSR matrices. */
-export function csrLocal(J: SparseJacobian): LocalJacobian {
-  let single = true;
-  let maxRowNnz = 0;
-  for (const m of J.samples) {
-    const r = m.maxRowNnz();
-    maxRowNnz = Math.max(maxRowNnz, r);
-    if (r > 1) single = false;
-  }
-  const rows = J.samples[0]?.rows ?? 0;
-  const cols = J.samples[0]?.cols ?? 0;
-  return {
-    rows,
-    cols,
-    single,
-    maxRowNnz,
-    row(b, o, idx, coef) {
-      const m = J.samples[b];
-      const a = m.rowPtr[o];
-      const n = m.rowPtr[o + 1] - a;
-      for (let k = 0; k < n; k++) {
-        idx[k] = m.colIdx[a + k];
-        coef[k] = m.values[a + k];
-      }
-      return n;
-    },
-  };
-}
-
-/**
- * A layer's local Jacobian w.r.t. its input: from the kernel for Conv2D and Dense, by compressed
- * forward mode through the layer's own `jvp` (closed-form colouring) for the others.
- */
-export function localInputJacobian(p: LayerPass): LocalJacobian {
-  const L = p.layer;
-  if (L.className === 'Conv2D') return convLocal(p, 'input');
-  if (L.className === 'Dense') return denseLocal(p, 'input');
-  if (L.className === 'Flatten' || L.className === 'Dropout' || (L.className === 'Activation' && L.activation !== 'softmax')) return diagonalLocal(p);
-  const kron = layerInputKron(L);
-  const J = compressedForward(L, p.x, { forward: { y: p.y, saved: p.saved }, pattern: kron.expand(), colouring: kronColumnColouring(kron) });
-  // Exact zeros were dropped: a pooling row keeps its winner only.
-  return csrLocal(J);
-}
-
-/** A layer's local Jacobian w.r.t. its parameter `k` (Conv2D and Dense: `kernel`, `bias`). */
-export function localParamJacobian(p: LayerPass, k: number): LocalJacobian {
-  const L = p.layer;
-  const name = L.params[k]?.name;
-  if (name !== 'kernel' && name !== 'bias') throw new ConfigError(`sparse propagation: ${L.describe()} has no parameter ${k} (kernel or bias), received ${String(name)}`);
-  if (L.className === 'Conv2D') return convLocal(p, name);
-  if (L.className === 'Dense') return denseLocal(p, name);
-  throw new ConfigError(`sparse propagation: no parameter rule for ${L.describe()}`);
 }
 
 /** Row storage that grows by half when full. */
@@ -436,26 +123,26 @@ export function propagateJacobian(f: Differentiable, x: Tensor, opts: PropagateO
   assertFinite(x, 'propagateJacobian x');
   const fwd = opts.forward ?? f.forward(x, opts);
   const passes = layerPasses(f, x, fwd);
-  if (!passes) throw new ConfigError(`propagateJacobian: expected a layer or a stack of ${['Conv2D', 'Dense', 'Activation', 'MaxPooling2D', 'Flatten', 'Dropout'].join(', ')} layers, received ${describe(f)}`);
+  if (!passes) throw new ConfigError(`propagateJacobian: expected a layer or a stage whose forward pass saved perLayer residuals and outputs, received ${describeOf(f)}`);
   const wrt = opts.wrt ?? 'input';
-  let first = 0;
-  let local0: LocalJacobian | null = null;
+  let start = 0;
   let colShape = f.inputShape;
+  let owner: { layer: number; param: number } | null = null;
   if (wrt !== 'input') {
     const p = f.params[wrt];
     if (!p) throw new ShapeError(`propagateJacobian: expected wrt to be 'input' or a parameter index in 0..${f.params.length - 1}, received ${wrt}`);
-    const owner = ownerOf(passes.map((q) => q.layer), p);
-    if (!owner) throw new ConfigError(`propagateJacobian: parameter ${wrt} (${p.name}) of ${describe(f)} belongs to none of its layers`);
-    first = owner.layer;
-    local0 = localParamJacobian(passes[first], owner.param);
+    owner = ownerOf(passes.map((q) => q.layer), p);
+    if (!owner) throw new ConfigError(`propagateJacobian: parameter ${wrt} (${p.name}) of ${describeOf(f)} belongs to none of its layers`);
+    start = owner.layer;
     colShape = p.value.shape;
   }
   const B = x.shape[0];
   const dtype = dtypeOf(x);
   const nCols = sizeOf(colShape);
-  // Local Jacobians of the layers after the start (w.r.t. a parameter: the start is the parameter's own rows).
-  const locals: LocalJacobian[] = passes.map((q, i) => (i < first ? (null as unknown as LocalJacobian) : i === first && local0 ? local0 : localInputJacobian(q)));
-  const last = passes.length - 1;
+  // The chain rule's factors, first to last, each layer's own (w.r.t. a parameter: the owner's rows w.r.t. it start the chain).
+  const locals: LocalJacobian[] = passes.slice(start).flatMap((q, i) => localJacobianOf(q, i === 0 && owner ? owner.param : 'input'));
+  const first = 0;
+  const last = locals.length - 1;
   let lastMulti = -1;
   for (let i = first; i <= last; i++) if (!locals[i].single) lastMulti = i;
   const sort = opts.sortRows ?? true;
@@ -466,7 +153,7 @@ export function propagateJacobian(f: Differentiable, x: Tensor, opts: PropagateO
   const coef = new Float64Array(maxLocal);
   for (let b = 0; b < B; b++) {
     // Backward sweep: which rows of each layer's output some later row needs.
-    const needed: Uint8Array[] = new Array(passes.length);
+    const needed: Uint8Array[] = new Array(locals.length);
     needed[last] = new Uint8Array(locals[last].rows).fill(1);
     for (let i = last; i > first; i--) {
       const L = locals[i];
@@ -658,15 +345,7 @@ function countRows(m: CsrMatrix): number {
   return n;
 }
 
-function describe(f: Differentiable): string {
-  const d = (f as { describe?: () => string }).describe;
-  const c = (f as { className?: string }).className;
-  return typeof d === 'function' ? d.call(f) : c ? `a ${c}` : `a Differentiable of input ${fmtShape(f.inputShape)}`;
-}
-
-/** True when {@link propagateJacobian} can build Jacobians of `f` (its layers are all known). */
+/** True when {@link propagateJacobian} can build Jacobians of `f`: any layer, and any stage of layers (a layer without structure hooks through its own `jvp`). */
 export function canPropagate(f: Differentiable): boolean {
-  if (asKnownLayer(f)) return true;
-  const layers = (f as { layers?: unknown }).layers;
-  return Array.isArray(layers) && layers.length > 0 && layers.every((l) => canPropagate(l as Differentiable));
+  return !f.layers || (f.layers.length > 0 && f.layers.every((l) => canPropagate(l)));
 }

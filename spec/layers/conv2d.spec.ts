@@ -1,3 +1,4 @@
+import { jacobianWrtInput, jacobianWrtWeights } from '../../lib/jacobian.js';
 import { readFileSync } from 'node:fs';
 import { Conv2D, type Conv2DConfig } from '../../lib/layers/conv2d.js';
 import { Rng } from '../../lib/rng.js';
@@ -60,7 +61,7 @@ describe('Conv2D', () => {
     const rng = new Rng(5);
     const layer = new Conv2D({ filters: 3, kernel_size: 1 }).build([3, 2, 2], { rng });
     const x = randomNormal([2, 3, 2, 2], rng);
-    const J = layer.jacobianWrtInput(x).toDense();
+    const J = jacobianWrtInput(layer, x).toDense();
     expect(J.shape).to.deep.equal([2, 3, 2, 3, 3, 2, 2]);
     const W = layer.params[0].value;
     for (let b = 0; b < 2; b++)
@@ -70,7 +71,7 @@ describe('Conv2D', () => {
             for (let h2 = 0; h2 < 3; h2++)
               for (let w2 = 0; w2 < 2; w2++)
                 for (let ci = 0; ci < 2; ci++) expect(J.get(b, h, w, co, h2, w2, ci)).to.equal(h === h2 && w === w2 ? W.get(0, 0, ci, co) : 0);
-    const [Jk, Jb] = layer.jacobianWrtWeights(x).map((j) => j.toDense());
+    const [Jk, Jb] = jacobianWrtWeights(layer, x).map((j) => j.toDense());
     for (let b = 0; b < 2; b++)
       for (let h = 0; h < 3; h++)
         for (let w = 0; w < 2; w++)
@@ -90,7 +91,7 @@ describe('Conv2D', () => {
     layer.params[0].value = K;
     const x = randomNormal([2, 4, 3, C], new Rng(2));
     expect(layer.forward(x).y).to.be.allclose(x, { rtol: 0, atol: 0 });
-    const J = layer.jacobianWrtInput(x).toDense();
+    const J = jacobianWrtInput(layer, x).toDense();
     const n = 4 * 3 * C;
     for (let b = 0; b < 2; b++) for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) expect(J.data[(b * n + r) * n + c]).to.equal(r === c ? 1 : 0);
   });
@@ -114,9 +115,9 @@ describe('Conv2D', () => {
     expect(g32.dx.data).to.be.instanceOf(Float32Array);
     expect(g32.dx).to.be.allclose(g64.dx, { rtol: 1e-5, atol: 1e-5 });
     g32.dParams.forEach((g, k) => expect(g, `dParams[${k}]`).to.be.allclose(g64.dParams[k], { rtol: 1e-5, atol: 1e-5 }));
-    const Jx32 = l32.jacobianWrtInput(x32);
+    const Jx32 = jacobianWrtInput(l32, x32);
     expect(Jx32.toDense().data).to.be.instanceOf(Float32Array);
-    expect(Jx32).to.be.allclose(l64.jacobianWrtInput(x64), { rtol: 1e-5, atol: 1e-6 });
+    expect(Jx32).to.be.allclose(jacobianWrtInput(l64, x64), { rtol: 1e-5, atol: 1e-6 });
   });
 
   describe('golden fixture seed_reference.json (PyTorch + JAX, float64)', () => {
@@ -150,8 +151,8 @@ describe('Conv2D', () => {
         const tol = { rtol: 1e-10, atol: 1e-14 };
         const fwd = layer.forward(x);
         expect(fwd.y, 'stage output').to.be.allclose(fromJSON(fx.expected.stageOutputs[i]), tol);
-        expect(layer.jacobianWrtInput(x), 'batch Jacobian w.r.t. input').to.be.allclose(fromJSON(fx.expected.layerBatchJacobianWrtInput[i]), tol);
-        layer.jacobianWrtWeights(x).forEach((J, k) => expect(J, `Jacobian w.r.t. ${layer.params[k].name}`).to.be.allclose(fromJSON(fx.expected.stageJacobianWrtWeights[i][0][k]), tol));
+        expect(jacobianWrtInput(layer, x), 'batch Jacobian w.r.t. input').to.be.allclose(fromJSON(fx.expected.layerBatchJacobianWrtInput[i]), tol);
+        jacobianWrtWeights(layer, x).forEach((J, k) => expect(J, `Jacobian w.r.t. ${layer.params[k].name}`).to.be.allclose(fromJSON(fx.expected.stageJacobianWrtWeights[i][0][k]), tol));
         const { dParams } = layer.vjp(fwd.saved, fromJSON(fx.expected.dLoss_dStageOutput[i]));
         dParams.forEach((g, k) => expect(g, `dLoss/d${layer.params[k].name}`).to.be.allclose(fromJSON(fx.expected.dLoss_dWeights[i][k]), tol));
       });

@@ -1,3 +1,4 @@
+import { jacobianWrtInput, jacobianWrtWeights } from '../../lib/jacobian.js';
 import { Dense } from '../../lib/layers/dense.js';
 import { Rng } from '../../lib/rng.js';
 import { randomNormal, tensor } from '../../lib/tensor.js';
@@ -18,10 +19,10 @@ describe('Dense', () => {
   it('exact case: the linear Jacobian w.r.t. the input is Wᵀ in every sample, and w.r.t. the kernel is x ⊗ I', () => {
     const layer = new Dense({ units: 2 }).build([3], { rng: new Rng(1) });
     const x = tensor([1, 2, 3, -1, 0, 4], [2, 3]);
-    const J = layer.jacobianWrtInput(x).toDense();
+    const J = jacobianWrtInput(layer, x).toDense();
     const W = layer.params[0].value;
     for (let b = 0; b < 2; b++) for (let o = 0; o < 2; o++) for (let i = 0; i < 3; i++) expect(J.get(b, o, i)).to.equal(W.get(i, o));
-    const [Jk, Jb] = layer.jacobianWrtWeights(x);
+    const [Jk, Jb] = jacobianWrtWeights(layer, x);
     expect(Jk.shape).to.deep.equal([2, 2, 3, 2]);
     for (let b = 0; b < 2; b++) for (let o = 0; o < 2; o++) for (let i = 0; i < 3; i++) for (let p = 0; p < 2; p++) expect(Jk.toDense().get(b, o, i, p)).to.equal(o === p ? x.get(b, i) : 0);
     expect(Jb.toDense()).to.be.allclose([[[1, 0], [0, 1]], [[1, 0], [0, 1]]]);

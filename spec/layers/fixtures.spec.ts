@@ -1,3 +1,4 @@
+import { jacobianWrtInput } from '../../lib/jacobian.js';
 /**
  * Per-layer golden checks: every single layer's batch Jacobian w.r.t. its input, built by forward-mode
  * dual numbers, against PyTorch autograd's (spec/fixtures, float64) within 1e-10 relative.
@@ -58,7 +59,7 @@ function checkLayers(file: string, from: number, to: number, input: (fx: Fixture
   for (let i = from; i <= to; i++) {
     const layer = layerFromFixture(fx, i, x.shape.slice(1));
     const expected = fromJSON(fx.expected.layerBatchJacobianWrtInput[i]);
-    const J = layer.jacobianWrtInput(x);
+    const J = jacobianWrtInput(layer, x);
     const report = allcloseReport(J, expected, { rtol: RTOL, atol: 0 });
     console.log(
       `      ${file} layer ${i} (${layer.className}) batch Jacobian ${JSON.stringify(J.shape)}: ` +

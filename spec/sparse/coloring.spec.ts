@@ -6,8 +6,11 @@ import { Flatten } from '../../lib/layers/flatten.js';
 import type { Layer } from '../../lib/layers/layer.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { catsVsDogsCnn, splitAfterLastPooling } from '../../lib/models.js';
-import { closedFormColourCount, findColouringConflict, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring } from '../../lib/sparse/coloring.js';
-import { type KronPattern, type LayerLike, SparsityPattern, layerInputKron, paramKron, stageKron, structuredLayers } from '../../lib/sparse/pattern.js';
+import { findColouringConflict, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring } from '../../lib/sparse/coloring.js';
+import { leavesOf } from '../../lib/layers/layer.js';
+import { colourCountOf } from '../../lib/sparse/hooks.js';
+import { layerInputKron, paramKron, stageKron } from '../../lib/sparse/pattern.js';
+import { type KronPattern, SparsityPattern } from '../../lib/structure.js';
 import { expect } from '../helpers/setup.js';
 
 /** The colour counts of one Jacobian's columns: closed form = Kronecker product = greedy CPR = largest row (the lower bound), and both colourings valid. */
@@ -45,12 +48,12 @@ const CASES: [string, () => Layer, number[], number, number[]][] = [
 describe('sparse/coloring', () => {
   for (const [name, make, shape, input, params] of CASES) {
     it(`${name}: ${input} colours w.r.t. the input${params.length ? `, ${params.join(' and ')} w.r.t. ${params.length === 2 ? 'kernel and bias' : 'the parameters'}` : ''}`, () => {
-      const layer = make().build(shape) as unknown as LayerLike;
-      expect(closedFormColourCount(layer, 'input')).to.equal(input);
+      const layer = make().build(shape) as unknown as Layer;
+      expect(colourCountOf(layer, 'input')).to.equal(input);
       checkColours(layerInputKron(layer), input, 'input');
       expect(layer.params.length).to.equal(params.length);
       params.forEach((n, k) => {
-        expect(closedFormColourCount(layer, k)).to.equal(n);
+        expect(colourCountOf(layer, k)).to.equal(n);
         checkColours(paramKron(layer, k), n, layer.params[k].name);
       });
     });
@@ -60,7 +63,7 @@ describe('sparse/coloring', () => {
     for (const side of [32, 64, 224]) {
       const cnn = catsVsDogsCnn({ side });
       const [model_0] = cnn.split(splitAfterLastPooling(cnn));
-      const k = stageKron(structuredLayers(model_0)!);
+      const k = stageKron(leavesOf(model_0));
       const c = kronColumnColouring(k);
       expect(c.count, `side ${side}`).to.equal(22 * 22 * 3);
       expect(c.colours.length).to.equal(side * side * 3);

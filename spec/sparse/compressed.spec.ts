@@ -10,7 +10,8 @@ import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { Rng } from '../../lib/rng.js';
 import { kronColumnColouring, kronRowColouring, trivialColouring } from '../../lib/sparse/coloring.js';
 import { compressedForward, compressedReverse } from '../../lib/sparse/compressed.js';
-import { type LayerLike, SparsityPattern, layerInputKron, paramKron } from '../../lib/sparse/pattern.js';
+import { layerInputKron, paramKron } from '../../lib/sparse/pattern.js';
+import { SparsityPattern } from '../../lib/structure.js';
 import { expect } from '../helpers/setup.js';
 import { expectSameJacobian, randomTensor } from './util.js';
 
@@ -56,7 +57,7 @@ describe('sparse/compressed', () => {
     it(`${name}: compressed forward and reverse (closed-form colourings) equal the dense Jacobians, w.r.t. the input and each parameter`, () => {
       const rng = new Rng(11);
       const layer = make().build(shape, { rng });
-      const L = layer as unknown as LayerLike;
+      const L = layer as unknown as Layer;
       const x = randomTensor([2, ...shape], rng);
       const training = layer.className === 'Dropout';
       const fo = () => ({ training, rng: new Rng(3) });
@@ -80,7 +81,7 @@ describe('sparse/compressed', () => {
     const rng = new Rng(2);
     const conv = new Conv2D({ filters: 5, kernel_size: 3 }).build([8, 8, 3], { rng });
     const x = randomTensor([1, 8, 8, 3], rng);
-    const kron = layerInputKron(conv as unknown as LayerLike);
+    const kron = layerInputKron(conv as unknown as Layer);
     const f = counting(conv);
     const J = compressedForward(f, x, { pattern: kron.expand(), colouring: kronColumnColouring(kron) });
     expect(f.tangents).to.equal(27);

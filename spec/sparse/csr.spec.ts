@@ -49,7 +49,7 @@ describe('sparse/csr', () => {
     }
     const J = new SparseJacobian(samples, out, inn, 'input');
     expect(J.shape).to.deep.equal([3, 2, 3, 4, 2]);
-    expect(J.format).to.equal('csr');
+    expect(J.format).to.equal('sparse');
     expect(J.toDense()).to.be.allclose(dense, { rtol: 0, atol: 0 });
     expect(J.nnz).to.equal(dense.data.filter((v) => v !== 0).length);
     expect(J.bytes).to.equal(samples.reduce((s, m) => s + m.bytes, 0));

@@ -9,7 +9,7 @@ describe('bin/commands/jacobian (jacobian-chain jacobian)', () => {
   it('the cats-vs-dogs conv stage: prints shape, nnz, bytes, colours, time, and the chained gradient equal to the VJP gradient', async () => {
     const { code, out } = await capture(['--side', '24', '--batch', '2', '--json']);
     expect(code).to.equal(0);
-    expect(out).to.match(/Jacobian w\.r\.t\. input: shape \[2, 1, 1, 64, 24, 24, 3\], format csr/);
+    expect(out).to.match(/Jacobian w\.r\.t\. input: shape \[2, 1, 1, 64, 24, 24, 3\], format sparse/);
     expect(out).to.match(/chosen: forward\/propagate/);
     expect(out).to.match(/forward\/compressed +1452 colours/);
     expect(out).to.match(/nnz \d+ \(density/);

@@ -1,0 +1,295 @@
+/**
+ * The dense engine: Jacobians stored densely and built column by column with forward-mode dual
+ * numbers (a block of `T` tangents per pass), or row by row from VJPs of basis cotangents (the
+ * reverse-mode reference). It knows nothing of the structured engines (`lib/sparse`); the router
+ * in `lib/jacobian.ts` picks between them.
+ *
+ * Layout, said once and kept everywhere: a Jacobian of `y = f(x)` is `[...outShape, ...inShape]`,
+ * row-major; a batch Jacobian leads with the batch axis once: `[B, ...out, ...in]` holds
+ * `∂y[b, o] / ∂x[b, i]` (samples are independent, so cross-sample blocks are zero and not stored);
+ * a Jacobian w.r.t. a parameter is `[B, ...out, ...param]` (TensorFlow's `jacobian` of the batched
+ * output w.r.t. a weight shared by the batch). Where a layer couples the samples
+ * (BatchNormalization in training), the batch Jacobian is refused and the full Jacobian
+ * `[B, ...out, B, ...in]` ({@link fullJacobianWrtInput}) holds every cross-sample term.
+ * @module
+ */
+import { ConfigError, ShapeError, fmtShape } from './errors.js';
+import { contractDense } from './helpers.js';
+import { type Differentiable, type ForwardOptions, type Forward, describeOf, leavesOf } from './layers/layer.js';
+import { getMemoryBudget, guardBytes } from './memory.js';
+import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, tensor, zeros } from './tensor.js';
+
+/**
+ * What every Jacobian format offers; the chain helpers accept any of them: `dense` here, `sparse`
+ * (per-sample CSR) in `lib/sparse/csr.ts`.
+ */
+export interface Jacobian {
+  /** `dense` or `sparse`. */
+  readonly format: 'dense' | 'sparse';
+  /** `[B, ...out, ...in]` (or `[...out, ...in]` when `batch` is null). */
+  readonly shape: readonly number[];
+  /** Leading batch extent, or null for an unbatched Jacobian. */
+  readonly batch: number | null;
+  /** Per-sample output shape (the rows). */
+  readonly outShape: readonly number[];
+  /** Per-sample input or parameter shape (the columns). */
+  readonly inShape: readonly number[];
+  /** Bytes of the stored values. */
+  readonly bytes: number;
+  /** The values as a dense `[B, ...out, ...in]` tensor (a view when already dense). */
+  toDense(): Tensor;
+  /**
+   * The cotangent contraction `Σ_out dy[b, out] · J[b, out, …in]` → `[B, ...in]`, or with
+   * `sumBatch` also summed over the batch → `[...in]` (a parameter shared by the batch): the seed's
+   * `upstream_gradient_loss_out` and `upstream_gradient_loss_weights`. Each format contracts
+   * without densifying.
+   */
+  vjp(dy: Tensor, sumBatch: boolean): Tensor;
+}
+
+/** A Jacobian stored densely, row-major, as one tensor. */
+export class DenseJacobian implements Jacobian {
+  readonly format = 'dense' as const;
+  constructor(
+    /** The values, shaped `[B, ...out, ...in]`. */
+    readonly values: Tensor,
+    readonly batch: number | null,
+    readonly outShape: readonly number[],
+    readonly inShape: readonly number[],
+    /** What it differentiates, for reports: `conv2d_1 w.r.t. input`. */
+    readonly label = '',
+  ) {
+    const expected = [...(batch === null ? [] : [batch]), ...outShape, ...inShape];
+    assertShape(values, expected, `DenseJacobian ${label}`);
+  }
+  get shape(): readonly number[] {
+    return this.values.shape;
+  }
+  get bytes(): number {
+    return this.values.size * this.values.data.BYTES_PER_ELEMENT;
+  }
+  toDense(): Tensor {
+    return this.values;
+  }
+  vjp(dy: Tensor, sumBatch: boolean): Tensor {
+    return contractDense(this.values, dy, sumBatch);
+  }
+}
+
+/** Options of the dense builders. */
+export interface DenseJacobianOptions {
+  /** Tangents per forward pass (the block width `T`). Default: sized so one block stays near 64 MiB, at most 256. */
+  tangents?: number;
+  /** Refuse a Jacobian whose bytes exceed this (default {@link getMemoryBudget}). */
+  memoryBudget?: number;
+  /** Called after each block with (columns done, columns in all): for progress bars. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Bytes of a dense batch Jacobian `[B, ...out, ...in]` of a dtype, from shapes alone. */
+export function denseJacobianBytes(batch: number, outShape: readonly number[], inShape: readonly number[], dtype: DType = 'float64'): number {
+  return batch * sizeOf(outShape) * sizeOf(inShape) * bytesPerElement(dtype);
+}
+
+/** Picks the tangent block width: wide enough to amortize each pass, narrow enough to stay small. */
+export function tangentBlockWidth(columns: number, bytesPerTangent: number, requested?: number): number {
+  if (requested !== undefined) {
+    if (!Number.isInteger(requested) || requested <= 0) throw new ShapeError(`tangents: expected a positive integer block width, received ${requested}`);
+    return Math.min(requested, Math.max(columns, 1));
+  }
+  const byMemory = Math.max(1, Math.floor((64 * 1024 ** 2) / Math.max(bytesPerTangent, 1)));
+  return Math.max(1, Math.min(columns, 256, byMemory));
+}
+
+/**
+ * Jacobian w.r.t. the input, built column by column with forward-mode dual numbers:
+ * `[B, ...out, ...in]`. Column `c` of every sample is seeded at once (samples are independent),
+ * so `ceil(in / T)` passes of `T` tangents build it.
+ * @example
+ * const dense = new Dense({ units: 2 }).build([3]);
+ * const J = forwardJacobianWrtInput(dense, tensor([1, 2, 3], [1, 3])); // J.shape = [1, 2, 3], J = Wᵀ
+ */
+export function forwardJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: DenseJacobianOptions & ForwardOptions = {}): DenseJacobian {
+  assertShape(x, [null, ...f.inputShape], 'jacobianWrtInput x');
+  assertFinite(x, 'jacobianWrtInput x');
+  assertSamplesIndependent(f, opts, 'jacobianWrtInput');
+  const B = x.shape[0];
+  const dtype = dtypeOf(x);
+  const nIn = sizeOf(f.inputShape);
+  const nOut = sizeOf(f.outputShape);
+  guardBytes(`batch Jacobian w.r.t. the input ${fmtShape([B, ...f.outputShape, ...f.inputShape])}`, denseJacobianBytes(B, f.outputShape, f.inputShape, dtype), opts.memoryBudget ?? getMemoryBudget());
+  const fwd = f.forward(x, opts);
+  const J = zeros([B, ...f.outputShape, ...f.inputShape], dtype);
+  const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bytesPerElement(dtype), opts.tangents);
+  const seed = zeros([B, ...f.inputShape, T], dtype);
+  for (let c0 = 0; c0 < nIn; c0 += T) {
+    const Tc = Math.min(T, nIn - c0);
+    // Each tangent t is the basis direction e_{c0+t}, set in every sample at once. Only the ones
+    // of the previous block are cleared: a full fill would stream the whole block through memory.
+    if (c0 > 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) seed.data[(b * nIn + c0 - T + t) * T + t] = 0;
+    for (let b = 0; b < B; b++) for (let t = 0; t < Tc; t++) seed.data[(b * nIn + c0 + t) * T + t] = 1;
+    const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T, rows: { lo: c0, hi: c0 + Tc } }));
+    scatterColumns(dy, J.data, B * nOut, nIn, c0, Tc, T);
+    opts.onProgress?.(c0 + Tc, nIn);
+  }
+  return new DenseJacobian(J, B, f.outputShape, f.inputShape, 'w.r.t. input');
+}
+
+/**
+ * Jacobian w.r.t. each parameter, built column by column with forward-mode dual numbers:
+ * `[B, ...out, ...param]` per parameter, in `params` order.
+ */
+export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: DenseJacobianOptions & ForwardOptions = {}): DenseJacobian[] {
+  assertShape(x, [null, ...f.inputShape], 'jacobianWrtWeights x');
+  assertFinite(x, 'jacobianWrtWeights x');
+  const B = x.shape[0];
+  const dtype = dtypeOf(x);
+  const nOut = sizeOf(f.outputShape);
+  const total = f.params.reduce((s, p) => s + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0);
+  guardBytes(`Jacobians w.r.t. ${f.params.length} parameters`, total, opts.memoryBudget ?? getMemoryBudget());
+  const fwd = f.forward(x, opts);
+  const out: DenseJacobian[] = [];
+  const allCols = f.params.reduce((s, p) => s + p.value.size, 0);
+  let done = 0;
+  f.params.forEach((p, k) => {
+    const nP = p.value.size;
+    const J = zeros([B, ...f.outputShape, ...p.value.shape], dtype);
+    const T = tangentBlockWidth(nP, (B * nOut + nP) * bytesPerElement(dtype), opts.tangents);
+    const seed = zeros([...p.value.shape, T], dtype);
+    const dParams: (Tensor | null)[] = f.params.map((_, j) => (j === k ? seed : null));
+    for (let c0 = 0; c0 < nP; c0 += T) {
+      const Tc = Math.min(T, nP - c0);
+      if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
+      for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
+      const dy = contiguous(f.jvp(fwd.saved, { dx: null, dParams, T, rows: { lo: c0, hi: c0 + Tc } }));
+      scatterColumns(dy, J.data, B * nOut, nP, c0, Tc, T);
+      done += Tc;
+      opts.onProgress?.(done, allCols);
+    }
+    out.push(new DenseJacobian(J, B, f.outputShape, p.value.shape, `w.r.t. ${p.name}`));
+  });
+  return out;
+}
+
+/** Copies the `Tc` tangent columns of `dy` (`[rows, T]`) into columns `c0..c0+Tc` of `J` (`[rows, cols]`). */
+function scatterColumns(dy: Tensor, J: Tensor['data'], rows: number, cols: number, c0: number, Tc: number, T: number): void {
+  const d = dy.data;
+  for (let r = 0; r < rows; r++) {
+    const src = r * T;
+    const dst = r * cols + c0;
+    for (let t = 0; t < Tc; t++) J[dst + t] = d[src + t];
+  }
+}
+
+/**
+ * Jacobian w.r.t. the input, built row by row from VJPs of basis cotangents (reverse mode):
+ * the reference the dual-number Jacobian is checked against. Same layout as {@link jacobianWrtInput}.
+ */
+export function jacobianWrtInputByVjp<S>(f: Differentiable<S>, x: Tensor, opts: ForwardOptions & { memoryBudget?: number } = {}): DenseJacobian {
+  assertShape(x, [null, ...f.inputShape], 'jacobianWrtInputByVjp x');
+  assertSamplesIndependent(f, opts, 'jacobianWrtInputByVjp');
+  const B = x.shape[0];
+  const dtype = dtypeOf(x);
+  const nIn = sizeOf(f.inputShape);
+  const nOut = sizeOf(f.outputShape);
+  guardBytes('batch Jacobian (reverse mode)', denseJacobianBytes(B, f.outputShape, f.inputShape, dtype), opts.memoryBudget ?? getMemoryBudget());
+  const fwd = f.forward(x, opts);
+  const J = zeros([B, ...f.outputShape, ...f.inputShape], dtype);
+  const dy = zeros([B, ...f.outputShape], dtype);
+  for (let o = 0; o < nOut; o++) {
+    dy.data.fill(0);
+    for (let b = 0; b < B; b++) dy.data[b * nOut + o] = 1;
+    const dx = contiguous(f.vjp(fwd.saved, dy).dx);
+    for (let b = 0; b < B; b++) J.data.set(dx.data.subarray(b * nIn, (b + 1) * nIn), (b * nOut + o) * nIn);
+  }
+  return new DenseJacobian(J, B, f.outputShape, f.inputShape, 'w.r.t. input (reverse)');
+}
+
+/**
+ * Jacobians w.r.t. each parameter, row by row from VJPs: one basis cotangent per (sample, output),
+ * since a parameter is shared by the batch. The reverse-mode reference for {@link jacobianWrtWeights}.
+ */
+export function jacobianWrtWeightsByVjp<S>(f: Differentiable<S>, x: Tensor, opts: ForwardOptions & { memoryBudget?: number } = {}): DenseJacobian[] {
+  assertShape(x, [null, ...f.inputShape], 'jacobianWrtWeightsByVjp x');
+  const B = x.shape[0];
+  const dtype = dtypeOf(x);
+  const nOut = sizeOf(f.outputShape);
+  const total = f.params.reduce((s, p) => s + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0);
+  guardBytes('Jacobians w.r.t. parameters (reverse mode)', total, opts.memoryBudget ?? getMemoryBudget());
+  const fwd = f.forward(x, opts);
+  const Js = f.params.map((p) => zeros([B, ...f.outputShape, ...p.value.shape], dtype));
+  const dy = zeros([B, ...f.outputShape], dtype);
+  for (let r = 0; r < B * nOut; r++) {
+    dy.data.fill(0);
+    dy.data[r] = 1;
+    const { dParams } = f.vjp(fwd.saved, dy);
+    dParams.forEach((g, k) => Js[k].data.set(contiguous(g).data.subarray(0, g.size), r * g.size));
+  }
+  return Js.map((J, k) => new DenseJacobian(J, B, f.outputShape, f.params[k].value.shape, `w.r.t. ${f.params[k].name} (reverse)`));
+}
+
+/**
+ * A JVP along one direction for every sample: `J v` with `v` shaped like `x` (and optional
+ * parameter directions). The engine's cheapest derivative: one pass with `T = 1`.
+ */
+export function jvpAlong<S>(f: Differentiable<S>, x: Tensor, v: Tensor | null, dParams: (Tensor | null)[] | null = null, opts: ForwardOptions = {}): {
+  /** The primal output `[B, ...out]`. */
+  y: Tensor;
+  /** The JVP `J v`, `[B, ...out]`. */
+  jv: Tensor
+} {
+  const fwd: Forward<S> = f.forward(x, opts);
+  const dx = v === null ? null : tensor(contiguous(v).data.slice(0, v.size), [...v.shape, 1], dtypeOf(v));
+  const dP = dParams?.map((p) => (p === null ? null : tensor(contiguous(p).data.slice(0, p.size), [...p.shape, 1], dtypeOf(p)))) ?? null;
+  const out = contiguous(f.jvp(fwd.saved, { dx, dParams: dP, T: 1 }));
+  return { y: fwd.y, jv: tensor(out.data, out.shape.slice(0, -1), dtypeOf(out)) };
+}
+
+/**
+ * Throws when a forward pass of `f` couples the samples (a layer's `samplesIndependent` hook says
+ * so), naming the layer: the batch Jacobian `[B, ...out, ...in]` would drop the cross-sample terms.
+ */
+export function assertSamplesIndependent(f: Differentiable, opts: ForwardOptions, what: string): void {
+  const coupled = firstCouplingLayer(f, opts);
+  if (coupled) {
+    throw new ConfigError(
+      `${what}: ${describeOf(coupled)} couples the samples of a batch${opts.training ? ' in training mode' : ''} (each output depends on every sample), so the batch Jacobian [B, ...out, ...in] would drop the cross-sample terms; expected a stage whose samples are independent, received one with ${describeOf(coupled)}: use fullJacobianWrtInput ([B, ...out, B, ...in]) or the VJP chain`,
+    );
+  }
+}
+
+/** The first layer of `f` whose forward pass couples the samples, or null. */
+export function firstCouplingLayer(f: Differentiable, opts: ForwardOptions): Differentiable | null {
+  return leavesOf(f).find((l) => l.samplesIndependent?.(opts) === false) ?? null;
+}
+
+/**
+ * The full Jacobian w.r.t. the input, built column by column with forward-mode dual numbers:
+ * `[B, ...out, B, ...in]`, every `∂y[b, o] / ∂x[b', i]`, cross-sample terms included. What the
+ * explicit chain uses for a stage whose samples are coupled; `B` times the batch Jacobian's bytes.
+ * @example
+ * const J = fullJacobianWrtInput(bnStage, x, { training: true }); // [4, 5, 4, 2, 4, 5, 4, 3]
+ */
+export function fullJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: DenseJacobianOptions & ForwardOptions = {}): DenseJacobian {
+  assertShape(x, [null, ...f.inputShape], 'fullJacobianWrtInput x');
+  assertFinite(x, 'fullJacobianWrtInput x');
+  const B = x.shape[0];
+  const dtype = dtypeOf(x);
+  const nIn = B * sizeOf(f.inputShape);
+  const nOut = B * sizeOf(f.outputShape);
+  guardBytes(`full Jacobian w.r.t. the input ${fmtShape([B, ...f.outputShape, B, ...f.inputShape])}`, nOut * nIn * bytesPerElement(dtype), opts.memoryBudget ?? getMemoryBudget());
+  const fwd = f.forward(x, opts);
+  const J = zeros([B, ...f.outputShape, B, ...f.inputShape], dtype);
+  const T = tangentBlockWidth(nIn, (nIn + nOut) * bytesPerElement(dtype), opts.tangents);
+  const seed = zeros([B, ...f.inputShape, T], dtype);
+  for (let c0 = 0; c0 < nIn; c0 += T) {
+    const Tc = Math.min(T, nIn - c0);
+    // Column c is one input element of one sample: the whole batch is the column space.
+    if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
+    for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
+    const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T }));
+    scatterColumns(dy, J.data, nOut, nIn, c0, Tc, T);
+    opts.onProgress?.(c0 + Tc, nIn);
+  }
+  return new DenseJacobian(J, B, f.outputShape, [B, ...f.inputShape], 'w.r.t. input (full, samples coupled)');
+}
