@@ -1,7 +1,8 @@
 /**
  * The layer registry: Keras `class_name` → a factory that makes the layer from its Keras config.
- * The one place that lists the layer classes; every engine asks the layer itself (its structure
- * hooks, see `layer.ts`), never this list. Adding a layer is its own file, its spec and one line here.
+ * The one place that lists the layer classes (and exports them for `lib/index.ts`); every engine
+ * asks the layer itself (its structure hooks, see `layer.ts`), never this list. Adding a layer is
+ * its own file, its spec and its entry here.
  * @module
  */
 import { Activation, type ActivationConfig } from './activation.js';
@@ -11,6 +12,13 @@ import { Dropout, type DropoutConfig } from './dropout.js';
 import { Flatten, type FlattenConfig } from './flatten.js';
 import type { Layer } from './layer.js';
 import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
+
+export * from './activation.js';
+export * from './conv2d.js';
+export * from './dense.js';
+export * from './dropout.js';
+export * from './flatten.js';
+export * from './max-pooling2d.js';
 
 /** Makes a layer from its Keras config (snake_case keys) and name. */
 export type LayerFactory = (config: Record<string, unknown>, name?: string) => Layer;

@@ -3,10 +3,12 @@
  * 1. central finite differences along a random direction (input and each parameter);
  * 2. the adjoint identity ⟨u, J v⟩ = ⟨uᵀJ, v⟩ (the JVP and the VJP are transposes);
  * 3. the dual-number Jacobian equal to the Jacobian stacked from VJPs of basis cotangents;
- * 4. an exact case, supplied by each spec (Dense: ∂y/∂x = W).
+ * 4. an exact case, supplied by each spec as `exact` (Dense: ∂y/∂x = W).
+ * And every structured engine (propagate, compressed forward, compressed reverse) builds the same
+ * Jacobians as the dense one, through the layer's structure hooks or their generic fallbacks.
  */
 import type { Differentiable, ForwardOptions } from '../../lib/layers/layer.js';
-import { jacobianWrtInput, jacobianWrtInputByVjp, jacobianWrtWeights, jacobianWrtWeightsByVjp, jvpAlong } from '../../lib/jacobian.js';
+import { type DenseJacobian, jacobianWrtInput, jacobianWrtInputByVjp, jacobianWrtWeights, jacobianWrtWeightsByVjp, jvpAlong } from '../../lib/jacobian.js';
 import { Rng } from '../../lib/rng.js';
 import { type Tensor, axpy, copy, dot, randomNormal } from '../../lib/tensor.js';
 import { expect } from './setup.js';
@@ -22,9 +24,20 @@ export interface CheckOptions {
   h?: number;
   /** Skip the input derivative (e.g. for a non-differentiable input). */
   skipInput?: boolean;
+  /** Check 4, the exact case: called with the dual-number Jacobians (input, then each parameter). */
+  exact?: (Jx: DenseJacobian | null, Jw: DenseJacobian[]) => void;
+  /** Skip the structured engines (for a Differentiable they cannot take, which should be none). */
+  skipEngines?: boolean;
 }
 
-/** Runs checks 1–3 on `f` at `x`; check 4 is each spec's own. Returns the dual-number Jacobians. */
+/** The structured engines every derivative is also built with, and checked against the dense one. */
+const ENGINES = [
+  { mode: 'forward', engine: 'propagate' },
+  { mode: 'forward', engine: 'compressed' },
+  { mode: 'reverse', engine: 'compressed' },
+] as const;
+
+/** Runs checks 1–3 and every structured engine on `f` at `x`, then check 4 (`opts.exact`) when given. Returns the dual-number Jacobians. */
 export function checkDerivatives<S>(f: Differentiable<S>, x: Tensor, opts: CheckOptions = {}) {
   const rng = new Rng(opts.seed ?? 1234);
   const fo = opts.forwardOptions ?? (() => ({}));
@@ -82,5 +95,17 @@ export function checkDerivatives<S>(f: Differentiable<S>, x: Tensor, opts: Check
   // Narrow blocks (T = 3, the last one partial) exercise the per-block seeding and the rows hint.
   if (Jx) expect(jacobianWrtInput(f, x, { ...fo(), tangents: 3 }), 'dual-number Jacobian in blocks of 3 (input)').to.be.allclose(Jx, { rtol: 1e-12, atol: 1e-14 });
   jacobianWrtWeights(f, x, { ...fo(), tangents: 3 }).forEach((J, k) => expect(J, `dual-number Jacobian in blocks of 3 (${params[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
+
+  // The structured engines, sparse storage, against the dense Jacobians.
+  if (!opts.skipEngines) {
+    for (const e of ENGINES) {
+      const what = `${e.mode}/${e.engine}`;
+      if (Jx) expect(jacobianWrtInput(f, x, { ...fo(), ...e, format: 'sparse' }), `${what} (input)`).to.be.allclose(Jx, { rtol: 1e-12, atol: 1e-14 });
+      jacobianWrtWeights(f, x, { ...fo(), ...e, format: 'sparse' }).forEach((J, k) => expect(J, `${what} (${params[k].name})`).to.be.allclose(Jw[k], { rtol: 1e-12, atol: 1e-14 }));
+    }
+  }
+
+  // 4. The exact case.
+  opts.exact?.(Jx, Jw);
   return { Jx, Jw, y };
 }
