@@ -6,6 +6,7 @@
  * @module
  */
 import { Activation, type ActivationConfig } from './activation.js';
+import { AveragePooling2D, type AveragePooling2DConfig } from './average-pooling2d.js';
 import { Conv2D, type Conv2DConfig } from './conv2d.js';
 import { Dense, type DenseConfig } from './dense.js';
 import { Dropout, type DropoutConfig } from './dropout.js';
@@ -14,6 +15,7 @@ import type { Layer } from './layer.js';
 import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
 
 export * from './activation.js';
+export * from './average-pooling2d.js';
 export * from './conv2d.js';
 export * from './dense.js';
 export * from './dropout.js';
@@ -30,12 +32,14 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['Dense', (c, n) => new Dense(c as unknown as DenseConfig, n)],
   ['Dropout', (c, n) => new Dropout(c as unknown as DropoutConfig, n)],
   ['Activation', (c, n) => new Activation(c as unknown as ActivationConfig, n)],
+  ['AveragePooling2D', (c, n) => new AveragePooling2D(c as AveragePooling2DConfig, n)],
 ]);
 
 /** Keras' aliases for the same classes. */
 const ALIASES = new Map<string, string>([
   ['Convolution2D', 'Conv2D'],
   ['MaxPool2D', 'MaxPooling2D'],
+  ['AvgPool2D', 'AveragePooling2D'],
 ]);
 
 /**

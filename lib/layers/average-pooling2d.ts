@@ -1,0 +1,166 @@
+/**
+ * AveragePooling2D: `y[b, oh, ow, c]` = the mean of `x[b, ·, ·, c]` over a window, on NHWC images
+ * `[B, H, W, C]`, with strides and TensorFlow's padding. Padding `'same'` leaves the padded cells
+ * out of the count, as TensorFlow does: a window clipped to 2 of its 4 cells is the mean of those 2.
+ *
+ * Averaging is linear, so its Jacobian is the constant matrix of the window weights `1 / count`,
+ * its dual-number rule averages the tangents as forward averages the primals, and its VJP spreads
+ * each cotangent over its window with the same weights (the transpose).
+ * @module
+ */
+import { ShapeError, fmtShape } from '../errors.js';
+import type { AxisStructure } from '../structure.js';
+import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type Residuals, type Tangents, checkKeys } from './layer.js';
+import { type Padding, type WindowRanges, pair, padding, windowPattern, windowRanges } from './window.js';
+
+/** Keras config of {@link AveragePooling2D}. */
+export interface AveragePooling2DConfig {
+  /** Window `[ph, pw]`, or one number for both; default 2. */
+  pool_size?: number | [number, number];
+  /** Steps; default (or null): the pool size. */
+  strides?: number | [number, number] | null;
+  /** `'valid'` (default) or `'same'` (padded cells left out of the count). */
+  padding?: Padding;
+}
+
+/** What AveragePooling2D's forward pass saves: only the input's shape, since its Jacobian is constant. */
+export interface AveragePooling2DSaved {
+  /** The input's shape `[B, H, W, C]`. */
+  xShape: number[];
+}
+
+/**
+ * Average pooling over `pool_size` windows (default `[2, 2]`) taken every `strides` (default:
+ * `pool_size`), per channel.
+ * @example
+ * const pool = new AveragePooling2D({ pool_size: 2, padding: 'same' }).build([3, 3, 1]);
+ * const { y } = pool.forward(tensor([1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 3, 3, 1])); // [[3, 4.5], [7.5, 9]]
+ */
+export class AveragePooling2D extends Layer<AveragePooling2DSaved> {
+  readonly className = 'AveragePooling2D';
+  /** Window `[ph, pw]`. */
+  readonly poolSize: [number, number];
+  /** Steps `[sh, sw]`. */
+  readonly strides: [number, number];
+  /** `'valid'` or `'same'`. */
+  readonly padding: Padding;
+
+  constructor(config: AveragePooling2DConfig = {}, name?: string) {
+    super(name);
+    checkKeys(config, ['pool_size', 'strides', 'padding', ...BASE_KEYS], 'AveragePooling2D');
+    this.poolSize = pair(config.pool_size ?? 2, 'pool_size', 'AveragePooling2D');
+    // Keras: strides None means the windows tile the image (stride = pool size).
+    this.strides = pair(config.strides ?? this.poolSize, 'strides', 'AveragePooling2D');
+    this.padding = padding(config.padding, 'AveragePooling2D');
+  }
+
+  computeOutputShape(inputShape: readonly number[]): number[] {
+    if (inputShape.length !== 3) {
+      throw new ShapeError(`${this.describe()}: expected a per-sample input of rank 3 ([H, W, C], NHWC), received ${fmtShape(inputShape)} (rank ${inputShape.length})`);
+    }
+    const { rows, cols } = this.geometry(inputShape[0], inputShape[1]);
+    return [rows.out, cols.out, inputShape[2]];
+  }
+
+  getConfig(): Record<string, unknown> {
+    return { pool_size: this.poolSize.slice(), strides: this.strides.slice(), padding: this.padding };
+  }
+
+  /** Primal pass: each window's mean over its in-bounds cells. Saves the input's shape. */
+  forward(x: Tensor): Forward<AveragePooling2DSaved> {
+    this.checkInput(x);
+    const xc = contiguous(x);
+    const y = zeros([xc.shape[0], ...this.outputShape], dtypeOf(x));
+    this.average(xc.data, xc.offset, xc.shape, 1, y.data);
+    return { y, saved: { xShape: xc.shape.slice() } };
+  }
+
+  /** Dual-number rule: the tangents averaged as the primals are (`dy[o, t]` = the window mean of `dx[·, t]`). No parameters. */
+  jvp({ xShape }: AveragePooling2DSaved, { dx, T }: Tangents): Tensor {
+    const dy = zeros([xShape[0], ...this.outputShape, T], this.dtype);
+    if (!dx) return dy;
+    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
+    const dxc = contiguous(dx);
+    this.average(dxc.data, dxc.offset, xShape, T, dy.data);
+    return dy;
+  }
+
+  /** VJP rule: each output's cotangent spread over its window's in-bounds cells, `dy / count` each (the transpose of the average). */
+  vjp({ xShape }: AveragePooling2DSaved, dy: Tensor): Cotangents {
+    this.checkCotangent(dy, xShape[0]);
+    const g = contiguous(dy);
+    const dx = zeros(xShape, dtypeOf(dy));
+    const [B, H, W, C] = xShape;
+    const { rows, cols } = this.geometry(H, W);
+    const d = dx.data;
+    forEachWindow(B, rows, cols, C, (b, oh, ow, yo, count) => {
+      for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
+        for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) {
+          const xo = ((b * H + rows.start[oh] + i) * W + cols.start[ow] + j) * C;
+          for (let c = 0; c < C; c++) d[xo + c] += g.data[g.offset + yo + c] / count;
+        }
+      }
+    });
+    return { dx, dParams: [] };
+  }
+
+  /** Each output reads a window of rows and of columns, in its own channel. */
+  inputStructure(): AxisStructure {
+    const [H, W] = this.inputShape;
+    return {
+      inDims: this.inputShape.slice(),
+      maps: [
+        { kind: 'matrix', pattern: windowPattern(H, this.poolSize[0], this.strides[0], this.padding, false, this.describe()) },
+        { kind: 'matrix', pattern: windowPattern(W, this.poolSize[1], this.strides[1], this.padding, false, this.describe()) },
+        { kind: 'identity' },
+      ],
+    };
+  }
+
+  /** Forward saves no buffer: the Jacobian does not depend on the input. */
+  residuals(): Residuals {
+    return { saves: [] };
+  }
+
+  /** Window means of `src` (`[B, H, W, C, T]` from `off`, `T = 1` for the primal) into `out` (`[B, Ho, Wo, C, T]`). */
+  private average(src: Data, off: number, shape: readonly number[], T: number, out: Data): void {
+    const [B, H, W, C] = shape;
+    const { rows, cols } = this.geometry(H, W);
+    const run = C * T;
+    forEachWindow(B, rows, cols, C, (b, oh, ow, yo, count) => {
+      const dst = yo * T;
+      for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
+        for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) {
+          const s = off + ((b * H + rows.start[oh] + i) * W + cols.start[ow] + j) * run;
+          for (let k = 0; k < run; k++) out[dst + k] += src[s + k];
+        }
+      }
+      for (let k = 0; k < run; k++) out[dst + k] /= count;
+    });
+  }
+
+  /** Window ranges; a 'valid' pool larger than the input is refused, quoting both. */
+  private geometry(H: number, W: number): { rows: WindowRanges; cols: WindowRanges } {
+    const [ph, pw] = this.poolSize;
+    if (this.padding === 'valid' && (ph > H || pw > W)) {
+      throw new ShapeError(`${this.describe()}: expected pool_size ${fmtShape(this.poolSize)} to fit the input's spatial extent ${fmtShape([H, W])} with padding "valid", received an input of ${fmtShape([H, W])} (use padding "same" or a smaller pool)`);
+    }
+    return {
+      rows: windowRanges(H, ph, this.strides[0], this.padding, this.describe()),
+      cols: windowRanges(W, pw, this.strides[1], this.padding, this.describe()),
+    };
+  }
+}
+
+/** Calls `f` for every window of the batch with its flat output offset (`[B, Ho, Wo, C]`) and its count of in-bounds cells. */
+function forEachWindow(B: number, rows: WindowRanges, cols: WindowRanges, C: number, f: (b: number, oh: number, ow: number, yo: number, count: number) => void): void {
+  for (let b = 0; b < B; b++) {
+    for (let oh = 0; oh < rows.out; oh++) {
+      for (let ow = 0; ow < cols.out; ow++) {
+        const count = (rows.hi[oh] - rows.lo[oh]) * (cols.hi[ow] - cols.lo[ow]);
+        f(b, oh, ow, ((b * rows.out + oh) * cols.out + ow) * C, count);
+      }
+    }
+  }
+}
