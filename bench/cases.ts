@@ -5,13 +5,8 @@
  * @module
  */
 import { ConfigError } from '../lib/errors.js';
-import { Activation } from '../lib/layers/activation.js';
-import { Conv2D } from '../lib/layers/conv2d.js';
-import { Dense } from '../lib/layers/dense.js';
-import { Dropout } from '../lib/layers/dropout.js';
-import { Flatten } from '../lib/layers/flatten.js';
 import type { Layer } from '../lib/layers/layer.js';
-import { MaxPooling2D } from '../lib/layers/max-pooling2d.js';
+import { layerFromConfig } from '../lib/model-io.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../lib/models.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
@@ -88,22 +83,7 @@ export interface BuiltCase {
 }
 
 function makeLayer(t: Extract<TargetSpec, { kind: 'layer' }>): Layer {
-  const c = t.config as never;
-  switch (t.className) {
-    case 'Dense':
-      return new Dense(c);
-    case 'Conv2D':
-      return new Conv2D(c);
-    case 'MaxPooling2D':
-      return new MaxPooling2D(c);
-    case 'Activation':
-      return new Activation(c);
-    case 'Flatten':
-      return new Flatten(c);
-    case 'Dropout':
-      return new Dropout(c);
-  }
-  throw new ConfigError(`bench case: unknown layer class ${JSON.stringify((t as { className: string }).className)}`);
+  return layerFromConfig({ class_name: t.className, config: t.config });
 }
 
 /** Builds a case's model and batch, deterministically (the parent and the child build the same). */

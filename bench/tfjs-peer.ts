@@ -85,6 +85,23 @@ interface LayerFields {
   poolSize?: [number, number];
 }
 
+/** One layer as a tfjs function of its input and its weights. */
+type TfStep = (h: TF.Tensor, w: TF.Tensor[]) => TF.Tensor;
+
+/**
+ * The peer's translation table: each layer class to the tfjs ops that compute it (the peer's own
+ * registry, as tfjs names them). Dropout runs as at inference (the identity).
+ */
+const TFJS_STEPS = new Map<string, (tf: Tf, l: LayerFields) => TfStep>([
+  ['Conv2D', (tf, l) => (h, w) => activate(tf, l.useBias ? tf.add(tf.conv2d(h as TF.Tensor4D, w[0] as TF.Tensor4D, l.strides!, l.padding!), w[1]) : tf.conv2d(h as TF.Tensor4D, w[0] as TF.Tensor4D, l.strides!, l.padding!), l.activation!)],
+  ['Dense', (tf, l) => (h, w) => activate(tf, l.useBias ? tf.add(tf.matMul(h as TF.Tensor2D, w[0] as TF.Tensor2D), w[1]) : tf.matMul(h as TF.Tensor2D, w[0] as TF.Tensor2D), l.activation!)],
+  ['Activation', (tf, l) => (h) => activate(tf, h, l.activation!)],
+  ['MaxPooling2D', (tf, l) => (h) => tf.maxPool(h as TF.Tensor4D, l.poolSize!, l.strides!, l.padding!)],
+  ['AveragePooling2D', (tf, l) => (h) => tf.avgPool(h as TF.Tensor4D, l.poolSize!, l.strides!, l.padding!)],
+  ['Flatten', (tf) => (h) => tf.reshape(h, [h.shape[0], -1])],
+  ['Dropout', () => (h) => h],
+]);
+
 /**
  * Rebuilds layers (a layer, a stage's or a model's layers, in order) as one tfjs function.
  * Dropout runs as at inference (the identity), as the bench runs every model.
@@ -99,42 +116,9 @@ export function toTfModel(tf: Tf, layers: readonly Layer[]): TfModel {
     const l = layer as unknown as LayerFields;
     weights.push(...layer.params.map((p) => toTf(tf, p.value)));
     const n = layer.params.length;
-    switch (l.className) {
-      case 'Conv2D':
-        steps.push({
-          n,
-          run: (h, w) => {
-            let z = tf.conv2d(h as TF.Tensor4D, w[0] as TF.Tensor4D, l.strides!, l.padding!);
-            if (l.useBias) z = tf.add(z, w[1]);
-            return activate(tf, z, l.activation!);
-          },
-        });
-        break;
-      case 'Dense':
-        steps.push({
-          n,
-          run: (h, w) => {
-            let z = tf.matMul(h as TF.Tensor2D, w[0] as TF.Tensor2D);
-            if (l.useBias) z = tf.add(z, w[1]);
-            return activate(tf, z, l.activation!);
-          },
-        });
-        break;
-      case 'Activation':
-        steps.push({ n, run: (h) => activate(tf, h, l.activation!) });
-        break;
-      case 'MaxPooling2D':
-        steps.push({ n, run: (h) => tf.maxPool(h as TF.Tensor4D, l.poolSize!, l.strides!, l.padding!) });
-        break;
-      case 'Flatten':
-        steps.push({ n, run: (h) => tf.reshape(h, [h.shape[0], -1]) });
-        break;
-      case 'Dropout':
-        steps.push({ n, run: (h) => h });
-        break;
-      default:
-        throw new ConfigError(`tfjs peer: no tfjs equivalent of layer class ${JSON.stringify(l.className)}; expected Conv2D, Dense, Activation, MaxPooling2D, Flatten or Dropout`);
-    }
+    const translate = TFJS_STEPS.get(l.className);
+    if (!translate) throw new ConfigError(`tfjs peer: no tfjs equivalent of layer class ${JSON.stringify(l.className)}; expected one of ${[...TFJS_STEPS.keys()].join(', ')}`);
+    steps.push({ n, run: translate(tf, l) });
   }
   const f = (x: TF.Tensor, ...w: TF.Tensor[]): TF.Tensor => {
     let h = x;

@@ -109,11 +109,11 @@ export function catsVsDogsCnn(opts: CnnOptions = {}): Sequential {
   );
 }
 
-/** The split point right after the last MaxPooling2D layer: the seed's model_0 / model_1 boundary. */
+/** The split point right after the last pooling layer (one with a `poolSize`): the seed's model_0 / model_1 boundary. */
 export function splitAfterLastPooling(model: Sequential): number[] {
-  const last = model.layers.map((l) => l.className).lastIndexOf('MaxPooling2D');
+  const last = model.layers.map((l) => 'poolSize' in l).lastIndexOf(true);
   if (last < 0 || last === model.layers.length - 1) {
-    throw new ConfigError(`splitAfterLastPooling: expected a MaxPooling2D layer followed by more layers in ${model.describe()}, received classes ${model.layers.map((l) => l.className).join(', ')}`);
+    throw new ConfigError(`splitAfterLastPooling: expected a pooling layer followed by more layers in ${model.describe()}, received classes ${model.layers.map((l) => l.className).join(', ')}`);
   }
   return [last + 1];
 }

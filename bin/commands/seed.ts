@@ -8,6 +8,7 @@
 import { allcloseReport, describeReport } from '../../lib/allclose.js';
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from '../../lib/chain.js';
 import { fmtShape } from '../../lib/errors.js';
+import { leavesOf } from '../../lib/layers/layer.js';
 import { LOSSES, lossByName } from '../../lib/losses.js';
 import { fmtBytes } from '../../lib/memory.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
@@ -174,7 +175,7 @@ async function timed(f: () => ChainResult | Promise<ChainResult>): Promise<Timed
 
 async function runCase(c: Case, o: Options): Promise<boolean> {
   const opts: ChainOptions = { training: o.training, seed: o.seed };
-  const hasDropout = c.stages.some((s) => s.layers.some((l) => l.className === 'Dropout'));
+  const hasDropout = c.stages.some((s) => leavesOf(s).some((l) => l.stochastic));
   const stageList = c.stages.map((s) => `[${s.layers.map((_, i) => s.layerOffset + i).join(', ')}]`).join(' ');
   console.log(`\n=== ${c.title}: input ${fmtShape(c.x.shape)}, stages ${stageList}, loss ${c.loss}, ${o.dtype}${hasDropout ? `, Dropout in ${o.training ? 'training (one seeded mask, shared by all three ways)' : 'inference'}` : ''} ===`);
   console.log(c.stages.map((s) => s.summary()).join('\n'));

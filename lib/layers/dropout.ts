@@ -44,6 +44,8 @@ export interface DropoutSaved {
  */
 export class Dropout extends Layer<DropoutSaved> {
   readonly className = 'Dropout';
+  /** Draws a fresh mask in every training pass. */
+  readonly stochastic = true;
   /** Fraction of elements dropped in training. */
   readonly rate: number;
   /** Shape of the mask (Keras' `noise_shape`), or null for the input's shape. */

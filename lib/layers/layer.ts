@@ -198,6 +198,8 @@ export interface Differentiable<S = unknown> extends StructureHooks {
   jvp(saved: S, tangents: Tangents): Tensor;
   /** Pulls an output cotangent `dy` of shape `[B, ...out]` back to the input and parameters. */
   vjp(saved: S, dy: Tensor): Cotangents;
+  /** True for a layer that draws random numbers in training (Dropout's mask): the same seed must reach it in every way. */
+  readonly stochastic?: boolean;
   /** The layers of a stage, first to last; absent on a single layer. */
   readonly layers?: readonly Differentiable[];
   /** How errors name it: `Conv2D "conv2d_1"`. */
