@@ -3,9 +3,9 @@
  * `[kh, kw, cin, cout]` (Keras' layout), a bias `[cout]`, strides and TensorFlow's padding.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp } from '../activations.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
-import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type Padding, type Tangents, type WindowRanges, checkKeys, pair, padding, windowRanges } from './layer.js';
 
 /** Keras config of {@link Conv2D}. */
@@ -30,6 +30,8 @@ export interface Conv2DSaved {
   x: Tensor;
   /** The output after the activation, `[B, Ho, Wo, Cout]`. */
   y: Tensor;
+  /** The pre-activation, `[B, Ho, Wo, Cout]`, saved only for an activation whose rules read it (gelu, swish/silu, softsign); else null. */
+  z?: Tensor | null;
 }
 
 /** Everything the loops index by, derived once per call from the input shape. */
@@ -138,8 +140,9 @@ export class Conv2D extends Layer<Conv2DSaved> {
       rowsTimesTransposed(P, 0, n, K, Wt, Cout, bias, z, z === yd ? p0 * Cout : 0);
       if (z !== yd) yd.set(z.subarray(0, n * Cout), p0 * Cout);
     }
+    const zSaved = activationNeeds(this.activation) === 'z' ? copy(y) : null;
     activationForward(this.activation, yd, yd, y.size, Cout);
-    return { y, saved: { x: xc, y } };
+    return { y, saved: { x: xc, y, z: zSaved } };
   }
 
   /**
@@ -169,7 +172,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
       const row = Cout * T;
       for (let p = 0; p < nOut * T; p += row) for (let k = 0; k < row; k++) d[p + k] += dbd[k];
     }
-    activationJvp(this.activation, y.data, d, nOut, T, Cout);
+    activationJvp(this.activation, saved.z?.data ?? null, y.data, d, nOut, T, Cout);
     return dz;
   }
 
@@ -187,7 +190,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const nPix = B * rows.out * cols.out;
     const nOut = nPix * Cout;
     const dz = new Float64Array(nOut);
-    activationVjp(this.activation, y.data, contiguous(dy).data, dz, nOut, Cout);
+    activationVjp(this.activation, saved.z?.data ?? null, y.data, contiguous(dy).data, dz, nOut, Cout);
     const kernel = this.kernelData(Cin);
     // As in forward: rowsTimesTransposed sees float64 operands only.
     const Wk = kernel instanceof Float64Array ? kernel : Float64Array.from(kernel);

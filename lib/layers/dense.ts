@@ -2,9 +2,9 @@
  * Dense: `y = act(x W + b)` with a kernel `W` of shape `[in, out]` (Keras' layout) and a bias `[out]`.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp } from '../activations.js';
 import { ConfigError, fmtValue } from '../errors.js';
-import { type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type Tangents, checkKeys } from './layer.js';
 
 /** Keras config of {@link Dense}. */
@@ -23,6 +23,8 @@ export interface DenseSaved {
   x: Tensor;
   /** The output after the activation, `[B, out]`. */
   y: Tensor;
+  /** The pre-activation, `[B, out]`, saved only for an activation whose rules read it (gelu, swish/silu, softsign); else null. */
+  z?: Tensor | null;
 }
 
 /**
@@ -92,8 +94,9 @@ export class Dense extends Layer<DenseSaved> {
         for (let o = 0; o < nOut; o++) yd[yo + o] += xi * W[wo + o];
       }
     }
+    const z = activationNeeds(this.activation) === 'z' ? copy(y) : null;
     activationForward(this.activation, yd, yd, y.size, nOut);
-    return { y, saved: { x: xc, y } };
+    return { y, saved: { x: xc, y, z } };
   }
 
   /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents. */
@@ -145,7 +148,7 @@ export class Dense extends Layer<DenseSaved> {
       const dbd = contiguous(db).data;
       for (let b = 0; b < B; b++) for (let k = 0; k < nOut * T; k++) d[b * nOut * T + k] += dbd[k];
     }
-    activationJvp(this.activation, y.data, d, B * nOut, T, nOut);
+    activationJvp(this.activation, saved.z?.data ?? null, y.data, d, B * nOut, T, nOut);
     return dz;
   }
 
@@ -156,7 +159,7 @@ export class Dense extends Layer<DenseSaved> {
     const nOut = this.units;
     this.checkCotangent(dy, B);
     const dz = new (y.data.constructor as Float64ArrayConstructor)(B * nOut);
-    activationVjp(this.activation, y.data, contiguous(dy).data, dz, B * nOut, nOut);
+    activationVjp(this.activation, saved.z?.data ?? null, y.data, contiguous(dy).data, dz, B * nOut, nOut);
     const W = contiguous(this.params[0].value).data;
     const dx = zeros([B, nIn], dtypeOf(x));
     const dW = zeros([nIn, nOut], dtypeOf(x));

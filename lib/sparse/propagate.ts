@@ -78,12 +78,18 @@ export function layerPasses(f: Differentiable, x: Tensor, fwd: Forward<unknown>)
   return out;
 }
 
-/** `act'` at every element, from the activation's dual-number rule on a unit tangent; null for softmax (not diagonal). */
-export function activationDiagonal(act: ActivationName, y: Data, n: number, rowLength: number): Float64Array | null {
+/** `act'` at every element, from the activation's dual-number rule on a unit tangent (reading the saved `z` or `y`, as the rule needs); null for softmax (not diagonal). */
+export function activationDiagonal(act: ActivationName, z: Data | null, y: Data, n: number, rowLength: number): Float64Array | null {
   if (act === 'softmax') return null;
   const d = new Float64Array(n).fill(1);
-  activationJvp(act, y as Float64Array, d, n, 1, rowLength);
+  activationJvp(act, z, y, d, n, 1, rowLength);
   return d;
+}
+
+/** The pre-activation `z` that Conv2D and Dense save for gelu, swish/silu and softsign, or null. */
+function savedZ(p: LayerPass): Data | null {
+  const z = (p.saved as { z?: Tensor | null } | null)?.z;
+  return z ? z.data.subarray(z.offset, z.offset + z.size) : null;
 }
 
 /** The saved `{x, y}` of Conv2D and Dense, checked. */
@@ -111,7 +117,7 @@ export function convLocal(p: LayerPass, wrt: 'input' | 'kernel' | 'bias'): Local
   const nOut = rA.out * cA.out * Cout;
   const nIn = H * W * Cin;
   const act = L.activation as ActivationName;
-  const diag = activationDiagonal(act, y, y.length, Cout);
+  const diag = activationDiagonal(act, savedZ(p), y, y.length, Cout);
   const K = kh * kw * Cin;
   const coupled = !diag && wrt !== 'input';
   const rows = nOut;
@@ -206,7 +212,7 @@ export function denseLocal(p: LayerPass, wrt: 'input' | 'kernel' | 'bias'): Loca
   const u = L.units!;
   const Wk = L.params[0].value.data;
   const { x, y } = xy(p);
-  const diag = activationDiagonal(L.activation as ActivationName, y, y.length, u);
+  const diag = activationDiagonal(L.activation as ActivationName, savedZ(p), y, y.length, u);
   const cols = wrt === 'input' ? nIn : wrt === 'kernel' ? nIn * u : u;
   const coupled = !diag && wrt !== 'input';
   const maxRowNnz = wrt === 'bias' ? (diag ? 1 : u) : nIn * (coupled ? u : 1);
