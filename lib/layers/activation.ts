@@ -1,5 +1,5 @@
 /**
- * Activation: applies one activation (linear, relu, sigmoid, tanh, softmax over the last axis).
+ * Activation: applies one activation of `activations.ts` (element-wise; softmax over the last axis).
  * Its rules are the primitives of `activations.ts`; this file gives them a layer's shape.
  * @module
  */
