@@ -73,6 +73,8 @@ export function activate(tf: Tf, z: TF.Tensor, act: ActivationName): TF.Tensor {
       return tf.tanh(z);
     case 'softmax':
       return tf.softmax(z, -1);
+    default:
+      throw new ConfigError(`tfjs peer: no tfjs mapping for activation ${act}; expected linear, relu, sigmoid, tanh or softmax`);
   }
 }
 

@@ -3,7 +3,7 @@
  * the loss, built from the options before any work starts, so that a bad model file costs nothing.
  */
 import { readFileSync } from 'node:fs';
-import { lossByName } from '../lib/losses.js';
+import { lossFrom } from '../lib/losses.js';
 import { loadModel } from '../lib/model-io.js';
 import { seededBatch } from '../lib/models.js';
 import { Rng } from '../lib/rng.js';
@@ -45,7 +45,7 @@ export function modelFileCase(path: string, o: CaseOptions, defaultBatch: number
   const model = loadModel(text, { dtype: o.dtype });
   const file = JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] };
   const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
-  lossByName(loss);
+  lossFrom(loss);
   const L = model.layers.length;
   const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, L) : L > 1 ? [Math.floor(L / 2)] : []);
   let x: Tensor;
@@ -67,7 +67,7 @@ function seededLabels(model: Sequential, B: number, loss: string, o: CaseOptions
   const rng = new Rng(o.seed + 2);
   const y = zeros([B, ...model.outputShape], o.dtype);
   const cols = model.outputShape[model.outputShape.length - 1];
-  if (lossByName(loss).name === 'categorical_crossentropy') {
+  if (lossFrom(loss).name === 'categorical_crossentropy') {
     for (let r = 0; r < y.size / cols; r++) y.data[r * cols + rng.int(cols)] = 1;
   } else {
     for (let i = 0; i < y.size; i++) y.data[i] = rng.uniform() > 0.5 ? 1 : 0;

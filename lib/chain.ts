@@ -14,7 +14,7 @@
 import { ConfigError, ShapeError, fmtShape } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
-import { type Loss, lossByName } from './losses.js';
+import { type Loss, type LossSpec, lossFrom } from './losses.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
 import { GradientTape } from './tape.js';
 import { estimateMemory, guardExplicitWay } from './memory-report.js';
@@ -81,8 +81,8 @@ export interface ChainResult {
   memory: StageMemory[];
 }
 
-function resolveLoss(loss: Loss | string): Loss {
-  return typeof loss === 'string' ? lossByName(loss) : loss;
+function resolveLoss(loss: LossSpec): Loss {
+  return lossFrom(loss);
 }
 
 function checkStages(stages: readonly Sequential[], what: string): void {
@@ -126,7 +126,7 @@ function forwardOptions(opts: ChainOptions): SequentialForwardOptions {
  * const ref = referenceGradients(model.split([1, 2]), x, y, 'mse');
  * ref.dLoss_dWeights[3][0]; // the Dense kernel's gradient, [384, 1]
  */
-export function referenceGradients(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): ChainResult {
+export function referenceGradients(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: LossSpec, opts: ChainOptions = {}): ChainResult {
   checkStages(stages, 'referenceGradients');
   checkBatch(stages, x, yTrue, 'referenceGradients');
   const model = Sequential.concat(stages);
@@ -179,7 +179,7 @@ export function recordStages(stages: readonly Sequential[], x: Tensor, opts: Cha
  * const res = jacobianChain(model.split([1, 2]), x, y, 'mse');
  * res.memory[0].jacobians; // [{ label: 'dOut/d conv2d.kernel', shape: [3, 9, 9, 6, 2, 2, 1, 6], bytes: 93312 }, …]
  */
-export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): ChainResult {
+export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: LossSpec, opts: ChainOptions = {}): ChainResult {
   checkStages(stages, 'jacobianChain');
   checkBatch(stages, x, yTrue, 'jacobianChain');
   const jopts = opts.jacobian ?? {};
@@ -346,7 +346,7 @@ export class LocalStageRunner implements StageRunner {
  * const res = await vjpChain(model.split([1, 2]), x, y, 'mse');
  * res.dLoss_dOut[1]; // dLoss/dOut1, [3, 8, 8, 6]: what stage 2 sent back to stage 1
  */
-export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x: Tensor, yTrue: Tensor, loss: Loss | string, opts: ChainOptions = {}): Promise<ChainResult> {
+export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x: Tensor, yTrue: Tensor, loss: LossSpec, opts: ChainOptions = {}): Promise<ChainResult> {
   const runners = stages.map((st) => (st instanceof Sequential ? new LocalStageRunner(st, opts) : st));
   if (stages.every((st) => st instanceof Sequential)) {
     checkStages(stages as Sequential[], 'vjpChain');

@@ -9,6 +9,8 @@
  * `T` columns of a Jacobian come out of one pass. {@link Dual} is that with `T = 1` and one scalar.
  * @module
  */
+import { type ActivationName, LEAKY_RELU_SLOPE, SELU_ALPHA, SELU_SCALE, activationName, activationScalar, sigmoid } from './activations.js';
+import { erfc } from './erf.js';
 import { ConfigError, fmtValue } from './errors.js';
 
 /**
@@ -95,9 +97,111 @@ export class Dual {
     return new Dual(y, y * (1 - y) * this.tangent);
   }
 
-  /** `max(a, 0)`: `a'` where `a > 0`, else 0 (the subgradient 0 at the kink, as the engine). */
+  /**
+   * `max(a, 0)`: `a'` where `a > 0`, else 0 (the subgradient 0 at the kink, as the engine).
+   * NaN stays NaN, as TensorFlow's relu.
+   */
   relu(): Dual {
+    if (Number.isNaN(this.primal)) return new Dual(Number.NaN, 0);
     return this.primal > 0 ? new Dual(this.primal, this.tangent) : new Dual(0, 0);
+  }
+
+  /** `a` itself (Keras' `linear`). */
+  linear(): Dual {
+    return this;
+  }
+
+  /** `min(max(a, 0), 6)`: `a'` strictly inside `(0, 6)`, else 0. */
+  relu6(): Dual {
+    const v = this.primal;
+    return new Dual(activationScalar('relu6', v), v > 0 && v < 6 ? this.tangent : 0);
+  }
+
+  /** `a` for `a > 0`, `0.2 a` otherwise (Keras' `leaky_relu` activation): `a'` or `0.2 a'`. */
+  leakyRelu(): Dual {
+    const k = this.primal > 0 ? 1 : LEAKY_RELU_SLOPE;
+    return new Dual(k * this.primal, k * this.tangent);
+  }
+
+  /** elu (α = 1): `a` for `a > 0`, `e^a − 1` otherwise; slope 1 or `e^a`. */
+  elu(): Dual {
+    const v = this.primal;
+    return v > 0 ? new Dual(v, this.tangent) : new Dual(Math.expm1(v), Math.exp(v) * this.tangent);
+  }
+
+  /** selu: `λ a` for `a > 0`, `λ α (e^a − 1)` otherwise (Keras' λ, α); slope `λ` or `λ α e^a`. */
+  selu(): Dual {
+    const v = this.primal;
+    return v > 0 ? new Dual(SELU_SCALE * v, SELU_SCALE * this.tangent) : new Dual(SELU_SCALE * SELU_ALPHA * Math.expm1(v), SELU_SCALE * SELU_ALPHA * Math.exp(v) * this.tangent);
+  }
+
+  /**
+   * gelu: exact `a Φ(a) = ½ a (1 + erf(a/√2))`, slope `Φ(a) + a φ(a)`; with `approximate`,
+   * the tanh form `½ a (1 + tanh(√(2/π)(a + 0.044715 a³)))` (Keras' `approximate=True`,
+   * TF.js' `gelu_new`), differentiated by the chain rule through the Dual operations.
+   */
+  gelu(approximate = false): Dual {
+    if (approximate) {
+      // ½ a (1 + tanh u) written as a σ(2u), which does not cancel for large negative a.
+      const u = this.add(this.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+      return this.mul(u.mul(2).sigmoid());
+    }
+    const v = this.primal;
+    const Phi = 0.5 * erfc(-v / Math.SQRT2);
+    const phi = Math.exp(-0.5 * v * v) / Math.sqrt(2 * Math.PI);
+    return new Dual(v * Phi, (Phi + v * phi) * this.tangent);
+  }
+
+  /** softplus `log(1 + e^a)`: slope `σ(a)`. */
+  softplus(): Dual {
+    return new Dual(activationScalar('softplus', this.primal), sigmoid(this.primal) * this.tangent);
+  }
+
+  /** softsign `a / (1 + |a|)`: slope `1 / (1 + |a|)²`. */
+  softsign(): Dual {
+    const d = 1 + Math.abs(this.primal);
+    return new Dual(this.primal / d, this.tangent / (d * d));
+  }
+
+  /** swish `a σ(a)` (Keras' `silu`): the product rule through the Dual operations. */
+  swish(): Dual {
+    return this.mul(this.sigmoid());
+  }
+
+  /** silu: the same function as {@link Dual.swish}. */
+  silu(): Dual {
+    return this.swish();
+  }
+
+  /** hard_sigmoid `relu6(a + 3) / 6` (Keras 3): slope `1/6` strictly inside `(−3, 3)`, else 0. */
+  hardSigmoid(): Dual {
+    return this.add(3).relu6().div(6);
+  }
+
+  /** `e^a` (Keras' `exponential`). */
+  exponential(): Dual {
+    return this.exp();
+  }
+
+  /**
+   * The element-wise activation Keras names `name` (softmax is not element-wise: refused).
+   * @example
+   * Dual.variable(0.5).activation('gelu').tangent; // Φ(0.5) + 0.5 φ(0.5)
+   */
+  activation(name: ActivationName): Dual {
+    const n = activationName(name, 'Dual.activation');
+    switch (n) {
+      case 'softmax':
+        throw new ConfigError('Dual.activation: softmax couples a whole row, so it has no scalar form; expected an element-wise activation (compose softmax from exp, add and div)');
+      case 'gelu_new':
+        return this.gelu(true);
+      case 'hard_sigmoid':
+        return this.hardSigmoid();
+      case 'leaky_relu':
+        return this.leakyRelu();
+      default:
+        return this[n]();
+    }
   }
 
   /** `a^c` for a constant `c`: `c a^{c−1} a'`. */

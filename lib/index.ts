@@ -10,6 +10,8 @@ export * from './memory.js';
 export * from './jacobian.js';
 export * from './allclose.js';
 export * from './activations.js';
+export * from './erf.js';
+export * from './initializers.js';
 export * from './layers/layer.js';
 export * from './layers/window.js';
 export * from './layers/local.js';

@@ -14,7 +14,7 @@
 import { JacobianChainError, fmtShape } from './errors.js';
 import { DenseJacobian, type Jacobian, type JacobianOptions, type SparseJacobianOptions, jacobianWrtInput, jacobianWrtWeights } from './jacobian.js';
 import type { Cotangents, Differentiable, Forward, Layer, Param, Tangents } from './layers/layer.js';
-import { type Loss, lossByName } from './losses.js';
+import { type Loss, type LossSpec, lossFrom } from './losses.js';
 import { type SequentialForwardOptions, type SequentialSaved, Sequential } from './sequential.js';
 import { type Tensor, assertShape, contiguous, dtypeOf, tensor, zeros } from './tensor.js';
 
@@ -107,8 +107,8 @@ export class GradientTape {
    * Records the loss of the recorded output against `yTrue` and returns it as a scalar tensor
    * (shape `[]`), which {@link GradientTape.gradient} accepts as its target.
    */
-  loss(loss: Loss | string, yTrue: Tensor): Tensor {
-    const fn = typeof loss === 'string' ? lossByName(loss) : loss;
+  loss(loss: LossSpec, yTrue: Tensor): Tensor {
+    const fn = lossFrom(loss);
     const value = fn.value(yTrue, this.output);
     this.recordedLoss = { value: tensor([value], [], dtypeOf(this.output)), loss: fn, yTrue };
     return this.recordedLoss.value;

@@ -8,7 +8,7 @@
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from './chain.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { denseJacobianBytes } from './jacobian.js';
-import { type Loss, lossByName } from './losses.js';
+import { type Loss, type LossSpec, lossFrom } from './losses.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
 import { loadModel, saveModel } from './model-io.js';
 import { catsVsDogsCnn } from './models.js';
@@ -40,7 +40,7 @@ export interface FitOptions {
   /** Layer indices where a new stage starts (`[9]`: model_0 = layers 0..8, model_1 = the rest); `[]` for one stage. */
   split: readonly number[];
   /** A loss or its Keras name. */
-  loss: Loss | string;
+  loss: LossSpec;
   /** One optimizer shared by every stage, or a config from which each stage gets its own (see `optimizerPerStage`). */
   optimizer: Optimizer | OptimizerConfig;
   /** With a config: one optimizer per stage (true) or one shared (false, the default). Both step alike. */
@@ -221,9 +221,9 @@ function positiveInt(v: unknown, key: string): number {
  * @example
  * const { loss, accuracy } = evaluate(model, test, 'binary_crossentropy');
  */
-export function evaluate(model: Sequential, data: Dataset, loss: Loss | string, batchSize = 256): Evaluation {
+export function evaluate(model: Sequential, data: Dataset, loss: LossSpec, batchSize = 256): Evaluation {
   checkDataset(model, data, 'evaluation data');
-  const lossFn = typeof loss === 'string' ? lossByName(loss) : loss;
+  const lossFn = lossFrom(loss);
   const N = data.x.shape[0];
   let total = 0;
   let correct = 0;
@@ -332,7 +332,7 @@ export async function stepGradients(
   stages: readonly Sequential[],
   x: Tensor,
   yTrue: Tensor,
-  loss: Loss | string,
+  loss: LossSpec,
   opts: ChainOptions = {},
 ): Promise<StepResult | {
   /** Where a non-finite value first appeared; no gradients are returned then. */
@@ -414,7 +414,7 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
   if (!BACKWARD_METHODS.includes(method)) throw new ConfigError(`fit: expected method to be one of ${BACKWARD_METHODS.join(', ')}, received ${fmtValue(method)}`);
   if (!Array.isArray(opts.split)) throw new ConfigError(`fit: expected split to be an array of layer indices ([] for one stage), received ${fmtValue(opts.split)}`);
   const stages = model.split(opts.split);
-  const lossFn = typeof opts.loss === 'string' ? lossByName(opts.loss) : opts.loss;
+  const lossFn = lossFrom(opts.loss);
   if (!lossFn || typeof lossFn.value !== 'function' || typeof lossFn.gradient !== 'function') throw new ConfigError(`fit: expected a loss or its name, received ${fmtValue(opts.loss)}`);
   const epochs = positiveInt(opts.epochs ?? 1, 'epochs');
   const batchSize = positiveInt(opts.batchSize ?? 32, 'batchSize');

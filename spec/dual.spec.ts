@@ -94,7 +94,7 @@ describe('Dual', () => {
         activationForward(name, z, y, n, n);
         // T = 1: one derivative part per scalar, seeded with 1, exactly a Dual's tangent.
         const dz = new Float64Array(n).fill(1);
-        activationJvp(name, y, dz, n, 1, n);
+        activationJvp(name, null, y, dz, n, 1, n);
         const op = (d: Dual): Dual => (name === 'linear' ? d : d[name]());
         for (let i = 0; i < n; i++) {
           const dual = op(Dual.variable(z[i]));
@@ -113,7 +113,7 @@ describe('Dual', () => {
       // Tangent block [L, T] with T = L: the identity, every input direction at once.
       const block = new Float64Array(L * L);
       for (let k = 0; k < L; k++) block[k * L + k] = 1;
-      activationJvp('softmax', y, block, L, L, L);
+      activationJvp('softmax', null, y, block, L, L, L);
       const m = Math.max(...z);
       for (let j = 0; j < L; j++) {
         const zs = Array.from(z, (v, k) => (k === j ? Dual.variable(v) : Dual.constant(v)));

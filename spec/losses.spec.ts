@@ -1,9 +1,26 @@
 import { readFileSync } from 'node:fs';
 import { derivative, parse } from 'mathjs';
 import { ConfigError, ShapeError } from '../lib/errors.js';
-import { type Loss, binary_crossentropy, categorical_crossentropy, lossByName, mse } from '../lib/losses.js';
+import {
+  type Loss,
+  binary_crossentropy,
+  binary_crossentropy_from_logits,
+  categorical_crossentropy,
+  categorical_crossentropy_from_logits,
+  huber,
+  huberLoss,
+  kl_divergence,
+  lossByName,
+  lossFrom,
+  mae,
+  mse,
+  sparse_categorical_crossentropy,
+  sparse_categorical_crossentropy_from_logits,
+} from '../lib/losses.js';
+import { referenceGradients } from '../lib/chain.js';
+import { seedReferenceModel, seededBatch, SEED_REFERENCE_SPLIT } from '../lib/index.js';
 import { Rng } from '../lib/rng.js';
-import { type Tensor, type TensorJSON, copy, fromJSON, tensor, zeros } from '../lib/tensor.js';
+import { type Tensor, type TensorJSON, copy, fromJSON, randomNormal, tensor, zeros } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
 
 interface Fixture {
@@ -201,9 +218,235 @@ describe('losses', () => {
     });
 
     it('rejects unknown names, listing the known ones', () => {
-      expect(() => lossByName('hinge')).to.throw(ConfigError, /unknown loss "hinge"; expected one of mse, binary_crossentropy, categorical_crossentropy, mean_squared_error/);
+      expect(() => lossByName('hinge')).to.throw(ConfigError, /unknown loss "hinge"; expected one of mse, mae, binary_crossentropy, categorical_crossentropy, sparse_categorical_crossentropy, huber, kl_divergence, mean_squared_error, mean_absolute_error/);
       expect(() => lossByName(3 as never)).to.throw(ConfigError, /unknown loss 3/);
       expect(() => lossByName('toString')).to.throw(ConfigError, /unknown loss "toString"/);
+    });
+  });
+
+  describe('Keras 3 losses beyond the first three', () => {
+    /** A batch suited to each loss, and the loss written as one mathjs formula (chosen per point for huber's branches). */
+    interface Case {
+      title: string;
+      loss: Loss;
+      batch: (shape: number[], rng: Rng) => { y: Tensor; p: Tensor };
+      formula: (rows: number, cols: number, y: Tensor, p: Tensor) => string;
+    }
+    const normalBatch = (shape: number[], rng: Rng) => {
+      const y = randomNormal(shape, rng);
+      const p = randomNormal(shape, rng);
+      return { y, p };
+    };
+    const probBatch = (shape: number[], rng: Rng) => {
+      const y = zeros(shape);
+      const p = zeros(shape);
+      for (let k = 0; k < p.size; k++) {
+        y.data[k] = rng.uniform(0.05, 0.95);
+        p.data[k] = rng.uniform(0.05, 0.95);
+      }
+      return { y, p };
+    };
+    const logitBatch = (shape: number[], rng: Rng) => {
+      const y = zeros(shape);
+      const p = zeros(shape);
+      for (let k = 0; k < p.size; k++) {
+        y.data[k] = rng.uniform();
+        p.data[k] = 3 * rng.normal();
+      }
+      return { y, p };
+    };
+    /** Σ over rows of `row(ks)`, divided by the row count: Keras' mean over the batch. */
+    const perRow = (rows: number, cols: number, row: (ks: number[]) => string) =>
+      `(${Array.from({ length: rows }, (_, r) => `(${row(Array.from({ length: cols }, (_, c) => r * cols + c))})`).join(' + ')}) / ${rows}`;
+    const huberFormula = (delta: number) => (rows: number, cols: number, y: Tensor, p: Tensor) =>
+      perRow(rows, cols, (ks) =>
+        `(${ks.map((k) => (Math.abs(p.data[k] - y.data[k]) <= delta ? `0.5 * (p${k} - y${k})^2` : `${delta} * abs(p${k} - y${k}) - ${0.5 * delta * delta}`)).join(' + ')}) / ${cols}`,
+      );
+    const CASES: Case[] = [
+      { title: 'mae', loss: mae, batch: normalBatch, formula: (rows, cols) => perRow(rows, cols, (ks) => `(${ks.map((k) => `abs(y${k} - p${k})`).join(' + ')}) / ${cols}`) },
+      { title: 'huber (delta 1)', loss: huber, batch: normalBatch, formula: huberFormula(1) },
+      { title: 'huber (delta 0.3)', loss: huberLoss(0.3), batch: normalBatch, formula: huberFormula(0.3) },
+      { title: 'kl_divergence', loss: kl_divergence, batch: probBatch, formula: (rows, cols) => perRow(rows, cols, (ks) => ks.map((k) => `y${k} * log(y${k} / p${k})`).join(' + ')) },
+      {
+        title: 'binary_crossentropy from_logits',
+        loss: binary_crossentropy_from_logits,
+        batch: logitBatch,
+        formula: (rows, cols) => perRow(rows, cols, (ks) => `-(${ks.map((k) => `y${k} * log(1 / (1 + exp(-p${k}))) + (1 - y${k}) * log(1 - 1 / (1 + exp(-p${k})))`).join(' + ')}) / ${cols}`),
+      },
+      {
+        title: 'categorical_crossentropy from_logits (soft labels that do not sum to 1)',
+        loss: categorical_crossentropy_from_logits,
+        batch: logitBatch,
+        formula: (rows, cols) => perRow(rows, cols, (ks) => `-(${ks.map((k) => `y${k} * log(exp(p${k}) / (${ks.map((j) => `exp(p${j})`).join(' + ')}))`).join(' + ')})`),
+      },
+    ];
+    for (const c of CASES) {
+      describe(c.title, () => {
+        it('gradient matches central finite differences (rank 2 and rank 3 batches)', () => {
+          const rng = new Rng(61);
+          for (const shape of [[4, 3], [2, 3, 4]]) {
+            const { y, p } = c.batch(shape, rng);
+            expect(c.loss.gradient(y, p)).to.be.allclose(fdGradient(c.loss, y, p, 1e-6), { rtol: 1e-6, atol: 1e-9 });
+          }
+        });
+
+        it('value and gradient match the symbolic derivative of the formula (mathjs)', () => {
+          const rows = 2;
+          const cols = 3;
+          const rng = new Rng(67);
+          for (let trial = 0; trial < 6; trial++) {
+            const { y, p } = c.batch([rows, cols], rng);
+            const node = parse(c.formula(rows, cols, y, p));
+            const scope: Record<string, number> = {};
+            for (let k = 0; k < p.size; k++) {
+              scope[`p${k}`] = p.data[k];
+              scope[`y${k}`] = y.data[k];
+            }
+            expect(c.loss.value(y, p), `value at trial ${trial}`).to.be.allclose(node.evaluate(scope) as number, { rtol: 1e-12, atol: 1e-15 });
+            const symbolic = Array.from({ length: p.size }, (_, k) => derivative(node, `p${k}`, { simplify: false }).evaluate(scope) as number);
+            expect(c.loss.gradient(y, p), `gradient at trial ${trial}`).to.be.allclose(tensor(symbolic, [rows, cols]), { rtol: 1e-11, atol: 1e-14 });
+          }
+        });
+      });
+    }
+
+    it('hand-computed Keras values', () => {
+      expect(mae.value(tensor([1, 0], [1, 2]), tensor([0.5, 0.5], [1, 2]))).to.equal(0.5);
+      // |e| = 3 > δ = 2: δ (|e| − δ/2) = 4; |e| = 1 ≤ δ: e²/2 = 0.5; mean over the last axis.
+      expect(huberLoss(2).value(tensor([0, 0], [1, 2]), tensor([3, -1], [1, 2]))).to.equal((4 + 0.5) / 2);
+      expect(kl_divergence.value(tensor([0.5, 0.5], [1, 2]), tensor([0.5, 0.5], [1, 2]))).to.equal(0);
+      expect(kl_divergence.value(tensor([1, 0], [1, 2]), tensor([0.25, 0.75], [1, 2]))).to.be.allclose(Math.log(4) + 1e-7 * Math.log(1e-7 / 0.75), { rtol: 1e-14 });
+      expect(sparse_categorical_crossentropy.value(tensor([1], [1]), tensor([0.2, 0.8], [1, 2]))).to.be.allclose(-Math.log(0.8), { rtol: 1e-15 });
+    });
+
+    it('kl_divergence clips y and p to [1e-7, 1] (Keras 3) and passes no gradient where p is clipped', () => {
+      const y = tensor([0, 1, 0.5, 0.5], [2, 2]);
+      const p = tensor([0, 1, 1e-9, 0.5], [2, 2]);
+      const e = 1e-7;
+      expect(kl_divergence.value(y, p)).to.be.allclose((e * Math.log(e / e) + 0 + 0.5 * Math.log(0.5 / e) + 0) / 2, { rtol: 1e-14 });
+      const g = kl_divergence.gradient(y, p);
+      expect(g.data[0]).to.equal(0);
+      expect(g.data[2]).to.equal(0);
+      expect(g.data[1]).to.be.allclose(-1 / 2, { rtol: 1e-15 });
+    });
+
+    it('mae has gradient 0 where p = y (TensorFlow\'s sign(0)); huber is continuous at |e| = delta', () => {
+      expect(Array.from(mae.gradient(tensor([1, 2], [1, 2]), tensor([1, 3], [1, 2])).data)).to.deep.equal([0, 0.5]);
+      const at = (p: number) => huberLoss(0.5).gradient(tensor([0], [1, 1]), tensor([p], [1, 1])).data[0];
+      expect(at(0.5)).to.equal(0.5);
+      expect(at(0.5 + 1e-12)).to.equal(0.5);
+      expect(at(-7)).to.equal(-0.5);
+      expect(() => huberLoss(0)).to.throw(ConfigError, /huber: expected delta to be a positive finite number, received 0/);
+    });
+
+    describe('from_logits equals the probability form on sigmoid / softmax of the logits (away from the clip)', () => {
+      const rng = new Rng(71);
+      const z = tensor(Array.from({ length: 12 }, () => 2 * rng.normal()), [4, 3]);
+      const yb = tensor(Array.from({ length: 12 }, () => rng.uniform()), [4, 3]);
+      const yc = zeros([4, 3]);
+      for (let r = 0; r < 4; r++) yc.data[r * 3 + rng.int(3)] = 1;
+      const sig = tensor(Array.from(z.data, (v) => 1 / (1 + Math.exp(-v))), [4, 3]);
+      const soft = zeros([4, 3]);
+      for (let r = 0; r < 4; r++) {
+        const e = [0, 1, 2].map((c) => Math.exp(z.data[r * 3 + c]));
+        const S = e[0] + e[1] + e[2];
+        e.forEach((v, c) => (soft.data[r * 3 + c] = v / S));
+      }
+
+      it('binary: value, and gradient = dL/dp · σ\'(z)', () => {
+        expect(binary_crossentropy_from_logits.value(yb, z)).to.be.allclose(binary_crossentropy.value(yb, sig), { rtol: 1e-12 });
+        const gp = binary_crossentropy.gradient(yb, sig);
+        const chained = tensor(Array.from(gp.data, (g, k) => g * sig.data[k] * (1 - sig.data[k])), [4, 3]);
+        expect(binary_crossentropy_from_logits.gradient(yb, z)).to.be.allclose(chained, { rtol: 1e-10, atol: 1e-15 });
+      });
+
+      it('categorical and sparse categorical: value, and gradient = softmax\'s Jacobianᵀ · dL/dp', () => {
+        const labels = tensor(Array.from({ length: 4 }, (_, r) => [0, 1, 2].findIndex((c) => yc.data[r * 3 + c] === 1)), [4]);
+        const want = categorical_crossentropy.value(yc, soft);
+        expect(categorical_crossentropy_from_logits.value(yc, z)).to.be.allclose(want, { rtol: 1e-12 });
+        expect(sparse_categorical_crossentropy_from_logits.value(labels, z)).to.be.allclose(want, { rtol: 1e-12 });
+        const gp = categorical_crossentropy.gradient(yc, soft);
+        const chained = zeros([4, 3]);
+        for (let r = 0; r < 4; r++) {
+          let s = 0;
+          for (let c = 0; c < 3; c++) s += soft.data[r * 3 + c] * gp.data[r * 3 + c];
+          for (let c = 0; c < 3; c++) chained.data[r * 3 + c] = soft.data[r * 3 + c] * (gp.data[r * 3 + c] - s);
+        }
+        expect(categorical_crossentropy_from_logits.gradient(yc, z)).to.be.allclose(chained, { rtol: 1e-10, atol: 1e-15 });
+        expect(sparse_categorical_crossentropy_from_logits.gradient(labels, z)).to.be.allclose(chained, { rtol: 1e-10, atol: 1e-15 });
+      });
+
+      it('logits far out stay finite (no clip, no overflow)', () => {
+        const big = tensor([800, -800], [1, 2]);
+        expect(binary_crossentropy_from_logits.value(tensor([1, 0], [1, 2]), big)).to.equal(0);
+        expect(categorical_crossentropy_from_logits.value(tensor([0, 1], [1, 2]), big)).to.equal(1600);
+      });
+    });
+
+    describe('sparse_categorical_crossentropy', () => {
+      it('equals categorical_crossentropy on the one-hot labels, for labels [B] and [B, 1], value and gradient', () => {
+        const rng = new Rng(81);
+        const p = tensor(Array.from({ length: 20 }, () => rng.uniform(0.05, 1)), [5, 4]);
+        const idx = Array.from({ length: 5 }, () => rng.int(4));
+        const hot = zeros([5, 4]);
+        idx.forEach((c, r) => (hot.data[r * 4 + c] = 1));
+        for (const labels of [tensor(idx, [5]), tensor(idx, [5, 1])]) {
+          expect(sparse_categorical_crossentropy.value(labels, p)).to.equal(categorical_crossentropy.value(hot, p));
+          expect(sparse_categorical_crossentropy.gradient(labels, p)).to.be.allclose(categorical_crossentropy.gradient(hot, p), { rtol: 0, atol: 0 });
+        }
+        expect(sparse_categorical_crossentropy.gradient(tensor(idx, [5]), p)).to.be.allclose(fdGradient(sparse_categorical_crossentropy, tensor(idx, [5]), p, 1e-6), { rtol: 1e-6, atol: 1e-9 });
+      });
+
+      it('refuses non-integer, out-of-range and misshaped labels, quoting them', () => {
+        const p = tensor([0.5, 0.5, 0.5, 0.5], [2, 2]);
+        expect(() => sparse_categorical_crossentropy.value(tensor([0, 1.5], [2]), p)).to.throw(ShapeError, /expected integer class indices in \[0, 1\] \(yPred has 2 classes\), received 1.5 at sample 1/);
+        expect(() => sparse_categorical_crossentropy.value(tensor([2, 0], [2]), p)).to.throw(ShapeError, /received 2 at sample 0/);
+        expect(() => sparse_categorical_crossentropy.gradient(tensor([-1, 0], [2]), p)).to.throw(ShapeError, /received -1 at sample 0/);
+        expect(() => sparse_categorical_crossentropy.value(tensor([0, 1, 0, 1], [2, 2]), p)).to.throw(ShapeError, /expected yTrue of class indices shaped \[2\] or \[2, 1\] for yPred \[2, 2\], received yTrue \[2, 2\]/);
+        expect(() => sparse_categorical_crossentropy.value(tensor([0], [1]), tensor([0.5], [1]))).to.throw(ShapeError, /expected yPred of rank >= 2/);
+      });
+    });
+
+    describe('lossFrom: one resolver for names, config objects and Keras\' serialized form', () => {
+      it('resolves every form to the same loss', () => {
+        expect(lossFrom('mse')).to.equal(mse);
+        expect(lossFrom('mean_squared_error')).to.equal(mse);
+        expect(lossFrom('mean_absolute_error')).to.equal(mae);
+        expect(lossFrom('kld')).to.equal(kl_divergence);
+        expect(lossFrom(huber)).to.equal(huber);
+        expect(lossFrom({ name: 'categorical_crossentropy', from_logits: true })).to.equal(categorical_crossentropy_from_logits);
+        expect(lossFrom({ class_name: 'BinaryCrossentropy', config: { from_logits: true, label_smoothing: 0, reduction: 'sum_over_batch_size', name: 'binary_crossentropy' } })).to.equal(binary_crossentropy_from_logits);
+        expect(lossFrom({ module: 'keras.losses', class_name: 'SparseCategoricalCrossentropy', config: { from_logits: false, ignore_class: null, reduction: 'sum_over_batch_size', name: 'x' }, registered_name: null })).to.equal(sparse_categorical_crossentropy);
+        expect(lossFrom({ module: 'keras.losses', class_name: 'function', config: 'mean_squared_error', registered_name: 'mean_squared_error' })).to.equal(mse);
+        const y = tensor([0, 0], [1, 2]);
+        const p = tensor([3, -0.5], [1, 2]);
+        for (const spec of [{ name: 'huber', delta: 2 }, { class_name: 'Huber', config: { delta: 2 } }]) {
+          expect(lossFrom(spec).value(y, p), JSON.stringify(spec)).to.equal(huberLoss(2).value(y, p));
+          expect(lossFrom(spec).config).to.deep.equal({ delta: 2 });
+        }
+      });
+
+      it('refuses what it does not understand, naming it', () => {
+        expect(() => lossFrom({ name: 'huber', delt: 2 })).to.throw(ConfigError, /loss huber: unknown option\(s\) "delt"; expected delta, reduction, dtype/);
+        expect(() => lossFrom({ class_name: 'Hinge', config: {} })).to.throw(ConfigError, /unknown loss class "Hinge"; expected one of MeanSquaredError/);
+        expect(() => lossFrom({ class_name: 'CategoricalCrossentropy', config: { label_smoothing: 0.1 } })).to.throw(ConfigError, /label_smoothing 0.1 is not supported; expected 0/);
+        expect(() => lossFrom({ name: 'mse', reduction: 'sum' })).to.throw(ConfigError, /reduction "sum" is not supported/);
+        expect(() => lossFrom({ name: 'binary_crossentropy', from_logits: 'yes' })).to.throw(ConfigError, /expected from_logits to be true or false, received "yes"/);
+        expect(() => lossFrom({ name: 'hinge' })).to.throw(ConfigError, /unknown loss "hinge"/);
+        expect(() => lossFrom(42 as never)).to.throw(ConfigError, /loss: expected a loss name, .* received 42/);
+        expect(() => lossFrom({ delta: 2 } as never)).to.throw(ConfigError, /expected a config object to name its loss/);
+      });
+
+      it('the chain callers take a config: the same gradients as the name', () => {
+        const model = seedReferenceModel({ seed: 0 });
+        const stages = model.split(SEED_REFERENCE_SPLIT);
+        const { x, y } = seededBatch(model.inputShape, { batch: 2, seed: 0 });
+        const byName = referenceGradients(stages, x, y, 'mse');
+        const byConfig = referenceGradients(stages, x, y, { class_name: 'MeanSquaredError', config: { reduction: 'sum_over_batch_size' } });
+        expect(byConfig.loss).to.equal(byName.loss);
+        byName.dLoss_dWeights.forEach((layer, i) => layer.forEach((g, k) => expect(byConfig.dLoss_dWeights[i][k]).to.be.allclose(g, { rtol: 0, atol: 0 })));
+        expect(byName.dLoss_dWeights.flat().length).to.be.above(0);
+      });
     });
   });
 });

@@ -8,7 +8,7 @@ import { maxDifference } from '../../lib/allclose.js';
 import { fmtShape } from '../../lib/errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from '../../lib/helpers.js';
 import { DenseJacobian, type Jacobian } from '../../lib/jacobian.js';
-import { LOSSES, lossByName } from '../../lib/losses.js';
+import { LOSSES, lossFrom } from '../../lib/losses.js';
 import { fmtBytes, getMemoryBudget } from '../../lib/memory.js';
 import { catsVsDogsCnn, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import type { SequentialForwardOptions } from '../../lib/sequential.js';
@@ -99,7 +99,7 @@ const OPTIONS = {
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
   if (v === 'help') return v;
-  if (v.loss !== undefined) lossByName(v.loss);
+  if (v.loss !== undefined) lossFrom(v.loss);
   const dt = dtype(v.dtype, '--dtype') ?? 'float64';
   const gib = positiveNumber(v['memory-budget'], '--memory-budget');
   return {
@@ -209,7 +209,7 @@ export async function run(argv: string[]): Promise<number> {
     passes.push({ saved: fwd.saved, input: h });
     h = fwd.y;
   }
-  let g = lossByName(loss).gradient(y, h);
+  let g = lossFrom(loss).gradient(y, h);
   for (let k = stages.length - 1; k > s; k--) g = stages[k].vjp(passes[k].saved as never, g).dx;
   const stageInput = passes[s].input;
   const t0 = performance.now();

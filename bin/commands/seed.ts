@@ -9,7 +9,7 @@ import { allcloseReport, describeReport } from '../../lib/allclose.js';
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from '../../lib/chain.js';
 import { fmtShape } from '../../lib/errors.js';
 import { leavesOf } from '../../lib/layers/layer.js';
-import { LOSSES, lossByName } from '../../lib/losses.js';
+import { LOSSES, lossFrom } from '../../lib/losses.js';
 import { fmtBytes } from '../../lib/memory.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import { Sequential } from '../../lib/sequential.js';
@@ -65,7 +65,7 @@ const OPTIONS = { model: 'string', split: 'string', batch: 'string', side: 'stri
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
   if (v === 'help') return v;
-  if (v.loss !== undefined) lossByName(v.loss);
+  if (v.loss !== undefined) lossFrom(v.loss);
   const dt = dtype(v.dtype, '--dtype') ?? 'float64';
   return {
     model: v.model,

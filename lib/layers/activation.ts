@@ -1,9 +1,9 @@
 /**
- * Activation: applies one activation (linear, relu, sigmoid, tanh, softmax over the last axis).
+ * Activation: applies one activation of `activations.ts` (element-wise; softmax over the last axis).
  * Its rules are the primitives of `activations.ts`; this file gives them a layer's shape.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp, couplesRow } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
 import { type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
@@ -11,14 +11,16 @@ import { elementwiseLocal } from './local.js';
 
 /** Keras config of {@link Activation}. */
 export interface ActivationConfig {
-  /** `linear`, `relu`, `sigmoid`, `tanh` or `softmax` (over the last axis). */
+  /** One of {@link ACTIVATIONS} (softmax over the last axis). */
   activation: ActivationName;
 }
 
-/** What Activation's forward pass saves: only its output `y`, from which every rule here derives `act'`. */
+/** What Activation's forward pass saves: its output `y`, and its input `z` when the activation's rules need it ({@link activationNeeds}). */
 export interface ActivationSaved {
   /** The output, `[B, ...shape]`, contiguous. */
   y: Tensor;
+  /** A contiguous copy of the input, `[B, ...shape]`, for gelu, swish/silu and softsign; else null. */
+  z: Tensor | null;
 }
 
 /**
@@ -49,29 +51,30 @@ export class Activation extends Layer<ActivationSaved> {
     return this.inputShape[this.inputShape.length - 1];
   }
 
-  /** Primal pass. Saves `y`. */
+  /** Primal pass. Saves `y` (and `z`, a copy of the input, when the activation needs it). */
   forward(x: Tensor): Forward<ActivationSaved> {
     this.checkInput(x);
     const y = copy(x);
+    const z = activationNeeds(this.activation) === 'z' ? copy(x) : null;
     activationForward(this.activation, y.data, y.data, y.size, this.rowLength);
-    return { y, saved: { y } };
+    return { y, saved: { y, z } };
   }
 
   /** Dual-number rule: `dy = act'(x) · dx` (softmax: `y ⊙ (dx − ⟨y, dx⟩)` per row). No parameters. */
-  jvp({ y }: ActivationSaved, { dx, T }: Tangents): Tensor {
+  jvp({ y, z }: ActivationSaved, { dx, T }: Tangents): Tensor {
     const dy = zeros([...y.shape, T], dtypeOf(y));
     if (!dx) return dy;
     assertShape(dx, [...y.shape, T], `${this.describe()} jvp dx`);
     dy.data.set(contiguous(dx).data.subarray(0, dy.size));
-    activationJvp(this.activation, y.data, dy.data, y.size, T, this.rowLength);
+    activationJvp(this.activation, z?.data ?? null, y.data, dy.data, y.size, T, this.rowLength);
     return dy;
   }
 
   /** VJP rule: `dx = act'(x)ᵀ dy`. */
-  vjp({ y }: ActivationSaved, dy: Tensor): Cotangents {
+  vjp({ y, z }: ActivationSaved, dy: Tensor): Cotangents {
     this.checkCotangent(dy, y.shape[0]);
     const dx = zeros(y.shape, dtypeOf(y));
-    activationVjp(this.activation, y.data, contiguous(dy).data, dx.data, y.size, this.rowLength);
+    activationVjp(this.activation, z?.data ?? null, y.data, contiguous(dy).data, dx.data, y.size, this.rowLength);
     return { dx, dParams: [] };
   }
 
@@ -84,16 +87,16 @@ export class Activation extends Layer<ActivationSaved> {
     return { inDims: dims, maps: dims.map((d, i) => (i === last && couplesRow(this.activation) ? { kind: 'full', rows: d } : { kind: 'identity' })) };
   }
 
-  /** Forward saves its output (see {@link ActivationSaved}). */
+  /** Forward saves its output, and its input for an activation whose rules read it (see {@link ActivationSaved}). */
   residuals(): Residuals {
-    return { saves: ['y'] };
+    return { saves: activationNeeds(this.activation) === 'z' ? ['y', { what: 'z', perSample: this.inputShape.slice(), dtype: this.dtype }] : ['y'] };
   }
 
   /** The local Jacobian at a recorded pass, read off the activation's own dual-number rule. */
   localJacobian(pass: LayerPass): LocalJacobian[] {
-    const { y } = pass.saved as ActivationSaved;
+    const { y, z } = pass.saved as ActivationSaved;
     const n = y.size / y.shape[0];
     const block = couplesRow(this.activation) ? this.rowLength : 1;
-    return [elementwiseLocal(y.shape[0], n, block, (dz, count, T) => activationJvp(this.activation, y.data, dz, count, T, this.rowLength))];
+    return [elementwiseLocal(y.shape[0], n, block, (dz, count, T) => activationJvp(this.activation, z?.data ?? null, y.data, dz, count, T, this.rowLength))];
   }
 }

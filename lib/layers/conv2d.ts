@@ -3,9 +3,9 @@
  * `[kh, kw, cin, cout]` (Keras' layout), a bias `[cout]`, strides and TensorFlow's padding.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp, couplesRow } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
-import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { elementwiseLocal } from './local.js';
@@ -33,6 +33,8 @@ export interface Conv2DSaved {
   x: Tensor;
   /** The output after the activation, `[B, Ho, Wo, Cout]`. */
   y: Tensor;
+  /** The pre-activation, `[B, Ho, Wo, Cout]`, saved only for an activation whose rules read it (gelu, swish/silu, softsign); else null. */
+  z?: Tensor | null;
 }
 
 /** Everything the loops index by, derived once per call from the input shape. */
@@ -141,8 +143,9 @@ export class Conv2D extends Layer<Conv2DSaved> {
       rowsTimesTransposed(P, 0, n, K, Wt, Cout, bias, z, z === yd ? p0 * Cout : 0);
       if (z !== yd) yd.set(z.subarray(0, n * Cout), p0 * Cout);
     }
+    const zSaved = activationNeeds(this.activation) === 'z' ? copy(y) : null;
     activationForward(this.activation, yd, yd, y.size, Cout);
-    return { y, saved: { x: xc, y } };
+    return { y, saved: { x: xc, y, z: zSaved } };
   }
 
   /**
@@ -172,7 +175,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
       const row = Cout * T;
       for (let p = 0; p < nOut * T; p += row) for (let k = 0; k < row; k++) d[p + k] += dbd[k];
     }
-    activationJvp(this.activation, y.data, d, nOut, T, Cout);
+    activationJvp(this.activation, saved.z?.data ?? null, y.data, d, nOut, T, Cout);
     return dz;
   }
 
@@ -190,7 +193,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const nPix = B * rows.out * cols.out;
     const nOut = nPix * Cout;
     const dz = new Float64Array(nOut);
-    activationVjp(this.activation, y.data, contiguous(dy).data, dz, nOut, Cout);
+    activationVjp(this.activation, saved.z?.data ?? null, y.data, contiguous(dy).data, dz, nOut, Cout);
     const kernel = this.kernelData(Cin);
     // As in forward: rowsTimesTransposed sees float64 operands only.
     const Wk = kernel instanceof Float64Array ? kernel : Float64Array.from(kernel);
@@ -277,9 +280,9 @@ export class Conv2D extends Layer<Conv2DSaved> {
     return new KronPattern([SparsityPattern.full(th.rows, 1), SparsityPattern.full(tw.rows, 1), chan]);
   }
 
-  /** Forward saves its input and its output (see {@link Conv2DSaved}). */
+  /** Forward saves its input and its output, and the pre-activation for an activation whose rules read it (see {@link Conv2DSaved}). */
   residuals(): Residuals {
-    return { saves: ['x', 'y'] };
+    return { saves: activationNeeds(this.activation) === 'z' ? ['x', 'y', { what: 'z', perSample: this.outputShape.slice(), dtype: this.dtype }] : ['x', 'y'] };
   }
 
   /**
@@ -302,12 +305,12 @@ export class Conv2D extends Layer<Conv2DSaved> {
    * w.r.t. the bias), then the activation's, read off its dual-number rule.
    */
   localJacobian(pass: LayerPass, wrt: Wrt): LocalJacobian[] {
-    const { x, y } = pass.saved as Conv2DSaved;
+    const { x, y, z } = pass.saved as Conv2DSaved;
     const g = this.geometry(x.shape);
     const linear = convMatrixLocal(g, wrt === 'input' ? 'input' : wrt === 0 ? 'kernel' : 'bias', this.kernelData(g.Cin), x.data.subarray(x.offset, x.offset + x.size));
     if (this.activation === 'linear') return [linear];
     const n = g.rows.out * g.cols.out * g.Cout;
-    const act = elementwiseLocal(g.B, n, couplesRow(this.activation) ? g.Cout : 1, (dz, count, T) => activationJvp(this.activation, y.data.subarray(y.offset, y.offset + y.size), dz, count, T, g.Cout));
+    const act = elementwiseLocal(g.B, n, couplesRow(this.activation) ? g.Cout : 1, (dz, count, T) => activationJvp(this.activation, z ? z.data.subarray(z.offset, z.offset + z.size) : null, y.data.subarray(y.offset, y.offset + y.size), dz, count, T, g.Cout));
     return [linear, act];
   }
 

@@ -2,10 +2,10 @@
  * Dense: `y = act(x W + b)` with a kernel `W` of shape `[in, out]` (Keras' layout) and a bias `[out]`.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationVjp, couplesRow } from '../activations.js';
+import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
 import { ConfigError, fmtValue } from '../errors.js';
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
-import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { elementwiseLocal } from './local.js';
 
@@ -25,6 +25,8 @@ export interface DenseSaved {
   x: Tensor;
   /** The output after the activation, `[B, out]`. */
   y: Tensor;
+  /** The pre-activation, `[B, out]`, saved only for an activation whose rules read it (gelu, swish/silu, softsign); else null. */
+  z?: Tensor | null;
 }
 
 /**
@@ -94,8 +96,9 @@ export class Dense extends Layer<DenseSaved> {
         for (let o = 0; o < nOut; o++) yd[yo + o] += xi * W[wo + o];
       }
     }
+    const z = activationNeeds(this.activation) === 'z' ? copy(y) : null;
     activationForward(this.activation, yd, yd, y.size, nOut);
-    return { y, saved: { x: xc, y } };
+    return { y, saved: { x: xc, y, z } };
   }
 
   /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents. */
@@ -147,7 +150,7 @@ export class Dense extends Layer<DenseSaved> {
       const dbd = contiguous(db).data;
       for (let b = 0; b < B; b++) for (let k = 0; k < nOut * T; k++) d[b * nOut * T + k] += dbd[k];
     }
-    activationJvp(this.activation, y.data, d, B * nOut, T, nOut);
+    activationJvp(this.activation, saved.z?.data ?? null, y.data, d, B * nOut, T, nOut);
     return dz;
   }
 
@@ -158,7 +161,7 @@ export class Dense extends Layer<DenseSaved> {
     const nOut = this.units;
     this.checkCotangent(dy, B);
     const dz = new (y.data.constructor as Float64ArrayConstructor)(B * nOut);
-    activationVjp(this.activation, y.data, contiguous(dy).data, dz, B * nOut, nOut);
+    activationVjp(this.activation, saved.z?.data ?? null, y.data, contiguous(dy).data, dz, B * nOut, nOut);
     const W = contiguous(this.params[0].value).data;
     const dx = zeros([B, nIn], dtypeOf(x));
     const dW = zeros([nIn, nOut], dtypeOf(x));
@@ -198,9 +201,9 @@ export class Dense extends Layer<DenseSaved> {
     return k === 0 ? new KronPattern([SparsityPattern.full(1, this.inputShape[0]), chan]) : new KronPattern([chan]);
   }
 
-  /** Forward saves its input and its output (see {@link DenseSaved}). */
+  /** Forward saves its input and its output, and the pre-activation for an activation whose rules read it (see {@link DenseSaved}). */
   residuals(): Residuals {
-    return { saves: ['x', 'y'] };
+    return { saves: activationNeeds(this.activation) === 'z' ? ['x', 'y', { what: 'z', perSample: this.outputShape.slice(), dtype: this.dtype }] : ['x', 'y'] };
   }
 
   /** Rows are full: `in` colours for the input and the kernel (units never share a row), 1 for the bias; times `units` under a row-coupling activation. */
@@ -211,11 +214,11 @@ export class Dense extends Layer<DenseSaved> {
 
   /** The local Jacobian at a recorded pass: the layer's own matrix (`Wᵀ`'s row, `x`, or a 1), then the activation's, read off its dual-number rule. */
   localJacobian(pass: LayerPass, wrt: Wrt): LocalJacobian[] {
-    const { x, y } = pass.saved as DenseSaved;
+    const { x, y, z } = pass.saved as DenseSaved;
     const B = x.shape[0];
     const linear = denseMatrixLocal(this.inputShape[0], this.units, wrt === 'input' ? 'input' : wrt === 0 ? 'kernel' : 'bias', contiguous(this.params[0].value).data, x.data);
     if (this.activation === 'linear') return [linear];
-    const act = elementwiseLocal(B, this.units, couplesRow(this.activation) ? this.units : 1, (dz, count, T) => activationJvp(this.activation, y.data, dz, count, T, this.units));
+    const act = elementwiseLocal(B, this.units, couplesRow(this.activation) ? this.units : 1, (dz, count, T) => activationJvp(this.activation, z?.data ?? null, y.data, dz, count, T, this.units));
     return [linear, act];
   }
 }

@@ -30,7 +30,7 @@ describe('Dense', () => {
 
   it('rejects bad configs and inputs, quoting what it received', () => {
     expect(() => new Dense({ units: 0 })).to.throw(/expected units to be a positive integer, received 0/);
-    expect(() => new Dense({ units: 2, activation: 'gelu' as never })).to.throw(/unknown activation "gelu"/);
+    expect(() => new Dense({ units: 2, activation: 'mish' as never })).to.throw(/unknown activation "mish"/);
     expect(() => new Dense({ units: 2, kernel: 3 } as never)).to.throw(/unknown option "kernel"/);
     expect(() => new Dense({ units: 2 }).build([3, 3])).to.throw(/rank 1 .* received \[3, 3\]/);
     const layer = new Dense({ units: 2 }).build([3]);
