@@ -90,6 +90,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     this.padding = padding(config.padding, 'Conv2D');
     this.activation = activationName(config.activation, 'Conv2D');
     this.useBias = config.use_bias ?? true;
+    this.recordInitializers(config as unknown as Record<string, unknown>, ['kernel', 'bias']);
   }
 
   computeOutputShape(inputShape: readonly number[]): number[] {
@@ -111,7 +112,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
   }
 
   getConfig(): Record<string, unknown> {
-    return { filters: this.filters, kernel_size: this.kernelSize.slice(), strides: this.strides.slice(), padding: this.padding, activation: this.activation, use_bias: this.useBias };
+    return { filters: this.filters, kernel_size: this.kernelSize.slice(), strides: this.strides.slice(), padding: this.padding, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
   }
 
   /**

@@ -56,6 +56,7 @@ export class Dense extends Layer<DenseSaved> {
     this.units = config.units;
     this.activation = activationName(config.activation, 'Dense');
     this.useBias = config.use_bias ?? true;
+    this.recordInitializers(config as unknown as Record<string, unknown>, ['kernel', 'bias']);
   }
 
   computeOutputShape(inputShape: readonly number[]): number[] {
@@ -73,7 +74,7 @@ export class Dense extends Layer<DenseSaved> {
   }
 
   getConfig(): Record<string, unknown> {
-    return { units: this.units, activation: this.activation, use_bias: this.useBias };
+    return { units: this.units, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
   }
 
   /** Primal pass. Saves `x` and `y`. */

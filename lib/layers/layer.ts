@@ -23,6 +23,7 @@
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { guardBytes } from '../memory.js';
+import { type InitializerSpec, initialize } from '../initializers.js';
 import { Rng } from '../rng.js';
 import type { AxisStructure, KronPattern } from '../structure.js';
 import { type DType, type Tensor, assertShape, bytesPerElement, dtypeOf, sizeOf, zeros } from '../tensor.js';
@@ -226,6 +227,13 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   params: Param[] = [];
   /** The dtype of parameters and outputs. */
   dtype: DType = 'float64';
+  /**
+   * How each parameter is initialized in a fresh build, by name (`kernel`, `bias`), as the config's
+   * `kernel_initializer`, `bias_initializer`… gave it (any Keras form, recorded as received).
+   * Unset: Keras' defaults, Glorot uniform for kernels and zeros for biases. Resolved only when a
+   * fresh build draws weights, so that a file whose weights are given loads whatever it names.
+   */
+  initializers: Record<string, InitializerSpec> = {};
   private _inputShape: number[] | null = null;
   private _outputShape: number[] | null = null;
 
@@ -252,10 +260,11 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
 
   /**
    * Fixes the per-sample input shape, validates it against the configuration and creates the
-   * parameters (Glorot-uniform kernels, zero biases) from `rng`; their bytes are checked against
-   * the memory budget before anything is allocated.
+   * parameters from `rng` with their {@link Layer.initializers} (Keras' defaults: Glorot-uniform
+   * kernels, zero biases), or zeros with `initialize: false` (weights about to be loaded); their
+   * bytes are checked against the memory budget before anything is allocated.
    */
-  build(inputShape: readonly number[], opts: { rng?: Rng; dtype?: DType } = {}): this {
+  build(inputShape: readonly number[], opts: { rng?: Rng; dtype?: DType; initialize?: boolean } = {}): this {
     if (!Array.isArray(inputShape) || inputShape.some((d) => !Number.isSafeInteger(d) || d <= 0)) {
       throw new ShapeError(`layer ${this.describe()}: expected an input shape of positive integers, received ${fmtValue(inputShape)}`);
     }
@@ -267,9 +276,11 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
     this.dtype = dtype;
     this._inputShape = inputShape.slice();
     this._outputShape = out;
+    const rng = opts.rng ?? new Rng(0);
     this.params = shapes.map(({ name, shape, fanIn, fanOut }) => {
-      if (name === 'bias') return { name, value: zeros(shape, this.dtype) };
-      return { name, value: glorotUniform(shape, fanIn, fanOut, opts.rng ?? new Rng(0), this.dtype) };
+      if (opts.initialize === false) return { name, value: zeros(shape, this.dtype) };
+      const spec = Object.hasOwn(this.initializers, name) ? this.initializers[name] : name === 'bias' ? 'zeros' : 'glorot_uniform';
+      return { name, value: initialize(spec, shape, fanIn, fanOut, rng, this.dtype) };
     });
     return this;
   }
@@ -288,6 +299,22 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   abstract forward(x: Tensor, opts?: ForwardOptions): Forward<S>;
   abstract jvp(saved: S, tangents: Tangents): Tensor;
   abstract vjp(saved: S, dy: Tensor): Cotangents;
+
+  /**
+   * Records the `<param>_initializer` keys of a Keras config (`kernel_initializer` → `kernel`),
+   * as received; the layer's constructor calls it for the parameters it has.
+   */
+  protected recordInitializers(config: Record<string, unknown>, names: readonly string[]): void {
+    for (const n of names) {
+      const key = `${n}_initializer`;
+      if (Object.hasOwn(config, key) && config[key] !== null && config[key] !== undefined) this.initializers[n] = config[key] as InitializerSpec;
+    }
+  }
+
+  /** The recorded initializers as Keras config keys, for `getConfig`. */
+  protected initializerConfig(): Record<string, unknown> {
+    return Object.fromEntries(Object.entries(this.initializers).map(([n, spec]) => [`${n}_initializer`, spec]));
+  }
 
   /** Checks a batch against the built input shape; quotes both on mismatch. */
   protected checkInput(x: Tensor): void {
@@ -308,12 +335,9 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   }
 }
 
-/** Glorot (Xavier) uniform: `U(-l, l)` with `l = sqrt(6 / (fanIn + fanOut))`, as Keras. */
+/** Glorot (Xavier) uniform: `U(-l, l)` with `l = sqrt(6 / (fanIn + fanOut))`, as Keras (`initialize('glorot_uniform', …)`). */
 export function glorotUniform(shape: readonly number[], fanIn: number, fanOut: number, rng: Rng, dtype: DType = 'float64'): Tensor {
-  const limit = Math.sqrt(6 / (fanIn + fanOut));
-  const t = zeros(shape, dtype);
-  for (let i = 0; i < t.size; i++) t.data[i] = rng.uniform(-limit, limit);
-  return t;
+  return initialize('glorot_uniform', shape, fanIn, fanOut, rng, dtype);
 }
 
 /**
@@ -337,19 +361,17 @@ export function checkKeys(config: unknown, known: readonly string[], layer: stri
 }
 
 const isNull = (v: unknown): boolean => v === null || v === undefined;
-const initializerIs = (names: string[]) => (v: unknown): boolean => {
-  const name = typeof v === 'string' ? v : v !== null && typeof v === 'object' && Object.hasOwn(v, 'class_name') ? (v as { class_name: unknown }).class_name : undefined;
-  return typeof name === 'string' && names.includes(name);
-};
 const NULL_OK = { ok: isNull, expected: 'null' };
+// Any initializer config is recorded by the layers that have the parameter (see Layer.recordInitializers), and resolved only by a fresh build.
+const INITIALIZER_OK = { ok: (v: unknown) => isNull(v) || typeof v === 'string' || (typeof v === 'object' && !Array.isArray(v)), expected: 'an initializer name or config' };
 
-/** Keras keys accepted at the values implemented here (weights come from the file or from Glorot-uniform / zeros). */
+/** Keras keys accepted at the values implemented here; initializers in any form. */
 const KERAS_DEFAULTS = new Map<string, { ok: (v: unknown) => boolean; expected: string }>([
   ['data_format', { ok: (v) => isNull(v) || v === 'channels_last', expected: '"channels_last"' }],
   ['dilation_rate', { ok: (v) => v === 1 || (Array.isArray(v) && v.every((d) => d === 1)), expected: '1 or [1, 1]' }],
   ['groups', { ok: (v) => v === 1, expected: '1' }],
-  ['kernel_initializer', { ok: initializerIs(['GlorotUniform', 'glorot_uniform']), expected: 'GlorotUniform' }],
-  ['bias_initializer', { ok: initializerIs(['Zeros', 'zeros']), expected: 'Zeros' }],
+  ['kernel_initializer', INITIALIZER_OK],
+  ['bias_initializer', INITIALIZER_OK],
   ['kernel_regularizer', NULL_OK],
   ['bias_regularizer', NULL_OK],
   ['activity_regularizer', NULL_OK],

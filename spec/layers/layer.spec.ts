@@ -127,4 +127,19 @@ describe('layers/layer: the contract', () => {
     expect(() => new Dense({ units: 1e9 }).build([1000])).to.throw(MemoryBudgetError, /over the memory budget of 4\.00 GiB/);
     expect(performance.now() - t0, 'refused, not attempted').to.be.below(1000);
   });
+
+  it('initializers: any Keras config is recorded and written back; a fresh build draws from it; an unimplemented one is refused only when weights must be drawn', () => {
+    const he = { class_name: 'VarianceScaling', config: { scale: 2, mode: 'fan_in', distribution: 'uniform', seed: null } };
+    const d = new Dense({ units: 50, kernel_initializer: he, bias_initializer: 'ones' } as never).build([200], { rng: new Rng(4) });
+    const limit = Math.sqrt(6 / 200);
+    const k = Array.from(d.params[0].value.data);
+    expect(Math.max(...k.map(Math.abs))).to.be.at.most(limit).and.above(0.95 * limit);
+    expect(Array.from(d.params[1].value.data).every((v) => v === 1)).to.equal(true);
+    expect(d.getConfig()).to.deep.include({ kernel_initializer: he, bias_initializer: 'ones' });
+    const ortho = { class_name: 'Orthogonal', config: { gain: 1 } };
+    const o = new Dense({ units: 2, kernel_initializer: ortho } as never);
+    expect(() => o.build([3])).to.throw(ConfigError, /orthogonal/i);
+    const loaded = new Dense({ units: 2, kernel_initializer: ortho } as never).build([3], { initialize: false });
+    expect(Array.from(loaded.params[0].value.data)).to.deep.equal([0, 0, 0, 0, 0, 0]);
+  });
 });
