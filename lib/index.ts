@@ -27,6 +27,7 @@ export * from './chain.js';
 export * from './models.js';
 export * from './optimizers.js';
 export * from './train.js';
+export * from './forensics.js';
 export * from './plot.js';
 export * from './data/mnist.js';
 export * from './sparse/index.js';

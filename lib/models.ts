@@ -76,30 +76,42 @@ export interface CnnOptions extends ModelOptions {
   side?: number;
   /** Image channels. Default 3. */
   channels?: number;
+  /** Filters of the three Conv2D layers; the seed's are `[32, 32, 64]`. */
+  filters?: readonly [number, number, number];
+  /** Units of the hidden Dense layer; the seed's are 64. */
+  units?: number;
 }
 
 /**
  * The seed's cats-vs-dogs CNN, layer for layer: three blocks of `Conv2D(32|32|64, 3×3)`,
  * `Activation(relu)`, `MaxPooling2D(2)`; then `Flatten`, `Dense(64)`, `Activation(relu)`,
- * `Dropout(0.5)`, `Dense(1)`, `Activation(sigmoid)`; loss binary cross-entropy.
+ * `Dropout(0.5)`, `Dense(1)`, `Activation(sigmoid)`; loss binary cross-entropy. Other widths
+ * (`filters`, `units`) keep the topology: a small one trains on digits in seconds.
  * Split it with {@link splitAfterLastPooling} into the seed's model_0 and model_1.
  * @example
  * const cnn = catsVsDogsCnn({ side: 32, channels: 3 });
  * const [model_0, model_1] = cnn.split(splitAfterLastPooling(cnn)); // model_0 outputs [B, 2, 2, 64]
+ * const small = catsVsDogsCnn({ side: 28, channels: 1, filters: [8, 16, 16], units: 32 });
  */
 export function catsVsDogsCnn(opts: CnnOptions = {}): Sequential {
   const side = opts.side ?? 32;
   const channels = opts.channels ?? 3;
   if (!Number.isInteger(side) || side < 22) throw new ConfigError(`catsVsDogsCnn: expected side to be an integer >= 22 (three 3×3 convolutions and 2×2 poolings must fit), received ${fmtValue(opts.side)}`);
   if (!Number.isInteger(channels) || channels <= 0) throw new ConfigError(`catsVsDogsCnn: expected channels to be a positive integer, received ${fmtValue(opts.channels)}`);
-  const block = (filters: number) => [new Conv2D({ filters, kernel_size: [3, 3] }), new Activation({ activation: 'relu' }), new MaxPooling2D({ pool_size: [2, 2] })];
+  const filters = opts.filters ?? [32, 32, 64];
+  const units = opts.units ?? 64;
+  if (!Array.isArray(filters) || filters.length !== 3 || filters.some((f) => !Number.isInteger(f) || f <= 0)) {
+    throw new ConfigError(`catsVsDogsCnn: expected filters to be three positive integers (one per Conv2D), received ${fmtValue(opts.filters)}`);
+  }
+  if (!Number.isInteger(units) || units <= 0) throw new ConfigError(`catsVsDogsCnn: expected units to be a positive integer, received ${fmtValue(opts.units)}`);
+  const block = (f: number) => [new Conv2D({ filters: f, kernel_size: [3, 3] }), new Activation({ activation: 'relu' }), new MaxPooling2D({ pool_size: [2, 2] })];
   return new Sequential(
     [
-      ...block(32),
-      ...block(32),
-      ...block(64),
+      ...block(filters[0]),
+      ...block(filters[1]),
+      ...block(filters[2]),
       new Flatten(),
-      new Dense({ units: 64 }),
+      new Dense({ units }),
       new Activation({ activation: 'relu' }),
       new Dropout({ rate: 0.5 }),
       new Dense({ units: 1 }),

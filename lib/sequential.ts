@@ -183,14 +183,32 @@ export class Sequential implements Differentiable<SequentialSaved> {
   /** VJP rule: pulls `dy` (`[B, ...out]`) back through every layer; parameter cotangents in `params` order. */
   vjp(saved: SequentialSaved, dy: Tensor): Cotangents {
     assertShape(dy, [saved.batch, ...this.outputShape], `${this.describe()} vjp dy`);
-    const perLayer: Tensor[][] = new Array(this.layers.length);
-    let cot = dy;
-    for (let i = this.layers.length - 1; i >= 0; i--) {
-      const ct = this.layers[i].vjp(saved.perLayer[i], cot);
-      perLayer[i] = ct.dParams;
-      cot = ct.dx;
+    const { activations, perLayer } = this.backward(saved, dy, 0, this.layers.length);
+    return { dx: activations[0], dParams: perLayer.flat() };
+  }
+
+  /**
+   * The one backward loop: the cotangent `dy` of the output of layer `to - 1` pulled back through
+   * layers `to - 1` down to `from`, each by its own VJP rule on its recorded residuals. Returns the
+   * cotangent of every activation met (`activations[i - from]` is that of layer `i`'s input) and
+   * each layer's parameter cotangents (`perLayer[i - from]`). {@link Sequential.vjp} is the whole
+   * range; a tape's `gradient` asks for the part between its target and its sources.
+   */
+  backward(saved: SequentialSaved, dy: Tensor, from: number, to: number): {
+    /** `activations[i - from]`: dLoss/d(input of layer i), for `from <= i <= to` (the last is `dy`). */
+    activations: Tensor[];
+    /** `perLayer[i - from]`: the parameter cotangents of layer `i`, in Keras order. */
+    perLayer: Tensor[][];
+  } {
+    const activations: Tensor[] = new Array(to - from + 1);
+    const perLayer: Tensor[][] = new Array(to - from);
+    activations[to - from] = dy;
+    for (let i = to - 1; i >= from; i--) {
+      const ct = this.layers[i].vjp(saved.perLayer[i], activations[i + 1 - from]);
+      perLayer[i - from] = ct.dParams;
+      activations[i - from] = ct.dx;
     }
-    return { dx: cot, dParams: perLayer.flat() };
+    return { activations, perLayer };
   }
 
   /**

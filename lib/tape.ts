@@ -164,7 +164,8 @@ export class GradientTape {
   }
 
   /**
-   * Gradients by one reverse sweep over the recorded residuals. With the recorded loss as target:
+   * Gradients by one reverse sweep over the recorded residuals (the model's own backward loop,
+   * `Sequential.backward`, over the layers between the sources and the target). With the recorded loss as target:
    * `dLoss/dsource`. With a recorded tensor as target: the VJP `outputGradients · ∂target/∂source`
    * (`outputGradients` defaults to ones, as TensorFlow). Each result has its source's shape; a
    * source the target does not depend on gets zeros.
@@ -199,17 +200,10 @@ export class GradientTape {
     // Each source is an activation index (≤ k to be connected) or a parameter of a layer before k.
     const wanted = list.map((s, n) => this.resolveSource(s, k, `gradient sources[${n}]`));
     const lowest = Math.min(k, ...wanted.map((w) => (w.kind === 'act' ? w.index : w.layer < k ? w.layer : k)));
-    const actCot: (Tensor | undefined)[] = new Array(k + 1);
-    const paramCot: Tensor[][] = new Array(k);
-    actCot[k] = dy;
-    for (let i = k - 1; i >= lowest; i--) {
-      const ct: Cotangents = layers[i].vjp(saved.perLayer[i], actCot[i + 1]!);
-      paramCot[i] = ct.dParams;
-      actCot[i] = ct.dx;
-    }
+    const { activations, perLayer } = this.model.backward(saved, dy, lowest, k);
     const out = wanted.map((w) => {
-      if (w.kind === 'act') return w.index <= k ? actCot[w.index]! : zeros(this.shapeOf(w.index), saved.dtype);
-      return w.layer < k ? paramCot[w.layer][w.param] : zeros(w.shape, saved.dtype);
+      if (w.kind === 'act') return w.index <= k ? activations[w.index - lowest] : zeros(this.shapeOf(w.index), saved.dtype);
+      return w.layer < k ? perLayer[w.layer - lowest][w.param] : zeros(w.shape, saved.dtype);
     });
     return Array.isArray(sources) ? out : out[0];
   }

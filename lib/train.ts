@@ -2,16 +2,16 @@
  * Training a model split into stages as if it were one: for each batch, every stage runs forward
  * on its own tape, the backward pass crosses the stage boundaries by the chosen method (`vjp`:
  * cotangents passed upstream; `jacobian`: the seed's explicit-Jacobian chain; `reference`: the
- * whole model on one tape), then each stage's optimizer steps its own weights.
+ * whole model on one tape), then each stage's optimizer steps its own weights. Where a NaN was
+ * born, when one stops training, is `lib/forensics.ts`'s to find.
  * @module
  */
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from './chain.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
-import { denseJacobianBytes } from './jacobian.js';
+import { type NonFiniteOrigin, type NonFiniteReport, findNonFinite, nonFiniteGradient, origin, where } from './forensics.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
-import { getMemoryBudget, guardBytes } from './memory.js';
-import { loadModel, saveModel } from './model-io.js';
-import { catsVsDogsCnn } from './models.js';
+import { estimateMemory, guardExplicitWay } from './memory-report.js';
+import { getMemoryBudget } from './memory.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from './optimizers.js';
 import { Rng } from './rng.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
@@ -103,26 +103,6 @@ export interface EpochLog {
   valAccuracy: number | null;
   /** Wall time of the epoch, validation included. */
   seconds: number;
-}
-
-/** Where a non-finite value first appeared, and the message that says so. */
-export interface NonFiniteReport {
-  /** Epoch of the bad step, 1-based. */
-  epoch: number;
-  /** Batch of the bad step within its epoch, 1-based. */
-  batch: number;
-  /** What was found non-finite first: the loss (a forward value on the way to it) or a gradient. */
-  kind: 'loss' | 'gradient';
-  /** Stage index and name (`model_0`), or null when the loss itself overflowed. */
-  stage: number | null;
-  /** Name of that stage, or null. */
-  stageName: string | null;
-  /** Global layer index and name, or null. */
-  layer: number | null;
-  /** Name of that layer, or null. */
-  layerName: string | null;
-  /** What was found where, as a sentence. */
-  message: string;
 }
 
 /** What {@link fit} returns. */
@@ -254,70 +234,10 @@ export interface StepResult {
   loss: number;
   /** The model's output on the batch (`[B, ...out]`). */
   yPred: Tensor;
-  /** `grads[s][k]`: dLoss/d(parameter k of stage s), in `stage.params` order. */
-  grads: Tensor[][];
+  /** `dLoss_dWeights[i][k]`: dLoss/d(parameter k of model layer i), indexed as the chains' {@link ChainResult}. */
+  dLoss_dWeights: Tensor[][];
   /** What the chain returned (boundary gradients, memory), for reports. */
   chain: ChainResult;
-}
-
-/** Where a non-finite value came from, without the epoch and batch. */
-export type NonFiniteOrigin = Omit<NonFiniteReport, 'epoch' | 'batch'>;
-
-/** The first non-finite element of a tensor, or null. */
-function firstNonFinite(t: Tensor): { value: number; index: number[] } | null {
-  const c = contiguous(t);
-  for (let i = 0; i < c.size; i++) {
-    const v = c.data[c.offset + i];
-    if (v - v !== 0) {
-      const index: number[] = [];
-      let r = i;
-      for (let a = 0; a < c.shape.length; a++) {
-        const st = sizeOf(c.shape.slice(a + 1));
-        index.push(Math.floor(r / st));
-        r %= st;
-      }
-      return { value: v, index };
-    }
-  }
-  return null;
-}
-
-function origin(stages: readonly Sequential[], s: number, i: number, message: string): NonFiniteOrigin {
-  const layer = stages[s].layers[i];
-  return { kind: 'loss', stage: s, stageName: stages[s].name, layer: stages[s].layerOffset + i, layerName: layer.name, message };
-}
-
-function where(stages: readonly Sequential[], s: number, i: number): string {
-  const layer = stages[s].layers[i];
-  return `stage ${s} (${stages[s].name}), layer ${stages[s].layerOffset + i} (${layer.describe()})`;
-}
-
-/**
- * Finds the first stage and layer whose weights or output hold a NaN or an infinity, by running
- * the forward pass again layer by layer with the same options (the same Dropout masks): the
- * layer that turned finite inputs into a non-finite output. Null when every value is finite.
- * @example
- * const bad = findNonFinite(model.split([9]), x, { training: true, seed: 3 });
- * bad?.message; // 'stage 1 (model_1), layer 10 (Dense "dense") produced a non-finite output: Infinity at [0, 5], from a finite input'
- */
-export function findNonFinite(stages: readonly Sequential[], x: Tensor, fwd: SequentialForwardOptions = {}): NonFiniteOrigin | null {
-  let h = x;
-  const bad = firstNonFinite(x);
-  if (bad) return { kind: 'loss', stage: null, stageName: null, layer: null, layerName: null, message: `the input batch holds ${bad.value} at [${bad.index.join(', ')}]` };
-  for (let s = 0; s < stages.length; s++) {
-    const stage = stages[s];
-    for (let i = 0; i < stage.layers.length; i++) {
-      const layer = stage.layers[i];
-      for (const p of layer.params) {
-        const b = firstNonFinite(p.value);
-        if (b) return origin(stages, s, i, `${where(stages, s, i)} has a non-finite weight: ${p.name} holds ${b.value} at [${b.index.join(', ')}]`);
-      }
-      h = layer.forward(h, stage.layerOptions(fwd, i)).y;
-      const b = firstNonFinite(h);
-      if (b) return origin(stages, s, i, `${where(stages, s, i)} produced a non-finite output: ${b.value} at [${b.index.join(', ')}], from a finite input`);
-    }
-  }
-  return null;
 }
 
 /**
@@ -325,7 +245,7 @@ export function findNonFinite(stages: readonly Sequential[], x: Tensor, fwd: Seq
  * prediction and dLoss/dWeights per stage, or where a non-finite value came from.
  * @example
  * const out = await stepGradients('jacobian', model.split([9]), x, y, 'binary_crossentropy', { training: true, seed: 1 });
- * if ('grads' in out) optimizer.step(stages[0].params, out.grads[0]);
+ * if ('dLoss_dWeights' in out) model.layers.forEach((l, i) => optimizer.step(l.params, out.dLoss_dWeights[i]));
  */
 export async function stepGradients(
   method: BackwardMethod,
@@ -360,38 +280,9 @@ export async function stepGradients(
     const last = stages[S - 1];
     return { nonFinite: bad ?? origin(stages, S - 1, last.layers.length - 1, `the loss is ${res.loss} on finite predictions of ${where(stages, S - 1, last.layers.length - 1)}`) };
   }
-  const grads: Tensor[][] = [];
-  let layer = 0;
-  for (let s = 0; s < S; s++) {
-    const perLayer = res.dLoss_dWeights.slice(layer, layer + stages[s].layers.length);
-    for (let i = 0; i < perLayer.length; i++) {
-      for (let k = 0; k < perLayer[i].length; k++) {
-        const b = firstNonFinite(perLayer[i][k]);
-        if (b) {
-          const p = stages[s].layers[i].params[k];
-          return { nonFinite: { ...origin(stages, s, i, `the gradient of ${where(stages, s, i)} ${p.name} holds ${b.value} at [${b.index.join(', ')}] (loss ${res.loss})`), kind: 'gradient' } };
-        }
-      }
-    }
-    grads.push(perLayer.flat());
-    layer += stages[s].layers.length;
-  }
-  return { loss: res.loss, yPred, grads, chain: res };
-}
-
-/**
- * Bytes the `jacobian` method materializes per step at `batch` examples, from shapes alone: each
- * stage's Jacobians w.r.t. its weights and (but the first) its input.
- * @example
- * jacobianStepBytes(catsVsDogsCnn({ side: 28, channels: 1 }).split([9]), 4); // 57 612 320 bytes (54.94 MiB)
- */
-export function jacobianStepBytes(stages: readonly Sequential[], batch: number): number {
-  return stages.reduce((sum, st, s) => {
-    const dtype = st.dtype;
-    let b = st.params.reduce((a, p) => a + denseJacobianBytes(batch, st.outputShape, p.value.shape, dtype), 0);
-    if (s > 0) b += denseJacobianBytes(batch, st.outputShape, st.inputShape, dtype);
-    return sum + b;
-  }, 0);
+  const bad = nonFiniteGradient(stages, res.dLoss_dWeights, res.loss);
+  if (bad) return { nonFinite: bad };
+  return { loss: res.loss, yPred, dLoss_dWeights: res.dLoss_dWeights, chain: res };
 }
 
 /**
@@ -438,9 +329,8 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
   }
   if (val) checkDataset(model, val, 'validation data');
   const N = train.x.shape[0];
-  if (method === 'jacobian') {
-    guardBytes(`fit: the jacobian method at batch ${Math.min(batchSize, N)}`, jacobianStepBytes(stages, Math.min(batchSize, N)), opts.memoryBudget ?? getMemoryBudget(), 'use method "vjp", a smaller batch or a smaller model');
-  }
+  // The explicit way's whole peak (its Jacobians, a tangent block, the tapes' residuals), from shapes, before the first step.
+  if (method === 'jacobian') guardExplicitWay(estimateMemory(stages, Math.min(batchSize, N), { training: opts.training ?? true }), opts.memoryBudget ?? getMemoryBudget());
 
   const batches = Math.ceil(N / batchSize);
   const shuffleRng = new Rng(seed);
@@ -467,8 +357,8 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
         const bad = out.nonFinite;
         return { history, stages, steps: step, stopped: { epoch, batch: b + 1, ...bad, message: `non-finite ${bad.kind} at epoch ${epoch}, batch ${b + 1}: ${bad.message}; training stopped before the update` } };
       }
-      // The chain rule is done for every stage before any stage's weights move.
-      stages.forEach((stage, s) => optimizers[s].step(stage.params, out.grads[s]));
+      // The chain rule is done for every stage before any stage's weights move; each layer's gradients go to its stage's optimizer.
+      stages.forEach((stage, s) => stage.layers.forEach((l, i) => optimizers[s].step(l.params, out.dLoss_dWeights[stage.layerOffset + i])));
       step++;
       lossSum += out.loss * idx.length;
       correct += correctCount(y, out.yPred);
@@ -497,49 +387,4 @@ function makeOptimizers(opts: FitOptions, n: number): Optimizer[] {
 
 function range(a: number, b: number): number[] {
   return Array.from({ length: b - a }, (_, i) => a + i);
-}
-
-/** Options of {@link adaptCnn}. */
-export interface AdaptCnnOptions {
-  /** Image side (square), at least 22. */
-  side: number;
-  /** Image channels. */
-  channels: number;
-  /** Filters of the three Conv2D layers; the seed's are `[32, 32, 64]`. */
-  filters?: readonly [number, number, number];
-  /** Units of the hidden Dense layer; the seed's are 64. */
-  units?: number;
-  /** Seed of the initial weights (Glorot uniform, layer by layer, as {@link catsVsDogsCnn}). */
-  seed?: number;
-  /** Element type of weights and activations; default float64. */
-  dtype?: DType;
-}
-
-/**
- * The seed's cats-vs-dogs CNN with other widths: the topology of {@link catsVsDogsCnn} (same
- * layers, kernels, pooling, Dropout) with the Conv2D filters and the hidden Dense units replaced,
- * rebuilt from its model file with fresh seeded weights. With the seed's widths it is
- * `catsVsDogsCnn` itself, weight for weight.
- * @example
- * const small = adaptCnn({ side: 28, channels: 1, filters: [8, 16, 16], units: 32 }); // 28x28 digits, trains in seconds
- */
-export function adaptCnn(opts: AdaptCnnOptions): Sequential {
-  const filters = opts.filters ?? [32, 32, 64];
-  const units = opts.units ?? 64;
-  if (!Array.isArray(filters) || filters.length !== 3 || filters.some((f) => !Number.isInteger(f) || f <= 0)) {
-    throw new ConfigError(`adaptCnn: expected filters to be three positive integers (one per Conv2D), received ${fmtValue(opts.filters)}`);
-  }
-  if (!Number.isInteger(units) || units <= 0) throw new ConfigError(`adaptCnn: expected units to be a positive integer, received ${fmtValue(opts.units)}`);
-  const seed = opts.seed ?? 0;
-  const file = saveModel(catsVsDogsCnn({ side: opts.side, channels: opts.channels, seed, dtype: opts.dtype }));
-  let conv = 0;
-  let dense = 0;
-  const layers = file.modelTopology.config.layers.map((l) => {
-    const config = { ...l.config };
-    if (l.class_name === 'Conv2D') config.filters = filters[conv++];
-    if (l.class_name === 'Dense' && dense++ === 0) config.units = units;
-    return { ...l, config };
-  });
-  const topology = { ...file.modelTopology, config: { ...file.modelTopology.config, layers } };
-  return loadModel({ modelTopology: topology }, { rng: new Rng(seed), dtype: opts.dtype });
 }

@@ -16,7 +16,8 @@ import type { OptimizerConfig } from '../lib/optimizers.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
 import { type Tensor, type TensorJSON, fromJSON, randomUniform, tensor, zeros } from '../lib/tensor.js';
-import { type BackwardMethod, type Dataset, type FitOptions, adaptCnn, correctCount, evaluate, findNonFinite, fit } from '../lib/train.js';
+import { findNonFinite } from '../lib/forensics.js';
+import { type BackwardMethod, type Dataset, type FitOptions, correctCount, evaluate, fit } from '../lib/train.js';
 import { runCommand } from './helpers/cli.js';
 import { expect } from './helpers/setup.js';
 
@@ -161,15 +162,15 @@ describe('train', () => {
       expect(test.accuracy).to.be.above(0.5);
     });
 
-    it('adaptCnn: the seed CNN with other widths; with the seed widths it is catsVsDogsCnn weight for weight', () => {
-      const a = adaptCnn({ side: 28, channels: 1, seed: 3 });
+    it('catsVsDogsCnn with other widths keeps the topology; with the seed widths it is the seed CNN weight for weight', () => {
+      const a = catsVsDogsCnn({ side: 28, channels: 1, seed: 3, filters: [32, 32, 64], units: 64 });
       const b = catsVsDogsCnn({ side: 28, channels: 1, seed: 3 });
       expect(a.layers.map((l) => l.className)).to.deep.equal(b.layers.map((l) => l.className));
       a.params.forEach((p, k) => expect(Array.from(p.value.data)).to.deep.equal(Array.from(b.params[k].value.data)));
-      const small = adaptCnn({ side: 28, channels: 1, filters: [4, 8, 8], units: 16 });
+      const small = catsVsDogsCnn({ side: 28, channels: 1, filters: [4, 8, 8], units: 16 });
       expect(small.layers.filter((l) => l.className === 'Conv2D').map((l) => l.params[0].value.shape[3])).to.deep.equal([4, 8, 8]);
       expect(small.layers.find((l) => l.className === 'Dense')!.params[0].value.shape).to.deep.equal([8, 16]);
-      expect(() => adaptCnn({ side: 28, channels: 1, filters: [4, 0, 8] as never })).to.throw(/filters to be three positive integers \(one per Conv2D\), received \[4, 0, 8\]/);
+      expect(() => catsVsDogsCnn({ side: 28, channels: 1, filters: [4, 0, 8] as never })).to.throw(/filters to be three positive integers \(one per Conv2D\), received \[4, 0, 8\]/);
     });
   });
 
@@ -221,7 +222,7 @@ describe('train', () => {
       await expectReject(fit(model, data, { ...opts, epochs: 0 }), /expected epochs to be a positive integer, received 0/);
       await expectReject(fit(model, data, { ...opts, batchSize: 2.5 }), /expected batchSize to be a positive integer, received 2.5/);
       await expectReject(fit(model, data, { ...opts, loss: 'hinge' }), /unknown loss "hinge"/);
-      await expectReject(fit(model, data, { ...opts, method: 'jacobian', memoryBudget: 1000 }), /jacobian method at batch 6: needs an estimated .* over the memory budget/);
+      await expectReject(fit(model, data, { ...opts, method: 'jacobian', memoryBudget: 1000 }), /explicit-Jacobian way for 2 stages at batch 6 .*: needs an estimated .* over the memory budget of 1000 B; use the VJP way/);
       expect(touched()).to.equal(false);
     });
   });

@@ -14,7 +14,7 @@ import { catsVsDogsCnn, splitAfterLastPooling } from '../../lib/models.js';
 import type { OptimizerConfig } from '../../lib/optimizers.js';
 import { historyChartSpec, writeSvg } from '../../lib/plot.js';
 import type { DType } from '../../lib/tensor.js';
-import { type BackwardMethod, adaptCnn, evaluate, fit } from '../../lib/train.js';
+import { type BackwardMethod, evaluate, fit } from '../../lib/train.js';
 import { UsageError, check, choice, dtype, integer, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
 
 const HELP = `usage: jacobian-chain train [options]
@@ -151,8 +151,7 @@ export async function run(argv: string[]): Promise<number> {
   let setup;
   try {
     const data = loadMnistBinary({ positive: opts.positive, negative: opts.negative, testFraction: opts.testFraction, limit: opts.limit, seed: opts.seed, dtype: opts.dtype });
-    const isSeeds = opts.filters.join() === '32,32,64' && opts.units === 64;
-    const model = isSeeds ? catsVsDogsCnn({ side: 28, channels: 1, seed: opts.seed, dtype: opts.dtype }) : adaptCnn({ side: 28, channels: 1, filters: opts.filters, units: opts.units, seed: opts.seed, dtype: opts.dtype });
+    const model = catsVsDogsCnn({ side: 28, channels: 1, filters: opts.filters, units: opts.units, seed: opts.seed, dtype: opts.dtype });
     const split = opts.split ?? splitAfterLastPooling(model);
     const stages = model.split(split);
     setup = { data, model, split, stages };
