@@ -11,7 +11,7 @@
  * All three return dLoss/dWeights for every layer and dLoss/dOut at every stage boundary.
  * @module
  */
-import { ConfigError, ShapeError, fmtShape } from './errors.js';
+import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
@@ -86,7 +86,7 @@ function resolveLoss(loss: LossSpec): Loss {
 }
 
 function checkStages(stages: readonly Sequential[], what: string): void {
-  if (!Array.isArray(stages) || stages.length === 0) throw new ConfigError(`${what}: expected at least one stage, received ${Array.isArray(stages) ? 'none' : typeof stages}`);
+  if (!Array.isArray(stages) || stages.length === 0) throw new ConfigError(`${what}: expected a non-empty array of stages, received ${Array.isArray(stages) ? 'an empty array' : fmtValue(stages)}`);
   stages.forEach((st, s) => {
     if (!(st instanceof Sequential)) throw new ConfigError(`${what}: expected stage ${s} to be a Sequential, received ${typeof st}`);
     if (s > 0) {
@@ -313,6 +313,7 @@ export class LocalStageRunner implements StageRunner {
     if (!this.tape) throw new ConfigError(`stage runner "${this.name}": backward before forward; run forward(x) first`);
     const t = this.tape;
     const dyT = fromMessage(dy, `${this.name} backward dy`);
+    assertFinite(dyT, `stage runner "${this.name}" backward dy`);
     const [dx, ...dW] = t.gradient(t.output, [t.input, ...this.stage.params], { outputGradients: dyT });
     this.grads = perLayer(this.stage, dW);
     this.cotangentBytes = bytesOf(dyT) + bytesOf(dx);
@@ -347,7 +348,8 @@ export class LocalStageRunner implements StageRunner {
  * res.dLoss_dOut[1]; // dLoss/dOut1, [3, 8, 8, 6]: what stage 2 sent back to stage 1
  */
 export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x: Tensor, yTrue: Tensor, loss: LossSpec, opts: ChainOptions = {}): Promise<ChainResult> {
-  const runners = stages.map((st) => (st instanceof Sequential ? new LocalStageRunner(st, opts) : st));
+  if (!Array.isArray(stages) || stages.length === 0) throw new ConfigError(`vjpChain: expected a non-empty array of stages (Sequential or StageRunner), received ${Array.isArray(stages) ? 'an empty array' : fmtValue(stages)}`);
+  const runners: StageRunner[] = stages.map((st) => (st instanceof Sequential ? new LocalStageRunner(st, opts) : st));
   if (stages.every((st) => st instanceof Sequential)) {
     checkStages(stages as Sequential[], 'vjpChain');
     checkBatch(stages as Sequential[], x, yTrue, 'vjpChain');

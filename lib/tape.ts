@@ -38,6 +38,8 @@ interface Stamp {
   params: Param[];
   values: Tensor[];
   hashes: number[];
+  /** The recorded input's fingerprint: an input edited in place after the pass would make its residuals lie. */
+  input: number;
 }
 
 /**
@@ -81,7 +83,7 @@ export class GradientTape {
    */
   forward(x: Tensor, opts: SequentialForwardOptions = {}): Tensor {
     if (this.pass) throw new TapeError(`${this.describe()}: already recorded a forward pass; a tape records one pass, make a new GradientTape for another`);
-    const stamp = stampOf(this.model.params);
+    const stamp = stampOf(this.model.params, x);
     this.pass = this.model.forward(x, opts);
     this.stamp = stamp;
     return this.pass.y;
@@ -244,6 +246,9 @@ export class GradientTape {
         );
       }
     });
+    if (fingerprint(this.recorded().saved.input) !== stamp.input) {
+      throw new TapeError(`${this.describe()}: the input x ${fmtShape(this.recorded().saved.input.shape)} was changed in place since the pass was recorded; its residuals describe the old input, so record a new pass with a new tape (or pass a copy)`);
+    }
   }
 
   /** Index in {@link GradientTape.activations} of a recorded tensor (identity, not value). */
@@ -338,8 +343,8 @@ export class GradientTape {
   }
 }
 
-function stampOf(params: Param[]): Stamp {
-  return { params: params.slice(), values: params.map((p) => p.value), hashes: params.map((p) => fingerprint(p.value)) };
+function stampOf(params: Param[], x: Tensor): Stamp {
+  return { params: params.slice(), values: params.map((p) => p.value), hashes: params.map((p) => fingerprint(p.value)), input: fingerprint(x) };
 }
 
 /**

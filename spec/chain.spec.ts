@@ -8,7 +8,7 @@ import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
 import { catsVsDogsCnn } from '../lib/models.js';
 import { type Tensor, type TensorJSON, fromJSON, randomNormal, tensor, zeros } from '../lib/tensor.js';
-import { expect } from './helpers/setup.js';
+import { expect, expectReject } from './helpers/setup.js';
 
 /** The golden fixtures (PyTorch autograd, cross-checked by JAX; see spec/fixtures/README.md). */
 const FIXTURES = ['seed_reference.json', 'dense_mlp.json'] as const;
@@ -182,6 +182,15 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
   });
 
   describe('bad input', () => {
+    it('stages that are not an array, and a non-finite cotangent sent to a runner, are refused naming them', async () => {
+      const { fx, stages, x, y } = loadFixture('seed_reference.json');
+      await expectReject(vjpChain(stages[0] as never, x, y, fx.loss), /vjpChain: expected a non-empty array of stages \(Sequential or StageRunner\), received/);
+      const runner = new LocalStageRunner(stages[2]);
+      const out = await runner.forward(toMessage(stages[1].forward(stages[0].forward(x).y).y));
+      const dy = toMessage(tensor(new Array(out.data.length).fill(NaN), out.shape));
+      await expectReject(runner.backward(dy), /stage runner ".*" backward dy: expected finite values, received NaN at index \[0, 0\]/);
+    });
+
     it('a batch that is not a tensor, of the wrong shape, non-finite, or with labels for another batch: refused before any stage runs', async () => {
       const { fx, stages, x, y } = loadFixture('seed_reference.json');
       expect(() => jacobianChain(stages, undefined as never, y, fx.loss)).to.throw(/jacobianChain x: expected a tensor, received undefined/);
@@ -201,7 +210,7 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
       const x = zeros([1, 2]);
       const y = zeros([1, 1]);
       expect(() => jacobianChain([a, b], x, y, 'mse')).to.throw(ConfigError, /stage 1 \(sequential\) expects input \[4\], but stage 0 \(sequential\) outputs \[3\]/);
-      expect(() => referenceGradients([], x, y, 'mse')).to.throw(ConfigError, /expected at least one stage, received none/);
+      expect(() => referenceGradients([], x, y, 'mse')).to.throw(ConfigError, /expected a non-empty array of stages, received an empty array/);
       await vjpChain([a, b], x, y, 'mse').then(
         () => expect.fail('should have thrown'),
         (e: Error) => expect(e.message).to.match(/vjpChain: stage 1 .* expects input \[4\]/),

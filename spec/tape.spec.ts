@@ -151,6 +151,15 @@ describe('GradientTape', () => {
       expect(() => tape.batchJacobian(x, y)).to.throw(TapeError, /expected the output to be recorded after the input, received output = input and input = output of dense/);
     });
 
+    it('the input changed in place after recording: refused, since its residuals describe the old input', () => {
+      const { tape, y, x } = setup();
+      const before = tape.gradient(y, x);
+      x.data[4] += 1e-9;
+      expect(() => tape.gradient(y, x)).to.throw(TapeError, /the input x \[2, 3\] was changed in place since the pass was recorded/);
+      x.data[4] -= 1e-9;
+      expect(tape.gradient(y, x)).to.be.allclose(before, { rtol: 0, atol: 0 });
+    });
+
     it('weights replaced, or changed in place, after recording', () => {
       const { tape, m, y, x } = setup();
       expect(() => tape.gradient(y, x)).to.not.throw();

@@ -19,7 +19,7 @@ import { type Tensor, type TensorJSON, fromJSON, randomUniform, tensor, zeros } 
 import { findNonFinite } from '../lib/forensics.js';
 import { type BackwardMethod, type Dataset, type FitOptions, correctCount, evaluate, fit } from '../lib/train.js';
 import { runCommand } from './helpers/cli.js';
-import { expect } from './helpers/setup.js';
+import { expect, expectReject } from './helpers/setup.js';
 
 /** A small cats-vs-dogs-shaped CNN with Dropout, on 8x8x1 images: seeded, so every call builds the same weights. */
 function smallCnn(seed = 5): Sequential {
@@ -317,13 +317,3 @@ describe('train', () => {
   });
 });
 
-async function expectReject(p: Promise<unknown>, re: RegExp): Promise<void> {
-  let err: unknown = null;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  expect(err, `expected a rejection matching ${re}`).to.be.instanceOf(Error);
-  expect((err as Error).message).to.match(re);
-}

@@ -6,7 +6,7 @@
  */
 import { jacobianWrtInput, jacobianWrtWeights } from '../jacobian.js';
 import type { Differentiable, ForwardOptions } from '../layers/layer.js';
-import { leavesOf } from '../layers/layer.js';
+import { describeOf, leavesOf } from '../layers/layer.js';
 import type { Tensor } from '../tensor.js';
 import { dtypeOf } from '../tensor.js';
 import { type Accountable, BufferSet, type JacobianAccount, type MemoryReport, type VjpAccount, asStages, leafName, onesLike, sum, vjpAccount } from './account.js';
@@ -74,7 +74,7 @@ function measureVjpWay(stages: readonly Differentiable[], x: Tensor, fo: Forward
   let h = x;
   for (const stage of stages) {
     const fwd = stage.forward(h, fo);
-    residuals.walk(fwd.saved, `${leafName(stage)} saved`);
+    residuals.walk(fwd.saved, `${describeOf(stage)} saved`);
     h = fwd.y;
   }
   const layers = stages.flatMap((s) => leavesOf(s));
