@@ -4,7 +4,8 @@
  * pooling layer).
  * @module
  */
-import { ConfigError, fmtValue } from './errors.js';
+import { getHeapStatistics } from 'node:v8';
+import { ConfigError, MemoryBudgetError, fmtValue } from './errors.js';
 import { Activation } from './layers/activation.js';
 import { Conv2D } from './layers/conv2d.js';
 import { Dense } from './layers/dense.js';
@@ -13,7 +14,8 @@ import { Flatten } from './layers/flatten.js';
 import { MaxPooling2D } from './layers/max-pooling2d.js';
 import { Rng } from './rng.js';
 import { Sequential } from './sequential.js';
-import { type DType, type Tensor, randomUniform, zeros } from './tensor.js';
+import { fmtBytes, getMemoryBudget, guardBytes } from './memory.js';
+import { type DType, type Tensor, bytesPerElement, randomUniform, zeros } from './tensor.js';
 
 /** Options of the builders. */
 export interface ModelOptions {
@@ -90,8 +92,9 @@ export interface CnnOptions extends ModelOptions {
 export function catsVsDogsCnn(opts: CnnOptions = {}): Sequential {
   const side = opts.side ?? 32;
   const channels = opts.channels ?? 3;
-  if (!Number.isInteger(side) || side < 22) throw new ConfigError(`catsVsDogsCnn: expected side to be an integer >= 22 (three 3×3 convolutions and 2×2 poolings must fit), received ${fmtValue(opts.side)}`);
-  if (!Number.isInteger(channels) || channels <= 0) throw new ConfigError(`catsVsDogsCnn: expected channels to be a positive integer, received ${fmtValue(opts.channels)}`);
+  if (!Number.isSafeInteger(side) || side < 22) throw new ConfigError(`catsVsDogsCnn: expected side to be an integer >= 22 (three 3×3 convolutions and 2×2 poolings must fit), received ${fmtValue(opts.side)}`);
+  if (!Number.isSafeInteger(channels) || channels <= 0) throw new ConfigError(`catsVsDogsCnn: expected channels to be a positive integer, received ${fmtValue(opts.channels)}`);
+  guardModelWeights(`catsVsDogsCnn on ${side}×${side}×${channels}`, cnnWeightSizes(side, channels), opts.dtype ?? 'float64');
   const block = (filters: number) => [new Conv2D({ filters, kernel_size: [3, 3] }), new Activation({ activation: 'relu' }), new MaxPooling2D({ pool_size: [2, 2] })];
   return new Sequential(
     [
@@ -107,6 +110,49 @@ export function catsVsDogsCnn(opts: CnnOptions = {}): Sequential {
     ],
     { inputShape: [side, side, channels], rng: new Rng(opts.seed ?? 0), dtype: opts.dtype, name: 'cats_vs_dogs' },
   );
+}
+
+/**
+ * The element count of each weight of the cats-vs-dogs CNN (kernel, bias per Conv2D and Dense),
+ * from its shapes alone: valid 3×3 convolutions, 2×2 poolings that floor.
+ * @example
+ * cnnWeightSizes(32, 3).reduce((a, b) => a + b); // the CNN's parameter count at 32×32×3
+ */
+export function cnnWeightSizes(side: number, channels: number, filters: readonly number[] = [32, 32, 64], units = 64): number[] {
+  const sizes: number[] = [];
+  let s = side;
+  let c = channels;
+  for (const f of filters) {
+    sizes.push(9 * c * f, f);
+    s = Math.floor((s - 2) / 2);
+    c = f;
+  }
+  const features = s * s * c;
+  sizes.push(features * units, units, units, 1);
+  return sizes;
+}
+
+/**
+ * Refuses a model before any layer is built when its weights would not fit: all of them against
+ * the memory budget, and the largest against the free JavaScript heap, because Glorot
+ * initialization stages each kernel in a plain array of doubles (8 bytes a weight) before copying
+ * it into its typed array, and a heap overrun is a crash of the process, not an error.
+ * @throws MemoryBudgetError naming the weights, the estimate and the budget (or the free heap).
+ */
+export function guardModelWeights(what: string, weightSizes: readonly number[], dtype: DType = 'float64'): void {
+  const total = weightSizes.reduce((a, b) => a + b, 0);
+  guardBytes(`${what}: ${total} weights (${dtype})`, total * bytesPerElement(dtype), getMemoryBudget(), 'use a smaller model (a smaller side, fewer filters or units)');
+  const largest = Math.max(0, ...weightSizes);
+  const heap = getHeapStatistics();
+  const free = heap.heap_size_limit - heap.used_heap_size;
+  // Half the free heap: the staging array and the garbage of the layers built before it coexist.
+  if (largest * 8 > free / 2) {
+    throw new MemoryBudgetError(
+      `${what}: initializing its largest kernel (${largest} weights) needs an estimated ${fmtBytes(largest * 8)} (${largest * 8} bytes) of JavaScript heap, over half the ${fmtBytes(free)} free (heap limit ${fmtBytes(heap.heap_size_limit)}); use a smaller model, or give node more heap (--max-old-space-size)`,
+      largest * 8,
+      free / 2,
+    );
+  }
 }
 
 /** The split point right after the last MaxPooling2D layer: the seed's model_0 / model_1 boundary. */

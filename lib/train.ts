@@ -11,7 +11,7 @@ import { denseJacobianBytes } from './jacobian.js';
 import { type Loss, lossByName } from './losses.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
 import { loadModel, saveModel } from './model-io.js';
-import { catsVsDogsCnn } from './models.js';
+import { catsVsDogsCnn, cnnWeightSizes, guardModelWeights } from './models.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from './optimizers.js';
 import { Rng } from './rng.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
@@ -530,6 +530,9 @@ export function adaptCnn(opts: AdaptCnnOptions): Sequential {
     throw new ConfigError(`adaptCnn: expected filters to be three positive integers (one per Conv2D), received ${fmtValue(opts.filters)}`);
   }
   if (!Number.isInteger(units) || units <= 0) throw new ConfigError(`adaptCnn: expected units to be a positive integer, received ${fmtValue(opts.units)}`);
+  if (Number.isSafeInteger(opts.side) && (opts.side as number) >= 22 && Number.isSafeInteger(opts.channels) && (opts.channels as number) > 0) {
+    guardModelWeights(`adaptCnn on ${opts.side}×${opts.side}×${opts.channels}, filters ${filters.join(',')}, units ${units}`, cnnWeightSizes(opts.side, opts.channels, filters, units), opts.dtype ?? 'float64');
+  }
   const seed = opts.seed ?? 0;
   const file = saveModel(catsVsDogsCnn({ side: opts.side, channels: opts.channels, seed, dtype: opts.dtype }));
   let conv = 0;
