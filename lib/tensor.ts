@@ -235,8 +235,11 @@ export function toJSON(t: Tensor): TensorJSON {
 /** Converts to another dtype (a copy), or returns `t` when it already has it. */
 export function asType(t: Tensor, dtype: DType): Tensor {
   if (dtypeOf(t) === dtype) return t;
+  // Straight from buffer to buffer: an intermediate JS array would put 8 bytes a value on the heap, unguarded.
+  const out = zeros(t.shape, dtype);
   const c = contiguous(t);
-  return tensor(Array.from(c.data), c.shape, dtype);
+  out.data.set(c.data.subarray(c.offset, c.offset + c.size));
+  return out;
 }
 
 /**

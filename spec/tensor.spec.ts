@@ -122,3 +122,22 @@ describe('tensor: every allocator refuses a huge size before allocating', () => 
     }
   });
 });
+
+describe('tensor: asType', () => {
+  it('converts buffer to buffer, row-major from any view, under the same guard', async () => {
+    const { asType } = await import('../lib/tensor.js');
+    const t = tensor([1, 2, 3, 4, 5, 6], [2, 3]).transpose(1, 0);
+    const f = asType(t, 'float32');
+    expect(f.data).to.be.instanceOf(Float32Array);
+    expect(Array.from(f.data)).to.deep.equal([1, 4, 2, 5, 3, 6]);
+    expect(f.shape).to.deep.equal([3, 2]);
+    const five = tensor([1, 2, 3, 4, 5], [5]);
+    const before = getMemoryBudget();
+    try {
+      setMemoryBudget(16);
+      expect(() => asType(five, 'float32')).to.throw(MemoryBudgetError, 'tensor [5] (float32): needs an estimated 20 B (20 bytes), over the memory budget of 16 B');
+    } finally {
+      setMemoryBudget(before);
+    }
+  });
+});
