@@ -1,7 +1,7 @@
 import { MemoryBudgetError, ShapeError, fmtShape, fmtValue } from '../lib/errors.js';
 import { getMemoryBudget, setMemoryBudget } from '../lib/memory.js';
 import { Rng } from '../lib/rng.js';
-import { allocData, copy, fromJSON, randomNormal, randomUniform, reshape, tensor, zeros } from '../lib/tensor.js';
+import { allocData, asType, copy, fromJSON, randomNormal, randomUniform, reshape, tensor, zeros } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
 
 describe('errors: fmtValue and fmtShape quote what they received', () => {
@@ -124,8 +124,7 @@ describe('tensor: every allocator refuses a huge size before allocating', () => 
 });
 
 describe('tensor: asType', () => {
-  it('converts buffer to buffer, row-major from any view, under the same guard', async () => {
-    const { asType } = await import('../lib/tensor.js');
+  it('converts buffer to buffer, row-major from any view, under the same guard', () => {
     const t = tensor([1, 2, 3, 4, 5, 6], [2, 3]).transpose(1, 0);
     const f = asType(t, 'float32');
     expect(f.data).to.be.instanceOf(Float32Array);
