@@ -1,7 +1,8 @@
 /**
  * Command-line options, read one way by every `jacobian-chain` command: node:util `parseArgs`
  * splits the tokens, typed validators turn the values into numbers and choices, and a bad option
- * ends the command with exit code 2 and a message quoting the flag and the value it received.
+ * ends the command with exit code 2 (bin/exit-codes.ts) and a one-line message quoting the flag and
+ * the value it received.
  * @example
  * const OPTIONS = { batch: 'string', json: 'boolean' } as const;
  * const o = parseCommand('demo', HELP, () => {
@@ -10,8 +11,11 @@
  * });
  * if (typeof o === 'number') return o; // 0 after --help; 2 after `--batch two`: expected --batch to be an integer >= 1, received "two"
  */
+import { closeSync, constants, openSync, statSync, unlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, JacobianChainError, fmtValue } from '../lib/errors.js';
+import { EXIT, exitCodeOf, exitCodesHelp, report } from './exit-codes.js';
 
 /** A bad option: printed with a pointer to `--help`, exit code 2. */
 export class UsageError extends ConfigError {}
@@ -125,27 +129,71 @@ export const splitPoints = commaList(positiveInt, 'to be comma-separated integer
 /**
  * Runs a command's parsing with what every command does alike: after `--help` the help is printed
  * (returns 0); a bad option, or any {@link JacobianChainError} `parse` throws (a model that cannot
- * be built from the options), is printed with a pointer to `--help` (returns 2). Otherwise returns
- * what `parse` returned.
+ * be built from the options, a bad model file, a refusal by the memory guard), is printed on one
+ * line (with a pointer to `--help` when the options are at fault) and its exit code returned
+ * (bin/exit-codes.ts). Otherwise returns what `parse` returned.
  */
 export function parseCommand<T extends object>(command: string, help: string, parse: () => T | 'help'): T | number {
   try {
     const o = parse();
     if (o !== 'help') return o;
-    console.log(help);
-    return 0;
+    console.log(`${help.trimEnd()}\n\n${exitCodesHelp()}\n`);
+    return EXIT.ok;
   } catch (e) {
     return refuse(command, e, true);
   }
 }
 
 /**
- * Exit code 2 for an error the user can fix: prints a {@link JacobianChainError} as
- * `jacobian-chain <command>: <message>` (and, if the options are at fault, a pointer to `--help`);
- * anything else is a bug and is rethrown.
+ * The exit code for an error the user can fix (bin/exit-codes.ts: 2 usage, 3 bad input file,
+ * 4 memory guard, ...): prints a {@link JacobianChainError} on one line as
+ * `jacobian-chain <command>: <message>`, with a pointer to `--help` when `pointToHelp` and the
+ * options are at fault; anything else is a bug and is rethrown, for the top level to report (70).
  */
 export function refuse(command: string, e: unknown, pointToHelp = false): number {
   if (!(e instanceof JacobianChainError)) throw e;
-  console.error(`jacobian-chain ${command}: ${e.message}${pointToHelp ? `\nrun "jacobian-chain ${command} --help" for the options` : ''}`);
-  return 2;
+  const usage = exitCodeOf(e) === EXIT.usage;
+  return report(command, e, pointToHelp && usage ? `; run "jacobian-chain ${command} --help" for the options` : '');
+}
+
+/**
+ * Checks, before any work, that `path` can be written as a file: not an existing directory, not
+ * under a regular file, and in a writable directory (the nearest existing one, when the missing
+ * ones are to be created). Returns the path.
+ * @throws UsageError e.g. `expected --out to be a writable file path, received "out" (an existing directory)`
+ */
+export function writablePath(path: string, flag: string): string {
+  const fail = (why: string) => new UsageError(`expected ${flag} to be a writable file path, received ${fmtValue(path)} (${why})`);
+  if (path.trim() === '') throw fail('empty');
+  const full = resolve(path);
+  // ENOENT or ENOTDIR alike: the walk up below finds the ancestor that exists, and says if it is a file.
+  const stat = (p: string) => {
+    try {
+      return statSync(p);
+    } catch {
+      return undefined;
+    }
+  };
+  const st = stat(full);
+  if (st?.isDirectory()) throw fail('an existing directory');
+  let dir = dirname(full);
+  for (;;) {
+    const d = stat(dir);
+    if (d) {
+      if (!d.isDirectory()) throw fail(`${JSON.stringify(dir)} is not a directory`);
+      break;
+    }
+    dir = dirname(dir);
+  }
+  // A real write, not access(W_OK): for root, access() says yes even on a read-only or virtual
+  // file system (/sys), where the write at the end of training would then fail.
+  const probe = st ? full : join(dir, `.jacobian-chain-write-test-${process.pid}`);
+  try {
+    const fd = openSync(probe, st ? constants.O_WRONLY : constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL);
+    closeSync(fd);
+    if (!st) unlinkSync(probe);
+  } catch (e) {
+    throw fail(`${JSON.stringify(st ? full : dir)} is not writable: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return path;
 }

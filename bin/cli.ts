@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 /**
  * The `jacobian-chain` command: `seed` (the seed's reference check, the default), `train`, `jacobian`.
- * Each subcommand lives in `bin/commands/<name>.ts` and exports `run(argv): Promise<number>`.
+ * Each subcommand lives in `bin/commands/<name>.ts` and exports `run(argv): Promise<number>`; the
+ * exit codes are bin/exit-codes.ts's table, and every error is printed here or there on one line.
  */
+import { EXIT, exitCodesHelp, report } from './exit-codes.js';
+
 const commands: Record<string, () => Promise<{ run: (argv: string[]) => Promise<number> }>> = {
   seed: () => import('./commands/seed.js'),
   train: () => import('./commands/train.js'),
@@ -12,21 +15,20 @@ const commands: Record<string, () => Promise<{ run: (argv: string[]) => Promise<
 async function main(argv: string[]): Promise<number> {
   const [name = 'seed', ...rest] = argv;
   if (name === '--help' || name === '-h' || name === 'help') {
-    console.log(`usage: jacobian-chain <command> [options]\n\ncommands:\n  seed       the seed's reference check: explicit-Jacobian chain and VJP chain against one tape (default)\n  train      train a model split into stages, by vjp or by jacobian\n  jacobian   build one stage's Jacobian and report its shape, bytes and time\n\nrun "jacobian-chain <command> --help" for a command's options`);
-    return 0;
+    console.log(`usage: jacobian-chain <command> [options]\n\ncommands:\n  seed       the seed's reference check: explicit-Jacobian chain and VJP chain against one tape (default)\n  train      train a model split into stages, by vjp or by jacobian\n  jacobian   build one stage's Jacobian and report its shape, bytes and time\n\nrun "jacobian-chain <command> --help" for a command's options\n\n${exitCodesHelp()}\n\nenvironment:\n  JACOBIAN_CHAIN_DEBUG=1   print the stack trace after an error`);
+    return EXIT.ok;
   }
   const load = commands[name];
   if (!load) {
     console.error(`jacobian-chain: unknown command ${JSON.stringify(name)}; expected one of ${Object.keys(commands).join(', ')}`);
-    return 2;
+    return EXIT.usage;
   }
   return (await load()).run(rest);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
-    process.exit(1);
-  },
-);
+// The command's name, for the one line printed if it fails past its own checks.
+const command = process.argv[2] && !process.argv[2].startsWith('-') ? process.argv[2] : null;
+const fail = (err: unknown) => process.exit(report(command, err));
+process.on('uncaughtException', fail);
+process.on('unhandledRejection', fail);
+main(process.argv.slice(2)).then((code) => process.exit(code), fail);

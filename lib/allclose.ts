@@ -3,15 +3,34 @@
  * `|a - e| <= atol + rtol · |e|`, and names the worst element when it fails.
  * @module
  */
+import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import type { Jacobian } from './jacobian.js';
 import { type Tensor, contiguous, stridesOf } from './tensor.js';
 
-/** Tolerances: NumPy's defaults (`rtol = 1e-5`, `atol = 1e-8`). */
+/** Tolerances and NaN handling: NumPy's defaults (`rtol = 1e-5`, `atol = 1e-8`, `equal_nan = False`). */
 export interface AllcloseOptions {
   /** Relative tolerance, scaled by `|expected|`; default `1e-5`. */
   rtol?: number;
   /** Absolute tolerance; default `1e-8`. */
   atol?: number;
+  /** Whether a NaN matches a NaN at the same index; default false, as NumPy's `equal_nan`. */
+  equalNan?: boolean;
+}
+
+/** The options with their defaults, checked: a tolerance that is negative, NaN or not a number would make every comparison meaningless. */
+function resolveOptions(opts: AllcloseOptions | undefined, where: string): Required<AllcloseOptions> {
+  if (opts === undefined || opts === null) opts = {};
+  if (typeof opts !== 'object') throw new ConfigError(`${where}: expected options {rtol, atol, equalNan}, received ${fmtValue(opts)}`);
+  for (const k of Object.keys(opts)) {
+    if (k !== 'rtol' && k !== 'atol' && k !== 'equalNan') throw new ConfigError(`${where}: unknown option ${JSON.stringify(k)}; expected rtol, atol or equalNan`);
+  }
+  const tol = (v: unknown, key: string, dflt: number): number => {
+    if (v === undefined) return dflt;
+    if (typeof v !== 'number' || !(v >= 0) || v === Infinity) throw new ConfigError(`${where}: expected ${key} to be a non-negative finite number, received ${fmtValue(v)}`);
+    return v;
+  };
+  if (opts.equalNan !== undefined && typeof opts.equalNan !== 'boolean') throw new ConfigError(`${where}: expected equalNan to be a boolean, received ${fmtValue(opts.equalNan)}`);
+  return { rtol: tol(opts.rtol, 'rtol', 1e-5), atol: tol(opts.atol, 'atol', 1e-8), equalNan: opts.equalNan ?? false };
 }
 
 /** Anything `allclose` compares: a tensor, a Jacobian, a `{shape, data}` object, nested arrays or a number. */
@@ -53,7 +72,11 @@ export interface AllcloseReport {
   maxAbsError: number;
 }
 
-/** Reads any {@link Comparable} as a flat row-major array and its shape. */
+/**
+ * Reads any {@link Comparable} as a flat row-major array and its shape. Nested arrays must be
+ * rectangular and hold numbers only: a ragged row or a string would otherwise be compared as NaN.
+ * @throws ShapeError quoting what was received.
+ */
 export function flatten(v: Comparable): {
   /** The shape. */
   shape: number[];
@@ -68,16 +91,40 @@ export function flatten(v: Comparable): {
       shape.push(cur.length);
       cur = cur[0];
     }
-    return { shape, data: (v as unknown[]).flat(Infinity) as number[] };
+    const data: number[] = [];
+    const index: number[] = [];
+    const walk = (x: unknown, axis: number): void => {
+      if (axis === shape.length) {
+        if (typeof x !== 'number') throw new ShapeError(`allclose: expected numbers in nested arrays, received ${fmtValue(x)} at [${index.join(', ')}]`);
+        data.push(x);
+        return;
+      }
+      if (!Array.isArray(x) || x.length !== shape[axis]) {
+        throw new ShapeError(`allclose: expected rectangular nested arrays of shape ${fmtShape(shape)}, received ${Array.isArray(x) ? `a row of ${x.length}` : fmtValue(x)} at [${index.join(', ')}]`);
+      }
+      for (let i = 0; i < x.length; i++) {
+        index.push(i);
+        walk(x[i], axis + 1);
+        index.pop();
+      }
+    };
+    walk(v, 0);
+    return { shape, data };
   }
-  const o = v as { toDense?: () => Tensor; stride?: number[]; shape: readonly number[]; data: ArrayLike<number> };
-  if (typeof o.toDense === 'function') return flatten(o.toDense());
-  if (Array.isArray(o.stride)) {
-    const c = contiguous(o as unknown as Tensor);
-    return { shape: c.shape.slice(), data: c.data.subarray(0, c.size) };
+  const o = v as { toDense?: () => Tensor; stride?: number[]; shape: readonly number[]; data: ArrayLike<number> } | null;
+  if (o && typeof o === 'object') {
+    if (typeof o.toDense === 'function') return flatten(o.toDense());
+    if (Array.isArray(o.stride)) {
+      const c = contiguous(o as unknown as Tensor);
+      return { shape: c.shape.slice(), data: c.data.subarray(0, c.size) };
+    }
+    if (Array.isArray(o.shape) && o.data && typeof o.data.length === 'number') {
+      const n = o.shape.reduce((a: number, d: unknown) => a * (typeof d === 'number' ? d : NaN), 1);
+      if (n !== o.data.length) throw new ShapeError(`allclose: expected {shape, data} with ${n} values for shape ${fmtShape(o.shape)}, received ${o.data.length}`);
+      return { shape: o.shape.slice(), data: o.data };
+    }
   }
-  if (o && Array.isArray(o.shape) && o.data && typeof o.data.length === 'number') return { shape: o.shape.slice(), data: o.data };
-  throw new TypeError(`allclose: expected a tensor, a Jacobian, {shape, data}, nested arrays or a number, received ${typeof v}`);
+  throw new ShapeError(`allclose: expected a tensor, a Jacobian, {shape, data}, nested arrays or a number, received ${fmtValue(v)}`);
 }
 
 /**
@@ -87,8 +134,7 @@ export function flatten(v: Comparable): {
  * if (!r.pass) console.log(r.worst);
  */
 export function allcloseReport(actual: Comparable, expected: Comparable, opts: AllcloseOptions = {}): AllcloseReport {
-  const rtol = opts.rtol ?? 1e-5;
-  const atol = opts.atol ?? 1e-8;
+  const { rtol, atol, equalNan } = resolveOptions(opts, 'allclose');
   const a = flatten(actual);
   const e = flatten(expected);
   const base = { shapeActual: a.shape, shapeExpected: e.shape, size: e.data.length };
@@ -105,9 +151,10 @@ export function allcloseReport(actual: Comparable, expected: Comparable, opts: A
     const ev = e.data[k];
     const err = Math.abs(av - ev);
     const tol = atol + rtol * Math.abs(ev);
-    // NaN in either side is a mismatch unless both are NaN; equal infinities match. An infinite
-    // expected value makes tol infinite, so only an equal infinity may match it (as NumPy).
-    const bothNaN = Number.isNaN(av) && Number.isNaN(ev);
+    // NaN on either side is a mismatch, even NaN against NaN unless equalNan (NumPy's equal_nan);
+    // equal infinities match. An infinite expected value makes tol infinite, so only an equal
+    // infinity may match it (as NumPy).
+    const bothNaN = equalNan && Number.isNaN(av) && Number.isNaN(ev);
     const ok = bothNaN || av === ev || (err <= tol && Number.isFinite(ev));
     const score = bothNaN || av === ev ? 0 : Number.isNaN(err) || !Number.isFinite(ev) ? Infinity : err / (tol || Number.MIN_VALUE);
     if (!ok) mismatches++;
@@ -143,8 +190,7 @@ export function allclose(actual: Comparable, expected: Comparable, opts: Allclos
 
 /** The failure text: shapes first, then the worst element with both values and both errors. */
 export function describeReport(r: AllcloseReport, opts: AllcloseOptions = {}): string {
-  const rtol = opts.rtol ?? 1e-5;
-  const atol = opts.atol ?? 1e-8;
+  const { rtol, atol, equalNan } = resolveOptions(opts, 'allclose');
   if (r.worst === null && r.mismatches > 0) {
     return `expected shape [${r.shapeExpected.join(', ')}], received shape [${r.shapeActual.join(', ')}]`;
   }
@@ -152,7 +198,8 @@ export function describeReport(r: AllcloseReport, opts: AllcloseOptions = {}): s
   if (!w) return 'no elements';
   return (
     `${r.mismatches} of ${r.size} elements differ beyond rtol=${rtol}, atol=${atol}; worst at [${w.index.join(', ')}]: ` +
-    `actual ${w.actual}, expected ${w.expected}, abs error ${w.absError.toExponential(3)}, rel error ${w.relError.toExponential(3)}`
+    `actual ${w.actual}, expected ${w.expected}, abs error ${w.absError.toExponential(3)}, rel error ${w.relError.toExponential(3)}` +
+    (!equalNan && Number.isNaN(w.actual) && Number.isNaN(w.expected) ? ' (NaN matches NaN only with { equalNan: true })' : '')
   );
 }
 
@@ -175,7 +222,7 @@ export interface MaxDifference {
 export function maxDifference(actual: Comparable, expected: Comparable): MaxDifference {
   const a = flatten(actual);
   const e = flatten(expected);
-  if (a.data.length !== e.data.length) throw new TypeError(`maxDifference: expected ${e.data.length} values, received ${a.data.length}`);
+  if (a.data.length !== e.data.length) throw new ShapeError(`maxDifference: expected ${e.data.length} values, received ${a.data.length}`);
   let maxAbs = 0;
   let maxRef = 0;
   for (let i = 0; i < e.data.length; i++) {

@@ -1,7 +1,8 @@
 /**
- * A chai plugin: `expect(actual).to.be.allclose(expected, { rtol, atol })` for tensors, Jacobians,
- * `{shape, data}` objects, nested arrays and numbers. On failure it names the worst element, both
- * values and both errors; the shape is checked first.
+ * A chai plugin: `expect(actual).to.be.allclose(expected, { rtol, atol, equalNan })` for tensors,
+ * Jacobians, `{shape, data}` objects, nested arrays and numbers. On failure it names the worst
+ * element, both values and both errors; the shape is checked first. NaN matches NaN only with
+ * `equalNan: true`, as NumPy. The message reaches mocha's report whole (no diff is attached).
  *
  * @example
  * import * as chai from 'chai';
@@ -20,7 +21,7 @@ declare global {
   namespace Chai {
     interface Assertion {
       /** Asserts element-wise closeness, `|a - e| <= atol + rtol·|e|`, after checking shapes. */
-      allclose(expected: unknown, opts?: { rtol?: number; atol?: number }): Assertion;
+      allclose(expected: unknown, opts?: { rtol?: number; atol?: number; equalNan?: boolean }): Assertion;
     }
   }
 }
@@ -38,7 +39,11 @@ export function chaiAllclose(chai: ChaiLike): void {
     const [expected, opts = {}] = args as [Comparable, AllcloseOptions];
     const report = allcloseReport(this._obj as Comparable, expected, opts);
     const detail = describeReport(report, opts);
-    this.assert(report.pass, `expected values to be allclose: ${detail}`, `expected values not to be allclose, but they are (max rel error ${report.maxRelError.toExponential(3)})`, expected, this._obj);
+    // showDiff false: mocha's reporter, when it shows a diff, cuts a message matching
+    // /^([^:]+): expected/ to its first part, which would drop the detail ("shapes: expected ...",
+    // or a custom message "JVP: expected ..."); and a diff of two stringified tensors tells nothing
+    // the detail does not. The 6th argument has meant showDiff since chai 4, so chai 5 and 6 agree.
+    this.assert(report.pass, `expected values to be allclose: ${detail}`, `expected values not to be allclose, but they are (max rel error ${report.maxRelError.toExponential(3)})`, expected, this._obj, false);
   });
 }
 

@@ -13,7 +13,8 @@ import { Flatten } from './layers/flatten.js';
 import { MaxPooling2D } from './layers/max-pooling2d.js';
 import { Rng } from './rng.js';
 import { Sequential } from './sequential.js';
-import { type DType, type Tensor, randomUniform, zeros } from './tensor.js';
+import { getMemoryBudget, guardBytes } from './memory.js';
+import { type DType, type Tensor, bytesPerElement, randomUniform, zeros } from './tensor.js';
 
 /** Options of the builders. */
 export interface ModelOptions {
@@ -96,14 +97,15 @@ export interface CnnOptions extends ModelOptions {
 export function catsVsDogsCnn(opts: CnnOptions = {}): Sequential {
   const side = opts.side ?? 32;
   const channels = opts.channels ?? 3;
-  if (!Number.isInteger(side) || side < 22) throw new ConfigError(`catsVsDogsCnn: expected side to be an integer >= 22 (three 3×3 convolutions and 2×2 poolings must fit), received ${fmtValue(opts.side)}`);
-  if (!Number.isInteger(channels) || channels <= 0) throw new ConfigError(`catsVsDogsCnn: expected channels to be a positive integer, received ${fmtValue(opts.channels)}`);
+  if (!Number.isSafeInteger(side) || side < 22) throw new ConfigError(`catsVsDogsCnn: expected side to be an integer >= 22 (three 3×3 convolutions and 2×2 poolings must fit), received ${fmtValue(opts.side)}`);
+  if (!Number.isSafeInteger(channels) || channels <= 0) throw new ConfigError(`catsVsDogsCnn: expected channels to be a positive integer, received ${fmtValue(opts.channels)}`);
   const filters = opts.filters ?? [32, 32, 64];
   const units = opts.units ?? 64;
   if (!Array.isArray(filters) || filters.length !== 3 || filters.some((f) => !Number.isInteger(f) || f <= 0)) {
     throw new ConfigError(`catsVsDogsCnn: expected filters to be three positive integers (one per Conv2D), received ${fmtValue(opts.filters)}`);
   }
   if (!Number.isInteger(units) || units <= 0) throw new ConfigError(`catsVsDogsCnn: expected units to be a positive integer, received ${fmtValue(opts.units)}`);
+  guardModelWeights(`catsVsDogsCnn on ${side}×${side}×${channels}`, cnnWeightSizes(side, channels, filters, units), opts.dtype ?? 'float64');
   const block = (f: number) => [new Conv2D({ filters: f, kernel_size: [3, 3] }), new Activation({ activation: 'relu' }), new MaxPooling2D({ pool_size: [2, 2] })];
   return new Sequential(
     [
@@ -119,6 +121,36 @@ export function catsVsDogsCnn(opts: CnnOptions = {}): Sequential {
     ],
     { inputShape: [side, side, channels], rng: new Rng(opts.seed ?? 0), dtype: opts.dtype, name: 'cats_vs_dogs' },
   );
+}
+
+/**
+ * The element count of each weight of the cats-vs-dogs CNN (kernel, bias per Conv2D and Dense),
+ * from its shapes alone: valid 3×3 convolutions, 2×2 poolings that floor.
+ * @example
+ * cnnWeightSizes(32, 3).reduce((a, b) => a + b); // the CNN's parameter count at 32×32×3
+ */
+export function cnnWeightSizes(side: number, channels: number, filters: readonly number[] = [32, 32, 64], units = 64): number[] {
+  const sizes: number[] = [];
+  let s = side;
+  let c = channels;
+  for (const f of filters) {
+    sizes.push(9 * c * f, f);
+    s = Math.floor((s - 2) / 2);
+    c = f;
+  }
+  const features = s * s * c;
+  sizes.push(features * units, units, units, 1);
+  return sizes;
+}
+
+/**
+ * Refuses a model before any layer is built when all its weights together would not fit the
+ * memory budget (each layer's `build` checks its own; this checks their sum, from shapes alone).
+ * @throws MemoryBudgetError naming the weights, the estimate and the budget.
+ */
+export function guardModelWeights(what: string, weightSizes: readonly number[], dtype: DType = 'float64'): void {
+  const total = weightSizes.reduce((a, b) => a + b, 0);
+  guardBytes(`${what}: ${total} weights (${dtype})`, total * bytesPerElement(dtype), getMemoryBudget(), 'use a smaller model (a smaller side, fewer filters or units)');
 }
 
 /** The split point right after the last pooling layer (one with a `poolSize`): the seed's model_0 / model_1 boundary. */

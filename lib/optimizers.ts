@@ -9,7 +9,7 @@
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import type { Param } from './layers/layer.js';
-import { type Tensor, contiguous, dtypeOf, tensor } from './tensor.js';
+import { type Tensor, assertFinite, contiguous, dtypeOf, tensor } from './tensor.js';
 
 /** Anything that turns gradients into parameter updates. */
 export interface Optimizer {
@@ -19,7 +19,8 @@ export interface Optimizer {
   readonly learningRate: number;
   /**
    * One update of `params` from `grads` (same order, same shapes): each `param.value` is
-   * replaced by its updated value.
+   * replaced by its updated value. Every gradient is checked (shape, finite values) before any
+   * weight changes, so a refused step leaves the weights and the optimizer state as they were.
    */
   step(params: readonly Param[], grads: readonly Tensor[]): void;
   /** Steps applied so far to a parameter (0 for one never seen). */
@@ -107,9 +108,14 @@ abstract class BaseOptimizer implements Optimizer {
     // Check everything before touching anything, so a bad gradient cannot leave a half-applied step.
     params.forEach((p, k) => {
       const g = grads[k];
+      if (!g || typeof g !== 'object' || !Array.isArray(g.shape) || !g.data) {
+        throw new ShapeError(`${this.name}.step: gradient ${k} (${p.name}): expected a tensor, received ${fmtValue(g)}`);
+      }
       if (g.shape.length !== p.value.shape.length || g.shape.some((d, i) => d !== p.value.shape[i])) {
         throw new ShapeError(`${this.name}.step: gradient ${k} (${p.name}): expected shape ${fmtShape(p.value.shape)}, received ${fmtShape(g.shape)}`);
       }
+      // One NaN would spread through the moments into every later step: refused here, by index.
+      assertFinite(g, `${this.name}.step: gradient ${k} (${p.name})`);
     });
     params.forEach((p, k) => {
       let s = this.slots.get(p);

@@ -3,6 +3,7 @@
  * Dropout masks and shuffles are reproducible across runs and across machines.
  * @module
  */
+import { ConfigError, fmtValue } from './errors.js';
 
 /** Seedable uniform random numbers with the few distributions the engine needs. */
 export class Rng {
@@ -12,12 +13,18 @@ export class Rng {
   private s3: number;
 
   /**
-   * A generator whose whole stream is fixed by `seed`.
+   * A generator whose whole stream is fixed by `seed`, an integer in `[-2^31, 2^32 - 1]` (a 32-bit
+   * pattern, signed or not). NaN, a fraction or a larger integer is refused: `>>> 0` would map
+   * them silently onto another seed (NaN onto 0).
+   * @throws ConfigError e.g. `Rng: expected seed to be an integer in [-2147483648, 4294967295], received NaN`
    * @example
    * const rng = new Rng(42);
    * rng.uniform(); // same number on every machine
    */
   constructor(seed = 0) {
+    if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < -(2 ** 31) || seed > 2 ** 32 - 1) {
+      throw new ConfigError(`Rng: expected seed to be an integer in [-2147483648, 4294967295], received ${fmtValue(seed)}`);
+    }
     let x = seed >>> 0;
     const next = (): number => {
       // SplitMix32: spreads a small seed over the 128-bit state.

@@ -8,7 +8,8 @@
  */
 import ndarray from 'ndarray';
 import type { NdArray } from 'ndarray';
-import { ShapeError, fmtShape } from './errors.js';
+import { MemoryBudgetError, ShapeError, fmtShape, fmtValue } from './errors.js';
+import { fmtBytes, getMemoryBudget, guardBytes } from './memory.js';
 import type { Rng } from './rng.js';
 
 /** Element types: float64 by default, float32 on request. */
@@ -53,37 +54,77 @@ export function dtypeOf(t: Tensor): DType {
   return t.data instanceof Float32Array ? 'float32' : 'float64';
 }
 
-/** A new buffer of `n` elements of `dtype`, zero-filled. */
-export function allocData(n: number, dtype: DType = 'float64'): Data {
-  return dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+/**
+ * Checks that `shape` is an array of non-negative safe integers and returns its size; `what` names
+ * the caller. A string extent (`["2"]`), NaN, Infinity or a fraction is refused, quoted as received.
+ * @throws ShapeError e.g. `zeros: expected a shape of non-negative integers (at most 2^53 - 1), received ["2"]`
+ */
+export function checkShape(shape: unknown, what: string): number {
+  if (!Array.isArray(shape)) throw new ShapeError(`${what}: expected a shape (an array of non-negative integers), received ${fmtValue(shape)}`);
+  for (const d of shape) {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) throw new ShapeError(`${what}: expected a shape of non-negative integers (at most 2^53 - 1), received ${fmtShape(shape)}`);
+  }
+  return sizeOf(shape as number[]);
+}
+
+function checkDtype(dtype: unknown, what: string): DType {
+  if (dtype !== 'float64' && dtype !== 'float32') throw new ShapeError(`${what}: expected dtype "float64" or "float32", received ${fmtValue(dtype)}`);
+  return dtype;
 }
 
 /**
- * A tensor over `data` (used as is, not copied) with a row-major `shape`.
+ * A new zero-filled buffer of `n` elements of `dtype`, refused before allocating when its bytes
+ * exceed the memory budget ({@link getMemoryBudget}), so that a huge shape is a
+ * {@link MemoryBudgetError} naming the bytes and the budget rather than a `RangeError` from the
+ * typed-array constructor.
+ */
+export function allocData(n: number, dtype: DType = 'float64', what = `buffer of ${n} ${dtype} values`): Data {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw new ShapeError(`allocData: expected a non-negative integer element count, received ${fmtValue(n)}`);
+  checkDtype(dtype, 'allocData');
+  const bytes = n * bytesPerElement(dtype);
+  guardBytes(what, bytes, getMemoryBudget(), 'use a smaller shape or batch');
+  try {
+    return dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+  } catch (e) {
+    // Within the budget but more than the process can get (a ulimit, a small machine): still a
+    // refusal the caller can act on, not an engine failure.
+    if (!(e instanceof RangeError)) throw e;
+    throw new MemoryBudgetError(`${what}: allocating ${fmtBytes(bytes)} (${bytes} bytes) failed (${e.message}), although it is within the memory budget of ${fmtBytes(getMemoryBudget())}; use a smaller shape or batch, or lower the budget with setMemoryBudget()`, bytes, getMemoryBudget());
+  }
+}
+
+/**
+ * A tensor over `data` with a row-major `shape`: a `Float64Array` or `Float32Array` of the right
+ * dtype is used as is (not copied), anything else is copied into a new buffer. The number of values
+ * must be the shape's size exactly, and every value a number.
+ * @throws ShapeError naming the expected and received counts (`tensor: expected 4 values for shape [2, 2], received 5`), or the first value that is not a number, quoted.
  * @example
  * const w = tensor([1, 2, 3, 4], [2, 2]); // [[1, 2], [3, 4]]
  */
 export function tensor(data: Data | ArrayLike<number>, shape: readonly number[], dtype?: DType): Tensor {
-  const n = sizeOf(shape);
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new ShapeError(`expected a shape of non-negative integers, received ${fmtShape(shape)}`);
-  }
-  let buf: Data;
+  const n = checkShape(shape, 'tensor');
+  if (dtype !== undefined) checkDtype(dtype, 'tensor');
+  const isArrayLike = data !== null && typeof data === 'object' && typeof (data as ArrayLike<number>).length === 'number';
+  if (!isArrayLike) throw new ShapeError(`tensor: expected data to be an array or typed array of numbers, received ${fmtValue(data)}`);
+  if (data.length !== n) throw new ShapeError(`tensor: expected ${n} values for shape ${fmtShape(shape)}, received ${data.length}`);
   if ((data instanceof Float64Array && dtype !== 'float32') || (data instanceof Float32Array && dtype !== 'float64')) {
-    buf = data;
-  } else {
-    buf = allocData(n, dtype ?? 'float64');
-    buf.set(data as ArrayLike<number>);
+    return ndarray(data, shape.slice()) as Tensor;
   }
-  if (buf.length !== n) {
-    throw new ShapeError(`expected ${n} values for shape ${fmtShape(shape)}, received ${buf.length}`);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) throw new ShapeError(`tensor: expected data of numbers, received a ${data.constructor.name}`);
+  if (!ArrayBuffer.isView(data)) {
+    for (let i = 0; i < n; i++) {
+      if (typeof data[i] !== 'number') throw new ShapeError(`tensor: expected numbers, received ${fmtValue(data[i])} at index ${i}`);
+    }
   }
+  const buf = allocData(n, dtype ?? 'float64', `tensor ${fmtShape(shape)}`);
+  buf.set(data as ArrayLike<number>);
   return ndarray(buf, shape.slice()) as Tensor;
 }
 
-/** A zero tensor of `shape`. */
+/** A zero tensor of `shape`, refused before allocating when over the memory budget. */
 export function zeros(shape: readonly number[], dtype: DType = 'float64'): Tensor {
-  return ndarray(allocData(sizeOf(shape), dtype), shape.slice()) as Tensor;
+  const n = checkShape(shape, 'zeros');
+  return ndarray(allocData(n, dtype, `tensor ${fmtShape(shape)} (${dtype})`), shape.slice()) as Tensor;
 }
 
 /** A zero tensor with the shape and dtype of `t`. */
@@ -172,14 +213,17 @@ export function toNested(t: Tensor): unknown {
   return rec(0, 0);
 }
 
-/** Reads `{"shape", "data"}` into a tensor, checking that the sizes agree. */
+/** Reads `{"shape", "data"}` into a tensor, checking the shape, that the sizes agree and that every value is a number. */
 export function fromJSON(j: TensorJSON, dtype: DType = 'float64', what = 'tensor'): Tensor {
-  if (!j || !Array.isArray(j.shape) || !Array.isArray(j.data)) {
-    throw new ShapeError(`${what}: expected {"shape": [...], "data": [...]}, received ${JSON.stringify(j)?.slice(0, 80)}`);
+  if (!j || typeof j !== 'object' || !Array.isArray(j.shape) || !Array.isArray(j.data)) {
+    throw new ShapeError(`${what}: expected {"shape": [...], "data": [...]}, received ${fmtValue(j)}`);
   }
-  if (sizeOf(j.shape) !== j.data.length) {
-    throw new ShapeError(`${what}: shape ${fmtShape(j.shape)} needs ${sizeOf(j.shape)} values, received ${j.data.length}`);
+  const n = checkShape(j.shape, what);
+  if (n !== j.data.length) {
+    throw new ShapeError(`${what}: shape ${fmtShape(j.shape)} needs ${n} values, received ${j.data.length}`);
   }
+  const bad = j.data.findIndex((v) => typeof v !== 'number');
+  if (bad >= 0) throw new ShapeError(`${what}: expected numbers in "data", received ${fmtValue(j.data[bad])} at index ${bad}`);
   return tensor(j.data, j.shape, dtype);
 }
 
@@ -191,8 +235,11 @@ export function toJSON(t: Tensor): TensorJSON {
 /** Converts to another dtype (a copy), or returns `t` when it already has it. */
 export function asType(t: Tensor, dtype: DType): Tensor {
   if (dtypeOf(t) === dtype) return t;
+  // Straight from buffer to buffer: an intermediate JS array would put 8 bytes a value on the heap, unguarded.
+  const out = zeros(t.shape, dtype);
   const c = contiguous(t);
-  return tensor(Array.from(c.data), c.shape, dtype);
+  out.data.set(c.data.subarray(c.offset, c.offset + c.size));
+  return out;
 }
 
 /**

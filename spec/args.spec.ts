@@ -43,11 +43,15 @@ describe('bin/args: the options of every command', () => {
 
   it('parseCommand: --help prints the help (0); a bad option is printed with a pointer to --help (2); a bug is rethrown', async () => {
     let r = await captureConsole(() => parseCommand('demo', 'usage: demo', () => 'help' as const));
-    expect(r).to.deep.equal({ value: 0, out: 'usage: demo', err: '' });
+    expect(r.value).to.equal(0);
+    expect(r.err).to.equal('');
+    // Every command's help ends with the exit-code table.
+    expect(r.out).to.match(/^usage: demo\n\nexit codes:\n {3}0 {2}success\n {3}1 {2}a check failed.*\n {3}2 {2}usage error.*\n {3}3 {2}bad input file.*\n {3}4 {2}refused by the memory guard.*\n {3}5 {2}train stopped on a non-finite.*\n {2}70 {2}internal error.*\n$/);
     r = await captureConsole(() => parseCommand('demo', 'usage: demo', () => ({ lr: positiveNumber('-1', '--lr') })));
-    expect(r).to.deep.equal({ value: 2, out: '', err: 'jacobian-chain demo: expected --lr to be a positive number, received "-1"\nrun "jacobian-chain demo --help" for the options' });
+    expect(r).to.deep.equal({ value: 2, out: '', err: 'jacobian-chain demo: expected --lr to be a positive number, received "-1"; run "jacobian-chain demo --help" for the options' });
     expect(parseCommand('demo', '', () => ({ ok: true }))).to.deep.equal({ ok: true });
-    expect(await captureConsole(() => refuse('demo', new ShapeError('too big')))).to.deep.equal({ value: 2, out: '', err: 'jacobian-chain demo: too big' });
+    // A ShapeError reaching a command came from its input (exit 3, bin/exit-codes.ts), and needs no pointer to --help.
+    expect(await captureConsole(() => refuse('demo', new ShapeError('too big'), true))).to.deep.equal({ value: 3, out: '', err: 'jacobian-chain demo: too big' });
     expect(() => parseCommand('demo', '', () => { throw new TypeError('a bug'); })).to.throw(TypeError, 'a bug');
     expect(new UsageError('x')).to.be.instanceOf(ConfigError);
   });

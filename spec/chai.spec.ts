@@ -1,7 +1,16 @@
 import { AssertionError } from 'chai';
 import { DenseJacobian } from '../lib/jacobian.js';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { allclose, allcloseReport } from '../lib/allclose.js';
+import { ConfigError, ShapeError } from '../lib/errors.js';
 import { tensor } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** The message of the assertion error `fn` throws; fails the spec if it throws nothing. */
 function failure(fn: () => void): string {
@@ -63,8 +72,17 @@ describe('chai allclose', () => {
     expect(t).to.be.allclose([[1, 4], [2, 5], [3, 6]], { rtol: 0, atol: 0 });
   });
 
-  it('handles NaN: NaN matches only NaN and is always the worst mismatch; equal infinities match', () => {
-    expect([1, Number.NaN]).to.be.allclose([1, Number.NaN]);
+  it('handles NaN as NumPy: NaN never matches by default, NaN matches NaN with equalNan; equal infinities match', () => {
+    expect([1, Number.NaN]).to.not.be.allclose([1, Number.NaN]);
+    expect(allclose(Number.NaN, Number.NaN)).to.equal(false);
+    expect(allclose(Number.NaN, Number.NaN, { equalNan: true })).to.equal(true);
+    expect(allclose(Number.NaN, 1, { equalNan: true })).to.equal(false);
+    expect([1, Number.NaN]).to.be.allclose([1, Number.NaN], { equalNan: true });
+    const nanMsg = failure(() => expect([1, Number.NaN]).to.be.allclose([1, Number.NaN]));
+    expect(nanMsg).to.contain('1 of 2 elements differ');
+    expect(nanMsg).to.contain('worst at [1]: actual NaN, expected NaN');
+    expect(nanMsg).to.contain('NaN matches NaN only with { equalNan: true }');
+    expect(allcloseReport([Number.NaN, 2], [Number.NaN, 2]).mismatches).to.equal(1);
     expect([Infinity, -Infinity]).to.be.allclose([Infinity, -Infinity]);
     const msg = failure(() => expect([1.5, Number.NaN, 3]).to.be.allclose([1, 2, 3]));
     expect(msg).to.contain('2 of 3 elements differ');
@@ -83,6 +101,69 @@ describe('chai allclose', () => {
 
   it('includes a custom message', () => {
     expect(failure(() => expect([1], 'JVP vs finite differences').to.be.allclose([2]))).to.match(/^JVP vs finite differences: expected values to be allclose/);
+  });
+});
+
+describe('allclose: bad input is refused, not compared as NaN', () => {
+  it('ragged or non-numeric nested arrays and unknown values are ShapeErrors quoting them', () => {
+    expect(() => allclose([[1, 2], [3]], [[1, 2], [3, 4]])).to.throw(ShapeError, 'allclose: expected rectangular nested arrays of shape [2, 2], received a row of 1 at [1]');
+    expect(() => allclose([1, 'abc'] as never, [1, 2])).to.throw(ShapeError, 'allclose: expected numbers in nested arrays, received "abc" at [1]');
+    expect(() => allclose({ shape: [3], data: [1, 2] }, [1, 2, 3])).to.throw(ShapeError, 'expected {shape, data} with 3 values for shape [3], received 2');
+    expect(() => allclose('abc' as never, 1)).to.throw(ShapeError, 'received "abc"');
+    expect(() => allclose(null as never, 1)).to.throw(ShapeError, 'received null');
+  });
+
+  it('bad options are ConfigErrors, not silent defaults', () => {
+    expect(() => allclose(1, 1, { rtol: -1 })).to.throw(ConfigError, 'expected rtol to be a non-negative finite number, received -1');
+    expect(() => allclose(1, 1, { atol: Number.NaN })).to.throw(ConfigError, 'expected atol to be a non-negative finite number, received NaN');
+    expect(() => allclose(1, 1, { rtol: '1e-3' } as never)).to.throw(ConfigError, 'received "1e-3"');
+    expect(() => allclose(1, 1, { equalNan: 'yes' } as never)).to.throw(ConfigError, 'expected equalNan to be a boolean, received "yes"');
+    expect(() => allclose(1, 1, { rtl: 1 } as never)).to.throw(ConfigError, 'unknown option "rtl"');
+  });
+});
+
+describe("chai allclose under mocha's reporter", () => {
+  /** Runs mocha on `source` in a child process (no .mocharc: only this file), returning its exit code and output. */
+  function runMocha(source: string): Promise<{ code: number | null; out: string }> {
+    const dir = mkdtempSync(join(tmpdir(), 'jc-chai-'));
+    const file = join(dir, 'failing.spec.ts');
+    writeFileSync(file, source);
+    return new Promise((resolve, reject) => {
+      const child = spawn('npx', ['mocha', '--no-config', '--node-option', 'import=tsx', '--reporter', 'spec', '--no-color', file], { cwd: ROOT, env: { ...process.env, FORCE_COLOR: '0' } });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.on('error', reject);
+      child.on('close', (code) => {
+        rmSync(dir, { recursive: true, force: true });
+        resolve({ code, out });
+      });
+    });
+  }
+
+  it('prints the whole failure message (shape mismatch, value mismatch, with and without a custom message)', async function () {
+    this.timeout(60_000);
+    const url = (p: string) => JSON.stringify(pathToFileURL(join(ROOT, p)).href);
+    const source = `
+      import * as chai from ${url('node_modules/chai/index.js')};
+      import { chaiAllclose } from ${url('lib/chai.ts')};
+      import { tensor } from ${url('lib/tensor.ts')};
+      chai.use(chaiAllclose);
+      const { expect } = chai;
+      describe('plugin', () => {
+        it('shape', () => expect(tensor([1, 2, 3, 4], [4])).to.be.allclose(tensor([1, 2, 3, 4], [2, 2])));
+        it('shape with a message', () => expect(tensor([1, 2, 3, 4], [4]), 'stage 0 dOut/dIn').to.be.allclose(tensor([1, 2, 3, 4], [2, 2])));
+        it('values', () => expect(tensor([1, 2, 3, 4.5], [2, 2])).to.be.allclose(tensor([1, 2, 3, 4], [2, 2]), { rtol: 1e-6, atol: 0 }));
+        it('values with a message', () => expect([1, 7], 'JVP vs finite differences').to.be.allclose([1, 2]));
+      });
+    `;
+    const { code, out } = await runMocha(source);
+    expect(out, out).to.contain('4 failing');
+    expect(code, out).to.equal(4);
+    expect(out).to.contain('expected values to be allclose: expected shape [2, 2], received shape [4]');
+    expect(out).to.contain('stage 0 dOut/dIn: expected values to be allclose: expected shape [2, 2], received shape [4]');
+    expect(out).to.contain('expected values to be allclose: 1 of 4 elements differ beyond rtol=0.000001, atol=0; worst at [1, 1]: actual 4.5, expected 4, abs error 5.000e-1, rel error 1.250e-1');
+    expect(out).to.contain('JVP vs finite differences: expected values to be allclose: 1 of 2 elements differ beyond rtol=0.00001, atol=1e-8; worst at [1]: actual 7, expected 2');
   });
 });
 

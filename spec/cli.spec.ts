@@ -55,7 +55,6 @@ describe('cli: jacobian-chain seed (npm start)', () => {
       [['--batch', 'two'], /expected --batch to be an integer >= 1, received "two"/],
       [['--split'], /expected a value after --split, received nothing/],
       [['--model', 'spec/fixtures/dense_mlp.json', '--split', '9'], /split: expected strictly increasing layer indices in 1..3 .*received \[9\]/],
-      [['--model', 'no/such/file.json'], /--model: cannot read "no\/such\/file.json"/],
       [['--side', '8'], /catsVsDogsCnn: expected side to be an integer >= 22/],
       [['--loss', 'hinge'], /unknown loss "hinge"/],
     ];
@@ -64,6 +63,10 @@ describe('cli: jacobian-chain seed (npm start)', () => {
       expect(r.code, args.join(' ')).to.equal(2);
       expect(r.err, args.join(' ')).to.match(re);
     }
+    // A model file that cannot be read is bad input (exit 3, bin/exit-codes.ts), not a bad option.
+    const missing = seed('--model', 'no/such/file.json');
+    expect(missing.code).to.equal(3);
+    expect(missing.err).to.match(/--model: cannot read "no\/such\/file.json" \(ENOENT\)/);
   });
 
   it('a malformed model file is a clear error', () => {
@@ -72,7 +75,7 @@ describe('cli: jacobian-chain seed (npm start)', () => {
       const path = join(dir, 'bad.json');
       writeFileSync(path, '{"modelTopology": {');
       const r = seed('--model', path);
-      expect(r.code).to.equal(2);
+      expect(r.code).to.equal(3);
       expect(r.err).to.match(/model file: malformed JSON/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

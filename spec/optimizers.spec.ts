@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import type { Param } from '../lib/layers/layer.js';
+import { ShapeError } from '../lib/errors.js';
 import { Adam, SGD, optimizerFromConfig } from '../lib/optimizers.js';
 import { type Tensor, tensor } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
@@ -171,5 +172,35 @@ describe('optimizers', () => {
       expect(values(b)).to.deep.equal([3, 4, 5]);
       expect(opt.iterationsOf(a)).to.equal(0);
     });
+
+    for (const make of [() => new SGD({ learning_rate: 0.1, momentum: 0.9 }), () => new Adam()]) {
+      it(`${make().name}: a NaN or infinite gradient is refused, naming the parameter and the index, before any weight or state changes`, () => {
+        const opt = make();
+        const a = param([1, 2]);
+        const b = param([3, 4, 5, 6], 'bias');
+        b.value = tensor([3, 4, 5, 6], [2, 2]);
+        opt.step([a, b], [g([0.5, 0.5]), tensor([1, 1, 1, 1], [2, 2])]);
+        const before = [values(a), values(b)];
+        for (const bad of [Number.NaN, Infinity, -Infinity]) {
+          expect(() => opt.step([a, b], [g([0.5, 0.5]), tensor([1, 1, bad, 1], [2, 2])])).to.throw(
+            ShapeError,
+            `${opt.name}.step: gradient 1 (bias): expected finite values, received ${bad} at index [1, 0]`,
+          );
+        }
+        expect(() => opt.step([a, b], [g([Number.NaN, 0]), tensor([1, 1, 1, 1], [2, 2])])).to.throw(ShapeError, 'gradient 0 (kernel): expected finite values, received NaN at index [0]');
+        expect(() => opt.step([a, b], [g([1, 1]), undefined as never])).to.throw(ShapeError, 'gradient 1 (bias): expected a tensor, received undefined');
+        expect([values(a), values(b)]).to.deep.equal(before);
+        expect(opt.iterationsOf(a)).to.equal(1);
+        // The state was not poisoned: the next good step is the step it would have been.
+        const twin = make();
+        const a2 = param([1, 2]);
+        const b2 = param([3, 4, 5, 6], 'bias');
+        b2.value = tensor([3, 4, 5, 6], [2, 2]);
+        twin.step([a2, b2], [g([0.5, 0.5]), tensor([1, 1, 1, 1], [2, 2])]);
+        opt.step([a, b], [g([0.25, -1]), tensor([2, 0, 1, 1], [2, 2])]);
+        twin.step([a2, b2], [g([0.25, -1]), tensor([2, 0, 1, 1], [2, 2])]);
+        expect([values(a), values(b)]).to.deep.equal([values(a2), values(b2)]);
+      });
+    }
   });
 });

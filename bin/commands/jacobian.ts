@@ -17,6 +17,7 @@ import type { JacobianPlan } from '../../lib/sparse/csr.js';
 import { type DType, type Tensor, sizeOf } from '../../lib/tensor.js';
 import { UsageError, choice, dtype, nonNegativeInt, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
 import { type Case, modelFileCase } from '../cases.js';
+import { EXIT } from '../exit-codes.js';
 
 const HELP = `usage: jacobian-chain jacobian [options]
 
@@ -182,7 +183,7 @@ function report(label: string, J: Jacobian, ms: number, chained: Tensor, ref: Te
   return { wrt: label, shape: J.shape.slice(), format: J.format, nnz: typeof nnz === 'number' ? nnz : null, bytes: J.bytes, denseBytes, mode: plan?.mode, engine: plan?.engine, colours: plan?.colours, ms, maxAbsDiff: d.maxAbs, relDiff: d.rel, pass };
 }
 
-/** Entry point: returns the exit code (0 equal, 1 a gradient differs, 2 bad options). */
+/** Entry point: returns the exit code (bin/exit-codes.ts: 0 equal, 1 a gradient differs, 2 bad options, 3 bad model file, 4 over the memory budget). */
 export async function run(argv: string[]): Promise<number> {
   // The model is built with the options: a model file or a stage that does not fit is refused like a bad option.
   const parsed = parseCommand('jacobian', HELP, () => {
@@ -248,5 +249,5 @@ export async function run(argv: string[]): Promise<number> {
   const ok = results.every((r) => r.pass);
   if (o.json) console.log(JSON.stringify({ title: c.title, stage: s, batch: x.shape[0], dtype: o.dtype, vjpMs, maxRssBytes: maxRss, results }));
   console.log(ok ? 'all gradients equal' : 'SOME GRADIENTS DIFFER');
-  return ok ? 0 : 1;
+  return ok ? EXIT.ok : EXIT.checksFailed;
 }

@@ -10,12 +10,14 @@ import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients,
 import { fmtShape } from '../../lib/errors.js';
 import { leavesOf } from '../../lib/layers/layer.js';
 import { LOSSES, lossFrom } from '../../lib/losses.js';
-import { fmtBytes } from '../../lib/memory.js';
+import { fmtBytes, getMemoryBudget, guardBytes } from '../../lib/memory.js';
+import { estimateMemory, guardExplicitWay } from '../../lib/memory-report.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import { Sequential } from '../../lib/sequential.js';
 import type { DType } from '../../lib/tensor.js';
-import { dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, refuse, splitPoints } from '../args.js';
+import { dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, positiveNumber, splitPoints } from '../args.js';
 import { type Case, modelFileCase } from '../cases.js';
+import { EXIT } from '../exit-codes.js';
 
 const HELP = `usage: jacobian-chain seed [options]
 
@@ -42,6 +44,9 @@ options:
   --rtol <x>           relative tolerance of "valid" (default 1e-5, NumPy's allclose as in the
                        seed; 1e-4 in float32, whose rounding the seed saw as errors near 1e-7)
   --atol <x>           absolute tolerance of "valid" (default 1e-8; 1e-6 in float32)
+  --memory-budget <g>  memory budget in GiB (default ${(getMemoryBudget() / 1024 ** 3).toFixed(0)}): the explicit-Jacobian chain's
+                       Jacobians (estimated from the shapes) and the VJP way's buffers must fit,
+                       checked before anything runs
   -h, --help           this text
 `;
 
@@ -58,9 +63,10 @@ interface Options {
   training: boolean;
   rtol: number;
   atol: number;
+  memoryBudget: number;
 }
 
-const OPTIONS = { model: 'string', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string' } as const;
+const OPTIONS = { model: 'string', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string', 'memory-budget': 'string' } as const;
 
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
@@ -80,6 +86,7 @@ function parse(argv: string[]): Options | 'help' {
     // float32 carries ~7 significant digits: NumPy's float64 defaults would flag its rounding.
     rtol: nonNegativeNumber(v.rtol, '--rtol') ?? (dt === 'float32' ? 1e-4 : 1e-5),
     atol: nonNegativeNumber(v.atol, '--atol') ?? (dt === 'float32' ? 1e-6 : 1e-8),
+    memoryBudget: (positiveNumber(v['memory-budget'], '--memory-budget') ?? getMemoryBudget() / 1024 ** 3) * 1024 ** 3,
   };
 }
 
@@ -174,7 +181,7 @@ async function timed(f: () => ChainResult | Promise<ChainResult>): Promise<Timed
 }
 
 async function runCase(c: Case, o: Options): Promise<boolean> {
-  const opts: ChainOptions = { training: o.training, seed: o.seed };
+  const opts: ChainOptions = { training: o.training, seed: o.seed, jacobian: { memoryBudget: o.memoryBudget } };
   const hasDropout = c.stages.some((s) => leavesOf(s).some((l) => l.stochastic));
   const stageList = c.stages.map((s) => `[${s.layers.map((_, i) => s.layerOffset + i).join(', ')}]`).join(' ');
   console.log(`\n=== ${c.title}: input ${fmtShape(c.x.shape)}, stages ${stageList}, loss ${c.loss}, ${o.dtype}${hasDropout ? `, Dropout in ${o.training ? 'training (one seeded mask, shared by all three ways)' : 'inference'}` : ''} ===`);
@@ -189,21 +196,33 @@ async function runCase(c: Case, o: Options): Promise<boolean> {
   return okJ && okV;
 }
 
-/** Entry point: returns the exit code (0 all valid, 1 some invalid, 2 bad options). */
+/**
+ * Refuses a case before anything of it runs when the explicit-Jacobian chain's Jacobians (the
+ * estimate jacobianChain itself checks, but only after the single tape has run) or the VJP way's
+ * residuals and cotangents would exceed the budget: a refused `--side 1000` costs no forward pass.
+ */
+function guardCase(c: Case, o: Options): void {
+  const report = estimateMemory([...c.stages], c.x.shape[0], { dtype: o.dtype, training: o.training });
+  guardBytes(`${c.title}: the single tape and the VJP way at batch ${c.x.shape[0]} (residuals and cotangents)`, report.vjp.bytes, o.memoryBudget, 'use a smaller batch or image side');
+  guardExplicitWay(report, o.memoryBudget);
+}
+
+/** Entry point: returns the exit code (bin/exit-codes.ts: 0 all valid, 1 some invalid, 2 bad options, 3 bad model file, 4 over the memory budget). */
 export async function run(argv: string[]): Promise<number> {
-  const o = parseCommand('seed', HELP, () => parse(argv));
-  if (typeof o === 'number') return o;
-  const opts = o;
-  const makers: (() => Case)[] = o.model ? [() => modelFileCase(o.model!, opts, 3)] : [() => seedCase(opts), () => cnnCase(opts)];
-  // Every case is built (models, splits, batches) before any runs: a bad option costs no work.
-  let cases: Case[];
-  try {
-    cases = makers.map((make) => make());
-  } catch (e) {
-    return refuse('seed', e);
-  }
+  // Every case is built (models, splits, batches) and checked against the memory budget before
+  // any runs: a bad option, a bad file or a refused size costs no work.
+  const parsed = parseCommand('seed', HELP, () => {
+    const o = parse(argv);
+    if (o === 'help') return o;
+    const makers: (() => Case)[] = o.model ? [() => modelFileCase(o.model!, o, 3)] : [() => seedCase(o), () => cnnCase(o)];
+    const cases = makers.map((make) => make());
+    for (const c of cases) guardCase(c, o);
+    return { o, cases };
+  });
+  if (typeof parsed === 'number') return parsed;
+  const { o, cases } = parsed;
   let ok = true;
   for (const c of cases) ok = (await runCase(c, o)) && ok;
   console.log(`\n${ok ? 'all valid' : 'SOME CHECKS FAILED'}`);
-  return ok ? 0 : 1;
+  return ok ? EXIT.ok : EXIT.checksFailed;
 }

@@ -4,8 +4,8 @@
  * chain or the explicit-Jacobian chain; a progress bar per epoch; then held-out test accuracy, the
  * saved model file (the format `loadModel` reads) and an SVG plot of loss and accuracy per epoch.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { loadMnistBinary } from '../../lib/data/mnist.js';
 import { fmtShape } from '../../lib/errors.js';
@@ -15,7 +15,8 @@ import type { OptimizerConfig } from '../../lib/optimizers.js';
 import { historyChartSpec, writeSvg } from '../../lib/plot.js';
 import type { DType } from '../../lib/tensor.js';
 import { type BackwardMethod, evaluate, fit } from '../../lib/train.js';
-import { UsageError, check, choice, dtype, integer, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
+import { UsageError, check, choice, dtype, integer, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
+import { EXIT } from '../exit-codes.js';
 
 const HELP = `usage: jacobian-chain train [options]
 
@@ -46,8 +47,10 @@ options:
   --filters <a,b,c>      filters of the three Conv2D layers (default 32,32,64, the seed's)
   --units <n>            units of the hidden Dense layer (default 64)
   --dtype <type>         float64 (default) or float32
-  --out <path>           model file to write (default out/mnist-<digits>.model.json)
-  --plot <path>          SVG plot of loss and accuracy per epoch (default out/mnist-<digits>.svg)
+  --out <path>           model file to write (default out/mnist-<digits>.model.json); missing
+                         directories are created; checked writable before training starts
+  --plot <path>          SVG plot of loss and accuracy per epoch (default out/mnist-<digits>.svg),
+                         checked the same way
   --no-progress          no progress bar (one line per epoch only)
   -h, --help             this text
 
@@ -134,15 +137,32 @@ function parse(argv: string[]): Options | 'help' {
     filters: filters(v.filters, '--filters') ?? [32, 32, 64],
     units: positiveInt(v.units, '--units') ?? 64,
     dtype: dtype(v.dtype, '--dtype') ?? 'float64',
-    out: v.out ?? `out/mnist-${tag}.model.json`,
-    plot: v.plot ?? `out/mnist-${tag}.svg`,
+    out: writablePath(v.out ?? `out/mnist-${tag}.model.json`, '--out'),
+    plot: writablePath(v.plot ?? `out/mnist-${tag}.svg`, '--plot'),
     progress: !v['no-progress'],
   };
 }
 
-/** Runs the command; returns the exit code (0 trained, 1 stopped on a non-finite loss, 2 bad options). */
+/** Writes through a temporary file renamed into place, so that a failure never leaves half a file at `path`. */
+async function writeAtomically(path: string, write: (tmp: string) => void | Promise<unknown>): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    await write(tmp);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Runs the command; returns the exit code (bin/exit-codes.ts: 0 trained, 2 bad options or paths, 4 over the memory budget, 5 stopped on a non-finite loss). */
 export async function run(argv: string[]): Promise<number> {
-  const o = parseCommand('train', HELP, () => parse(argv));
+  const o = parseCommand('train', HELP, () => {
+    const p = parse(argv);
+    if (p !== 'help' && resolve(p.out) === resolve(p.plot)) throw new UsageError(`expected --out and --plot to be different files, received ${JSON.stringify(p.out)} for both`);
+    return p;
+  });
   if (typeof o === 'number') return o;
   const opts = o;
   const t0 = performance.now();
@@ -201,21 +221,23 @@ export async function run(argv: string[]): Promise<number> {
     return refuse('train', e);
   }
   if (result.stopped) {
+    // Weights one step short of a non-finite value can already give non-finite predictions: no
+    // model, plot or test score is made of them.
     bar?.stop();
-    console.error(`jacobian-chain train: ${result.stopped.message}`);
+    console.error(`jacobian-chain train: ${result.stopped.message}; no model or plot written`);
+    return EXIT.nonFinite;
   }
   const test = evaluate(model, data.test, 'binary_crossentropy');
   const seconds = (performance.now() - t0) / 1000;
   console.log(`held-out test: loss ${test.loss.toFixed(4)} | accuracy ${(100 * test.accuracy).toFixed(2)}% (${Math.round(test.accuracy * data.test.x.shape[0])}/${data.test.x.shape[0]}) | wall time ${seconds.toFixed(1)} s (${result.steps} steps)`);
 
-  mkdirSync(dirname(opts.out), { recursive: true });
-  saveModelFile(model, opts.out);
+  await writeAtomically(opts.out, (tmp) => saveModelFile(model, tmp));
   // The file is checked the way a user would read it: loaded back and scored on the same test set.
   const reloaded = evaluate(loadModelFile(opts.out, { dtype: opts.dtype }), data.test, 'binary_crossentropy');
   console.log(`model: ${opts.out} (reloaded: test accuracy ${(100 * reloaded.accuracy).toFixed(2)}%)`);
   if (result.history.length > 0) {
-    await writeSvg(historyChartSpec(result.history, `model_0 + model_1 on MNIST ${label}, ${opts.method}, test accuracy ${(100 * test.accuracy).toFixed(2)}%`), opts.plot);
+    await writeAtomically(opts.plot, (tmp) => writeSvg(historyChartSpec(result.history, `model_0 + model_1 on MNIST ${label}, ${opts.method}, test accuracy ${(100 * test.accuracy).toFixed(2)}%`), tmp));
     console.log(`plot: ${opts.plot}`);
   }
-  return result.stopped ? 1 : 0;
+  return EXIT.ok;
 }

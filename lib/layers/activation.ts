@@ -3,7 +3,8 @@
  * Its rules are the primitives of `activations.ts`; this file gives them a layer's shape.
  * @module
  */
-import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
+import { ACTIVATIONS, type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
+import { ConfigError, fmtValue } from '../errors.js';
 import { type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
@@ -35,6 +36,11 @@ export class Activation extends Layer<ActivationSaved> {
 
   constructor(config: ActivationConfig, name?: string) {
     super(name);
+    // A missing activation is a mistake here, not a request for linear (as activationName reads
+    // `undefined` for Dense and Conv2D): an Activation layer exists only to apply one.
+    if (!config || typeof config !== 'object' || config.activation === undefined) {
+      throw new ConfigError(`Activation: expected config.activation, one of ${ACTIVATIONS.join(', ')}, received ${fmtValue(config)}`);
+    }
     checkKeys(config as unknown as Record<string, unknown>, ['activation', ...BASE_KEYS], 'Activation');
     this.activation = activationName(config.activation, 'Activation');
   }
