@@ -541,5 +541,5 @@ export function adaptCnn(opts: AdaptCnnOptions): Sequential {
     return { ...l, config };
   });
   const topology = { ...file.modelTopology, config: { ...file.modelTopology.config, layers } };
-  return loadModel({ modelTopology: topology }, { rng: new Rng(seed), dtype: opts.dtype });
+  return loadModel({ modelTopology: topology }, { weights: 'initialize', rng: new Rng(seed), dtype: opts.dtype });
 }

@@ -61,8 +61,8 @@ describe('model files', () => {
     }
   });
 
-  it('accepts a bare Keras topology with an InputLayer, and seeds the weights when the file has none', () => {
-    const m = loadModel({
+  it('accepts a bare Keras topology with an InputLayer, and seeds the weights only when asked to', () => {
+    const bare = {
       class_name: 'Sequential',
       config: {
         layers: [
@@ -70,10 +70,19 @@ describe('model files', () => {
           { class_name: 'Dense', config: { units: 2, activation: 'relu', name: 'hidden' } },
         ],
       },
-    });
+    };
+    expect(() => loadModel(bare)).to.throw(ConfigError, /has a topology but no weights .*pass \{ weights: 'initialize' \} \(on the command line: --init-weights\)/);
+    const m = loadModel(bare, { weights: 'initialize' });
     expect(m.inputShape).to.deep.equal([4]);
     expect(m.layers[0].name).to.equal('hidden');
     expect(m.params[0].value.shape).to.deep.equal([4, 2]);
+  });
+
+  it('the old no-weights path is gone: a fixture topology alone is refused, not filled with random weights', () => {
+    expect(() => loadModel({ modelTopology: seedFile().modelTopology })).to.throw(ConfigError, /no weights/);
+    const m0 = loadModel({ modelTopology: seedFile().modelTopology }, { weights: 'initialize', rng: new Rng(5) });
+    const m1 = loadModel({ modelTopology: seedFile().modelTopology }, { weights: 'initialize', rng: new Rng(5) });
+    expect(m0.params[0].value).to.be.allclose(m1.params[0].value, { rtol: 0, atol: 0 });
   });
 
   it('a registered layer class can be named by model files', () => {
@@ -87,7 +96,7 @@ describe('model files', () => {
       expect(() => loadModel('{"modelTopology": {"class_name": "Sequential",')).to.throw(ConfigError, /model file: malformed JSON \(.*\); received "\{\\"modelTopology/);
       expect(() => loadModel('[1, 2]')).to.throw(ConfigError, /expected a JSON object with "modelTopology", received \[1, 2\]/);
       expect(() => loadModel({ weights: [] })).to.throw(ConfigError, /expected a "modelTopology" object, received keys weights/);
-      expect(() => loadModel({ modelTopology: { class_name: 'Functional', config: { layers: [] } } })).to.throw(ConfigError, /expected modelTopology.class_name "Sequential", received "Functional"/);
+      expect(() => loadModel({ modelTopology: { class_name: 'Subclassed', config: { layers: [] } } })).to.throw(ConfigError, /expected modelTopology.class_name "Sequential" \(or a single-chain "Functional"\/"Model"\), received "Subclassed"/);
     });
 
     it('an unknown layer class', () => {

@@ -98,6 +98,8 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   params: Param[] = [];
   /** The dtype of parameters and outputs. */
   dtype: DType = 'float64';
+  /** Whether training updates this layer's parameters (Keras' `trainable`); model files set it, `false` is saved back. */
+  trainable = true;
   private _inputShape: number[] | null = null;
   private _outputShape: number[] | null = null;
 
