@@ -183,7 +183,9 @@ interface ParsedTopology {
  * A per-sample shape from a Keras key: `batch` keys (`batch_input_shape`, `batch_shape`) lead with
  * the batch axis (null or a number), which is dropped.
  */
-function readShape(v: unknown, key: string, where: string, batch: boolean): number[] {
+function readShape(shape: unknown, key: string, where: string, batch: boolean): number[] {
+  // tf.keras' metadata writes a shape as {"class_name": "TensorShape", "items": [...]}.
+  const v = isRecord(shape) && own(shape, 'class_name') === 'TensorShape' ? own(shape, 'items') : shape;
   const ok = Array.isArray(v) && v.length >= (batch ? 2 : 1) && (!batch || v[0] === null || (Number.isInteger(v[0]) && v[0] > 0));
   const dims = ok ? (v as unknown[]).slice(batch ? 1 : 0) : [];
   if (!ok || dims.some((d) => !Number.isSafeInteger(d) || (d as number) <= 0)) {
@@ -255,10 +257,15 @@ function historyLayer(t: unknown): string | undefined {
 
 /** The input tensors of one call (node) of a layer, Keras 2 (`[[name, 0, 0, {}], …]`) or Keras 3 (`{args, kwargs}`). */
 function nodeInputs(node: unknown, layer: string): unknown[] {
-  if (Array.isArray(node)) return node;
+  // Some Keras 2 writers drop one level: the node is the one tensor `[name, 0, 0]` itself.
+  if (Array.isArray(node)) return typeof node[0] === 'string' ? [node] : node;
   if (isRecord(node)) {
     const args = own(node, 'args');
     if (!Array.isArray(args)) throw new ConfigError(`layer "${layer}": expected inbound node {"args": [...], "kwargs": {...}}, received ${fmtValue(node)}`);
+    const kwargs = own(node, 'kwargs');
+    if (kwargs !== undefined && JSON.stringify(kwargs)?.includes('__keras_tensor__')) {
+      throw new ConfigError(`layer "${layer}": a tensor passed by keyword (${fmtValue(kwargs)}) is a second input, so the graph branches here; only single-chain graphs load as a Sequential`);
+    }
     // A list argument is several tensors (Add, Concatenate): flatten it so the count tells.
     return args.flatMap((a) => (Array.isArray(a) ? a : [a]));
   }

@@ -2,16 +2,15 @@
  * Model files on disk: {@link loadModelFile} reads this library's JSON files, the golden fixtures,
  * Keras `to_json()` topologies and TF.js Layers `model.json` files (whose binary weight shards it
  * reads from the same folder); {@link saveModelFile} writes this library's JSON or the TF.js
- * format, atomically (a temporary file in the same folder, fsynced, renamed over the target), so a
+ * format, atomically (a temporary file in the same folder, fsynced, renamed over the target: {@link writeFileAtomic}), so a
  * failed save leaves the previous file as it was.
  *
  * The parsing itself is in `model-format.ts` and `tfjs-format.ts`, which use no Node modules;
  * everything they export is re-exported here.
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
-import writeFileAtomic from 'write-file-atomic';
 import { ConfigError } from './errors.js';
 import { type LoadOptions, loadModel, saveModel, saveTfjsModel } from './model-format.js';
 import { Sequential, prefixError } from './sequential.js';
@@ -73,13 +72,55 @@ export interface SaveOptions {
 export function saveModelFile(model: Sequential, path: string, opts: SaveOptions = {}): void {
   const format = opts.format ?? 'json';
   if (format === 'json') {
-    writeFileAtomic.sync(path, JSON.stringify(saveModel(model)), { fsync: true });
+    writeFileAtomic(path, JSON.stringify(saveModel(model)));
     return;
   }
   if (format !== 'tfjs') throw new ConfigError(`saveModelFile: expected format "json" or "tfjs", received ${JSON.stringify(format)}`);
   const base = basename(path);
   const shard = base === 'model.json' ? 'weights.bin' : `${base.replace(/\.json$/, '')}.weights.bin`;
   const { modelJson, weightData } = saveTfjsModel(model, shard);
-  writeFileAtomic.sync(join(dirname(path), shard), Buffer.from(weightData), { fsync: true });
-  writeFileAtomic.sync(path, JSON.stringify(modelJson), { fsync: true });
+  writeFileAtomic(join(dirname(path), shard), new Uint8Array(weightData));
+  writeFileAtomic(path, JSON.stringify(modelJson));
+}
+
+/**
+ * Writes `data` to `path` atomically: a temporary file in the same folder (so the rename stays on
+ * one file system), every byte written (a short write is retried until it fails: `ulimit -f` or a
+ * full disk gives EFBIG/ENOSPC), fsynced, then renamed over `path`. On any error the temporary file
+ * is removed and `path` keeps its previous contents.
+ * @example
+ * writeFileAtomic('model.json', JSON.stringify(saveModel(model)));
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
+  const fd = openSync(tmp, 'wx');
+  let done = false;
+  try {
+    // write-file-atomic 7's sync path ignores writeSync's count and renames a truncated file: loop.
+    for (let off = 0; off < bytes.byteLength; ) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+    fsyncSync(fd);
+    closeSync(fd);
+    done = true;
+    renameSync(tmp, path);
+  } catch (e) {
+    if (!done) closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // Already gone: nothing to clean.
+    }
+    throw e;
+  }
+  try {
+    // The rename is durable once the folder's entry is: best effort (not every platform opens folders).
+    const dfd = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // A folder that cannot be fsynced (Windows) still has the renamed file.
+  }
 }
