@@ -3,8 +3,9 @@
  * the loss, built from the options before any work starts, so that a bad model file costs nothing.
  */
 import { readFileSync } from 'node:fs';
+import { ConfigError, ShapeError, fmtValue } from '../lib/errors.js';
 import { lossByName } from '../lib/losses.js';
-import { loadModel } from '../lib/model-io.js';
+import { loadModelFile } from '../lib/model-io.js';
 import { seededBatch } from '../lib/models.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
@@ -18,6 +19,8 @@ export interface Case {
   x: Tensor;
   y: Tensor;
   loss: string;
+  /** Lines the command prints before it runs (how the weights were obtained, when not from the file). */
+  notes?: string[];
 }
 
 /** The options a model file's case depends on. */
@@ -27,6 +30,8 @@ export interface CaseOptions {
   dtype: DType;
   seed: number;
   loss?: string;
+  /** Fresh seeded weights instead of the file's (`--init-weights`): a topology without weights needs it. */
+  initWeights?: boolean;
 }
 
 /**
@@ -42,24 +47,48 @@ export function modelFileCase(path: string, o: CaseOptions, defaultBatch: number
   } catch (e) {
     throw new UsageError(`--model: cannot read ${JSON.stringify(path)} (${(e as Error).message})`);
   }
-  const model = loadModel(text, { dtype: o.dtype });
-  const file = JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] };
-  const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
+  const model = loadModelFile(path, { dtype: o.dtype, ...(o.initWeights ? { weights: 'initialize' as const, rng: new Rng(o.seed) } : {}) });
+  // loadModelFile has parsed the same text: it is a JSON object.
+  const file = JSON.parse(text) as Record<string, unknown>;
+  const get = (k: string): unknown => (Object.hasOwn(file, k) ? file[k] : undefined);
+  const fileLoss = get('loss');
+  if (fileLoss !== undefined && typeof fileLoss !== 'string') throw new ConfigError(`model file ${JSON.stringify(path)}: expected "loss" to be a loss name, received ${fmtValue(fileLoss)}`);
+  const loss = o.loss ?? fileLoss ?? 'mse';
   lossByName(loss);
   const L = model.layers.length;
-  const split = o.split ?? (file.stages ? Sequential.pointsFromStages(file.stages, L) : L > 1 ? [Math.floor(L / 2)] : []);
+  const stages = get('stages');
+  if (stages !== undefined && (!Array.isArray(stages) || stages.some((st) => !Array.isArray(st) || st.some((i) => !Number.isInteger(i))))) {
+    throw new ConfigError(`model file ${JSON.stringify(path)}: expected "stages" to be lists of layer indices like [[0], [1, 2]], received ${fmtValue(stages)}`);
+  }
+  const split = o.split ?? (stages ? Sequential.pointsFromStages(stages as number[][], L) : L > 1 ? [Math.floor(L / 2)] : []);
   let x: Tensor;
   let y: Tensor;
-  if (file.x && file.y && o.batch === undefined) {
-    x = asType(fromJSON(file.x as never, 'float64', `${path} x`), o.dtype);
-    y = asType(fromJSON(file.y as never, 'float64', `${path} y`), o.dtype);
+  const fx = get('x');
+  const fy = get('y');
+  if (fx && fy && o.batch === undefined) {
+    x = asType(readTensor(fx, `${path} x`), o.dtype);
+    y = asType(readTensor(fy, `${path} y`), o.dtype);
     assertShape(x, [null, ...model.inputShape], `${path} x`);
     assertShape(y, [x.shape[0], ...model.outputShape], `${path} y`);
   } else {
     ({ x } = seededBatch(model.inputShape, { batch: o.batch ?? defaultBatch, seed: o.seed, dtype: o.dtype }));
     y = seededLabels(model, x.shape[0], loss, o);
   }
-  return { title: `model file ${path}`, stages: model.split(split), x, y, loss };
+  const notes = o.initWeights ? [`weights: freshly initialized (Glorot-uniform kernels, zero biases, seed ${o.seed}; --init-weights), not read from ${path}`] : [];
+  return { title: `model file ${path}`, stages: model.split(split), x, y, loss, notes };
+}
+
+/** A fixture tensor `{"shape", "data"}`, every value a finite number (a null or a string is refused, not read as 0). */
+function readTensor(j: unknown, what: string): Tensor {
+  const o = j as Record<string, unknown>;
+  const shape = typeof j === 'object' && j !== null && Object.hasOwn(o, 'shape') ? o.shape : undefined;
+  const data = typeof j === 'object' && j !== null && Object.hasOwn(o, 'data') ? o.data : undefined;
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0) || !Array.isArray(data)) {
+    throw new ShapeError(`${what}: expected {"shape": [non-negative integers], "data": [numbers]}, received ${fmtValue(j)}`);
+  }
+  const bad = data.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
+  if (bad >= 0) throw new ShapeError(`${what}: expected finite numbers, received ${fmtValue(data[bad])} at flat index ${bad}`);
+  return fromJSON({ shape, data } as never, 'float64', what);
 }
 
 /** Seeded labels matching the model's output: one-hot rows for categorical cross-entropy, else 0/1. */

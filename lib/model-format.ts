@@ -15,7 +15,8 @@
  * the first layer where it does.
  * @module
  */
-import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
+import { ConfigError, MemoryBudgetError, ShapeError, fmtShape, fmtValue } from './errors.js';
+import { fmtBytes, getMemoryBudget } from './memory.js';
 import type { Layer } from './layers/layer.js';
 import { knownLayers, layerFactory } from './layers/registry.js';
 import { Rng } from './rng.js';
@@ -390,11 +391,92 @@ export function loadModel(source: string | object, opts: LoadOptions = {}): Sequ
   if (topo.specs.length === 0) throw new ConfigError('model file: expected at least one layer besides the InputLayer, received none');
   const fromFile = !initialize;
   const layers = topo.specs.map((spec, i) => layerFromConfig(spec as unknown as LayerSpec, i, fromFile));
+  nameLayers(layers);
+  preflight(layers, inputShape, initialize ? null : fileWeightCounts(file, layers), opts.dtype ?? 'float64');
   const model = new Sequential(layers, { inputShape, dtype: opts.dtype, rng: opts.rng, name: topo.name });
   if (initialize) return model;
   if (hasJson) setWeights(model, own(file, 'weights'), opts.dtype ?? 'float64');
   else setManifestWeights(model, own(file, 'weightsManifest'), opts.shards, opts.dtype ?? 'float64');
   return model;
+}
+
+/** How many weight values the file holds for each layer (from JSON data lengths or manifest shapes); NaN where it cannot tell. */
+function fileWeightCounts(file: Record<string, unknown>, layers: readonly Layer[]): number[] {
+  const counts = layers.map(() => NaN);
+  const sizeOfShape = (shape: unknown): number => (Array.isArray(shape) && shape.every((d) => Number.isSafeInteger(d) && d >= 0) ? shape.reduce((n: number, d: number) => n * d, 1) : NaN);
+  const weights = own(file, 'weights');
+  if (Array.isArray(weights)) {
+    weights.forEach((ws, i) => {
+      if (i < counts.length && Array.isArray(ws)) counts[i] = ws.reduce((n: number, w) => n + (isRecord(w) && Array.isArray(own(w, 'data')) ? (own(w, 'data') as unknown[]).length : NaN), 0);
+    });
+    return counts;
+  }
+  const manifest = own(file, 'weightsManifest');
+  if (!Array.isArray(manifest)) return counts;
+  const index = new Map(layers.map((l, i) => [l.name, i]));
+  for (const g of manifest) {
+    const ws = isRecord(g) ? own(g, 'weights') : undefined;
+    for (const w of Array.isArray(ws) ? ws : []) {
+      const name = isRecord(w) ? own(w, 'name') : undefined;
+      const i = typeof name === 'string' ? index.get(manifestTarget(name)?.layer ?? '') : undefined;
+      if (i !== undefined) counts[i] = (Number.isNaN(counts[i]) ? 0 : counts[i]) + sizeOfShape(own(w as Record<string, unknown>, 'shape'));
+    }
+  }
+  return counts;
+}
+
+/**
+ * Walks the layers' output shapes and parameter shapes before anything is allocated: a layer
+ * whose parameter tensor outnumbers the values its file holds for it (a `units: 1e9` typo) is
+ * refused here when it is larger than 2^20 values, and weights that would not fit the memory budget are refused before Glorot
+ * draws them. Smaller disagreements are left to the weight checks, whose messages are precise.
+ */
+/** Parameter tensors up to this many values are allocated without asking: a mismatch there costs at most 8 MiB. */
+const PREFLIGHT_FREE = 2 ** 20;
+
+function preflight(layers: readonly Layer[], inputShape: readonly number[], counts: number[] | null, dtype: DType): void {
+  let shape: readonly number[] = inputShape;
+  let total = 0;
+  let largest = { elements: 0, where: '' };
+  layers.forEach((layer, i) => {
+    const where = `layer ${i} (${layer.describe()})`;
+    let params: { name: string; shape: number[] }[];
+    const input = shape;
+    try {
+      // paramShapes is the layer's own contract (protected so that callers go through build); it allocates nothing.
+      params = (layer as unknown as { paramShapes(s: readonly number[]): { name: string; shape: number[] }[] }).paramShapes(shape);
+      shape = layer.computeOutputShape(shape);
+    } catch (e) {
+      throw prefixError(e, where);
+    }
+    const sizes = params.map((p) => p.shape.reduce((m, d) => m * d, 1));
+    const elements = sizes.reduce((n, m) => n + m, 0);
+    const held = counts ? counts[i] : NaN;
+    const big = Math.max(0, ...sizes);
+    // Small tensors are built and left to the weight checks, whose messages say more (which name, which shape).
+    if (!Number.isNaN(held) && big > held && big > PREFLIGHT_FREE) {
+      throw new ShapeError(`${where}: for input ${fmtShape(input)} the topology needs ${params.map((p) => `${p.name} ${fmtShape(p.shape)}`).join(', ')} (${elements} values), but the file holds ${held} values for this layer`);
+    }
+    total += elements;
+    if (elements > largest.elements) largest = { elements, where: `${where}: ${params.map((p) => `${p.name} ${fmtShape(p.shape)}`).join(', ')}` };
+  });
+  const bytes = total * (dtype === 'float32' ? 4 : 8);
+  if (bytes > getMemoryBudget()) {
+    throw new MemoryBudgetError(`model file: the weights would take ${fmtBytes(bytes)} (${total} values; the largest, ${largest.where}), over the memory budget of ${fmtBytes(getMemoryBudget())}; expected a topology that fits (or raise the budget with setMemoryBudget)`, bytes, getMemoryBudget());
+  }
+}
+
+/** `MaxPooling2D` → `max_pooling2d`, `conv2d_1` for the second: the names Sequential would give, given here so that errors and manifests can use them before it runs. */
+function nameLayers(layers: readonly Layer[]): void {
+  const taken = new Set(layers.filter((l) => l.name).map((l) => l.name));
+  for (const l of layers) {
+    if (l.name) continue;
+    const base = l.className.replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
+    let name = base;
+    for (let k = 1; taken.has(name); k++) name = `${base}_${k}`;
+    taken.add(name);
+    l.name = name;
+  }
 }
 
 /** Values of a JSON weight, every one a finite number (a null or a string is refused, not read as 0 or NaN). */

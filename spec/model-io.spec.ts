@@ -2,11 +2,12 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, JacobianChainError, ShapeError } from '../lib/errors.js';
+import { ConfigError, JacobianChainError, MemoryBudgetError, ShapeError } from '../lib/errors.js';
 import { Dense } from '../lib/layers/dense.js';
 import { knownLayers, registerLayer } from '../lib/layers/registry.js';
 import { type ModelFile, layerFromConfig, loadModel, loadModelFile, saveModel, saveModelFile, saveTfjsModel } from '../lib/model-io.js';
 import { catsVsDogsCnn, seedReferenceModel } from '../lib/models.js';
+import { getMemoryBudget, setMemoryBudget } from '../lib/memory.js';
 import { Rng } from '../lib/rng.js';
 import { fromJSON, randomNormal } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
@@ -368,6 +369,29 @@ try { saveModelFile(catsVsDogsCnn({ side: 22, channels: 2, seed: 1 }), ${JSON.st
       expect(loadModelFile(path).layers).to.have.length(catsVsDogsCnn({ side: 22, channels: 2 }).layers.length);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('sizes are checked before anything is allocated', () => {
+  it('units: 1e9 in a file with weights is refused from the shapes, naming the layer and both counts', () => {
+    const f = JSON.parse(fixtureText('seed_reference.json'));
+    f.modelTopology.config.layers[3].config.units = 1e9;
+    const t0 = Date.now();
+    expect(() => loadModel(f)).to.throw(ShapeError, /layer 3 \(Dense "dense"\): for input \[384\] the topology needs kernel \[384, 1000000000\], bias \[1000000000\] \(385000000000 values\), but the file holds 385 values for this layer/);
+    expect(Date.now() - t0).to.be.below(2000);
+  });
+
+  it('fresh weights over the memory budget are a MemoryBudgetError before Glorot draws them', () => {
+    const f = JSON.parse(fixtureText('seed_reference.json'));
+    f.modelTopology.config.layers[3].config.units = 1e6;
+    const budget = getMemoryBudget();
+    setMemoryBudget(256 * 1024 ** 2);
+    try {
+      // 384·1e6 + 1e6 (Dense) + 30 + 150 (the two Conv2D layers) values.
+      expect(() => loadModel({ modelTopology: f.modelTopology }, { weights: 'initialize' })).to.throw(MemoryBudgetError, /the weights would take 2.87 GiB \(385000180 values; the largest, layer 3 \(Dense "dense"\): kernel \[384, 1000000\], bias \[1000000\]\), over the memory budget of 256.00 MiB/);
+    } finally {
+      setMemoryBudget(budget);
     }
   });
 });

@@ -13,7 +13,7 @@ import { fmtBytes } from '../../lib/memory.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import { Sequential } from '../../lib/sequential.js';
 import type { DType } from '../../lib/tensor.js';
-import { dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, refuse, splitPoints } from '../args.js';
+import { UsageError, dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, refuse, splitPoints } from '../args.js';
 import { type Case, modelFileCase } from '../cases.js';
 
 const HELP = `usage: jacobian-chain seed [options]
@@ -26,7 +26,10 @@ cats-vs-dogs CNN split after its last pooling layer (or only the model of --mode
 
 options:
   --model <file>       a model file (Keras-style JSON: modelTopology and weights; a golden fixture
-                       works, and its x, y, loss and stages are used)
+                       works, and its x, y, loss and stages are used; a TF.js model.json reads
+                       its weight shards from the same folder)
+  --init-weights       start the --model file from fresh seeded weights (Glorot-uniform kernels,
+                       zero biases) instead of its own; needed for a topology without weights
   --split <i,j,...>    layer indices where a new stage starts (default: 1,2 for the reference model,
                        after the last pooling layer for the CNN, the file's "stages")
   --batch <n>          batch size of a seeded batch (default: 3 for the reference model, 2 for the CNN,
@@ -47,6 +50,7 @@ options:
 /** Parsed options. */
 interface Options {
   model?: string;
+  initWeights: boolean;
   split?: number[];
   batch?: number;
   side: number;
@@ -59,15 +63,17 @@ interface Options {
   atol: number;
 }
 
-const OPTIONS = { model: 'string', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string' } as const;
+const OPTIONS = { model: 'string', 'init-weights': 'boolean', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string' } as const;
 
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
   if (v === 'help') return v;
   if (v.loss !== undefined) lossByName(v.loss);
   const dt = dtype(v.dtype, '--dtype') ?? 'float64';
+  if (v['init-weights'] && v.model === undefined) throw new UsageError('expected --init-weights together with --model <file> (the built-in models are always seeded), received --init-weights alone');
   return {
     model: v.model,
+    initWeights: v['init-weights'] === true,
     split: splitPoints(v.split, '--split'),
     batch: positiveInt(v.batch, '--batch'),
     side: positiveInt(v.side, '--side') ?? 32,
@@ -177,6 +183,7 @@ async function runCase(c: Case, o: Options): Promise<boolean> {
   const hasDropout = c.stages.some((s) => s.layers.some((l) => l.className === 'Dropout'));
   const stageList = c.stages.map((s) => `[${s.layers.map((_, i) => s.layerOffset + i).join(', ')}]`).join(' ');
   console.log(`\n=== ${c.title}: input ${fmtShape(c.x.shape)}, stages ${stageList}, loss ${c.loss}, ${o.dtype}${hasDropout ? `, Dropout in ${o.training ? 'training (one seeded mask, shared by all three ways)' : 'inference'}` : ''} ===`);
+  for (const note of c.notes ?? []) console.log(note);
   console.log(c.stages.map((s) => s.summary()).join('\n'));
   const ref = await timed(() => referenceGradients(c.stages, c.x, c.y, c.loss, opts));
   console.log(`\nloss ${ref.loss} (one tape over the whole model, ${ref.ms.toFixed(0)} ms)`);
