@@ -292,8 +292,8 @@ function chainOrder(layers: Record<string, unknown>[], config: Record<string, un
   layers.forEach((l, i) => {
     const c = own(l, 'config');
     const name = own(l, 'name') ?? (isRecord(c) ? own(c, 'name') : undefined);
-    if (typeof name !== 'string') throw new ConfigError(`layer ${i}: a Functional model's layers need a string "name", received ${fmtValue(name)}`);
-    if (byName.has(name)) throw new ConfigError(`layer ${i}: the name ${JSON.stringify(name)} is used by two layers`);
+    if (typeof name !== 'string') throw new ConfigError(`layer ${i}: expected a string "name" (a Functional model's layers are named), received ${fmtValue(name)}`);
+    if (byName.has(name)) throw new ConfigError(`layer ${i}: the name ${JSON.stringify(name)} is used by two layers; expected unique layer names`);
     byName.set(name, l);
     const nodes = own(l, 'inbound_nodes') ?? [];
     if (!Array.isArray(nodes)) throw new ConfigError(`layer "${name}": expected inbound_nodes to be a list, received ${fmtValue(nodes)}`);
@@ -310,8 +310,8 @@ function chainOrder(layers: Record<string, unknown>[], config: Record<string, un
   });
   const inputs = endpointNames(own(config, 'input_layers'), 'input_layers');
   const outputs = endpointNames(own(config, 'output_layers'), 'output_layers');
-  if (inputs.length !== 1) throw new ConfigError(`model file: a single-chain graph has one input, received input_layers ${fmtValue(inputs)}`);
-  if (outputs.length !== 1) throw new ConfigError(`model file: a single-chain graph has one output, received output_layers ${fmtValue(outputs)}`);
+  if (inputs.length !== 1) throw new ConfigError(`model file: expected one input (a single-chain graph), received input_layers ${fmtValue(inputs)}`);
+  if (outputs.length !== 1) throw new ConfigError(`model file: expected one output (a single-chain graph), received output_layers ${fmtValue(outputs)}`);
   const consumers = new Map<string, string[]>();
   for (const [name, src] of inputOf) {
     if (src === null) continue;
@@ -330,7 +330,7 @@ function chainOrder(layers: Record<string, unknown>[], config: Record<string, un
     if (next.length > 1) throw new ConfigError(`layer "${cur}": its output feeds ${next.length} layers (${next.join(', ')}), so the graph branches here; only single-chain graphs load as a Sequential`);
     if (next.length === 0 && cur !== outputs[0]) throw new ConfigError(`layer "${cur}": the chain ends here, but output_layers names ${JSON.stringify(outputs[0])}`);
     cur = next[0];
-    if (order.length > layers.length) throw new ConfigError('model file: the graph has a cycle');
+    if (order.length > layers.length) throw new ConfigError('model file: expected an acyclic chain of layers, received a graph with a cycle');
   }
   if (order[order.length - 1] !== byName.get(outputs[0])) throw new ConfigError(`model file: the chain ends at ${JSON.stringify(own(order[order.length - 1], 'name'))}, but output_layers names ${JSON.stringify(outputs[0])}`);
   if (order.length !== layers.length) {
@@ -357,7 +357,7 @@ export function loadModel(source: string | object, opts: LoadOptions = {}): Sequ
     try {
       obj = JSON.parse(source);
     } catch (e) {
-      throw new ConfigError(`model file: malformed JSON (${(e as Error).message}); received ${fmtValue(source.slice(0, 60))}`);
+      throw new ConfigError(`model file: malformed JSON (${(e as Error).message}); expected a JSON object, received ${fmtValue(source.slice(0, 60))}`);
     }
   }
   if (!isRecord(obj)) throw new ConfigError(`model file: expected a JSON object with "modelTopology", received ${fmtValue(obj)}`);
@@ -442,6 +442,11 @@ function preflight(layers: readonly Layer[], inputShape: readonly number[], coun
     const where = `layer ${i} (${layer.describe()})`;
     let params: { name: string; shape: number[] }[];
     const input = shape;
+    // One sample's activations must fit before a layer is asked about them (Conv2D's geometry allocates per row).
+    const sampleBytes = input.reduce((n, d) => n * d, 1) * (dtype === 'float32' ? 4 : 8);
+    if (sampleBytes > getMemoryBudget()) {
+      throw new MemoryBudgetError(`${where}: one sample of its input ${fmtShape(input)} would take ${fmtBytes(sampleBytes)}, over the memory budget of ${fmtBytes(getMemoryBudget())}; expected an input shape that fits`, sampleBytes, getMemoryBudget());
+    }
     try {
       // paramShapes is the layer's own contract (protected so that callers go through build); it allocates nothing.
       params = (layer as unknown as { paramShapes(s: readonly number[]): { name: string; shape: number[] }[] }).paramShapes(shape);
@@ -546,8 +551,8 @@ function setManifestWeights(model: Sequential, manifest: unknown, shards: ShardS
     const files = d.files.map((f) => JSON.stringify(f)).join(' + ');
     if (!t || i === undefined) throw new ConfigError(`weights file ${files}: tensor ${JSON.stringify(d.name)} matches no layer; expected <layer>/<param> with a layer among ${[...byLayer.keys()].join(', ')}`);
     const layer = model.layers[i];
-    if (!layer.params.some((p) => p.name === t.param)) throw new ConfigError(`weights file ${files}: tensor ${JSON.stringify(d.name)} names parameter ${JSON.stringify(t.param)} of layer ${i} (${layer.describe()}), which has ${layer.params.map((p) => p.name).join(', ') || 'no parameters'}`);
-    if (found[i].has(t.param)) throw new ConfigError(`weights file ${files}: tensor ${JSON.stringify(d.name)} is a second value for ${layer.name}/${t.param} (first: ${JSON.stringify(found[i].get(t.param)!.name)})`);
+    if (!layer.params.some((p) => p.name === t.param)) throw new ConfigError(`weights file ${files}: tensor ${JSON.stringify(d.name)} names parameter ${JSON.stringify(t.param)} of layer ${i} (${layer.describe()}), expected one of: ${layer.params.map((p) => p.name).join(', ') || '(none, it has no parameters)'}`);
+    if (found[i].has(t.param)) throw new ConfigError(`weights file ${files}: tensor ${JSON.stringify(d.name)} is a second value for ${layer.name}/${t.param} (first: ${JSON.stringify(found[i].get(t.param)!.name)}); expected one tensor per parameter`);
     found[i].set(t.param, d);
   }
   const values = model.layers.map((layer, i) =>

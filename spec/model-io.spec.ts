@@ -95,7 +95,7 @@ describe('model files', () => {
 
   describe('bad files are clear errors naming the layer index, expected and received', () => {
     it('malformed JSON', () => {
-      expect(() => loadModel('{"modelTopology": {"class_name": "Sequential",')).to.throw(ConfigError, /model file: malformed JSON \(.*\); received "\{\\"modelTopology/);
+      expect(() => loadModel('{"modelTopology": {"class_name": "Sequential",')).to.throw(ConfigError, /model file: malformed JSON \(.*\); expected a JSON object, received "\{\\"modelTopology/);
       expect(() => loadModel('[1, 2]')).to.throw(ConfigError, /expected a JSON object with "modelTopology", received \[1, 2\]/);
       expect(() => loadModel({ weights: [] })).to.throw(ConfigError, /expected a "modelTopology" object, received keys weights/);
       expect(() => loadModel({ modelTopology: { class_name: 'Subclassed', config: { layers: [] } } })).to.throw(ConfigError, /expected modelTopology.class_name "Sequential" \(or a single-chain "Functional"\/"Model"\), received "Subclassed"/);
@@ -241,7 +241,7 @@ describe('Keras and TF.js model files', () => {
     expect(() => loadModel(shared, { weights: 'initialize' })).to.throw(ConfigError, /layer "dense_1": called 2 times \(a shared layer\)/);
     const twoInputs = keras3Functional();
     twoInputs.config.input_layers.push(['input_2', 0, 0]);
-    expect(() => loadModel(twoInputs, { weights: 'initialize' })).to.throw(ConfigError, /one input, received input_layers \["input_layer", "input_2"\]/);
+    expect(() => loadModel(twoInputs, { weights: 'initialize' })).to.throw(ConfigError, /expected one input \(a single-chain graph\), received input_layers \["input_layer", "input_2"\]/);
   });
 
   describe('TF.js weights: every way a shard can disagree with its manifest is an error naming the file, the tensor and the bytes', () => {
@@ -393,5 +393,15 @@ describe('sizes are checked before anything is allocated', () => {
     } finally {
       setMemoryBudget(budget);
     }
+  });
+});
+
+describe('input sizes are checked before a layer is asked about them', () => {
+  it('an input of 1e9 × 6 × 2 per sample is a MemoryBudgetError naming the layer, not a 12 GB window table', () => {
+    const f = JSON.parse(fixtureText('seed_reference.json'));
+    f.modelTopology.config.input_shape = [1e9, 6, 2];
+    const t0 = Date.now();
+    expect(() => loadModel(f)).to.throw(MemoryBudgetError, /layer 0 \(Conv2D "conv2d"\): one sample of its input \[1000000000, 6, 2\] would take 89.41 GiB, over the memory budget/);
+    expect(Date.now() - t0).to.be.below(2000);
   });
 });
