@@ -22,7 +22,7 @@ import { knownLayers, layerFactory } from './layers/registry.js';
 import { Rng } from './rng.js';
 import { Sequential, prefixError } from './sequential.js';
 import { type DType, type TensorJSON, assertFinite, contiguous, tensor } from './tensor.js';
-import { type ShardSource, type WeightSpec, decodeWeights, encodeWeights, parseWeightsManifest } from './tfjs-format.js';
+import { type ShardSource, type WeightsGroup, decodeWeights, encodeWeights, parseWeightsManifest } from './tfjs-format.js';
 
 /** One layer in a topology: Keras' `{"class_name", "config"}`. */
 export interface LayerSpec {
@@ -70,9 +70,31 @@ export interface TfjsModelJSON {
   /** Null: not converted from another format. */
   convertedBy: null;
   /** Keras-style topology with the input as the first layer's `batch_input_shape`. */
-  modelTopology: { class_name: 'Sequential'; config: { name: string; layers: LayerSpec[] }; keras_version: string; backend: string };
+  modelTopology: {
+    /** Always `Sequential`. */
+    class_name: 'Sequential';
+    /** The model's name and layers (the first carries `batch_input_shape`). */
+    config: {
+      /** The model's name. */
+      name: string;
+      /** The layers, in order. */
+      layers: LayerSpec[]
+    };
+    /** The tfjs-layers version whose reader this targets. */
+    keras_version: string;
+    /** `tensor_flow.js`, as tfjs-layers writes it. */
+    backend: string
+  };
   /** One group: the shard file and its tensors, `<layer>/<param>`. */
-  weightsManifest: { paths: string[]; weights: WeightSpec[] }[];
+  weightsManifest: WeightsGroup[];
+}
+
+/** What {@link saveTfjsModel} returns: the two files' contents. */
+export interface TfjsArtifacts {
+  /** The `model.json` object. */
+  modelJson: TfjsModelJSON;
+  /** The shard's bytes, float32 little-endian. */
+  weightData: ArrayBuffer;
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -608,7 +630,7 @@ export function saveModel(model: Sequential): ModelFile {
  * const { modelJson, weightData } = saveTfjsModel(model); // write model.json and weights.bin side by side
  * const again = loadModel(modelJson, { shards: { 'weights.bin': weightData } });
  */
-export function saveTfjsModel(model: Sequential, weightsPath = 'weights.bin'): { modelJson: TfjsModelJSON; weightData: ArrayBuffer } {
+export function saveTfjsModel(model: Sequential, weightsPath = 'weights.bin'): TfjsArtifacts {
   assertModelFinite(model);
   const layers = model.layers.map(layerSpec);
   layers[0].config = { ...layers[0].config, batch_input_shape: [null, ...model.inputShape] };

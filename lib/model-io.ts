@@ -16,7 +16,7 @@ import { type LoadOptions, loadModel, saveModel, saveTfjsModel } from './model-f
 import { Sequential, prefixError } from './sequential.js';
 
 export * from './model-format.js';
-export { type DecodedWeight, type ShardBytes, type ShardSource, type WeightQuantization, type WeightSpec, type WeightsGroup, decodeWeights, encodeWeights, halfToFloat, parseWeightsManifest, weightByteLength } from './tfjs-format.js';
+export { type DecodedWeight, type EncodedWeights, type NamedValues, type ShardBytes, type ShardSource, type WeightQuantization, type WeightSpec, type WeightsGroup, decodeWeights, encodeWeights, halfToFloat, parseWeightsManifest, weightByteLength } from './tfjs-format.js';
 
 /**
  * Reads and loads a model file from disk; a TF.js `weightsManifest`'s shards are read from the

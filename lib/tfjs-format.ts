@@ -245,6 +245,24 @@ export function halfToFloat(h: number): number {
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
+/** A tensor to encode: its manifest name, shape and row-major values. */
+export interface NamedValues {
+  /** Manifest name, `<layer>/<param>`. */
+  name: string;
+  /** The tensor's shape. */
+  shape: readonly number[];
+  /** Row-major values. */
+  values: ArrayLike<number>;
+}
+
+/** What {@link encodeWeights} returns: the manifest entries and the shard they describe. */
+export interface EncodedWeights {
+  /** One entry per tensor, in byte order. */
+  specs: WeightSpec[];
+  /** The shard: every tensor, float32 little-endian, back to back. */
+  data: ArrayBuffer;
+}
+
 /**
  * Encodes tensors as one float32 little-endian shard and its manifest entries (the form
  * tfjs-layers' own `model.save` writes). Values are rounded to float32, the only float dtype of the
@@ -253,7 +271,7 @@ export function halfToFloat(h: number): number {
  * const { specs, data } = encodeWeights([{ name: 'dense/kernel', shape: [3, 2], values: kernel.data }]);
  * // specs [{ name: 'dense/kernel', shape: [3, 2], dtype: 'float32' }], data: 24 bytes
  */
-export function encodeWeights(tensors: readonly { name: string; shape: readonly number[]; values: ArrayLike<number> }[]): { specs: WeightSpec[]; data: ArrayBuffer } {
+export function encodeWeights(tensors: readonly NamedValues[]): EncodedWeights {
   const total = tensors.reduce((n, t) => n + 4 * t.values.length, 0);
   const data = new ArrayBuffer(total);
   const view = new DataView(data);
