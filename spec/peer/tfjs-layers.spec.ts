@@ -161,6 +161,25 @@ describe('peer: model files shared with tfjs-layers 4.22 (CPU backend, float32)'
     }
   });
 
+  it('a tfjs Functional model ("Model", Keras 2 inbound_nodes) that is a single chain loads as a Sequential and agrees', async () => {
+    const input = tfl.input({ shape: [6, 6, 2] });
+    let h = tfl.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', activation: 'tanh' }).apply(input) as tfl.SymbolicTensor;
+    h = tfl.layers.maxPooling2d({ poolSize: 2 }).apply(h) as tfl.SymbolicTensor;
+    h = tfl.layers.flatten().apply(h) as tfl.SymbolicTensor;
+    const peer = tfl.model({ inputs: input, outputs: tfl.layers.dense({ units: 3, activation: 'softmax' }).apply(h) as tfl.SymbolicTensor });
+    const path = await saveWithTfjs(peer, mkdtempSync(join(dir, 'functional-')));
+    expect(JSON.parse(readFileSync(path, 'utf8')).modelTopology.class_name).to.equal('Model');
+    const ours = loadModelFile(path);
+    expect(ours.layers.map((l) => l.className)).to.deep.equal(['Conv2D', 'MaxPooling2D', 'Flatten', 'Dense']);
+    const rng = new Rng(21);
+    const x = f32(randomNormal([2, 6, 6, 2], rng));
+    const dy = f32(randomNormal([2, 3], rng));
+    const a = oursPredictAndGrad(ours, x, dy);
+    const b = tfjsPredictAndGrad(peer, x, dy);
+    expect(a.y).to.be.allclose(b.y, TOL);
+    expect(a.dx).to.be.allclose(b.dx, TOL);
+  });
+
   const OURS: { label: string; make: () => Sequential }[] = [
     { label: "the seed's reference model", make: () => seedReferenceModel({ seed: 4 }) },
     { label: 'a narrow cats-vs-dogs CNN (Conv2D, MaxPooling2D, Dropout, Flatten, Dense, Activation)', make: () => catsVsDogsCnn({ side: 22, channels: 2, seed: 5 }) },
