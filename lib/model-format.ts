@@ -108,7 +108,7 @@ const FIXTURE_KEYS = ['name', 'generator', 'conventions', 'x', 'y', 'loss', 'sta
 const TOPOLOGY_KEYS = ['class_name', 'config', 'keras_version', 'backend', 'module', 'registered_name', 'build_config', 'compile_config'];
 const MODEL_CONFIG_KEYS = ['name', 'layers', 'input_shape', 'build_input_shape', 'trainable', 'dtype', 'input_layers', 'output_layers'];
 const LAYER_SPEC_KEYS = ['class_name', 'config', 'module', 'registered_name', 'build_config', 'name', 'inbound_nodes'];
-const INPUT_LAYER_KEYS = ['name', 'batch_input_shape', 'batch_shape', 'input_shape', 'dtype', 'sparse', 'ragged', 'trainable'];
+const INPUT_LAYER_KEYS = ['name', 'batch_input_shape', 'batch_shape', 'input_shape', 'dtype', 'sparse', 'ragged', 'optional', 'trainable'];
 
 function checkOwnKeys(o: Record<string, unknown>, known: readonly string[], where: string): void {
   for (const k of Object.keys(o)) {
@@ -245,9 +245,10 @@ function parseTopology(topology: unknown): ParsedTopology {
     const c = own(specs[0], 'config') ?? {};
     if (!isRecord(c)) throw new ConfigError(`layer 0 (InputLayer): expected config to be an object, received ${fmtValue(c)}`);
     checkOwnKeys(c, INPUT_LAYER_KEYS, 'layer 0 (InputLayer) config');
-    for (const k of ['sparse', 'ragged']) {
+    // Keras 3.9+ writes `optional`: an input that may be None, which a chain cannot run without.
+    for (const k of ['sparse', 'ragged', 'optional']) {
       const v = own(c, k);
-      if (v !== undefined && v !== null && v !== false) throw new ConfigError(`layer 0 (InputLayer): option ${JSON.stringify(k)} must be false (dense tensors only), received ${fmtValue(v)}`);
+      if (v !== undefined && v !== null && v !== false) throw new ConfigError(`layer 0 (InputLayer): option ${JSON.stringify(k)} must be false (dense, required inputs only), received ${fmtValue(v)}`);
     }
     checkDtype(own(c, 'dtype'), 'layer 0 (InputLayer)');
     const bs = own(c, 'batch_input_shape') ?? own(c, 'batch_shape');

@@ -221,6 +221,11 @@ describe('Keras and TF.js model files', () => {
       expect(m.inputShape).to.deep.equal([4]);
       expect(m.outputShape).to.deep.equal([2]);
     }
+    const optional = keras3Functional();
+    (optional.config.layers[0].config as Record<string, unknown>).optional = true;
+    expect(() => loadModel(optional, { weights: 'initialize' })).to.throw(ConfigError, /layer 0 \(InputLayer\): option "optional" must be false \(dense tensors only\), received true/);
+    (optional.config.layers[0].config as Record<string, unknown>).optional = false;
+    expect(loadModel(optional, { weights: 'initialize' }).layers).to.have.length(2);
     const mixed = keras3Functional();
     (mixed.config.layers[1].config as Record<string, unknown>).dtype = { ...policy, config: { name: 'mixed_float16' } };
     expect(() => loadModel(mixed, { weights: 'initialize' })).to.throw(ConfigError, /layer 0 \(Dense\): expected dtype "float32" or "float64".*mixed_float16/);
