@@ -223,7 +223,7 @@ describe('Keras and TF.js model files', () => {
     }
     const optional = keras3Functional();
     (optional.config.layers[0].config as Record<string, unknown>).optional = true;
-    expect(() => loadModel(optional, { weights: 'initialize' })).to.throw(ConfigError, /layer 0 \(InputLayer\): option "optional" must be false \(dense tensors only\), received true/);
+    expect(() => loadModel(optional, { weights: 'initialize' })).to.throw(ConfigError, /layer 0 \(InputLayer\): option "optional" must be false \(dense, required inputs only\), received true/);
     (optional.config.layers[0].config as Record<string, unknown>).optional = false;
     expect(loadModel(optional, { weights: 'initialize' }).layers).to.have.length(2);
     const mixed = keras3Functional();
