@@ -4,10 +4,10 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
-import { JacobianChainError, MemoryBudgetError } from '../lib/errors.js';
+import { ConfigError, JacobianChainError, MemoryBudgetError, ShapeError, fmtValue } from '../lib/errors.js';
 import { lossFrom } from '../lib/losses.js';
 import { fmtBytes } from '../lib/memory.js';
-import { loadModel } from '../lib/model-io.js';
+import { loadModelFile } from '../lib/model-io.js';
 import { seededBatch } from '../lib/models.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
@@ -21,6 +21,8 @@ export interface Case {
   x: Tensor;
   y: Tensor;
   loss: string;
+  /** Lines the command prints before it runs (how the weights were obtained, when not from the file). */
+  notes?: string[];
 }
 
 /** The options a model file's case depends on. */
@@ -30,6 +32,8 @@ export interface CaseOptions {
   dtype: DType;
   seed: number;
   loss?: string;
+  /** Fresh seeded weights instead of the file's (`--init-weights`): a topology without weights needs it. */
+  initWeights?: boolean;
 }
 
 /**
@@ -53,31 +57,51 @@ export function modelFileCase(path: string, o: CaseOptions, defaultBatch: number
       throw e;
     }
   };
-  const model = fromFile(() => loadModel(text, { dtype: o.dtype }));
-  const file = fromFile(() => JSON.parse(text) as { x?: unknown; y?: unknown; loss?: unknown; stages?: number[][] });
-  if (o.loss === undefined && file.loss !== undefined) fromFile(() => lossFrom(file.loss as string));
-  const loss = o.loss ?? (typeof file.loss === 'string' ? file.loss : 'mse');
+  // loadModelFile reads the TF.js weight shards beside a model.json too.
+  const model = fromFile(() => loadModelFile(path, { dtype: o.dtype, ...(o.initWeights ? { weights: 'initialize' as const, rng: new Rng(o.seed) } : {}) }));
+  // loadModelFile has parsed the same text: it is a JSON object.
+  const file = JSON.parse(text) as Record<string, unknown>;
+  const get = (k: string): unknown => (Object.hasOwn(file, k) ? file[k] : undefined);
+  const fileLoss = get('loss');
+  fromFile(() => {
+    if (fileLoss !== undefined && typeof fileLoss !== 'string') throw new ConfigError(`expected "loss" to be a loss name, received ${fmtValue(fileLoss)}`);
+    if (o.loss === undefined && fileLoss !== undefined) lossFrom(fileLoss as string);
+  });
+  const loss = o.loss ?? (fileLoss as string | undefined) ?? 'mse';
   lossFrom(loss);
   const L = model.layers.length;
-  const split = o.split ?? (file.stages ? fromFile(() => Sequential.pointsFromStages(file.stages!, L)) : L > 1 ? [Math.floor(L / 2)] : []);
+  const fileStages = get('stages');
+  const split =
+    o.split ??
+    (fileStages !== undefined
+      ? fromFile(() => {
+          if (!Array.isArray(fileStages) || fileStages.some((st) => !Array.isArray(st) || st.some((i) => !Number.isInteger(i)))) {
+            throw new ConfigError(`expected "stages" to be lists of layer indices like [[0], [1, 2]], received ${fmtValue(fileStages)}`);
+          }
+          return Sequential.pointsFromStages(fileStages as number[][], L);
+        })
+      : L > 1
+        ? [Math.floor(L / 2)]
+        : []);
   let x: Tensor;
   let y: Tensor;
-  if (file.x && file.y && o.batch === undefined) {
+  const fx = get('x');
+  const fy = get('y');
+  if (fx && fy && o.batch === undefined) {
     ({ x, y } = fromFile(() => {
-      const fx = asType(fromJSON(file.x as never, 'float64', `x`), o.dtype);
-      const fy = asType(fromJSON(file.y as never, 'float64', `y`), o.dtype);
-      assertShape(fx, [null, ...model.inputShape], `x`);
-      assertShape(fy, [fx.shape[0], ...model.outputShape], `y`);
-      assertFinite(fx, 'x');
-      assertFinite(fy, 'y');
-      return { x: fx, y: fy };
+      const tx = asType(readTensor(fx, 'x'), o.dtype);
+      const ty = asType(readTensor(fy, 'y'), o.dtype);
+      assertShape(tx, [null, ...model.inputShape], 'x');
+      assertShape(ty, [tx.shape[0], ...model.outputShape], 'y');
+      return { x: tx, y: ty };
     }));
   } else {
     ({ x } = seededBatch(model.inputShape, { batch: o.batch ?? defaultBatch, seed: o.seed, dtype: o.dtype }));
     y = seededLabels(model, x.shape[0], loss, o);
   }
   const stages = o.split ? model.split(split) : fromFile(() => model.split(split));
-  return { title: `model file ${path}`, stages, x, y, loss };
+  const notes = o.initWeights ? [`weights: freshly initialized (each layer's initializers, seed ${o.seed}; --init-weights), not read from ${path}`] : [];
+  return { title: `model file ${path}`, stages, x, y, loss, notes };
 }
 
 /**
@@ -107,6 +131,19 @@ function readModelText(path: string): string {
   } catch (e) {
     throw fail((e as NodeJS.ErrnoException).code ?? (e as Error).message);
   }
+}
+
+/** A fixture tensor `{"shape", "data"}`, every value a finite number (a null or a string is refused, not read as 0). */
+function readTensor(j: unknown, what: string): Tensor {
+  const o = j as Record<string, unknown>;
+  const shape = typeof j === 'object' && j !== null && Object.hasOwn(o, 'shape') ? o.shape : undefined;
+  const data = typeof j === 'object' && j !== null && Object.hasOwn(o, 'data') ? o.data : undefined;
+  if (!Array.isArray(shape) || shape.some((d) => !Number.isSafeInteger(d) || d < 0) || !Array.isArray(data)) {
+    throw new ShapeError(`${what}: expected {"shape": [non-negative integers], "data": [numbers]}, received ${fmtValue(j)}`);
+  }
+  const bad = data.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
+  if (bad >= 0) throw new ShapeError(`${what}: expected finite numbers, received ${fmtValue(data[bad])} at flat index ${bad}`);
+  return fromJSON({ shape, data } as never, 'float64', what);
 }
 
 /** Seeded labels matching the model's output: one-hot rows for categorical cross-entropy, else 0/1. */

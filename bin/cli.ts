@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `jacobian-chain` command: `seed` (the seed's reference check, the default), `train`, `jacobian`.
+ * The `jacobian-chain` command: `seed` (the seed's reference check, the default), `train`, `jacobian`, `inspect`.
  * Each subcommand lives in `bin/commands/<name>.ts` and exports `run(argv): Promise<number>`; the
  * exit codes are bin/exit-codes.ts's table, and every error is printed here or there on one line.
  */
@@ -10,12 +10,13 @@ const commands: Record<string, () => Promise<{ run: (argv: string[]) => Promise<
   seed: () => import('./commands/seed.js'),
   train: () => import('./commands/train.js'),
   jacobian: () => import('./commands/jacobian.js'),
+  inspect: () => import('./commands/inspect.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
   const [name = 'seed', ...rest] = argv;
   if (name === '--help' || name === '-h' || name === 'help') {
-    console.log(`usage: jacobian-chain <command> [options]\n\ncommands:\n  seed       the seed's reference check: explicit-Jacobian chain and VJP chain against one tape (default)\n  train      train a model split into stages, by vjp or by jacobian\n  jacobian   build one stage's Jacobian and report its shape, bytes and time\n\nrun "jacobian-chain <command> --help" for a command's options\n\n${exitCodesHelp()}\n\nenvironment:\n  JACOBIAN_CHAIN_DEBUG=1   print the stack trace after an error`);
+    console.log(`usage: jacobian-chain <command> [options]\n\ncommands:\n  seed       the seed's reference check: explicit-Jacobian chain and VJP chain against one tape (default)\n  train      train a model split into stages, by vjp or by jacobian\n  jacobian   build one stage's Jacobian and report its shape, bytes and time\n  inspect    a model file's layers, and what each way would cost per stage, from shapes alone\n\nrun "jacobian-chain <command> --help" for a command's options\n\n${exitCodesHelp()}\n\nenvironment:\n  JACOBIAN_CHAIN_DEBUG=1   print the stack trace after an error`);
     return EXIT.ok;
   }
   const load = commands[name];

@@ -32,6 +32,8 @@ export interface SequentialOptions {
   name?: string;
   /** Index of this model's first layer in the model it was split from (0 for a whole model). */
   layerOffset?: number;
+  /** Draw fresh weights for unbuilt layers (default true); false leaves zeros for weights about to be loaded, so that an initializer a file names need not be implemented. */
+  initialize?: boolean;
 }
 
 /**
@@ -97,7 +99,7 @@ export class Sequential implements Differentiable<SequentialSaved> {
         }
       } else {
         try {
-          layer.build(shape!, { rng, dtype: opts.dtype });
+          layer.build(shape!, { rng, dtype: opts.dtype, initialize: opts.initialize });
         } catch (e) {
           throw prefixError(e, `Sequential "${this.name}" layer ${i} (${layer.describe()})`);
         }

@@ -29,7 +29,10 @@ gradient of the same stage.
 
 options:
   --model <file>       a model file (Keras-style JSON; a golden fixture works, with its x, loss and
-                       stages); default: the seed's cats-vs-dogs CNN
+                       stages; a TF.js model.json reads its shards from its folder); default:
+                       the seed's cats-vs-dogs CNN
+  --init-weights       start the --model file from fresh seeded weights instead of its own; needed
+                       for a topology without weights
   --split <i,j,...>    layer indices where a new stage starts (default: after the last pooling
                        layer for the CNN, the file's "stages")
   --stage <s>          which stage (default 0, the CNN's conv stage model_0)
@@ -57,6 +60,7 @@ example:
 /** Parsed options. */
 interface Options {
   model?: string;
+  initWeights: boolean;
   split?: number[];
   stage: number;
   side: number;
@@ -78,6 +82,7 @@ interface Options {
 
 const OPTIONS = {
   model: 'string',
+  'init-weights': 'boolean',
   split: 'string',
   stage: 'string',
   side: 'string',
@@ -103,8 +108,10 @@ function parse(argv: string[]): Options | 'help' {
   if (v.loss !== undefined) lossFrom(v.loss);
   const dt = dtype(v.dtype, '--dtype') ?? 'float64';
   const gib = positiveNumber(v['memory-budget'], '--memory-budget');
+  if (v['init-weights'] && v.model === undefined) throw new UsageError('expected --init-weights together with --model <file> (the built-in CNN is always seeded), received --init-weights alone');
   return {
     model: v.model,
+    initWeights: v['init-weights'] === true,
     split: splitPoints(v.split, '--split'),
     stage: nonNegativeInt(v.stage, '--stage') ?? 0,
     side: positiveInt(v.side, '--side') ?? 32,
@@ -200,6 +207,7 @@ export async function run(argv: string[]): Promise<number> {
   const stage = stages[s];
   const fo: SequentialForwardOptions = { training: o.training, seed: o.seed };
   console.log(`${c.title}: stage ${s} of ${stages.length} (${stage.name}, layers ${stage.layerOffset}..${stage.layerOffset + stage.layers.length - 1}), batch ${x.shape[0]}, ${o.dtype}, loss ${loss}`);
+  for (const note of c.notes ?? []) console.log(note);
   console.log(stage.summary());
 
   // The upstream gradient dLoss/dOut at the stage's output: the loss's gradient pulled back through the later stages (the VJP way).

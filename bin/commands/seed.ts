@@ -15,7 +15,7 @@ import { estimateMemory, guardExplicitWay } from '../../lib/memory-report.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import { Sequential } from '../../lib/sequential.js';
 import type { DType } from '../../lib/tensor.js';
-import { dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, positiveNumber, splitPoints } from '../args.js';
+import { UsageError, dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, positiveNumber, splitPoints } from '../args.js';
 import { type Case, modelFileCase } from '../cases.js';
 import { EXIT } from '../exit-codes.js';
 
@@ -29,7 +29,10 @@ cats-vs-dogs CNN split after its last pooling layer (or only the model of --mode
 
 options:
   --model <file>       a model file (Keras-style JSON: modelTopology and weights; a golden fixture
-                       works, and its x, y, loss and stages are used)
+                       works, and its x, y, loss and stages are used; a TF.js model.json reads
+                       its weight shards from the same folder)
+  --init-weights       start the --model file from fresh seeded weights (Glorot-uniform kernels,
+                       zero biases) instead of its own; needed for a topology without weights
   --split <i,j,...>    layer indices where a new stage starts (default: 1,2 for the reference model,
                        after the last pooling layer for the CNN, the file's "stages")
   --batch <n>          batch size of a seeded batch (default: 3 for the reference model, 2 for the CNN,
@@ -53,6 +56,7 @@ options:
 /** Parsed options. */
 interface Options {
   model?: string;
+  initWeights: boolean;
   split?: number[];
   batch?: number;
   side: number;
@@ -66,15 +70,17 @@ interface Options {
   memoryBudget: number;
 }
 
-const OPTIONS = { model: 'string', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string', 'memory-budget': 'string' } as const;
+const OPTIONS = { model: 'string', 'init-weights': 'boolean', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string', 'memory-budget': 'string' } as const;
 
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
   if (v === 'help') return v;
   if (v.loss !== undefined) lossFrom(v.loss);
   const dt = dtype(v.dtype, '--dtype') ?? 'float64';
+  if (v['init-weights'] && v.model === undefined) throw new UsageError('expected --init-weights together with --model <file> (the built-in models are always seeded), received --init-weights alone');
   return {
     model: v.model,
+    initWeights: v['init-weights'] === true,
     split: splitPoints(v.split, '--split'),
     batch: positiveInt(v.batch, '--batch'),
     side: positiveInt(v.side, '--side') ?? 32,
@@ -185,6 +191,7 @@ async function runCase(c: Case, o: Options): Promise<boolean> {
   const hasDropout = c.stages.some((s) => leavesOf(s).some((l) => l.stochastic));
   const stageList = c.stages.map((s) => `[${s.layers.map((_, i) => s.layerOffset + i).join(', ')}]`).join(' ');
   console.log(`\n=== ${c.title}: input ${fmtShape(c.x.shape)}, stages ${stageList}, loss ${c.loss}, ${o.dtype}${hasDropout ? `, Dropout in ${o.training ? 'training (one seeded mask, shared by all three ways)' : 'inference'}` : ''} ===`);
+  for (const note of c.notes ?? []) console.log(note);
   console.log(c.stages.map((s) => s.summary()).join('\n'));
   const ref = await timed(() => referenceGradients(c.stages, c.x, c.y, c.loss, opts));
   console.log(`\nloss ${ref.loss} (one tape over the whole model, ${ref.ms.toFixed(0)} ms)`);

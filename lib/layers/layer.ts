@@ -234,6 +234,8 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
    * fresh build draws weights, so that a file whose weights are given loads whatever it names.
    */
   initializers: Record<string, InitializerSpec> = {};
+  /** Whether training updates this layer's parameters (Keras' `trainable`); model files set it, `false` is saved back. */
+  trainable = true;
   private _inputShape: number[] | null = null;
   private _outputShape: number[] | null = null;
 
