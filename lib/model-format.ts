@@ -403,7 +403,7 @@ export function loadModel(source: string | object, opts: LoadOptions = {}): Sequ
   if (hasJson && hasManifest) throw new ConfigError('model file: has both "weights" and "weightsManifest"; expected one source of weights');
   const initialize = opts.weights === 'initialize';
   if (!initialize && !hasJson && !hasManifest) {
-    throw new ConfigError('model file: has a topology but no weights ("weights" or "weightsManifest"); to start from freshly initialized weights (each layer's initializers, Keras' defaults Glorot-uniform kernels and zero biases, seeded), pass { weights: \'initialize\' } (on the command line: --init-weights)');
+    throw new ConfigError('model file: has a topology but no weights ("weights" or "weightsManifest"); to start from freshly initialized weights (each layer\'s initializers, by default Glorot-uniform kernels and zero biases, seeded), pass { weights: \'initialize\' } (on the command line: --init-weights)');
   }
   let inputShape = opts.inputShape;
   if (inputShape !== undefined) inputShape = readShape(inputShape, 'inputShape', 'loadModel options', false);
