@@ -31,7 +31,12 @@ export interface NonFiniteReport {
 export type NonFiniteOrigin = Omit<NonFiniteReport, 'epoch' | 'batch'>;
 
 /** The first non-finite element of a tensor, or null. */
-export function firstNonFinite(t: Tensor): { value: number; index: number[] } | null {
+export function firstNonFinite(t: Tensor): {
+  /** The non-finite value. */
+  value: number;
+  /** Its index, one entry per axis. */
+  index: number[]
+} | null {
   const c = contiguous(t);
   for (let i = 0; i < c.size; i++) {
     const v = c.data[c.offset + i];

@@ -56,8 +56,16 @@ export function knownLayers(): string[] {
   return [...REGISTRY.keys()];
 }
 
+/** A registry entry: the canonical class name and its factory. */
+export interface RegisteredLayer {
+  /** The canonical Keras class name (an alias resolved). */
+  className: string;
+  /** Makes the layer from its config. */
+  factory: LayerFactory;
+}
+
 /** The factory registered under a class name or one of Keras' aliases, and the canonical name; null when unknown. */
-export function layerFactory(className: string): { className: string; factory: LayerFactory } | null {
+export function layerFactory(className: string): RegisteredLayer | null {
   const cls = ALIASES.get(className) ?? className;
   const factory = REGISTRY.get(cls);
   return factory ? { className: cls, factory } : null;

@@ -200,7 +200,12 @@ export class BufferSet {
   }
 
   /** The buffers with their identity, in the order first met: to tell which is a layer's input or output. */
-  entries(): { buffer: ArrayBufferLike; account: BufferAccount }[] {
+  entries(): {
+    /** The buffer itself, for identity. */
+    buffer: ArrayBufferLike;
+    /** Its account. */
+    account: BufferAccount
+  }[] {
     return this.items.map((account, i) => ({ buffer: this.buffers[i], account }));
   }
 
