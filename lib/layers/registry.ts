@@ -11,6 +11,7 @@ import { Conv2D, type Conv2DConfig } from './conv2d.js';
 import { Dense, type DenseConfig } from './dense.js';
 import { Dropout, type DropoutConfig } from './dropout.js';
 import { Flatten, type FlattenConfig } from './flatten.js';
+import { GlobalAveragePooling2D, type GlobalAveragePooling2DConfig } from './global-average-pooling2d.js';
 import type { Layer } from './layer.js';
 import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
 
@@ -20,6 +21,7 @@ export * from './conv2d.js';
 export * from './dense.js';
 export * from './dropout.js';
 export * from './flatten.js';
+export * from './global-average-pooling2d.js';
 export * from './max-pooling2d.js';
 
 /** Makes a layer from its Keras config (snake_case keys) and name. */
@@ -33,6 +35,7 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['Dropout', (c, n) => new Dropout(c as unknown as DropoutConfig, n)],
   ['Activation', (c, n) => new Activation(c as unknown as ActivationConfig, n)],
   ['AveragePooling2D', (c, n) => new AveragePooling2D(c as AveragePooling2DConfig, n)],
+  ['GlobalAveragePooling2D', (c, n) => new GlobalAveragePooling2D(c as GlobalAveragePooling2DConfig, n)],
 ]);
 
 /** Keras' aliases for the same classes. */
@@ -40,6 +43,7 @@ const ALIASES = new Map<string, string>([
   ['Convolution2D', 'Conv2D'],
   ['MaxPool2D', 'MaxPooling2D'],
   ['AvgPool2D', 'AveragePooling2D'],
+  ['GlobalAvgPool2D', 'GlobalAveragePooling2D'],
 ]);
 
 /**
