@@ -12,6 +12,7 @@ import { Dense, type DenseConfig } from './dense.js';
 import { Dropout, type DropoutConfig } from './dropout.js';
 import { Flatten, type FlattenConfig } from './flatten.js';
 import { GlobalAveragePooling2D, type GlobalAveragePooling2DConfig } from './global-average-pooling2d.js';
+import { GlobalMaxPooling2D, type GlobalMaxPooling2DConfig } from './global-max-pooling2d.js';
 import type { Layer } from './layer.js';
 import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
 
@@ -22,6 +23,7 @@ export * from './dense.js';
 export * from './dropout.js';
 export * from './flatten.js';
 export * from './global-average-pooling2d.js';
+export * from './global-max-pooling2d.js';
 export * from './max-pooling2d.js';
 
 /** Makes a layer from its Keras config (snake_case keys) and name. */
@@ -36,6 +38,7 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['Activation', (c, n) => new Activation(c as unknown as ActivationConfig, n)],
   ['AveragePooling2D', (c, n) => new AveragePooling2D(c as AveragePooling2DConfig, n)],
   ['GlobalAveragePooling2D', (c, n) => new GlobalAveragePooling2D(c as GlobalAveragePooling2DConfig, n)],
+  ['GlobalMaxPooling2D', (c, n) => new GlobalMaxPooling2D(c as GlobalMaxPooling2DConfig, n)],
 ]);
 
 /** Keras' aliases for the same classes. */
@@ -44,6 +47,7 @@ const ALIASES = new Map<string, string>([
   ['MaxPool2D', 'MaxPooling2D'],
   ['AvgPool2D', 'AveragePooling2D'],
   ['GlobalAvgPool2D', 'GlobalAveragePooling2D'],
+  ['GlobalMaxPool2D', 'GlobalMaxPooling2D'],
 ]);
 
 /**
