@@ -16,6 +16,7 @@ import { GlobalAveragePooling2D, type GlobalAveragePooling2DConfig } from './glo
 import { GlobalMaxPooling2D, type GlobalMaxPooling2DConfig } from './global-max-pooling2d.js';
 import type { Layer } from './layer.js';
 import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
+import { ReLU, type ReLUConfig } from './relu.js';
 import { Reshape, type ReshapeConfig } from './reshape.js';
 import { ZeroPadding2D, type ZeroPadding2DConfig } from './zero-padding2d.js';
 
@@ -29,6 +30,7 @@ export * from './flatten.js';
 export * from './global-average-pooling2d.js';
 export * from './global-max-pooling2d.js';
 export * from './max-pooling2d.js';
+export * from './relu.js';
 export * from './reshape.js';
 export * from './zero-padding2d.js';
 
@@ -48,6 +50,7 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['ZeroPadding2D', (c, n) => new ZeroPadding2D(c as ZeroPadding2DConfig, n)],
   ['Cropping2D', (c, n) => new Cropping2D(c as Cropping2DConfig, n)],
   ['Reshape', (c, n) => new Reshape(c as unknown as ReshapeConfig, n)],
+  ['ReLU', (c, n) => new ReLU(c as ReLUConfig, n)],
 ]);
 
 /** Keras' aliases for the same classes. */
