@@ -15,6 +15,7 @@ import { Flatten, type FlattenConfig } from './flatten.js';
 import { GlobalAveragePooling2D, type GlobalAveragePooling2DConfig } from './global-average-pooling2d.js';
 import { GlobalMaxPooling2D, type GlobalMaxPooling2DConfig } from './global-max-pooling2d.js';
 import type { Layer } from './layer.js';
+import { LeakyReLU, type LeakyReLUConfig } from './leaky-relu.js';
 import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
 import { ReLU, type ReLUConfig } from './relu.js';
 import { Reshape, type ReshapeConfig } from './reshape.js';
@@ -29,6 +30,7 @@ export * from './dropout.js';
 export * from './flatten.js';
 export * from './global-average-pooling2d.js';
 export * from './global-max-pooling2d.js';
+export * from './leaky-relu.js';
 export * from './max-pooling2d.js';
 export * from './relu.js';
 export * from './reshape.js';
@@ -50,6 +52,7 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['ZeroPadding2D', (c, n) => new ZeroPadding2D(c as ZeroPadding2DConfig, n)],
   ['Cropping2D', (c, n) => new Cropping2D(c as Cropping2DConfig, n)],
   ['Reshape', (c, n) => new Reshape(c as unknown as ReshapeConfig, n)],
+  ['LeakyReLU', (c, n) => new LeakyReLU(c as LeakyReLUConfig, n)],
   ['ReLU', (c, n) => new ReLU(c as ReLUConfig, n)],
 ]);
 
