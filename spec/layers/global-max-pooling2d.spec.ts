@@ -61,6 +61,9 @@ describe('GlobalMaxPooling2D', () => {
     const J = jacobianWrtInput(layer, x).toDense();
     expect(J.get(0, 0, 0, 1, 0)).to.equal(1);
     expect(J.get(0, 0, 1, 0, 0)).to.equal(0);
+    // The documented difference: tfjs-core's max gradient gives the whole cotangent to every tied maximum.
+    const tdx = tf.grad((u: tf.Tensor) => tf.max(u, [1, 2]))(tf.tensor(Float32Array.from(x.data), x.shape), tf.tensor([10, 20], [1, 2]));
+    expect(Array.from(tdx.dataSync())).to.deep.equal([0, 0, 10, 20, 10, 0, 0, 20]);
   });
 
   it('a NaN in a channel makes its output NaN, as tfjs-core max does; the other channels are untouched', () => {
