@@ -8,19 +8,33 @@
 import { Activation, type ActivationConfig } from './activation.js';
 import { AveragePooling2D, type AveragePooling2DConfig } from './average-pooling2d.js';
 import { Conv2D, type Conv2DConfig } from './conv2d.js';
+import { Cropping2D, type Cropping2DConfig } from './cropping2d.js';
 import { Dense, type DenseConfig } from './dense.js';
 import { Dropout, type DropoutConfig } from './dropout.js';
 import { Flatten, type FlattenConfig } from './flatten.js';
+import { GlobalAveragePooling2D, type GlobalAveragePooling2DConfig } from './global-average-pooling2d.js';
+import { GlobalMaxPooling2D, type GlobalMaxPooling2DConfig } from './global-max-pooling2d.js';
 import type { Layer } from './layer.js';
+import { LeakyReLU, type LeakyReLUConfig } from './leaky-relu.js';
 import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
+import { ReLU, type ReLUConfig } from './relu.js';
+import { Reshape, type ReshapeConfig } from './reshape.js';
+import { ZeroPadding2D, type ZeroPadding2DConfig } from './zero-padding2d.js';
 
 export * from './activation.js';
 export * from './average-pooling2d.js';
 export * from './conv2d.js';
+export * from './cropping2d.js';
 export * from './dense.js';
 export * from './dropout.js';
 export * from './flatten.js';
+export * from './global-average-pooling2d.js';
+export * from './global-max-pooling2d.js';
+export * from './leaky-relu.js';
 export * from './max-pooling2d.js';
+export * from './relu.js';
+export * from './reshape.js';
+export * from './zero-padding2d.js';
 
 /** Makes a layer from its Keras config (snake_case keys) and name. */
 export type LayerFactory = (config: Record<string, unknown>, name?: string) => Layer;
@@ -33,6 +47,13 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['Dropout', (c, n) => new Dropout(c as unknown as DropoutConfig, n)],
   ['Activation', (c, n) => new Activation(c as unknown as ActivationConfig, n)],
   ['AveragePooling2D', (c, n) => new AveragePooling2D(c as AveragePooling2DConfig, n)],
+  ['GlobalAveragePooling2D', (c, n) => new GlobalAveragePooling2D(c as GlobalAveragePooling2DConfig, n)],
+  ['GlobalMaxPooling2D', (c, n) => new GlobalMaxPooling2D(c as GlobalMaxPooling2DConfig, n)],
+  ['ZeroPadding2D', (c, n) => new ZeroPadding2D(c as ZeroPadding2DConfig, n)],
+  ['Cropping2D', (c, n) => new Cropping2D(c as Cropping2DConfig, n)],
+  ['Reshape', (c, n) => new Reshape(c as unknown as ReshapeConfig, n)],
+  ['LeakyReLU', (c, n) => new LeakyReLU(c as LeakyReLUConfig, n)],
+  ['ReLU', (c, n) => new ReLU(c as ReLUConfig, n)],
 ]);
 
 /** Keras' aliases for the same classes. */
@@ -40,6 +61,8 @@ const ALIASES = new Map<string, string>([
   ['Convolution2D', 'Conv2D'],
   ['MaxPool2D', 'MaxPooling2D'],
   ['AvgPool2D', 'AveragePooling2D'],
+  ['GlobalAvgPool2D', 'GlobalAveragePooling2D'],
+  ['GlobalMaxPool2D', 'GlobalMaxPooling2D'],
 ]);
 
 /**
