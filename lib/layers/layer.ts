@@ -346,7 +346,6 @@ const NULL_OK = { ok: isNull, expected: 'null' };
 /** Keras keys accepted at the values implemented here (weights come from the file or from Glorot-uniform / zeros). */
 const KERAS_DEFAULTS = new Map<string, { ok: (v: unknown) => boolean; expected: string }>([
   ['data_format', { ok: (v) => isNull(v) || v === 'channels_last', expected: '"channels_last"' }],
-  ['dilation_rate', { ok: (v) => v === 1 || (Array.isArray(v) && v.every((d) => d === 1)), expected: '1 or [1, 1]' }],
   ['groups', { ok: (v) => v === 1, expected: '1' }],
   ['kernel_initializer', { ok: initializerIs(['GlorotUniform', 'glorot_uniform']), expected: 'GlorotUniform' }],
   ['bias_initializer', { ok: initializerIs(['Zeros', 'zeros']), expected: 'Zeros' }],
