@@ -93,6 +93,22 @@ function denseCase(nIn: number, units: number, activation: ActivationName, use_b
   };
 }
 
+/** Dense on `[B, ...lead, in]`: tfjs' matMul on the input reshaped to rows `[B · prod(lead), in]`, reshaped back. */
+function denseLeadCase(lead: number[], nIn: number, units: number, activation: ActivationName, use_bias: boolean, rng: Rng): Case {
+  return {
+    kind: 'Dense',
+    pad: 'valid',
+    strides: [1, 1],
+    label: `Dense [${[...lead, nIn].join(', ')}]→[${[...lead, units].join(', ')}] ${activation} bias=${use_bias}`,
+    layer: new Dense({ units, activation, use_bias }).build([...lead, nIn], { rng }),
+    input: [...lead, nIn],
+    peer: (x, kernel, bias) => {
+      const z = tf.reshape(tf.matMul(tf.reshape(x, [-1, nIn]) as tf.Tensor2D, kernel as tf.Tensor2D), [x.shape[0], ...lead, units]);
+      return activate(tf, bias ? tf.add(z, bias) : z, activation);
+    },
+  };
+}
+
 /** A random configuration: kind, odd sizes, strides 1 or 2, 'same' or 'valid'. */
 function randomCase(k: number, rng: Rng): Case {
   const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)];
@@ -127,6 +143,10 @@ describe('peer: TensorFlow.js (tfjs-core, CPU backend, float32)', () => {
     convCase([7, 5, 2], 3, [2, 2], [1, 1], 'same', 'linear', true, rng),
     poolCase([7, 5, 3], [3, 3], [2, 2], 'same'),
     poolCase([7, 5, 3], [2, 2], [2, 2], 'same'),
+    // Dense on the last axis of a higher-rank input, the leading axes one more batch.
+    denseLeadCase([3], 5, 4, 'tanh', true, rng),
+    denseLeadCase([2, 3], 4, 3, 'softmax', true, rng),
+    denseLeadCase([3, 1, 2], 3, 2, 'relu', false, rng),
   ];
   for (const c of cases) {
     it(`${c.label}: forward and vjp (dx and every parameter) match tf.grads`, () => {
