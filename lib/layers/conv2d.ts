@@ -121,8 +121,10 @@ export class Conv2D extends Layer<Conv2DSaved> {
     return shapes;
   }
 
+  /** The Keras config; `dilation_rate` only when it is not 1, so that an undilated layer's saved model stays as before. */
   getConfig(): Record<string, unknown> {
-    return { filters: this.filters, kernel_size: this.kernelSize.slice(), strides: this.strides.slice(), padding: this.padding, dilation_rate: this.dilationRate.slice(), activation: this.activation, use_bias: this.useBias };
+    const dilated = this.dilationRate.some((d) => d !== 1) ? { dilation_rate: this.dilationRate.slice() } : {};
+    return { filters: this.filters, kernel_size: this.kernelSize.slice(), strides: this.strides.slice(), padding: this.padding, ...dilated, activation: this.activation, use_bias: this.useBias };
   }
 
   /**
