@@ -95,7 +95,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     this.strides = pair(config.strides ?? 1, 'strides', 'Conv2D');
     this.padding = padding(config.padding, 'Conv2D');
     this.dilationRate = pair(config.dilation_rate ?? 1, 'dilation_rate', 'Conv2D');
-    // Keras and TensorFlow refuse the combination: a strided dilated window would skip inputs in two ways at once.
+    // Keras refuses the combination (TensorFlow's dilated convolutions take strides of 1): no Keras model asks for it.
     if (this.strides.some((v) => v > 1) && this.dilationRate.some((v) => v > 1)) {
       throw new ConfigError(`Conv2D: expected strides 1 with a dilation_rate above 1 (as Keras and TensorFlow), received strides ${fmtShape(this.strides)} with dilation_rate ${fmtShape(this.dilationRate)}`);
     }
