@@ -1,6 +1,7 @@
 /**
  * Conv2D: `y = act(conv(x, W) + b)` on NHWC images `[B, H, W, Cin]` with a kernel `W` of shape
- * `[kh, kw, cin, cout]` (Keras' layout), a bias `[cout]`, strides and TensorFlow's padding.
+ * `[kh, kw, cin, cout]` (Keras' layout), a bias `[cout]`, strides or a dilation, and TensorFlow's
+ * padding.
  * @module
  */
 import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
@@ -9,7 +10,7 @@ import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros }
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { elementwiseLocal } from './local.js';
-import { type Padding, type WindowRanges, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
+import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
 /** Keras config of {@link Conv2D}. */
 export interface Conv2DConfig {
@@ -21,6 +22,8 @@ export interface Conv2DConfig {
   strides?: number | [number, number];
   /** `'valid'` (default, no padding) or `'same'` (TensorFlow's: the smaller half before). */
   padding?: Padding;
+  /** Taps `[dh, dw]` positions apart, or one number for both; default 1. Above 1 only with strides 1 (as Keras). */
+  dilation_rate?: number | [number, number];
   /** Activation applied after the bias; default `'linear'`. */
   activation?: ActivationName | null;
   /** Add a bias `[cout]`; default true. */
@@ -46,6 +49,7 @@ interface Geometry {
   Cout: number;
   kh: number;
   kw: number;
+  /** Tap `i` of the kernel's rows reads image row `rows.start[oh] + i · rows.step`; likewise the columns. */
   rows: WindowRanges;
   cols: WindowRanges;
 }
@@ -53,6 +57,8 @@ interface Geometry {
 /**
  * A 2-D convolution (cross-correlation, as Keras) on NHWC images, with a fused activation.
  * Padding `'same'` is TensorFlow's: `ceil(n / s)` outputs, the smaller half of the pad before.
+ * With a `dilation_rate` `d`, the taps of a window are `d` positions apart and the padding rule
+ * sees the effective kernel `(k - 1) d + 1`, as Keras.
  * @example
  * const conv = new Conv2D({ filters: 6, kernel_size: 2, activation: 'relu' }).build([10, 10, 1], { rng: new Rng(0) });
  * const x = randomNormal([3, 10, 10, 1], new Rng(1));
@@ -70,6 +76,8 @@ export class Conv2D extends Layer<Conv2DSaved> {
   readonly strides: [number, number];
   /** `'valid'` or `'same'`. */
   readonly padding: Padding;
+  /** Taps `[dh, dw]` positions apart. */
+  readonly dilationRate: [number, number];
   /** Activation applied after the bias. */
   readonly activation: ActivationName;
   /** Whether the layer has a bias. */
@@ -77,7 +85,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
 
   constructor(config: Conv2DConfig, name?: string) {
     super(name);
-    checkKeys(config as unknown as Record<string, unknown>, ['filters', 'kernel_size', 'strides', 'padding', 'activation', 'use_bias', ...BASE_KEYS], 'Conv2D');
+    checkKeys(config as unknown as Record<string, unknown>, ['filters', 'kernel_size', 'strides', 'padding', 'dilation_rate', 'activation', 'use_bias', ...BASE_KEYS], 'Conv2D');
     if (!Number.isInteger(config.filters) || config.filters <= 0) {
       throw new ConfigError(`Conv2D: expected filters to be a positive integer, received ${fmtValue(config.filters)}`);
     }
@@ -88,6 +96,11 @@ export class Conv2D extends Layer<Conv2DSaved> {
     this.kernelSize = pair(config.kernel_size, 'kernel_size', 'Conv2D');
     this.strides = pair(config.strides ?? 1, 'strides', 'Conv2D');
     this.padding = padding(config.padding, 'Conv2D');
+    this.dilationRate = pair(config.dilation_rate ?? 1, 'dilation_rate', 'Conv2D');
+    // Keras refuses the combination (TensorFlow's dilated convolutions take strides of 1): no Keras model asks for it.
+    if (this.strides.some((v) => v > 1) && this.dilationRate.some((v) => v > 1)) {
+      throw new ConfigError(`Conv2D: expected strides 1 with a dilation_rate above 1 (as Keras and TensorFlow), received strides ${fmtShape(this.strides)} with dilation_rate ${fmtShape(this.dilationRate)}`);
+    }
     this.activation = activationName(config.activation, 'Conv2D');
     this.useBias = config.use_bias ?? true;
     this.recordInitializers(config as unknown as Record<string, unknown>, ['kernel', 'bias']);
@@ -111,8 +124,10 @@ export class Conv2D extends Layer<Conv2DSaved> {
     return shapes;
   }
 
+  /** The Keras config; `dilation_rate` only when it is not 1, so that an undilated layer's saved model stays as before. */
   getConfig(): Record<string, unknown> {
-    return { filters: this.filters, kernel_size: this.kernelSize.slice(), strides: this.strides.slice(), padding: this.padding, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
+    const dilated = this.dilationRate.some((d) => d !== 1) ? { dilation_rate: this.dilationRate.slice() } : {};
+    return { filters: this.filters, kernel_size: this.kernelSize.slice(), strides: this.strides.slice(), padding: this.padding, ...dilated, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
   }
 
   /**
@@ -253,16 +268,17 @@ export class Conv2D extends Layer<Conv2DSaved> {
 
   // Structure hooks: what the sparse engines and the memory estimate know of a convolution.
 
-  /** Each output row reads a window of input rows, each column a window of columns, every channel. */
+  /** Each output row reads a window of input rows (`dh` apart), each column a window of columns, every channel. */
   inputStructure(): AxisStructure {
     const [H, W] = this.inputShape;
     const [kh, kw] = this.kernelSize;
     const [sh, sw] = this.strides;
+    const [dh, dw] = this.dilationRate;
     return {
       inDims: this.inputShape.slice(),
       maps: [
-        { kind: 'matrix', pattern: windowPattern(H, kh, sh, this.padding, false, this.describe()) },
-        { kind: 'matrix', pattern: windowPattern(W, kw, sw, this.padding, false, this.describe()) },
+        { kind: 'matrix', pattern: windowPattern(H, kh, sh, this.padding, false, this.describe(), dh) },
+        { kind: 'matrix', pattern: windowPattern(W, kw, sw, this.padding, false, this.describe(), dw) },
         { kind: 'full', rows: this.filters },
       ],
     };
@@ -273,10 +289,11 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const [H, W, Cin] = this.inputShape;
     const [kh, kw] = this.kernelSize;
     const [sh, sw] = this.strides;
+    const [dh, dw] = this.dilationRate;
     const Cout = this.filters;
     const chan = couplesRow(this.activation) ? SparsityPattern.full(Cout, Cout) : SparsityPattern.identity(Cout);
-    const th = windowPattern(H, kh, sh, this.padding, true, this.describe());
-    const tw = windowPattern(W, kw, sw, this.padding, true, this.describe());
+    const th = windowPattern(H, kh, sh, this.padding, true, this.describe(), dh);
+    const tw = windowPattern(W, kw, sw, this.padding, true, this.describe(), dw);
     if (k === 0) return new KronPattern([th, tw, SparsityPattern.full(1, Cin), chan]);
     return new KronPattern([SparsityPattern.full(th.rows, 1), SparsityPattern.full(tw.rows, 1), chan]);
   }
@@ -289,15 +306,18 @@ export class Conv2D extends Layer<Conv2DSaved> {
   /**
    * The largest row of the pattern, a lower bound on any colouring and met by the product
    * colouring: `wh · ww · cin` (the largest in-bounds window) for the input and the kernel, 1 for
-   * the bias; times `cout` for a parameter under a row-coupling activation.
+   * the bias; times `cout` for a parameter under a row-coupling activation. A dilation `d` (stride
+   * 1) splits an axis's columns into `d` residue classes that never share a row, each an interval
+   * pattern, so the bound is met there too.
    */
   colourCount(wrt: Wrt): number {
     const [H, W, Cin] = this.inputShape;
     const [kh, kw] = this.kernelSize;
     const [sh, sw] = this.strides;
+    const [dh, dw] = this.dilationRate;
     const coupled = wrt !== 'input' && couplesRow(this.activation) ? this.filters : 1;
     if (wrt === 1) return coupled;
-    return maxWindow(H, kh, sh, this.padding) * maxWindow(W, kw, sw, this.padding) * Cin * coupled;
+    return maxWindow(H, kh, sh, this.padding, dh) * maxWindow(W, kw, sw, this.padding, dw) * Cin * coupled;
   }
 
   /**
@@ -340,16 +360,20 @@ export class Conv2D extends Layer<Conv2DSaved> {
     return contiguous(b).data;
   }
 
-  /** Window ranges for an input `[B, H, W, Cin]`; throws, quoting both, when a 'valid' kernel does not fit. */
+  /** Window ranges for an input `[B, H, W, Cin]`; throws, quoting both, when a 'valid' kernel (dilated: its effective extent) does not fit. */
   private geometry(shape: readonly number[]): Geometry {
     const [B, H, W, Cin] = shape;
     const [kh, kw] = this.kernelSize;
     const [sh, sw] = this.strides;
-    if (this.padding === 'valid' && (kh > H || kw > W)) {
-      throw new ShapeError(`${this.describe()}: expected kernel_size ${fmtShape(this.kernelSize)} to fit the input's spatial extent ${fmtShape([H, W])} with padding "valid", received an input of ${fmtShape([H, W])} (use padding "same" or a smaller kernel)`);
+    const [dh, dw] = this.dilationRate;
+    const eh = effectiveWindow(kh, dh);
+    const ew = effectiveWindow(kw, dw);
+    if (this.padding === 'valid' && (eh > H || ew > W)) {
+      const kernel = dh === 1 && dw === 1 ? `kernel_size ${fmtShape(this.kernelSize)}` : `kernel_size ${fmtShape(this.kernelSize)} at dilation_rate ${fmtShape(this.dilationRate)} (spanning ${fmtShape([eh, ew])})`;
+      throw new ShapeError(`${this.describe()}: expected ${kernel} to fit the input's spatial extent ${fmtShape([H, W])} with padding "valid", received an input of ${fmtShape([H, W])} (use padding "same" or a smaller kernel)`);
     }
-    const rows = windowRanges(H, kh, sh, this.padding, this.describe());
-    const cols = windowRanges(W, kw, sw, this.padding, this.describe());
+    const rows = windowRanges(H, kh, sh, this.padding, this.describe(), dh);
+    const cols = windowRanges(W, kw, sw, this.padding, this.describe(), dw);
     return { B, H, W, Cin, Cout: this.filters, kh, kw, rows, cols };
   }
 }
@@ -409,7 +433,8 @@ function rowsTimesTransposed(A: Float64Array, a0: number, n: number, k: number, 
 /**
  * Moves the input windows of the `n` output pixels `p0 .. p0 + n` (flat over `[B, Ho, Wo]`)
  * between the image `xd` (`[B, H, W, Cin]`) and the rows of `P` (`[n, kh·kw·cin]`, row-major over
- * `(i, j, ci)` like the kernel's first axes). `'gather'` copies each window into its row, taps in
+ * `(i, j, ci)` like the kernel's first axes); tap `(i, j)` reads image pixel
+ * `(start + i·dh, start + j·dw)`. `'gather'` copies each window into its row, taps in
  * the padding left zero; `'scatter'`, its transpose, adds each row back onto its window, taps in
  * the padding dropped.
  */
@@ -419,6 +444,8 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
   const rowLen = kw * Cin;
   const perImage = rows.out * cols.out;
   const gather = direction === 'gather';
+  const dh = rows.step;
+  const dw = cols.step;
   if (gather) P.fill(0, 0, n * K);
   let b = Math.floor(p0 / perImage);
   let oh = Math.floor((p0 - b * perImage) / cols.out);
@@ -426,13 +453,23 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
   for (let p = 0; p < n; p++) {
     const ih0 = rows.start[oh];
     const iw0 = cols.start[ow];
-    const q0 = cols.lo[ow] * Cin;
-    const q1 = cols.hi[ow] * Cin;
+    const j0 = cols.lo[ow];
+    const j1 = cols.hi[ow];
     for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
-      const xo = ((b * H + ih0 + i) * W + iw0) * Cin;
+      const xo = ((b * H + ih0 + i * dh) * W + iw0) * Cin;
       const po = p * K + i * rowLen;
-      if (gather) for (let q = q0; q < q1; q++) P[po + q] = xd[xo + q];
-      else for (let q = q0; q < q1; q++) xd[xo + q] += P[po + q];
+      if (dw === 1) {
+        // Undilated columns: the window's row is one contiguous run of the image, copied in one loop.
+        if (gather) for (let q = j0 * Cin; q < j1 * Cin; q++) P[po + q] = xd[xo + q];
+        else for (let q = j0 * Cin; q < j1 * Cin; q++) xd[xo + q] += P[po + q];
+        continue;
+      }
+      for (let j = j0; j < j1; j++) {
+        const xj = xo + j * dw * Cin;
+        const pj = po + j * Cin;
+        if (gather) for (let ci = 0; ci < Cin; ci++) P[pj + ci] = xd[xj + ci];
+        else for (let ci = 0; ci < Cin; ci++) xd[xj + ci] += P[pj + ci];
+      }
     }
     if (++ow === cols.out) {
       ow = 0;
@@ -454,6 +491,8 @@ function addTangentTerm(wrt: 'input' | 'kernel', g: Geometry, primal: Data, tang
   const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
   const kStride = Cin * Cout;
   const byInput = wrt === 'input';
+  const dh = rows.step;
+  const dwCin = cols.step * Cin;
   // Jacobian seeds are basis directions: each tangent row is zero but for at most one t, so visiting only each row's nonzero span makes a block cost its T seeded columns, not T times the image.
   const span = tangentSupport(tangent, byInput ? B * H * W * Cin : kh * kw * kStride, T);
   for (let b = 0; b < B; b++) {
@@ -463,10 +502,10 @@ function addTangentTerm(wrt: 'input' | 'kernel', g: Geometry, primal: Data, tang
         const iw0 = cols.start[ow];
         const yo = ((b * rows.out + oh) * cols.out + ow) * Cout;
         for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
-          const xRow = ((b * H + ih0 + i) * W + iw0) * Cin;
+          const xRow = ((b * H + ih0 + i * dh) * W + iw0) * Cin;
           const wRow = i * kw * kStride;
           for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) {
-            const xo = xRow + j * Cin;
+            const xo = xRow + j * dwCin;
             const wo = wRow + j * kStride;
             for (let ci = 0; ci < Cin; ci++) {
               const wc = wo + ci * Cout;
@@ -551,7 +590,7 @@ function convMatrixLocal(g: Geometry, wrt: 'input' | 'kernel' | 'bias', Wk: Data
       let n = 0;
       for (let i = rA.lo[oh]; i < rA.hi[oh]; i++) {
         for (let j = cA.lo[ow]; j < cA.hi[ow]; j++) {
-          const xo = ((ih0 + i) * W + iw0 + j) * Cin;
+          const xo = ((ih0 + i * rA.step) * W + iw0 + j * cA.step) * Cin;
           const tap0 = (i * kw + j) * Cin;
           for (let ci = 0; ci < Cin; ci++) {
             const tap = tap0 + ci;

@@ -1,10 +1,11 @@
 /**
- * Dense: `y = act(x W + b)` with a kernel `W` of shape `[in, out]` (Keras' layout) and a bias `[out]`.
+ * Dense: `y = act(x W + b)` with a kernel `W` of shape `[in, out]` (Keras' layout) and a bias
+ * `[out]`, on the last axis: `[B, ...lead, in]` → `[B, ...lead, out]`, as Keras.
  * @module
  */
 import { type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
 import { ConfigError, fmtValue } from '../errors.js';
-import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
+import { type AxisMap, type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { elementwiseLocal } from './local.js';
@@ -21,19 +22,22 @@ export interface DenseConfig {
 
 /** What Dense's forward pass saves for its derivatives: the input (for `dW = xᵀ dz`) and the output (for the activation rule). */
 export interface DenseSaved {
-  /** The input, `[B, in]`, contiguous. */
+  /** The input, `[B, ...lead, in]`, contiguous. */
   x: Tensor;
-  /** The output after the activation, `[B, out]`. */
+  /** The output after the activation, `[B, ...lead, out]`. */
   y: Tensor;
   /** The pre-activation, `[B, out]`, saved only for an activation whose rules read it (gelu, swish/silu, softsign); else null. */
   z?: Tensor | null;
 }
 
 /**
- * A fully connected layer on `[B, in]` inputs (Flatten first for images).
+ * A fully connected layer on the last axis, as Keras: `[B, in]` → `[B, out]`, and on a higher rank
+ * `[B, ...lead, in]` → `[B, ...lead, out]`, the leading axes one more batch (every `[in]` row
+ * through the same kernel). Flatten first to mix an image's pixels.
  * @example
  * const dense = new Dense({ units: 4, activation: 'relu' }).build([8]);
  * const { y } = dense.forward(x); // x: [B, 8] → y: [B, 4]
+ * const pointwise = new Dense({ units: 4 }).build([5, 5, 3]); // x: [B, 5, 5, 3] → y: [B, 5, 5, 4], a 1x1 convolution
  */
 export class Dense extends Layer<DenseSaved> {
   readonly className = 'Dense';
@@ -60,14 +64,14 @@ export class Dense extends Layer<DenseSaved> {
   }
 
   computeOutputShape(inputShape: readonly number[]): number[] {
-    if (inputShape.length !== 1) {
-      throw new ConfigError(`${this.describe()}: expected a per-sample input of rank 1 ([in]; put a Flatten before it), received [${inputShape.join(', ')}]`);
+    if (inputShape.length === 0) {
+      throw new ConfigError(`${this.describe()}: expected a per-sample input of rank 1 or more ([...lead, in]), received [] (a scalar per sample)`);
     }
-    return [this.units];
+    return [...inputShape.slice(0, -1), this.units];
   }
 
   protected override paramShapes(inputShape: readonly number[]) {
-    const nIn = inputShape[0];
+    const nIn = inputShape[inputShape.length - 1];
     const shapes = [{ name: 'kernel', shape: [nIn, this.units], fanIn: nIn, fanOut: this.units }];
     if (this.useBias) shapes.push({ name: 'bias', shape: [this.units], fanIn: nIn, fanOut: this.units });
     return shapes;
@@ -77,14 +81,14 @@ export class Dense extends Layer<DenseSaved> {
     return { units: this.units, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
   }
 
-  /** Primal pass. Saves `x` and `y`. */
+  /** Primal pass, row by row over the `B · prod(lead)` rows of `[in]`. Saves `x` and `y`. */
   forward(x: Tensor): Forward<DenseSaved> {
     this.checkInput(x);
     const xc = contiguous(x);
-    const [B, nIn] = xc.shape;
+    const { B, nIn } = rowsOf(xc);
     const nOut = this.units;
     const W = contiguous(this.params[0].value).data;
-    const y = zeros([B, nOut], dtypeOf(x));
+    const y = zeros([...xc.shape.slice(0, -1), nOut], dtypeOf(x));
     const yd = y.data;
     const xd = xc.data;
     for (let b = 0; b < B; b++) {
@@ -102,27 +106,31 @@ export class Dense extends Layer<DenseSaved> {
     return { y, saved: { x: xc, y, z } };
   }
 
-  /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents. */
+  /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents, row by row as forward. */
   jvp(saved: DenseSaved, { dx, dParams, T, rows }: Tangents): Tensor {
     const { x, y } = saved;
-    const [B, nIn] = x.shape;
+    const { B, nIn, lead } = rowsOf(x);
     const nOut = this.units;
-    const dz = zeros([B, nOut, T], dtypeOf(x));
+    const dz = zeros([...x.shape.slice(0, -1), nOut, T], dtypeOf(x));
     const d = dz.data;
     if (dx) {
-      assertShape(dx, [B, nIn, T], `${this.describe()} jvp dx`);
+      assertShape(dx, [...x.shape, T], `${this.describe()} jvp dx`);
       const W = contiguous(this.params[0].value).data;
       const dxd = contiguous(dx).data;
-      // Rows of dx outside the caller's hint are zero: only inputs [i0, i1) contribute.
-      const i0 = rows ? Math.max(0, rows.lo) : 0;
-      const i1 = rows ? Math.min(nIn, rows.hi) : nIn;
-      for (let b = 0; b < B; b++) {
-        for (let i = i0; i < i1; i++) {
-          const src = (b * nIn + i) * T;
+      // The hint is per sample, over its flat `[...lead, in]`: only entries [r0, r1) of each sample contribute.
+      const perSample = lead * nIn;
+      const r0 = rows ? Math.max(0, rows.lo) : 0;
+      const r1 = rows ? Math.min(perSample, rows.hi) : perSample;
+      for (let s = 0; s < B / lead; s++) {
+        for (let r = r0; r < r1; r++) {
+          const l = Math.floor(r / nIn);
+          const i = r - l * nIn;
+          const src = (s * perSample + r) * T;
+          const yRow = (s * lead + l) * nOut;
           for (let o = 0; o < nOut; o++) {
             const w = W[i * nOut + o];
             if (w === 0) continue;
-            const dst = (b * nOut + o) * T;
+            const dst = (yRow + o) * T;
             for (let t = 0; t < T; t++) d[dst + t] += w * dxd[src + t];
           }
         }
@@ -130,6 +138,7 @@ export class Dense extends Layer<DenseSaved> {
     }
     const dW = dParams?.[0];
     if (dW) {
+      assertShape(dW, [nIn, nOut, T], `${this.describe()} jvp dKernel`);
       const dWd = contiguous(dW).data;
       const xd = x.data;
       // Flat kernel rows r = i·out + o outside the hint are zero; a Jacobian block then costs B·T·T, not B·in·out·T.
@@ -155,16 +164,16 @@ export class Dense extends Layer<DenseSaved> {
     return dz;
   }
 
-  /** VJP rule: `dz = act'ᵀ dy`, then `dx = dz Wᵀ`, `dW = xᵀ dz`, `db = Σ_b dz`. */
+  /** VJP rule: `dz = act'ᵀ dy`, then `dx = dz Wᵀ`, `dW = xᵀ dz`, `db = Σ dz`, the sums over every row (batch and leading axes). */
   vjp(saved: DenseSaved, dy: Tensor): Cotangents {
     const { x, y } = saved;
-    const [B, nIn] = x.shape;
+    const { B, nIn } = rowsOf(x);
     const nOut = this.units;
-    this.checkCotangent(dy, B);
+    this.checkCotangent(dy, x.shape[0]);
     const dz = new (y.data.constructor as Float64ArrayConstructor)(B * nOut);
     activationVjp(this.activation, saved.z?.data ?? null, y.data, contiguous(dy).data, dz, B * nOut, nOut);
     const W = contiguous(this.params[0].value).data;
-    const dx = zeros([B, nIn], dtypeOf(x));
+    const dx = zeros(x.shape, dtypeOf(x));
     const dW = zeros([nIn, nOut], dtypeOf(x));
     const xd = x.data;
     for (let b = 0; b < B; b++) {
@@ -190,16 +199,18 @@ export class Dense extends Layer<DenseSaved> {
 
   // Structure hooks: what the sparse engines and the memory estimate know of a dense layer.
 
-  /** Every output depends on every input. */
+  /** Each output row `[...lead]` depends on every input of the same row and on no other: identity on the leading axes, full on the last. */
   inputStructure(): AxisStructure {
-    return { inDims: this.inputShape.slice(), maps: [{ kind: 'full', rows: this.units }] };
+    const lead = this.inputShape.slice(0, -1);
+    return { inDims: this.inputShape.slice(), maps: [...lead.map((): AxisMap => ({ kind: 'identity' })), { kind: 'full', rows: this.units }] };
   }
 
-  /** Output `o` depends on kernel column `o` and bias `o`; a row-coupling activation spreads both over the units. */
+  /** Output `(...lead, o)` depends on kernel column `o` and bias `o` at every leading position; a row-coupling activation spreads both over the units. */
   paramStructure(k: number): KronPattern {
     const u = this.units;
     const chan = couplesRow(this.activation) ? SparsityPattern.full(u, u) : SparsityPattern.identity(u);
-    return k === 0 ? new KronPattern([SparsityPattern.full(1, this.inputShape[0]), chan]) : new KronPattern([chan]);
+    const lead = this.inputShape.slice(0, -1).map((n) => SparsityPattern.full(n, 1));
+    return k === 0 ? new KronPattern([...lead, SparsityPattern.full(1, this.inputShape[this.inputShape.length - 1]), chan]) : new KronPattern([...lead, chan]);
   }
 
   /** Forward saves its input and its output, and the pre-activation for an activation whose rules read it (see {@link DenseSaved}). */
@@ -207,41 +218,81 @@ export class Dense extends Layer<DenseSaved> {
     return { saves: activationNeeds(this.activation) === 'z' ? ['x', 'y', { what: 'z', perSample: this.outputShape.slice(), dtype: this.dtype }] : ['x', 'y'] };
   }
 
-  /** Rows are full: `in` colours for the input and the kernel (units never share a row), 1 for the bias; times `units` under a row-coupling activation. */
+  /**
+   * Rows are full over the last axis: `in` colours for the input (leading positions never share a
+   * row) and the kernel (units never share a row), 1 for the bias; times `units` under a
+   * row-coupling activation.
+   */
   colourCount(wrt: Wrt): number {
     const coupled = wrt !== 'input' && couplesRow(this.activation) ? this.units : 1;
-    return (wrt === 1 ? 1 : this.inputShape[0]) * coupled;
+    return (wrt === 1 ? 1 : this.inputShape[this.inputShape.length - 1]) * coupled;
   }
 
   /** The local Jacobian at a recorded pass: the layer's own matrix (`Wᵀ`'s row, `x`, or a 1), then the activation's, read off its dual-number rule. */
   localJacobian(pass: LayerPass, wrt: Wrt): LocalJacobian[] {
     const { x, y, z } = pass.saved as DenseSaved;
-    const B = x.shape[0];
-    const linear = denseMatrixLocal(this.inputShape[0], this.units, wrt === 'input' ? 'input' : wrt === 0 ? 'kernel' : 'bias', contiguous(this.params[0].value).data, x.data);
+    const { B, nIn, lead } = rowsOf(x);
+    const linear = denseMatrixLocal(nIn, this.units, lead, wrt === 'input' ? 'input' : wrt === 0 ? 'kernel' : 'bias', contiguous(this.params[0].value).data, x.data);
     if (this.activation === 'linear') return [linear];
+    // Built over the B · lead rows as samples of `units`, then regrouped into the layer's samples of `lead · units`.
     const act = elementwiseLocal(B, this.units, couplesRow(this.activation) ? this.units : 1, (dz, count, T) => activationJvp(this.activation, z?.data ?? null, y.data, dz, count, T, this.units));
-    return [linear, act];
+    return [linear, lead === 1 ? act : regroupRows(act, lead)];
   }
 }
 
-/** A dense layer's own matrix at a pass, by rows over the `u` units: `W[·, o]` w.r.t. the input, `x` at `(i, o)` w.r.t. the kernel, a 1 at `o` w.r.t. the bias. */
-function denseMatrixLocal(nIn: number, u: number, wrt: 'input' | 'kernel' | 'bias', Wk: Data, x: Data): LocalJacobian {
+/**
+ * The rows of `[B, ...lead, in]`, contiguous: `B` here counts them (the batch times `lead`, the
+ * product of the leading axes), each one `[in]` vector through the kernel.
+ */
+function rowsOf(x: Tensor): { B: number; nIn: number; lead: number } {
+  const nIn = x.shape[x.shape.length - 1];
+  let lead = 1;
+  for (let a = 1; a < x.shape.length - 1; a++) lead *= x.shape[a];
+  return { B: x.shape[0] * lead, nIn, lead };
+}
+
+/** A local Jacobian over `B · lead` samples of `n` rows, as one over `B` samples of `lead · n` rows (block-diagonal over the leading positions). */
+function regroupRows(L: LocalJacobian, lead: number): LocalJacobian {
+  const n = L.rows;
   return {
-    rows: u,
-    cols: wrt === 'input' ? nIn : wrt === 'kernel' ? nIn * u : u,
+    rows: lead * n,
+    cols: lead * L.cols,
+    single: L.single,
+    maxRowNnz: L.maxRowNnz,
+    row(b, o, idx, coef) {
+      const l = Math.floor(o / n);
+      const count = L.row(b * lead + l, o - l * n, idx, coef);
+      for (let k = 0; k < count; k++) idx[k] += l * L.cols;
+      return count;
+    },
+  };
+}
+
+/**
+ * A dense layer's own matrix at a pass, by rows over `(l, o)` (`lead` leading positions, `u`
+ * units) per sample: `W[·, o]` at row `l`'s inputs w.r.t. the input, row `l` of `x` at `(i, o)`
+ * w.r.t. the kernel, a 1 at `o` w.r.t. the bias.
+ */
+function denseMatrixLocal(nIn: number, u: number, lead: number, wrt: 'input' | 'kernel' | 'bias', Wk: Data, x: Data): LocalJacobian {
+  return {
+    rows: lead * u,
+    cols: wrt === 'input' ? lead * nIn : wrt === 'kernel' ? nIn * u : u,
     single: wrt === 'bias',
     maxRowNnz: wrt === 'bias' ? 1 : nIn,
-    row(b, o, idx, coef) {
+    row(b, r, idx, coef) {
+      const l = Math.floor(r / u);
+      const o = r - l * u;
       if (wrt === 'bias') {
         idx[0] = o;
         coef[0] = 1;
         return 1;
       }
+      const xRow = (b * lead + l) * nIn;
       let n = 0;
       for (let i = 0; i < nIn; i++) {
-        const v = wrt === 'input' ? Wk[i * u + o] : x[b * nIn + i];
+        const v = wrt === 'input' ? Wk[i * u + o] : x[xRow + i];
         if (v === 0) continue;
-        idx[n] = wrt === 'input' ? i : i * u + o;
+        idx[n] = wrt === 'input' ? l * nIn + i : i * u + o;
         coef[n++] = v;
       }
       return n;

@@ -344,7 +344,7 @@ export function glorotUniform(shape: readonly number[], fanIn: number, fanOut: n
 
 /**
  * Throws if a config has keys the layer does not know: a typo must not be silently ignored.
- * Keys that Keras writes into every saved model (`data_format`, `dilation_rate`, initializers,
+ * Keys that Keras writes into every saved model (`data_format`, `groups`, initializers,
  * regularizers, constraints...) are accepted when they hold the value this library implements,
  * and refused, quoting the value, when they ask for something it does not.
  */
@@ -370,7 +370,6 @@ const INITIALIZER_OK = { ok: (v: unknown) => isNull(v) || typeof v === 'string' 
 /** Keras keys accepted at the values implemented here; initializers in any form. */
 const KERAS_DEFAULTS = new Map<string, { ok: (v: unknown) => boolean; expected: string }>([
   ['data_format', { ok: (v) => isNull(v) || v === 'channels_last', expected: '"channels_last"' }],
-  ['dilation_rate', { ok: (v) => v === 1 || (Array.isArray(v) && v.every((d) => d === 1)), expected: '1 or [1, 1]' }],
   ['groups', { ok: (v) => v === 1, expected: '1' }],
   ['kernel_initializer', INITIALIZER_OK],
   ['bias_initializer', INITIALIZER_OK],

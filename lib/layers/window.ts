@@ -1,10 +1,11 @@
 /**
- * Window geometry, in one place: how a window of `k` taps, taken every `s` positions with
- * TensorFlow's padding, lands on an axis of `n` positions. Conv2D, the pooling layers and the
- * sparsity patterns all read it from here.
+ * Window geometry, in one place: how a window of `k` taps, `d` positions apart (the dilation),
+ * taken every `s` positions with TensorFlow's padding, lands on an axis of `n` positions. Conv2D,
+ * the pooling layers and the sparsity patterns all read it from here.
  *
- * TensorFlow's rule: 'valid' takes `floor((n - k) / s) + 1` outputs and no padding; 'same' takes
- * `ceil(n / s)` outputs and pads `max((out - 1) s + k - n, 0)` in all, the smaller half before.
+ * TensorFlow's rule, on the effective window `ke = (k - 1) d + 1`: 'valid' takes
+ * `floor((n - ke) / s) + 1` outputs and no padding; 'same' takes `ceil(n / s)` outputs and pads
+ * `max((out - 1) s + ke - n, 0)` in all, the smaller half before.
  * @module
  */
 import { ConfigError, ShapeError, fmtValue } from '../errors.js';
@@ -29,81 +30,95 @@ export function padding(v: unknown, layer: string): Padding {
   return v;
 }
 
+/** The extent a window of `k` taps `d` apart spans: `(k - 1) d + 1` (Keras' effective kernel). */
+export function effectiveWindow(k: number, d = 1): number {
+  return (k - 1) * d + 1;
+}
+
 /**
- * Output extent and leading pad of one spatial axis, TensorFlow's rule: 'valid' takes
- * `floor((n - k) / s) + 1`; 'same' takes `ceil(n / s)` and pads `max((out - 1) s + k - n, 0)` in
- * all, the smaller half before.
+ * Output extent and leading pad of one spatial axis, TensorFlow's rule on the effective window
+ * `ke = (k - 1) d + 1`: 'valid' takes `floor((n - ke) / s) + 1`; 'same' takes `ceil(n / s)` and
+ * pads `max((out - 1) s + ke - n, 0)` in all, the smaller half before.
  */
-export function windowAxis(n: number, k: number, s: number, pad: Padding, layer: string): {
+export function windowAxis(n: number, k: number, s: number, pad: Padding, layer: string, d = 1): {
   /** Output extent. */
   out: number;
   /** Padding before the first element. */
   before: number
 } {
+  const ke = effectiveWindow(k, d);
   if (pad === 'valid') {
-    if (k > n) throw new ShapeError(`${layer}: expected a window of ${k} to fit an input extent of ${n} with padding "valid", received extent ${n} < ${k}`);
-    return { out: Math.floor((n - k) / s) + 1, before: 0 };
+    if (ke > n) {
+      const what = d === 1 ? `a window of ${k}` : `a window of ${k} taps at dilation ${d} (spanning ${ke})`;
+      throw new ShapeError(`${layer}: expected ${what} to fit an input extent of ${n} with padding "valid", received extent ${n} < ${ke}`);
+    }
+    return { out: Math.floor((n - ke) / s) + 1, before: 0 };
   }
   const out = Math.ceil(n / s);
-  const total = Math.max((out - 1) * s + k - n, 0);
+  const total = Math.max((out - 1) * s + ke - n, 0);
   return { out, before: Math.floor(total / 2) };
 }
 
 /**
  * The windows of one spatial axis, hoisted out of the hot loops: output position `o` reads input
- * positions `start[o] + k` for kernel taps `k` in `[lo[o], hi[o])`, the taps that land inside the
- * input. The others fall in the padding: patch gathers leave them zero and the tangent loops skip them.
+ * positions `start[o] + t · step` for kernel taps `t` in `[lo[o], hi[o])`, the taps that land
+ * inside the input. With a dilation the positions read are not contiguous but the taps still are:
+ * a tap is inside iff `0 ≤ start + t · step < n`, an interval in `t`. The other taps fall in the
+ * padding: patch gathers leave them zero and the tangent loops skip them.
  */
 export interface WindowRanges {
   /** Output extent. */
   out: number;
+  /** The dilation: input positions between consecutive taps (1 for a plain window). */
+  step: number;
   /** `o · stride − padBefore`: the input position of tap 0 (negative inside the leading pad). */
   start: Int32Array;
   /** First tap inside the input. */
   lo: Int32Array;
-  /** One past the last tap inside the input. */
+  /** One past the last tap inside the input; equal to `lo` when every tap is in the padding. */
   hi: Int32Array;
 }
 
-/** Valid tap ranges of every window along an axis of extent `n`, window `k`, stride `s` (TensorFlow's padding rule via {@link windowAxis}). */
-export function windowRanges(n: number, k: number, s: number, pad: Padding, layer: string): WindowRanges {
-  const { out, before } = windowAxis(n, k, s, pad, layer);
+/**
+ * Valid tap ranges of every window along an axis of extent `n`, window `k`, stride `s`, dilation
+ * `d` (TensorFlow's padding rule via {@link windowAxis}): tap `t` reads `start + t·d`, inside iff
+ * `ceil(-start / d) ≤ t ≤ floor((n - 1 - start) / d)`.
+ */
+export function windowRanges(n: number, k: number, s: number, pad: Padding, layer: string, d = 1): WindowRanges {
+  const { out, before } = windowAxis(n, k, s, pad, layer, d);
   const start = new Int32Array(out);
   const lo = new Int32Array(out);
   const hi = new Int32Array(out);
   for (let o = 0; o < out; o++) {
-    start[o] = o * s - before;
-    lo[o] = Math.max(0, -start[o]);
-    hi[o] = Math.min(k, n - start[o]);
+    const s0 = o * s - before;
+    start[o] = s0;
+    lo[o] = Math.max(0, Math.ceil(-s0 / d));
+    // A large dilation on a small 'same' input can put every tap in the padding: an empty range, not a negative one.
+    hi[o] = Math.max(lo[o], Math.min(k, Math.floor((n - 1 - s0) / d) + 1));
   }
-  return { out, start, lo, hi };
+  return { out, step: d, start, lo, hi };
 }
 
 /**
  * The windows of one spatial axis as a pattern: output position `o` reads the input positions of
- * its window that fall inside the input (TensorFlow's padding via `windowAxis`).
+ * its window that fall inside the input (TensorFlow's padding via `windowAxis`), `d` apart.
  * `taps`: columns are the window's taps `0..k-1` instead of input positions (for kernel patterns).
  */
-export function windowPattern(n: number, k: number, s: number, pad: Padding, taps = false, what = 'window'): SparsityPattern {
-  const { out, before } = windowAxis(n, k, s, pad, what);
+export function windowPattern(n: number, k: number, s: number, pad: Padding, taps = false, what = 'window', d = 1): SparsityPattern {
+  const w = windowRanges(n, k, s, pad, what, d);
   const rows: number[][] = [];
-  for (let o = 0; o < out; o++) {
-    const start = o * s - before;
+  for (let o = 0; o < w.out; o++) {
     const row: number[] = [];
-    for (let t = Math.max(0, -start); t < Math.min(k, n - start); t++) row.push(taps ? t : start + t);
+    for (let t = w.lo[o]; t < w.hi[o]; t++) row.push(taps ? t : w.start[o] + t * d);
     rows.push(row);
   }
   return SparsityPattern.fromRowArrays(rows, taps ? k : n);
 }
 
 /** Largest number of in-bounds taps of any window on an axis: the axis's factor of the closed-form colour counts. */
-export function maxWindow(n: number, k: number, s: number, pad: Padding): number {
-  const { out, before } = windowAxis(n, k, s, pad, 'window');
+export function maxWindow(n: number, k: number, s: number, pad: Padding, d = 1): number {
+  const w = windowRanges(n, k, s, pad, 'window', d);
   let m = 0;
-  for (let o = 0; o < out; o++) {
-    const start = o * s - before;
-    m = Math.max(m, Math.min(k, n - start) - Math.max(0, -start));
-  }
+  for (let o = 0; o < w.out; o++) m = Math.max(m, w.hi[o] - w.lo[o]);
   return m;
 }
-

@@ -1,8 +1,15 @@
 import { jacobianWrtInput, jacobianWrtWeights } from '../../lib/jacobian.js';
 import { readFileSync } from 'node:fs';
+import { ConfigError } from '../../lib/errors.js';
 import { Conv2D, type Conv2DConfig } from '../../lib/layers/conv2d.js';
+import { loadModel, saveModel } from '../../lib/model-io.js';
 import { Rng } from '../../lib/rng.js';
+import { Sequential } from '../../lib/sequential.js';
 import { type TensorJSON, asType, fromJSON, randomNormal, tensor, zeros } from '../../lib/tensor.js';
+import { windowPattern, windowRanges } from '../../lib/layers/window.js';
+import { findColouringConflict, greedyColumnColouring, kronColumnColouring } from '../../lib/sparse/coloring.js';
+import { colourCountOf } from '../../lib/sparse/hooks.js';
+import { layerInputKron, paramKron } from '../../lib/sparse/pattern.js';
 import { checkDerivatives } from '../helpers/check-derivatives.js';
 import { expect } from '../helpers/setup.js';
 
@@ -18,6 +25,19 @@ const GEOMETRIES: { name: string; input: [number, number, number]; config: Omit<
   { name: '[3,2] valid strides [1,2] on 6x6', input: [6, 6, 3], config: { filters: 2, kernel_size: [3, 2], strides: [1, 2] } },
   { name: '1x1 valid s1 on 4x3', input: [4, 3, 3], config: { filters: 4, kernel_size: 1 } },
   { name: '5x4 kernel same s2 on 3x4 (kernel wider than input)', input: [3, 4, 2], config: { filters: 3, kernel_size: [5, 4], strides: 2, padding: 'same' } },
+];
+
+/**
+ * Dilated geometries (strides 1, as Keras requires): odd sizes, 'same' and 'valid', one axis
+ * dilated only, an even effective kernel (the smaller half of the pad before), and an effective
+ * kernel wider than a 'same' input, where whole windows fall in the padding.
+ */
+const DILATED: typeof GEOMETRIES = [
+  { name: '3x3 d2 valid on 7x6', input: [7, 6, 2], config: { filters: 3, kernel_size: 3, dilation_rate: 2 } },
+  { name: '3x3 d2 same on 7x5', input: [7, 5, 2], config: { filters: 3, kernel_size: 3, dilation_rate: 2, padding: 'same' } },
+  { name: '[3,2] d(2,1) same on 7x5', input: [7, 5, 2], config: { filters: 2, kernel_size: [3, 2], dilation_rate: [2, 1], padding: 'same' } },
+  { name: '[2,3] d(1,2) valid on 5x7, one channel', input: [5, 7, 1], config: { filters: 4, kernel_size: [2, 3], dilation_rate: [1, 2] } },
+  { name: '[2,3] d3 same on 2x5 (windows entirely in the padding)', input: [2, 5, 2], config: { filters: 3, kernel_size: [2, 3], dilation_rate: 3, padding: 'same' } },
 ];
 
 const ACTS = ['linear', 'relu', 'sigmoid', 'tanh', 'softmax'] as const;
@@ -39,10 +59,111 @@ describe('Conv2D', () => {
     }
   });
 
+  describe('dilated, derivatives four ways', () => {
+    for (const geo of DILATED) {
+      for (const activation of ACTS) {
+        for (const use_bias of [true, false]) {
+          it(`${geo.name}, activation=${activation}, use_bias=${use_bias}`, () => {
+            const rng = new Rng(13);
+            const layer = new Conv2D({ ...geo.config, activation, use_bias }).build(geo.input, { rng });
+            if (use_bias) layer.params[1].value = randomNormal(layer.params[1].value.shape, rng);
+            checkDerivatives(layer, randomNormal([2, ...geo.input], rng));
+          });
+        }
+      }
+    }
+
+    it("exact case: 'valid' d2, one channel, by hand: y[oh,ow] = Σ W[i,j] x[oh+2i, ow+2j]", () => {
+      // x[h, w] = 5h + w + 1 on 5x5, W = [[1, 2], [3, 4]]: y = 1·x + 2·(x+2) + 3·(x+10) + 4·(x+12) = 10·x[oh, ow] + 82.
+      const layer = new Conv2D({ filters: 1, kernel_size: 2, dilation_rate: 2, use_bias: false }).build([5, 5, 1]);
+      layer.params[0].value = tensor([1, 2, 3, 4], [2, 2, 1, 1]);
+      const x = tensor(Array.from({ length: 25 }, (_, i) => i + 1), [1, 5, 5, 1]);
+      expect(layer.outputShape).to.deep.equal([3, 3, 1]);
+      expect(layer.forward(x).y).to.be.allclose([[[[92], [102], [112]], [[142], [152], [162]], [[192], [202], [212]]]], { rtol: 0, atol: 0 });
+      const W = [[1, 2], [3, 4]];
+      checkDerivatives(layer, x, {
+        exact: (Jx, [Jk]) => {
+          const J = Jx!.toDense();
+          const K = Jk.toDense();
+          for (let oh = 0; oh < 3; oh++)
+            for (let ow = 0; ow < 3; ow++) {
+              for (let h = 0; h < 5; h++)
+                for (let w = 0; w < 5; w++) {
+                  const [i, j] = [(h - oh) / 2, (w - ow) / 2];
+                  const tap = [0, 1].includes(i) && [0, 1].includes(j);
+                  expect(J.get(0, oh, ow, 0, h, w, 0), `∂y[${oh},${ow}]/∂x[${h},${w}]`).to.equal(tap ? W[i][j] : 0);
+                }
+              for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) expect(K.get(0, oh, ow, 0, i, j, 0, 0)).to.equal(5 * (oh + 2 * i) + ow + 2 * j + 1);
+            }
+        },
+      });
+    });
+
+    it("exact case: 'same' pads by the effective kernel, the smaller half before: a single tap is a shift", () => {
+      // Rows: k = 3 at d = 2 spans 5, pad 4, 2 before; tap row i reads oh - 2 + 2i (an undilated 3 would pad 1 before).
+      // Columns: k = 2 at d = 3 spans 4, pad 3, 1 before (the smaller half); tap column j reads ow - 1 + 3j.
+      for (const [tap, dRow, dCol] of [[[0, 0], -2, -1], [[2, 1], 2, 2], [[1, 0], 0, -1]] as const) {
+        const layer = new Conv2D({ filters: 1, kernel_size: [3, 2], dilation_rate: [2, 3], padding: 'same', use_bias: false }).build([5, 4, 1]);
+        const K = zeros([3, 2, 1, 1]);
+        K.set(tap[0], tap[1], 0, 0, 1);
+        layer.params[0].value = K;
+        const x = randomNormal([2, 5, 4, 1], new Rng(4));
+        const inside = (h: number, w: number) => h >= 0 && h < 5 && w >= 0 && w < 4;
+        const { y } = layer.forward(x);
+        expect(y.shape).to.deep.equal([2, 5, 4, 1]);
+        for (let b = 0; b < 2; b++) for (let h = 0; h < 5; h++) for (let w = 0; w < 4; w++) expect(y.get(b, h, w, 0)).to.equal(inside(h + dRow, w + dCol) ? x.get(b, h + dRow, w + dCol, 0) : 0);
+        checkDerivatives(layer, x, {
+          exact: (Jx) => {
+            const J = Jx!.toDense();
+            for (let b = 0; b < 2; b++)
+              for (let h = 0; h < 5; h++)
+                for (let w = 0; w < 4; w++)
+                  for (let h2 = 0; h2 < 5; h2++) for (let w2 = 0; w2 < 4; w2++) expect(J.get(b, h, w, 0, h2, w2, 0)).to.equal(h2 === h + dRow && w2 === w + dCol ? 1 : 0);
+          },
+        });
+      }
+    });
+
+    it('window geometry: taps d apart, the in-bounds taps a contiguous range of tap indices', () => {
+      // n = 5, k = 3, d = 2, 'same': spans 5, pad 4, 2 before; window o reads o - 2, o, o + 2 where inside.
+      expect([0, 1, 2, 3, 4].map((o) => Array.from(windowPattern(5, 3, 1, 'same', false, 'w', 2).row(o)))).to.deep.equal([[0, 2], [1, 3], [0, 2, 4], [1, 3], [2, 4]]);
+      expect([0, 1, 2, 3, 4].map((o) => Array.from(windowPattern(5, 3, 1, 'same', true, 'w', 2).row(o)))).to.deep.equal([[1, 2], [1, 2], [0, 1, 2], [0, 1], [0, 1]]);
+      const r = windowRanges(5, 3, 1, 'same', 'w', 2);
+      expect([Array.from(r.start), Array.from(r.lo), Array.from(r.hi), r.step]).to.deep.equal([[-2, -1, 0, 1, 2], [1, 1, 0, 0, 0], [3, 3, 3, 2, 2], 2]);
+      // n = 2, k = 2, d = 3, 'same': spans 4, pad 3, 1 before; window 0 reads -1 and 2, both outside: an empty range.
+      const e = windowRanges(2, 2, 1, 'same', 'w', 3);
+      expect([Array.from(e.lo), Array.from(e.hi)]).to.deep.equal([[1, 0], [1, 1]]);
+      // 'valid': floor((n - (k-1)d - 1) / s) + 1 outputs.
+      expect(windowPattern(7, 3, 1, 'valid', false, 'w', 3).rows).to.equal(1);
+      expect(Array.from(windowPattern(7, 3, 1, 'valid', false, 'w', 3).row(0))).to.deep.equal([0, 3, 6]);
+    });
+
+    for (const geo of DILATED) {
+      it(`colours of ${geo.name}: closed form = Kronecker = greedy CPR = largest row, all valid`, () => {
+        for (const activation of ['linear', 'softmax'] as const) {
+          const layer = new Conv2D({ ...geo.config, activation }).build(geo.input);
+          for (const wrt of ['input', 0, 1] as const) {
+            const k = wrt === 'input' ? layerInputKron(layer) : paramKron(layer, wrt);
+            const P = k.expand();
+            const kc = kronColumnColouring(k);
+            const what = `${activation} w.r.t. ${wrt}`;
+            expect(colourCountOf(layer, wrt), what).to.equal(P.maxRowNnz());
+            expect(kc.count, what).to.equal(P.maxRowNnz());
+            expect(greedyColumnColouring(P).count, what).to.equal(P.maxRowNnz());
+            expect(findColouringConflict(P, kc), what).to.equal(null);
+          }
+        }
+      });
+    }
+  });
+
   it('output shapes follow TensorFlow: valid floor((n-k)/s)+1, same ceil(n/s)', () => {
     expect(new Conv2D({ filters: 2, kernel_size: 3, strides: 2 }).build([7, 5, 1]).outputShape).to.deep.equal([3, 2, 2]);
     expect(new Conv2D({ filters: 2, kernel_size: 3, strides: 2, padding: 'same' }).build([7, 5, 1]).outputShape).to.deep.equal([4, 3, 2]);
     expect(new Conv2D({ filters: 6, kernel_size: 2 }).build([10, 10, 1]).outputShape).to.deep.equal([9, 9, 6]);
+    // Dilated, on the effective kernel (k-1)·d+1: 'valid' 3 at d 2 spans 5 (7 → 3), at d 3 spans 7 (7 → 1); 'same' keeps n.
+    expect(new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: [2, 3] }).build([7, 7, 1]).outputShape).to.deep.equal([3, 1, 2]);
+    expect(new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: 4, padding: 'same' }).build([7, 5, 1]).outputShape).to.deep.equal([7, 5, 2]);
   });
 
   it("exact case: 'same' stride 2 pads the smaller half before (TensorFlow's rule), by hand", () => {
@@ -167,7 +288,9 @@ describe('Conv2D', () => {
       expect(() => new Conv2D({ filters: 2, kernel_size: 3, padding: 'full' as never })).to.throw(/expected padding "valid" or "same", received "full"/);
       expect(() => new Conv2D({ filters: 2, kernel_size: 3, activation: 'mish' as never })).to.throw(/unknown activation "mish"/);
       expect(() => new Conv2D({ filters: 2, kernel_size: 3, use_bias: 1 as never })).to.throw(/expected use_bias to be a boolean, received 1/);
-      expect(() => new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: 2 } as never)).to.throw(/option "dilation_rate" must be 1 or \[1, 1\]/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: [2, 0] })).to.throw(/expected dilation_rate to be a positive integer or a pair of them, received \[2, 0\]/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, strides: [1, 2], dilation_rate: [2, 1] })).to.throw(ConfigError, /expected strides 1 with a dilation_rate above 1 .* received strides \[1, 2\] with dilation_rate \[2, 1\]/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, strides: 2, dilation_rate: 1 })).not.to.throw();
     });
 
     it('rejects a per-sample input that is not rank 3, and a batch of the wrong rank', () => {
@@ -187,6 +310,9 @@ describe('Conv2D', () => {
     it("rejects a 'valid' kernel larger than the input, quoting both sizes", () => {
       expect(() => new Conv2D({ filters: 2, kernel_size: [3, 6] }).build([7, 5, 1])).to.throw(/expected kernel_size \[3, 6\] to fit the input's spatial extent \[7, 5\] with padding "valid", received an input of \[7, 5\]/);
       expect(() => new Conv2D({ filters: 2, kernel_size: [3, 6], padding: 'same' }).build([7, 5, 1])).not.to.throw();
+      // Dilated: the effective kernel must fit, and the message says what it spans.
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: [3, 1] }).build([6, 5, 1])).to.throw(/expected kernel_size \[3, 3\] at dilation_rate \[3, 1\] \(spanning \[7, 3\]\) to fit the input's spatial extent \[6, 5\]/);
+      expect(() => new Conv2D({ filters: 2, kernel_size: 3, dilation_rate: [3, 1] }).build([7, 5, 1])).not.to.throw();
     });
 
     it('rejects a cotangent or tangent of the wrong shape', () => {
@@ -200,10 +326,19 @@ describe('Conv2D', () => {
 });
 
 describe('Conv2D Keras config keys', () => {
-  it('accepts data_format "channels_last" and dilation_rate 1 as Keras saves them, and refuses dilation 2', () => {
+  it('accepts data_format "channels_last" and dilation_rate as Keras saves them, and writes a dilation other than 1 back', () => {
     const base = { filters: 2, kernel_size: [3, 3], data_format: 'channels_last', dilation_rate: [1, 1], groups: 1 };
-    expect(new Conv2D(base as unknown as Conv2DConfig).filters).to.equal(2);
-    expect(() => new Conv2D({ ...base, dilation_rate: [2, 2] } as unknown as Conv2DConfig)).to.throw(/"dilation_rate" must be 1 or \[1, 1\].*received \[2, 2\]/);
+    expect(new Conv2D(base as unknown as Conv2DConfig).getConfig()).not.to.have.property('dilation_rate');
+    const dilated = new Conv2D({ ...base, dilation_rate: [2, 3] } as unknown as Conv2DConfig);
+    expect(dilated.getConfig()).to.deep.include({ dilation_rate: [2, 3], strides: [1, 1] });
+    expect(new Conv2D(dilated.getConfig() as unknown as Conv2DConfig).dilationRate).to.deep.equal([2, 3]);
+    expect(new Conv2D({ filters: 1, kernel_size: 2, dilation_rate: 2 }).getConfig().dilation_rate).to.deep.equal([2, 2]);
+    // Through a model file: the dilation survives, and so the outputs.
+    const model = new Sequential([new Conv2D({ filters: 2, kernel_size: [3, 2], dilation_rate: [2, 1], padding: 'same', activation: 'tanh' })], { inputShape: [5, 4, 2], rng: new Rng(3) });
+    const again = loadModel(JSON.stringify(saveModel(model)));
+    expect((again.layers[0] as Conv2D).dilationRate).to.deep.equal([2, 1]);
+    const x = randomNormal([2, 5, 4, 2], new Rng(6));
+    expect(again.forward(x).y).to.be.allclose(model.forward(x).y, { rtol: 0, atol: 0 });
     expect(() => new Conv2D({ ...base, data_format: 'channels_first' } as unknown as Conv2DConfig)).to.throw(/"data_format" must be "channels_last"/);
   });
 });

@@ -1,7 +1,7 @@
 /**
  * An independent peer in the same run: TensorFlow.js (tfjs-core on the CPU backend, float32)
  * computes the forward pass and the gradients of random Conv2D, MaxPooling2D and Dense layers,
- * and ours must agree to float32 tolerance. Inputs, weights and cotangents are rounded to float32
+ * and of dilated Conv2D layers, and ours must agree to float32 tolerance. Inputs, weights and cotangents are rounded to float32
  * first, so that both sides see the very same numbers.
  */
 import { createRequire } from 'node:module';
@@ -13,7 +13,7 @@ import { Dense } from '../../lib/layers/dense.js';
 import type { Layer, Padding } from '../../lib/layers/layer.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { Rng } from '../../lib/rng.js';
-import { type Tensor, contiguous, randomNormal } from '../../lib/tensor.js';
+import { type Tensor, contiguous, randomNormal, zeros } from '../../lib/tensor.js';
 import { activate } from '../../bench/tfjs-peer.js';
 import { expect } from '../helpers/setup.js';
 
@@ -93,6 +93,22 @@ function denseCase(nIn: number, units: number, activation: ActivationName, use_b
   };
 }
 
+/** Dense on `[B, ...lead, in]`: tfjs' matMul on the input reshaped to rows `[B · prod(lead), in]`, reshaped back. */
+function denseLeadCase(lead: number[], nIn: number, units: number, activation: ActivationName, use_bias: boolean, rng: Rng): Case {
+  return {
+    kind: 'Dense',
+    pad: 'valid',
+    strides: [1, 1],
+    label: `Dense [${[...lead, nIn].join(', ')}]→[${[...lead, units].join(', ')}] ${activation} bias=${use_bias}`,
+    layer: new Dense({ units, activation, use_bias }).build([...lead, nIn], { rng }),
+    input: [...lead, nIn],
+    peer: (x, kernel, bias) => {
+      const z = tf.reshape(tf.matMul(tf.reshape(x, [-1, nIn]) as tf.Tensor2D, kernel as tf.Tensor2D), [x.shape[0], ...lead, units]);
+      return activate(tf, bias ? tf.add(z, bias) : z, activation);
+    },
+  };
+}
+
 /** A random configuration: kind, odd sizes, strides 1 or 2, 'same' or 'valid'. */
 function randomCase(k: number, rng: Rng): Case {
   const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)];
@@ -127,6 +143,10 @@ describe('peer: TensorFlow.js (tfjs-core, CPU backend, float32)', () => {
     convCase([7, 5, 2], 3, [2, 2], [1, 1], 'same', 'linear', true, rng),
     poolCase([7, 5, 3], [3, 3], [2, 2], 'same'),
     poolCase([7, 5, 3], [2, 2], [2, 2], 'same'),
+    // Dense on the last axis of a higher-rank input, the leading axes one more batch.
+    denseLeadCase([3], 5, 4, 'tanh', true, rng),
+    denseLeadCase([2, 3], 4, 3, 'softmax', true, rng),
+    denseLeadCase([3, 1, 2], 3, 2, 'relu', false, rng),
   ];
   for (const c of cases) {
     it(`${c.label}: forward and vjp (dx and every parameter) match tf.grads`, () => {
@@ -148,6 +168,58 @@ describe('peer: TensorFlow.js (tfjs-core, CPU backend, float32)', () => {
       });
     });
   }
+
+  describe('dilated Conv2D', () => {
+    // tfjs-core takes the forward pass of a dilated conv2d but not its gradient (Conv2D_grad asserts
+    // dilations of 1). The gradients come instead from the same convolution written without a
+    // dilation: the kernel stuffed with zeros to its effective extent (k-1)·d+1, taps d apart. The
+    // stuffed forward is checked against tfjs' own dilated forward first, so the stand-in is vouched for.
+    const DILATED: { input: [number, number, number]; filters: number; win: [number, number]; d: [number, number]; pad: Padding; activation: ActivationName; use_bias: boolean }[] = [
+      { input: [7, 6, 2], filters: 3, win: [3, 3], d: [2, 2], pad: 'valid', activation: 'relu', use_bias: true },
+      { input: [7, 5, 3], filters: 2, win: [3, 3], d: [2, 2], pad: 'same', activation: 'tanh', use_bias: true },
+      { input: [7, 5, 2], filters: 3, win: [3, 2], d: [2, 1], pad: 'same', activation: 'linear', use_bias: false },
+      { input: [6, 7, 2], filters: 4, win: [2, 2], d: [3, 1], pad: 'same', activation: 'softmax', use_bias: true },
+      { input: [5, 9, 1], filters: 2, win: [2, 3], d: [1, 3], pad: 'valid', activation: 'sigmoid', use_bias: true },
+      { input: [2, 5, 2], filters: 3, win: [2, 3], d: [3, 3], pad: 'same', activation: 'linear', use_bias: true },
+    ];
+    for (const c of DILATED) {
+      const label = `Conv2D ${c.filters} ${c.win.join('x')} dilation ${c.d.join('x')} ${c.pad} ${c.activation} bias=${c.use_bias} on ${c.input.join('x')}`;
+      it(`${label}: forward matches tf.conv2d with dilations; vjp matches tf.grads of the zero-stuffed kernel`, () => {
+        const caseRng = new Rng(label.length * 7919);
+        const layer = new Conv2D({ filters: c.filters, kernel_size: c.win, dilation_rate: c.d, padding: c.pad, activation: c.activation, use_bias: c.use_bias }).build(c.input, { rng: caseRng });
+        for (const p of layer.params) p.value = f32(randomNormal(p.value.shape, caseRng));
+        const x = f32(randomNormal([2, ...c.input], caseRng));
+        const fwd = layer.forward(x);
+        const dy = f32(randomNormal(fwd.y.shape, caseRng));
+        const ours = layer.vjp(fwd.saved, dy);
+        const [kh, kw] = c.win;
+        const [dh, dw] = c.d;
+        const cin = c.input[2];
+        const kernel = layer.params[0].value;
+        const stuffed = zeros([(kh - 1) * dh + 1, (kw - 1) * dw + 1, cin, c.filters]);
+        for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) for (let ci = 0; ci < cin; ci++) for (let co = 0; co < c.filters; co++) stuffed.set(i * dh, j * dw, ci, co, kernel.get(i, j, ci, co));
+        const withBias = (z: tf.Tensor, bias?: tf.Tensor) => activate(tf, bias ? tf.add(z, bias) : z, c.activation);
+        const dilated = (xt: tf.Tensor, k: tf.Tensor, bias?: tf.Tensor) => withBias(tf.conv2d(xt as tf.Tensor4D, k as tf.Tensor4D, 1, c.pad, 'NHWC', c.d), bias);
+        const plain = (xt: tf.Tensor, k: tf.Tensor, bias?: tf.Tensor) => withBias(tf.conv2d(xt as tf.Tensor4D, k as tf.Tensor4D, 1, c.pad), bias);
+
+        tf.tidy(() => {
+          const bias = c.use_bias ? [toTf(layer.params[1].value)] : [];
+          const xt = toTf(x);
+          const y = dilated(xt, toTf(kernel), ...bias);
+          expect(fwd.y, 'forward vs tf.conv2d with dilations').to.be.allclose(fromTf(y), TOL);
+          expect(fromTf(plain(xt, toTf(stuffed), ...bias)), 'the zero-stuffed stand-in vs tf.conv2d with dilations').to.be.allclose(fromTf(y), TOL);
+          expect(() => tf.grads((a: tf.Tensor, k: tf.Tensor) => dilated(a, k))([xt, toTf(kernel)], y), 'tfjs still refuses the dilated gradient: use it directly if this fails').to.throw(/dilation rates greater than 1/);
+          const grads = tf.grads((...a: tf.Tensor[]) => plain(a[0], a[1], a[2]))([xt, toTf(stuffed), ...bias], toTf(dy));
+          expect(ours.dx, 'dx').to.be.allclose(fromTf(grads[0]), TOL);
+          const dStuffed = grads[1].arraySync() as number[][][][];
+          const dKernel = { shape: [kh, kw, cin, c.filters], data: new Float32Array(kh * kw * cin * c.filters) };
+          for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) for (let ci = 0; ci < cin; ci++) for (let co = 0; co < c.filters; co++) dKernel.data[((i * kw + j) * cin + ci) * c.filters + co] = dStuffed[i * dh][j * dw][ci][co];
+          expect(ours.dParams[0], 'dkernel at the taps').to.be.allclose(dKernel, TOL);
+          if (c.use_bias) expect(ours.dParams[1], 'dbias').to.be.allclose(fromTf(grads[2]), TOL);
+        });
+      });
+    }
+  });
 
   it("the random cases cover 'same' and 'valid', and stride 2, for both Conv2D and MaxPooling2D, and Dense", () => {
     for (const kind of ['Conv2D', 'MaxPooling2D'] as const) {
