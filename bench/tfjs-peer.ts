@@ -85,6 +85,8 @@ interface LayerFields {
   strides?: [number, number];
   padding?: 'valid' | 'same';
   poolSize?: [number, number];
+  dilationRate?: [number, number];
+  inputShape?: readonly number[];
 }
 
 /** One layer as a tfjs function of its input and its weights. */
@@ -95,8 +97,15 @@ type TfStep = (h: TF.Tensor, w: TF.Tensor[]) => TF.Tensor;
  * registry, as tfjs names them). Dropout runs as at inference (the identity).
  */
 const TFJS_STEPS = new Map<string, (tf: Tf, l: LayerFields) => TfStep>([
-  ['Conv2D', (tf, l) => (h, w) => activate(tf, l.useBias ? tf.add(tf.conv2d(h as TF.Tensor4D, w[0] as TF.Tensor4D, l.strides!, l.padding!), w[1]) : tf.conv2d(h as TF.Tensor4D, w[0] as TF.Tensor4D, l.strides!, l.padding!), l.activation!)],
-  ['Dense', (tf, l) => (h, w) => activate(tf, l.useBias ? tf.add(tf.matMul(h as TF.Tensor2D, w[0] as TF.Tensor2D), w[1]) : tf.matMul(h as TF.Tensor2D, w[0] as TF.Tensor2D), l.activation!)],
+  ['Conv2D', (tf, l) => (h, w) => {
+    const z = tf.conv2d(h as TF.Tensor4D, w[0] as TF.Tensor4D, l.strides!, l.padding!, 'NHWC', l.dilationRate ?? [1, 1]);
+    return activate(tf, l.useBias ? tf.add(z, w[1]) : z, l.activation!);
+  }],
+  ['Dense', (tf, l) => {
+    // tfjs' matMul is rank 2: a Dense on a higher-rank input has no one-op peer here, and a silently wrong peer is worse than none.
+    if ((l.inputShape?.length ?? 1) !== 1) throw new ConfigError(`tfjs peer: expected a Dense on a rank-1 per-sample input, received input ${JSON.stringify(l.inputShape)}`);
+    return (h, w) => activate(tf, l.useBias ? tf.add(tf.matMul(h as TF.Tensor2D, w[0] as TF.Tensor2D), w[1]) : tf.matMul(h as TF.Tensor2D, w[0] as TF.Tensor2D), l.activation!);
+  }],
   ['Activation', (tf, l) => (h) => activate(tf, h, l.activation!)],
   ['MaxPooling2D', (tf, l) => (h) => tf.maxPool(h as TF.Tensor4D, l.poolSize!, l.strides!, l.padding!)],
   ['AveragePooling2D', (tf, l) => (h) => tf.avgPool(h as TF.Tensor4D, l.poolSize!, l.strides!, l.padding!)],
