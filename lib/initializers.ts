@@ -17,7 +17,7 @@
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
 import { Rng } from './rng.js';
-import { type Data, type DType, type Tensor, tensor } from './tensor.js';
+import { allocData, type Data, type DType, type Tensor, tensor } from './tensor.js';
 
 /** Keras' initializer names (snake_case), those this module draws. */
 export const INITIALIZERS = [
@@ -313,7 +313,7 @@ export function initialize(spec: InitializerSpec | Initializer, shape: readonly 
   for (const d of shape) n *= d;
   const bytes = n * (dtype === 'float32' ? 4 : 8);
   guardBytes(`initializer ${init.name} for a parameter of shape ${fmtShape(shape)}`, bytes, getMemoryBudget(), 'use fewer units or filters');
-  const data = dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+  const data = allocData(n, dtype, `initializer ${init.name} for a parameter of shape ${fmtShape(shape)}`);
   init.fill(data, fanIn, fanOut, rng);
   return tensor(data, shape, dtype);
 }

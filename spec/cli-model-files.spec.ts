@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EXIT } from '../bin/exit-codes.js';
 import { loadModel, saveModelFile } from '../lib/model-io.js';
 import { expect } from './helpers/setup.js';
 
@@ -32,11 +33,11 @@ describe('cli: model files (--init-weights, inspect)', () => {
 
   it('seed --model: a topology without weights is refused, saying how to ask; --init-weights runs it and says so', () => {
     const refused = cli('seed', '--model', join(dir, 'topology.json'));
-    expect(refused.code).to.equal(2);
+    expect(refused.code, 'a bad input file').to.equal(EXIT.badInput);
     expect(refused.err).to.match(/no weights .*--init-weights/);
     const fresh = cli('seed', '--model', join(dir, 'topology.json'), '--init-weights', '--batch', '2');
     expect(fresh.code, fresh.err).to.equal(0);
-    expect(fresh.out).to.match(/weights: freshly initialized \(Glorot-uniform kernels, zero biases, seed 0; --init-weights\), not read from .*topology.json/);
+    expect(fresh.out).to.match(/weights: freshly initialized \(each layer's initializers, seed 0; --init-weights\), not read from .*topology.json/);
     expect(fresh.out.trim().endsWith('all valid')).to.equal(true);
     const alone = cli('seed', '--init-weights');
     expect(alone.code).to.equal(2);
@@ -48,7 +49,7 @@ describe('cli: model files (--init-weights, inspect)', () => {
     expect(tfjs.code, tfjs.err).to.equal(0);
     expect(tfjs.out).to.not.match(/freshly initialized/);
     const bad = cli('seed', '--model', join(dir, 'stages5.json'));
-    expect(bad.code).to.equal(2);
+    expect(bad.code, 'a bad input file').to.equal(EXIT.badInput);
     expect(bad.err).to.match(/stages5.json": expected "stages" to be lists of layer indices like \[\[0\], \[1, 2\]\], received 5/);
     expect(bad.err).to.not.match(/TypeError/);
   });
@@ -87,13 +88,13 @@ describe('cli: model files (--init-weights, inspect)', () => {
     expect(s0.residualBytes).to.be.above(0);
   });
 
-  it('inspect: trainable false shows, a topology needs --init-weights, bad options exit 2', () => {
+  it('inspect: trainable false shows, a topology needs --init-weights (exit 3), bad options exit 2', () => {
     const frozen = cli('inspect', join(dir, 'frozen.json'));
     expect(frozen.code, frozen.err).to.equal(0);
     expect(frozen.out).to.match(/dense \(Dense\)\s+\(None, 1\)\s+385\s+no/);
     expect(frozen.out).to.match(/Trainable params: 180 .*\nNon-trainable params: 385 /);
     const bare = cli('inspect', join(dir, 'topology.json'));
-    expect(bare.code).to.equal(2);
+    expect(bare.code, 'a bad input file').to.equal(EXIT.badInput);
     expect(bare.err).to.match(/--init-weights/);
     const fresh = cli('inspect', join(dir, 'topology.json'), '--init-weights', '--split', '3');
     expect(fresh.code, fresh.err).to.equal(0);

@@ -5,10 +5,11 @@
  * structured (sparse) Jacobian the planner would build instead, the residuals the tapes save, and
  * the cotangent that crosses each stage boundary.
  */
-import { fmtShape } from '../../lib/errors.js';
+import { JacobianChainError, MemoryBudgetError, fmtShape } from '../../lib/errors.js';
 import { fmtBytes } from '../../lib/memory.js';
 import { estimateMemory } from '../../lib/memory-report.js';
 import { loadModelFile } from '../../lib/model-io.js';
+import { InputFileError } from '../exit-codes.js';
 import { Rng } from '../../lib/rng.js';
 import type { Sequential } from '../../lib/sequential.js';
 import { planJacobian } from '../../lib/sparse/auto.js';
@@ -141,7 +142,14 @@ export async function run(argv: string[]): Promise<number> {
   const parsed = parseCommand('inspect', HELP, () => {
     const o = parse(argv);
     if (o === 'help') return o;
-    const model = loadModelFile(o.model, { dtype: o.dtype, ...(o.initWeights ? { weights: 'initialize' as const, rng: new Rng(0) } : {}) });
+    let model;
+    try {
+      model = loadModelFile(o.model, { dtype: o.dtype, ...(o.initWeights ? { weights: 'initialize' as const, rng: new Rng(0) } : {}) });
+    } catch (e) {
+      // What is wrong with the file is the file's fault (exit 3), as in seed and jacobian; a memory refusal stays one.
+      if (e instanceof JacobianChainError && !(e instanceof MemoryBudgetError)) throw new InputFileError(`--model ${JSON.stringify(o.model)}: ${e.message}`);
+      throw e;
+    }
     return { o, model, stages: model.split(o.split) };
   });
   if (typeof parsed === 'number') return parsed;
