@@ -130,7 +130,8 @@ const SINGLE_OPS: OpName[] = ['forward', 'jvpBlock', 'writeJ', 'jacobianWrtInput
 const MODEL_OPS: OpName[] = ['forward', 'explicitChain', 'vjpChain', 'tfForward', 'tfVjp'];
 
 function layerCase(id: string, title: string, className: Extract<TargetSpec, { kind: 'layer' }>['className'], config: Record<string, unknown>, inputShape: number[], batch: number, extra: Partial<BenchCase> = {}): BenchCase {
-  const noParams = className !== 'Dense' && className !== 'Conv2D';
+  // The layer itself says whether it has weights to differentiate.
+  const noParams = layerFromConfig({ class_name: className, config }).build(inputShape).params.length === 0;
   const ops = SINGLE_OPS.filter((o) => !(noParams && (o === 'jacobianWrtWeights' || o === 'tfJacobianWrtWeights')));
   return { id, group: 'layer', title, target: { kind: 'layer', className, config, inputShape }, batch, dtype: 'float64', ops, ...extra };
 }
