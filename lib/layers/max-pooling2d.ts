@@ -35,7 +35,9 @@ export interface MaxPooling2DSaved {
 /**
  * Max pooling over `pool_size` windows (default `[2, 2]`) taken every `strides` (default:
  * `pool_size`), per channel. Ties go to the first maximum in row-major window order (top row
- * first, left to right), so the derivative routes to exactly one input per output.
+ * first, left to right), so the derivative routes to exactly one input per output. A NaN in a
+ * window makes its output NaN, wherever it sits (the first NaN is the winner), as GlobalMaxPooling2D
+ * and tfjs' `max` do; tfjs' `maxPool` instead skips NaNs and returns the largest number.
  * @example
  * const pool = new MaxPooling2D({ pool_size: 2 }).build([8, 8, 6]);
  * const x = randomNormal([2, 8, 8, 6], new Rng(0));
@@ -107,7 +109,9 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
               const xo = xRow + j * C;
               for (let c = 0; c < C; c++) {
                 const v = xd[xo + c];
-                if (v > yd[yo + c]) {
+                const cur = yd[yo + c];
+                // A NaN wins over any number and keeps its place, wherever it sits in the window: the output says NaN, never a silent max of the rest.
+                if (v > cur || (v !== v && cur === cur)) {
                   yd[yo + c] = v;
                   argmax[yo + c] = xo + c;
                 }

@@ -67,6 +67,19 @@ describe('MaxPooling2D', () => {
     expect(ov.vjp(f.saved, tensor([10, 20], [1, 1, 2, 1])).dx).to.be.allclose([[[[0], [30], [0]], [[0], [0], [0]]]], { rtol: 0, atol: 0 });
   });
 
+  it('a NaN anywhere in a window makes its output NaN, the first NaN its winner', () => {
+    const layer = new MaxPooling2D({ pool_size: 2 }).build([2, 2, 1]);
+    for (let at = 0; at < 4; at++) {
+      const v = [1, 5, 2, 3];
+      v[at] = NaN;
+      const { y, saved } = layer.forward(tensor(v, [1, 2, 2, 1]));
+      expect(Number.isNaN(y.data[0]), `NaN at ${at}`).to.equal(true);
+      expect(saved.argmax[0], `the NaN at ${at} is the winner`).to.equal(at);
+    }
+    const two = layer.forward(tensor([1, NaN, NaN, 3], [1, 2, 2, 1]));
+    expect(two.saved.argmax[0]).to.equal(1);
+  });
+
   it('ties go to the first maximum in row-major window order', () => {
     const layer = new MaxPooling2D({ pool_size: 2 }).build([2, 4, 2]);
     // Window 0 is all 3s (channel 0) and has its max 7 at (1,0) and (1,1) (channel 1); window 1 is constant 1.
