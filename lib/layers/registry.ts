@@ -7,6 +7,7 @@
  */
 import { Activation, type ActivationConfig } from './activation.js';
 import { AveragePooling2D, type AveragePooling2DConfig } from './average-pooling2d.js';
+import { BatchNormalization, type BatchNormalizationConfig } from './batch-normalization.js';
 import { Conv2D, type Conv2DConfig } from './conv2d.js';
 import { Dense, type DenseConfig } from './dense.js';
 import { Dropout, type DropoutConfig } from './dropout.js';
@@ -16,6 +17,7 @@ import { MaxPooling2D, type MaxPooling2DConfig } from './max-pooling2d.js';
 
 export * from './activation.js';
 export * from './average-pooling2d.js';
+export * from './batch-normalization.js';
 export * from './conv2d.js';
 export * from './dense.js';
 export * from './dropout.js';
@@ -33,6 +35,7 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['Dropout', (c, n) => new Dropout(c as unknown as DropoutConfig, n)],
   ['Activation', (c, n) => new Activation(c as unknown as ActivationConfig, n)],
   ['AveragePooling2D', (c, n) => new AveragePooling2D(c as AveragePooling2DConfig, n)],
+  ['BatchNormalization', (c, n) => new BatchNormalization(c as BatchNormalizationConfig, n)],
 ]);
 
 /** Keras' aliases for the same classes. */
