@@ -14,8 +14,11 @@ export interface AllcloseOptions {
   atol?: number;
 }
 
-/** Anything `allclose` compares: a tensor, a Jacobian, a `{shape, data}` object, nested arrays or a number. */
-export type Comparable = Tensor | Jacobian | {
+/**
+ * Anything `allclose` compares: a tensor, a Jacobian, a `{shape, data}` object, nested arrays, a
+ * number, or `null` (a non-trainable parameter's gradient), which equals only `null`.
+ */
+export type Comparable = null | Tensor | Jacobian | {
   /** Its shape. */
   shape: readonly number[];
   /** Its values, row-major. */
@@ -51,6 +54,8 @@ export interface AllcloseReport {
   maxRelError: number;
   /** Largest `|a - e|` over all elements. */
   maxAbsError: number;
+  /** Set when one side is `null` and the other is not (a gradient given where none is due, or missing). */
+  nullSide?: 'actual' | 'expected';
 }
 
 /** Reads any {@link Comparable} as a flat row-major array and its shape. */
@@ -89,6 +94,11 @@ export function flatten(v: Comparable): {
 export function allcloseReport(actual: Comparable, expected: Comparable, opts: AllcloseOptions = {}): AllcloseReport {
   const rtol = opts.rtol ?? 1e-5;
   const atol = opts.atol ?? 1e-8;
+  if (actual === null || expected === null) {
+    const both = actual === null && expected === null;
+    const other = flatten((actual ?? expected)!);
+    return { pass: both, shapeActual: actual === null ? [] : other.shape, shapeExpected: expected === null ? [] : other.shape, size: 0, mismatches: both ? 0 : 1, worst: null, maxRelError: both ? 0 : Infinity, maxAbsError: both ? 0 : Infinity, ...(both ? {} : { nullSide: actual === null ? 'actual' as const : 'expected' as const }) };
+  }
   const a = flatten(actual);
   const e = flatten(expected);
   const base = { shapeActual: a.shape, shapeExpected: e.shape, size: e.data.length };
@@ -145,6 +155,7 @@ export function allclose(actual: Comparable, expected: Comparable, opts: Allclos
 export function describeReport(r: AllcloseReport, opts: AllcloseOptions = {}): string {
   const rtol = opts.rtol ?? 1e-5;
   const atol = opts.atol ?? 1e-8;
+  if (r.nullSide) return r.nullSide === 'actual' ? `expected a tensor of shape [${r.shapeExpected.join(', ')}], received null` : `expected null, received shape [${r.shapeActual.join(', ')}]`;
   if (r.worst === null && r.mismatches > 0) {
     return `expected shape [${r.shapeExpected.join(', ')}], received shape [${r.shapeActual.join(', ')}]`;
   }
@@ -173,6 +184,8 @@ export interface MaxDifference {
  * maxDifference(chained, vjpGradient).rel; // 9.8e-16
  */
 export function maxDifference(actual: Comparable, expected: Comparable): MaxDifference {
+  if (actual === null && expected === null) return { maxAbs: 0, maxRef: 0, rel: 0 };
+  if (actual === null || expected === null) throw new TypeError(`maxDifference: expected ${expected === null ? 'null' : 'a tensor'}, received ${actual === null ? 'null' : 'a tensor'}`);
   const a = flatten(actual);
   const e = flatten(expected);
   if (a.data.length !== e.data.length) throw new TypeError(`maxDifference: expected ${e.data.length} values, received ${a.data.length}`);

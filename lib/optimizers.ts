@@ -8,7 +8,7 @@
  * @module
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
-import type { Param } from './layers/layer.js';
+import { type Param, isTrainable } from './layers/layer.js';
 import { type Tensor, contiguous, dtypeOf, tensor } from './tensor.js';
 
 /** Anything that turns gradients into parameter updates. */
@@ -18,10 +18,10 @@ export interface Optimizer {
   /** The step size. */
   readonly learningRate: number;
   /**
-   * One update of `params` from `grads` (same order, same shapes): each `param.value` is
-   * replaced by its updated value.
+   * One update of `params` from `grads` (same order, same shapes): each trainable `param.value`
+   * is replaced by its updated value; a non-trainable one is skipped (its gradient may be null).
    */
-  step(params: readonly Param[], grads: readonly Tensor[]): void;
+  step(params: readonly Param[], grads: readonly (Tensor | null)[]): void;
   /** Steps applied so far to a parameter (0 for one never seen). */
   iterationsOf(param: Param): number;
   /** The Keras config (snake_case) that rebuilds this optimizer. */
@@ -100,18 +100,22 @@ abstract class BaseOptimizer implements Optimizer {
   abstract readonly learningRate: number;
   private readonly slots = new Map<Param, Slots>();
 
-  step(params: readonly Param[], grads: readonly Tensor[]): void {
+  step(params: readonly Param[], grads: readonly (Tensor | null)[]): void {
     if (params.length !== grads.length) {
       throw new ShapeError(`${this.name}.step: expected one gradient per parameter (${params.length}), received ${grads.length}`);
     }
     // Check everything before touching anything, so a bad gradient cannot leave a half-applied step.
     params.forEach((p, k) => {
       const g = grads[k];
+      // A non-trainable parameter (state, or a frozen layer's) is never updated: its gradient, null or not, is not read.
+      if (!isTrainable(p)) return;
+      if (g === null) throw new ShapeError(`${this.name}.step: gradient ${k} (${p.name}): expected a tensor of shape ${fmtShape(p.value.shape)} for a trainable parameter, received null`);
       if (g.shape.length !== p.value.shape.length || g.shape.some((d, i) => d !== p.value.shape[i])) {
         throw new ShapeError(`${this.name}.step: gradient ${k} (${p.name}): expected shape ${fmtShape(p.value.shape)}, received ${fmtShape(g.shape)}`);
       }
     });
     params.forEach((p, k) => {
+      if (!isTrainable(p)) return;
       let s = this.slots.get(p);
       if (!s) {
         s = { t: 0, a: new Float64Array(p.value.size), b: new Float64Array(this.usesSecondMoment() ? p.value.size : 0) };
@@ -120,7 +124,7 @@ abstract class BaseOptimizer implements Optimizer {
       s.t += 1;
       const w = contiguous(p.value);
       const out = Float64Array.from(w.data.subarray(w.offset, w.offset + w.size));
-      const g = contiguous(grads[k]);
+      const g = contiguous(grads[k]!);
       this.update(out, g.data.subarray(g.offset, g.offset + g.size), s);
       p.value = tensor(out, p.value.shape, dtypeOf(p.value));
     });

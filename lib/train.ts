@@ -10,6 +10,7 @@ import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { denseJacobianBytes } from './jacobian.js';
 import { type Loss, lossByName } from './losses.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
+import { trainableParams } from './layers/layer.js';
 import { loadModel, saveModel } from './model-io.js';
 import { catsVsDogsCnn } from './models.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from './optimizers.js';
@@ -254,8 +255,8 @@ export interface StepResult {
   loss: number;
   /** The model's output on the batch (`[B, ...out]`). */
   yPred: Tensor;
-  /** `grads[s][k]`: dLoss/d(parameter k of stage s), in `stage.params` order. */
-  grads: Tensor[][];
+  /** `grads[s][k]`: dLoss/d(parameter k of stage s), in `stage.params` order; null for a non-trainable parameter (no update). */
+  grads: (Tensor | null)[][];
   /** What the chain returned (boundary gradients, memory), for reports. */
   chain: ChainResult;
 }
@@ -360,13 +361,14 @@ export async function stepGradients(
     const last = stages[S - 1];
     return { nonFinite: bad ?? origin(stages, S - 1, last.layers.length - 1, `the loss is ${res.loss} on finite predictions of ${where(stages, S - 1, last.layers.length - 1)}`) };
   }
-  const grads: Tensor[][] = [];
+  const grads: (Tensor | null)[][] = [];
   let layer = 0;
   for (let s = 0; s < S; s++) {
     const perLayer = res.dLoss_dWeights.slice(layer, layer + stages[s].layers.length);
     for (let i = 0; i < perLayer.length; i++) {
       for (let k = 0; k < perLayer[i].length; k++) {
-        const b = firstNonFinite(perLayer[i][k]);
+        const g = perLayer[i][k];
+        const b = g === null ? null : firstNonFinite(g);
         if (b) {
           const p = stages[s].layers[i].params[k];
           return { nonFinite: { ...origin(stages, s, i, `the gradient of ${where(stages, s, i)} ${p.name} holds ${b.value} at [${b.index.join(', ')}] (loss ${res.loss})`), kind: 'gradient' } };
@@ -388,7 +390,7 @@ export async function stepGradients(
 export function jacobianStepBytes(stages: readonly Sequential[], batch: number): number {
   return stages.reduce((sum, st, s) => {
     const dtype = st.dtype;
-    let b = st.params.reduce((a, p) => a + denseJacobianBytes(batch, st.outputShape, p.value.shape, dtype), 0);
+    let b = trainableParams(st).reduce((a, p) => a + denseJacobianBytes(batch, st.outputShape, p.value.shape, dtype), 0);
     if (s > 0) b += denseJacobianBytes(batch, st.outputShape, st.inputShape, dtype);
     return sum + b;
   }, 0);
