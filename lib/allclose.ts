@@ -96,7 +96,7 @@ export function allcloseReport(actual: Comparable, expected: Comparable, opts: A
   const atol = opts.atol ?? 1e-8;
   if (actual === null || expected === null) {
     const both = actual === null && expected === null;
-    const other = flatten((actual ?? expected)!);
+    const other = both ? { shape: [] } : flatten((actual ?? expected)!);
     return { pass: both, shapeActual: actual === null ? [] : other.shape, shapeExpected: expected === null ? [] : other.shape, size: 0, mismatches: both ? 0 : 1, worst: null, maxRelError: both ? 0 : Infinity, maxAbsError: both ? 0 : Infinity, ...(both ? {} : { nullSide: actual === null ? 'actual' as const : 'expected' as const }) };
   }
   const a = flatten(actual);

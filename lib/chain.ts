@@ -205,7 +205,9 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
     const stage = stages[s];
     const tape = tapes[s];
     const params = trainableParams(stage);
-    const dOut_dWeights = tape.jacobian(tape.output, params, opts.jacobian);
+    // The structured engines build per-sample Jacobians: a stage that couples its samples takes the dense builders.
+    const jo = tape.samplesCoupled ? { tangents: jopts.tangents, memoryBudget: jopts.memoryBudget, onProgress: jopts.onProgress } : opts.jacobian;
+    const dOut_dWeights = tape.jacobian(tape.output, params, jo);
     const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOutUpstream));
     const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: J.shape.slice(), bytes: J.bytes, format: J.format }));
     dLoss_dOut[s] = dLoss_dOutUpstream;
@@ -214,7 +216,7 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
       // A stage that couples its samples (BatchNormalization in training): the full Jacobian
       // [B, ...out, B, ...in], contracted over the batch and output axes of the upstream gradient
       // (the weights' contraction) to [B, ...in]. Exact, at B times the batch Jacobian's bytes.
-      const dOut_dIn = tape.fullJacobian(tape.output, tape.input, opts.jacobian);
+      const dOut_dIn = tape.fullJacobian(tape.output, tape.input, jo);
       jacobians.unshift({ label: 'dOut/dIn (full, samples coupled)', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
       dLoss_dOutUpstream = upstreamGradientLossWeights(dOut_dIn, dLoss_dOutUpstream);
     } else if (s > 0) {
