@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -375,6 +376,38 @@ describe('BatchNormalization', () => {
   });
 
   describe('golden fixture keras_bn_training.json (Conv2D swish · BN training · GlobalAveragePooling2D · Dense softmax, sparse categorical cross-entropy)', () => {
+    it("BN's part of it with the layers that exist: Conv2D then swish by plain loops, BN's training forward = stage output 0, its VJP of dLoss/dOut0 = the fixture's conv and BN gradients, its committed update = bnMovingAfterOneForward, at 1e-10", () => {
+      const fx = JSON.parse(readFileSync(new URL('../fixtures/keras_bn_training.json', import.meta.url), 'utf8'));
+      const w = fx.weights as { name: string; shape: number[]; data: number[] }[][];
+      const conv = new Conv2D({ filters: 2, kernel_size: 2, padding: 'same' }).build([5, 4, 3]);
+      conv.params.forEach((p, k) => (p.value = fromJSON(w[0][k])));
+      const bn = new BatchNormalization(fx.modelTopology.config.layers[1].config).build([5, 4, 2]);
+      expect(bn.params.map((p) => p.name)).to.deep.equal(w[1].map((p) => p.name));
+      bn.params.forEach((p, k) => (p.value = fromJSON(w[1][k])));
+      const x = fromJSON(fx.x);
+      const c = conv.forward(x);
+      const z = data(c.y);
+      const sig = z.map((v) => 1 / (1 + Math.exp(-v)));
+      const h = tensor(z.map((v, i) => v * sig[i]), c.y.shape);
+      const tol = { rtol: 1e-10, atol: 1e-12 };
+      const f = bn.forward(h, { training: true });
+      expect(f.y, 'stage output 0').to.be.allclose(fromJSON(fx.expected.stageOutputs[0]), tol);
+      const ct = bn.vjp(f.saved, fromJSON(fx.expected.dLoss_dStageOutput[0]));
+      expect(ct.dParams[0], 'dLoss/dgamma').to.be.allclose(fromJSON(fx.expected.dLoss_dWeights[1][0]), tol);
+      expect(ct.dParams[1], 'dLoss/dbeta').to.be.allclose(fromJSON(fx.expected.dLoss_dWeights[1][1]), tol);
+      expect(fx.expected.dLoss_dWeights[1].slice(2), 'the fixture has no gradient for the moving statistics').to.deep.equal([null, null]);
+      const ds = data(ct.dx);
+      const dz = tensor(ds.map((g, i) => g * (sig[i] + z[i] * sig[i] * (1 - sig[i]))), c.y.shape);
+      const cc = conv.vjp(c.saved, dz);
+      expect(cc.dParams[0], 'dLoss/dkernel of the conv').to.be.allclose(fromJSON(fx.expected.dLoss_dWeights[0][0]), tol);
+      expect(cc.dParams[1], 'dLoss/dbias of the conv').to.be.allclose(fromJSON(fx.expected.dLoss_dWeights[0][1]), tol);
+      const [mean, variance] = fx.expected.bnMovingAfterOneForward[0];
+      expect(valueOf(bn, 'moving_mean'), 'forward alone does not commit').to.deep.equal(w[1][2].data);
+      bn.applyUpdates(f.saved);
+      expect(valueOf(bn, 'moving_mean'), 'moving_mean after one forward').to.be.allclose(mean.data, tol);
+      expect(valueOf(bn, 'moving_variance'), 'moving_variance after one forward').to.be.allclose(variance.data, tol);
+    });
+
     it('every chain: loss, stage outputs, dLoss/dOut, dLoss/dWeights (null for the moving statistics) and the moving statistics after one forward, at 1e-10', async function () {
       const missing: string[] = [];
       if (!knownLayers().includes('GlobalAveragePooling2D')) missing.push('the GlobalAveragePooling2D layer');
