@@ -281,12 +281,13 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   /**
    * Keras' `layer.trainable`: false freezes every parameter (no gradient, no Jacobian, no update).
    * Setting it true makes trainable only the parameters that are weights by nature
-   * ({@link Layer.paramTrainable}): BatchNormalization's moving statistics stay state.
+   * (`paramTrainable`): BatchNormalization's moving statistics stay state.
    */
   get trainable(): boolean {
     return this._trainable;
   }
 
+  /** Freezes (false) or unfreezes (true) every parameter that is a weight by nature. */
   set trainable(v: boolean) {
     if (typeof v !== 'boolean') throw new ConfigError(`layer ${this.describe()}: expected trainable to be true or false, received ${fmtValue(v)}`);
     this._trainable = v;
