@@ -258,6 +258,12 @@ describe('BatchNormalization', () => {
         expect(valueOf(bn, 'moving_mean'), `${name} moving_mean after one training forward`).to.be.allclose(want.movingMean, { rtol: 1e-12, atol: 1e-14 });
         expect(valueOf(bn, 'moving_variance'), `${name} moving_variance after one training forward`).to.be.allclose(want.movingVariance, { rtol: 1e-12, atol: 1e-14 });
       }
+      // Two recorded passes are two updates (the same batch statistics, so m → (m·0.8 + μ·0.2)·0.8 + μ·0.2): what "once" above rules out.
+      restore();
+      new GradientTape(stages[0]).forward(x, { training: true });
+      new GradientTape(stages[0]).forward(x, { training: true });
+      const batchMean = want.movingMean.map((m1, c) => (m1 - mm0[c] * 0.8) / 0.2);
+      expect(valueOf(bn, 'moving_mean'), 'two passes, two updates').to.be.allclose(want.movingMean.map((m1, c) => m1 * 0.8 + batchMean[c] * 0.2), { rtol: 1e-12, atol: 1e-14 });
       // A tape asked to record without committing leaves the state alone.
       restore();
       new GradientTape(stages[0]).forward(x, { training: true, commit: false });
