@@ -14,13 +14,12 @@
 import { ConfigError, ShapeError, fmtShape } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
-import { isTrainable, trainableParams } from './layers/layer.js';
+import { type Param, isTrainable, trainableParams } from './layers/layer.js';
 import { type Loss, lossByName } from './losses.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
 import { GradientTape } from './tape.js';
 import { estimateMemory, guardExplicitWay } from './memory-report.js';
 import { getMemoryBudget } from './memory.js';
-import type { Param } from './layers/layer.js';
 import { type DType, type Tensor, assertFinite, assertShape, bytesOf, contiguous, dtypeOf, sizeOf, tensor } from './tensor.js';
 
 /** Options shared by the three ways. */
