@@ -33,8 +33,11 @@ function resolveOptions(opts: AllcloseOptions | undefined, where: string): Requi
   return { rtol: tol(opts.rtol, 'rtol', 1e-5), atol: tol(opts.atol, 'atol', 1e-8), equalNan: opts.equalNan ?? false };
 }
 
-/** Anything `allclose` compares: a tensor, a Jacobian, a `{shape, data}` object, nested arrays or a number. */
-export type Comparable = Tensor | Jacobian | {
+/**
+ * Anything `allclose` compares: a tensor, a Jacobian, a `{shape, data}` object, nested arrays, a
+ * number, or `null` (a non-trainable parameter's gradient), which equals only `null`.
+ */
+export type Comparable = null | Tensor | Jacobian | {
   /** Its shape. */
   shape: readonly number[];
   /** Its values, row-major. */
@@ -70,6 +73,8 @@ export interface AllcloseReport {
   maxRelError: number;
   /** Largest `|a - e|` over all elements. */
   maxAbsError: number;
+  /** Set when one side is `null` and the other is not (a gradient given where none is due, or missing). */
+  nullSide?: 'actual' | 'expected';
 }
 
 /**
@@ -135,6 +140,11 @@ export function flatten(v: Comparable): {
  */
 export function allcloseReport(actual: Comparable, expected: Comparable, opts: AllcloseOptions = {}): AllcloseReport {
   const { rtol, atol, equalNan } = resolveOptions(opts, 'allclose');
+  if (actual === null || expected === null) {
+    const both = actual === null && expected === null;
+    const other = both ? { shape: [] } : flatten((actual ?? expected)!);
+    return { pass: both, shapeActual: actual === null ? [] : other.shape, shapeExpected: expected === null ? [] : other.shape, size: 0, mismatches: both ? 0 : 1, worst: null, maxRelError: both ? 0 : Infinity, maxAbsError: both ? 0 : Infinity, ...(both ? {} : { nullSide: actual === null ? 'actual' as const : 'expected' as const }) };
+  }
   const a = flatten(actual);
   const e = flatten(expected);
   const base = { shapeActual: a.shape, shapeExpected: e.shape, size: e.data.length };
@@ -191,6 +201,7 @@ export function allclose(actual: Comparable, expected: Comparable, opts: Allclos
 /** The failure text: shapes first, then the worst element with both values and both errors. */
 export function describeReport(r: AllcloseReport, opts: AllcloseOptions = {}): string {
   const { rtol, atol, equalNan } = resolveOptions(opts, 'allclose');
+  if (r.nullSide) return r.nullSide === 'actual' ? `expected a tensor of shape [${r.shapeExpected.join(', ')}], received null` : `expected null, received shape [${r.shapeActual.join(', ')}]`;
   if (r.worst === null && r.mismatches > 0) {
     return `expected shape [${r.shapeExpected.join(', ')}], received shape [${r.shapeActual.join(', ')}]`;
   }
@@ -220,6 +231,8 @@ export interface MaxDifference {
  * maxDifference(chained, vjpGradient).rel; // 9.8e-16
  */
 export function maxDifference(actual: Comparable, expected: Comparable): MaxDifference {
+  if (actual === null && expected === null) return { maxAbs: 0, maxRef: 0, rel: 0 };
+  if (actual === null || expected === null) throw new TypeError(`maxDifference: expected ${expected === null ? 'null' : 'a tensor'}, received ${actual === null ? 'null' : 'a tensor'}`);
   const a = flatten(actual);
   const e = flatten(expected);
   if (a.data.length !== e.data.length) throw new ShapeError(`maxDifference: expected ${e.data.length} values, received ${a.data.length}`);

@@ -14,6 +14,7 @@
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
+import { type Param, isTrainable, trainableParams } from './layers/layer.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
 import { GradientTape } from './tape.js';
@@ -71,8 +72,12 @@ export interface ChainResult {
   method: 'reference' | 'jacobian' | 'vjp';
   /** The loss of the whole model on the batch. */
   loss: number;
-  /** `dLoss_dWeights[i][k]`: gradient w.r.t. parameter `k` of model layer `i` (layers of all stages, in order). */
-  dLoss_dWeights: Tensor[][];
+  /**
+   * `dLoss_dWeights[i][k]`: gradient w.r.t. parameter `k` of model layer `i` (layers of all stages,
+   * in order; parameters in Keras order), or `null` for a non-trainable one (BatchNormalization's
+   * moving statistics, a frozen layer's weights), as Keras' fixtures write it.
+   */
+  dLoss_dWeights: (Tensor | null)[][];
   /** `dLoss_dOut[s]`: the upstream gradient arriving at stage `s`'s output (the last is dLoss/dY). */
   dLoss_dOut: Tensor[];
   /** `stageOutputs[s]`: the output of stage `s`. */
@@ -108,10 +113,10 @@ function checkBatch(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, wha
   if (yTrue.shape[0] !== x.shape[0]) throw new ShapeError(`${what} yTrue: expected ${x.shape[0]} samples (the batch of x), received shape ${fmtShape(yTrue.shape)}`);
 }
 
-/** Flat per-stage parameter gradients regrouped per layer: `[[kernel, bias], [], …]`. */
-function perLayer(stage: Sequential, flat: readonly Tensor[]): Tensor[][] {
+/** A stage's trainable-parameter gradients regrouped per layer in Keras order, `null` where a parameter is not trainable: `[[kernel, bias], [], [gamma, beta, null, null]]`. */
+function perLayer<T>(stage: Sequential, trainable: readonly T[]): (T | null)[][] {
   let k = 0;
-  return stage.layers.map((l) => flat.slice(k, (k += l.params.length)));
+  return stage.layers.map((l) => l.params.map((p) => (isTrainable(p) ? trainable[k++] : null)));
 }
 
 function forwardOptions(opts: ChainOptions): SequentialForwardOptions {
@@ -134,7 +139,7 @@ export function referenceGradients(stages: readonly Sequential[], x: Tensor, yTr
   tape.forward(x, forwardOptions(opts));
   const lossT = tape.loss(resolveLoss(loss), yTrue);
   const S = stages.length;
-  const dLoss_dWeights: Tensor[][][] = new Array(S);
+  const dLoss_dWeights: (Tensor | null)[][][] = new Array(S);
   const dLoss_dOut: Tensor[] = new Array(S);
   const stageOutputs: Tensor[] = new Array(S);
   const memory: StageMemory[] = new Array(S);
@@ -143,7 +148,7 @@ export function referenceGradients(stages: readonly Sequential[], x: Tensor, yTr
   for (let s = S - 1; s >= 0; s--) {
     const stage = stages[s];
     const out_s = tape.activations[end];
-    const [dLoss_dOut_s, ...dLoss_dW] = tape.gradient(lossT, [out_s, ...stage.params]);
+    const [dLoss_dOut_s, ...dLoss_dW] = tape.gradient(lossT, [out_s, ...trainableParams(stage)]);
     dLoss_dOut[s] = dLoss_dOut_s;
     dLoss_dWeights[s] = perLayer(stage, dLoss_dW);
     stageOutputs[s] = out_s;
@@ -185,25 +190,35 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
   const jopts = opts.jacobian ?? {};
   if (jopts.format !== 'sparse') {
     // All the dense Jacobians this chain will hold, against the budget, before the first forward pass.
-    guardExplicitWay(estimateMemory([...stages], x.shape[0], { dtype: dtypeOf(x) }), jopts.memoryBudget ?? getMemoryBudget());
+    guardExplicitWay(estimateMemory([...stages], x.shape[0], { dtype: dtypeOf(x), training: opts.training }), jopts.memoryBudget ?? getMemoryBudget());
   }
   const tapes = recordStages(stages, x, opts);
   const S = stages.length;
   const last = tapes[S - 1];
   const lossT = last.loss(resolveLoss(loss), yTrue);
-  const dLoss_dWeights: Tensor[][][] = new Array(S);
+  const dLoss_dWeights: (Tensor | null)[][][] = new Array(S);
   const dLoss_dOut: Tensor[] = new Array(S);
   const memory: StageMemory[] = new Array(S);
   let dLoss_dOutUpstream = last.gradient(lossT, last.output); // dLoss/dY
   for (let s = S - 1; s >= 0; s--) {
     const stage = stages[s];
     const tape = tapes[s];
-    const dOut_dWeights = tape.jacobian(tape.output, stage.params, opts.jacobian);
+    const params = trainableParams(stage);
+    // The structured engines build per-sample Jacobians: a stage that couples its samples takes the dense builders.
+    const jo = tape.samplesCoupled ? { tangents: jopts.tangents, memoryBudget: jopts.memoryBudget, onProgress: jopts.onProgress } : opts.jacobian;
+    const dOut_dWeights = tape.jacobian(tape.output, params, jo);
     const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOutUpstream));
-    const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, k)}`, shape: J.shape.slice(), bytes: J.bytes, format: J.format }));
+    const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: J.shape.slice(), bytes: J.bytes, format: J.format }));
     dLoss_dOut[s] = dLoss_dOutUpstream;
     dLoss_dWeights[s] = perLayer(stage, dLoss_dW);
-    if (s > 0) {
+    if (s > 0 && tape.samplesCoupled) {
+      // A stage that couples its samples (BatchNormalization in training): the full Jacobian
+      // [B, ...out, B, ...in], contracted over the batch and output axes of the upstream gradient
+      // (the weights' contraction) to [B, ...in]. Exact, at B times the batch Jacobian's bytes.
+      const dOut_dIn = tape.fullJacobian(tape.output, tape.input, jo);
+      jacobians.unshift({ label: 'dOut/dIn (full, samples coupled)', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
+      dLoss_dOutUpstream = upstreamGradientLossWeights(dOut_dIn, dLoss_dOutUpstream);
+    } else if (s > 0) {
       const dOut_dIn = tape.batchJacobian(tape.output, tape.input, opts.jacobian);
       jacobians.unshift({ label: 'dOut/dIn', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
       dLoss_dOutUpstream = upstreamGradientLossOut(dOut_dIn, dLoss_dOutUpstream);
@@ -213,9 +228,9 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
   return { method: 'jacobian', loss: last.lossValue, dLoss_dWeights: dLoss_dWeights.flat(), dLoss_dOut, stageOutputs: tapes.map((t) => t.output), memory };
 }
 
-/** `conv2d.kernel`: the layer and parameter that flat parameter `k` of a stage is. */
-function ownerName(stage: Sequential, k: number): string {
-  const { layer, param } = stage.paramOwners[k];
+/** `conv2d.kernel`: the layer and name of a parameter of a stage. */
+function ownerName(stage: Sequential, p: Param): string {
+  const { layer, param } = stage.paramOwners[stage.params.indexOf(p)];
   const l = stage.layers[layer];
   return `${l.name}.${l.params[param].name}`;
 }
@@ -266,8 +281,8 @@ export interface StageRunner {
   forward(x: TensorMessage): Promise<TensorMessage>;
   /** The VJP of the recorded pass: `dy` (`[B, ...out]`) in, `dx` (`[B, ...in]`) out; weight gradients kept locally. */
   backward(dy: TensorMessage): Promise<TensorMessage>;
-  /** The weight gradients of the last backward, per layer per parameter. */
-  gradients(): Promise<TensorMessage[][]>;
+  /** The weight gradients of the last backward, per layer per parameter (Keras order), null for a non-trainable parameter. */
+  gradients(): Promise<(TensorMessage | null)[][]>;
   /** Bytes the stage held: the tape's residuals, the cotangents in and out, the weight gradients. */
   memory(): Promise<{
     /** Bytes of the residuals its tape saved. */
@@ -289,7 +304,7 @@ export interface StageRunner {
  */
 export class LocalStageRunner implements StageRunner {
   private tape: GradientTape | null = null;
-  private grads: Tensor[][] | null = null;
+  private grads: (Tensor | null)[][] | null = null;
   private cotangentBytes = 0;
 
   constructor(
@@ -314,15 +329,15 @@ export class LocalStageRunner implements StageRunner {
     const t = this.tape;
     const dyT = fromMessage(dy, `${this.name} backward dy`);
     assertFinite(dyT, `stage runner "${this.name}" backward dy`);
-    const [dx, ...dW] = t.gradient(t.output, [t.input, ...this.stage.params], { outputGradients: dyT });
+    const [dx, ...dW] = t.gradient(t.output, [t.input, ...trainableParams(this.stage)], { outputGradients: dyT });
     this.grads = perLayer(this.stage, dW);
     this.cotangentBytes = bytesOf(dyT) + bytesOf(dx);
     return toMessage(dx);
   }
 
-  async gradients(): Promise<TensorMessage[][]> {
+  async gradients(): Promise<(TensorMessage | null)[][]> {
     if (!this.grads) throw new ConfigError(`stage runner "${this.name}": no gradients yet; run forward(x) then backward(dy)`);
-    return this.grads.map((l) => l.map(toMessage));
+    return this.grads.map((l) => l.map((g) => (g === null ? null : toMessage(g))));
   }
 
   async memory(): Promise<{
@@ -333,7 +348,7 @@ export class LocalStageRunner implements StageRunner {
     /** Bytes of its weight gradients. */
     gradientBytes: number
   }> {
-    return { residualBytes: this.tape?.residualBytes() ?? 0, cotangentBytes: this.cotangentBytes, gradientBytes: sumBytes(this.grads?.flat() ?? []) };
+    return { residualBytes: this.tape?.residualBytes() ?? 0, cotangentBytes: this.cotangentBytes, gradientBytes: sumBytes((this.grads?.flat() ?? []).filter((g) => g !== null)) };
   }
 }
 
@@ -375,7 +390,7 @@ export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x:
   return {
     method: 'vjp',
     loss: lossValue,
-    dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => fromMessage(m, 'gradient')))),
+    dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => (m === null ? null : fromMessage(m, 'gradient'))))),
     dLoss_dOut,
     stageOutputs,
     memory: mem.map((m, s) => ({ stage: s, name: runners[s].name, jacobians: [], ...m })),

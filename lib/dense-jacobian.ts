@@ -15,7 +15,7 @@
  */
 import { ConfigError, ShapeError, fmtShape } from './errors.js';
 import { contractDense } from './helpers.js';
-import { type Differentiable, type ForwardOptions, type Forward, describeOf, leavesOf } from './layers/layer.js';
+import { type Differentiable, type ForwardOptions, type Forward, describeOf, leavesOf, trainableIndices } from './layers/layer.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
 import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, tensor, zeros } from './tensor.js';
 
@@ -137,7 +137,8 @@ export function forwardJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts
 
 /**
  * Jacobian w.r.t. each parameter, built column by column with forward-mode dual numbers:
- * `[B, ...out, ...param]` per parameter, in `params` order.
+ * `[B, ...out, ...param]` per trainable parameter, in `params` order (none w.r.t. state, such as
+ * BatchNormalization's moving statistics: see `trainableParams`).
  */
 export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: DenseJacobianOptions & ForwardOptions = {}): DenseJacobian[] {
   assertShape(x, [null, ...f.inputShape], 'jacobianWrtWeights x');
@@ -145,13 +146,15 @@ export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, op
   const B = x.shape[0];
   const dtype = dtypeOf(x);
   const nOut = sizeOf(f.outputShape);
-  const total = f.params.reduce((s, p) => s + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0);
-  guardBytes(`Jacobians w.r.t. ${f.params.length} parameters`, total, opts.memoryBudget ?? getMemoryBudget());
+  const wrt = trainableIndices(f);
+  const total = wrt.reduce((s, k) => s + denseJacobianBytes(B, f.outputShape, f.params[k].value.shape, dtype), 0);
+  guardBytes(`Jacobians w.r.t. ${wrt.length} parameters`, total, opts.memoryBudget ?? getMemoryBudget());
   const fwd = f.forward(x, opts);
   const out: DenseJacobian[] = [];
-  const allCols = f.params.reduce((s, p) => s + p.value.size, 0);
+  const allCols = wrt.reduce((s, k) => s + f.params[k].value.size, 0);
   let done = 0;
-  f.params.forEach((p, k) => {
+  wrt.forEach((k) => {
+    const p = f.params[k];
     const nP = p.value.size;
     const J = zeros([B, ...f.outputShape, ...p.value.shape], dtype);
     const T = tangentBlockWidth(nP, (B * nOut + nP) * bytesPerElement(dtype), opts.tangents);
@@ -214,18 +217,22 @@ export function jacobianWrtWeightsByVjp<S>(f: Differentiable<S>, x: Tensor, opts
   const B = x.shape[0];
   const dtype = dtypeOf(x);
   const nOut = sizeOf(f.outputShape);
-  const total = f.params.reduce((s, p) => s + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0);
+  const wrt = trainableIndices(f);
+  const total = wrt.reduce((s, k) => s + denseJacobianBytes(B, f.outputShape, f.params[k].value.shape, dtype), 0);
   guardBytes('Jacobians w.r.t. parameters (reverse mode)', total, opts.memoryBudget ?? getMemoryBudget());
   const fwd = f.forward(x, opts);
-  const Js = f.params.map((p) => zeros([B, ...f.outputShape, ...p.value.shape], dtype));
+  const Js = wrt.map((k) => zeros([B, ...f.outputShape, ...f.params[k].value.shape], dtype));
   const dy = zeros([B, ...f.outputShape], dtype);
   for (let r = 0; r < B * nOut; r++) {
     dy.data.fill(0);
     dy.data[r] = 1;
     const { dParams } = f.vjp(fwd.saved, dy);
-    dParams.forEach((g, k) => Js[k].data.set(contiguous(g).data.subarray(0, g.size), r * g.size));
+    wrt.forEach((k, n) => {
+      const g = contiguous(dParams[k]);
+      Js[n].data.set(g.data.subarray(g.offset, g.offset + g.size), r * g.size);
+    });
   }
-  return Js.map((J, k) => new DenseJacobian(J, B, f.outputShape, f.params[k].value.shape, `w.r.t. ${f.params[k].name} (reverse)`));
+  return Js.map((J, n) => new DenseJacobian(J, B, f.outputShape, f.params[wrt[n]].value.shape, `w.r.t. ${f.params[wrt[n]].name} (reverse)`));
 }
 
 /**

@@ -8,7 +8,7 @@
  * @module
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
-import type { Param } from './layers/layer.js';
+import { type Param, isTrainable } from './layers/layer.js';
 import { type Tensor, assertFinite, contiguous, dtypeOf, tensor } from './tensor.js';
 
 /** Anything that turns gradients into parameter updates. */
@@ -18,11 +18,12 @@ export interface Optimizer {
   /** The step size. */
   readonly learningRate: number;
   /**
-   * One update of `params` from `grads` (same order, same shapes): each `param.value` is
-   * replaced by its updated value. Every gradient is checked (shape, finite values) before any
-   * weight changes, so a refused step leaves the weights and the optimizer state as they were.
+   * One update of `params` from `grads` (same order, same shapes): each trainable `param.value`
+   * is replaced by its updated value; a non-trainable one is skipped (its gradient may be null).
+   * Every gradient is checked (shape, finite values) before any weight changes, so a refused step
+   * leaves the weights and the optimizer state as they were.
    */
-  step(params: readonly Param[], grads: readonly Tensor[]): void;
+  step(params: readonly Param[], grads: readonly (Tensor | null)[]): void;
   /** Steps applied so far to a parameter (0 for one never seen). */
   iterationsOf(param: Param): number;
   /** The Keras config (snake_case) that rebuilds this optimizer. */
@@ -101,13 +102,16 @@ abstract class BaseOptimizer implements Optimizer {
   abstract readonly learningRate: number;
   private readonly slots = new Map<Param, Slots>();
 
-  step(params: readonly Param[], grads: readonly Tensor[]): void {
+  step(params: readonly Param[], grads: readonly (Tensor | null)[]): void {
     if (params.length !== grads.length) {
       throw new ShapeError(`${this.name}.step: expected one gradient per parameter (${params.length}), received ${grads.length}`);
     }
     // Check everything before touching anything, so a bad gradient cannot leave a half-applied step.
     params.forEach((p, k) => {
       const g = grads[k];
+      // A non-trainable parameter (state, or a frozen layer's) is never updated: its gradient, null or not, is not read.
+      if (!isTrainable(p)) return;
+      if (g === null) throw new ShapeError(`${this.name}.step: gradient ${k} (${p.name}): expected a tensor of shape ${fmtShape(p.value.shape)} for a trainable parameter, received null`);
       if (!g || typeof g !== 'object' || !Array.isArray(g.shape) || !g.data) {
         throw new ShapeError(`${this.name}.step: gradient ${k} (${p.name}): expected a tensor, received ${fmtValue(g)}`);
       }
@@ -118,6 +122,7 @@ abstract class BaseOptimizer implements Optimizer {
       assertFinite(g, `${this.name}.step: gradient ${k} (${p.name})`);
     });
     params.forEach((p, k) => {
+      if (!isTrainable(p)) return;
       let s = this.slots.get(p);
       if (!s) {
         s = { t: 0, a: new Float64Array(p.value.size), b: new Float64Array(this.usesSecondMoment() ? p.value.size : 0) };
@@ -126,7 +131,7 @@ abstract class BaseOptimizer implements Optimizer {
       s.t += 1;
       const w = contiguous(p.value);
       const out = Float64Array.from(w.data.subarray(w.offset, w.offset + w.size));
-      const g = contiguous(grads[k]);
+      const g = contiguous(grads[k]!);
       this.update(out, g.data.subarray(g.offset, g.offset + g.size), s);
       p.value = tensor(out, p.value.shape, dtypeOf(p.value));
     });

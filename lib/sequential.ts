@@ -213,6 +213,11 @@ export class Sequential implements Differentiable<SequentialSaved> {
     return { activations, perLayer };
   }
 
+  /** Commits a recorded training pass: each layer applies the state update its forward computed (BatchNormalization's moving statistics). */
+  applyUpdates(saved: SequentialSaved): void {
+    this.layers.forEach((l: Differentiable, i) => l.applyUpdates?.(saved.perLayer[i]));
+  }
+
   /**
    * Splits at layer boundaries into stages that share this model's layers (and so its weights).
    * `points` are the indices of the layers that start a new stage, strictly increasing in `(0, L)`.

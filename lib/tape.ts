@@ -12,8 +12,8 @@
  * @module
  */
 import { JacobianChainError, fmtShape } from './errors.js';
-import { DenseJacobian, type Jacobian, type JacobianOptions, type SparseJacobianOptions, jacobianWrtInput, jacobianWrtWeights } from './jacobian.js';
-import type { Cotangents, Differentiable, Forward, Layer, Param, Tangents } from './layers/layer.js';
+import { DenseJacobian, type Jacobian, type JacobianOptions, type SparseJacobianOptions, fullJacobianWrtInput, jacobianWrtInput, jacobianWrtWeights } from './jacobian.js';
+import { type Cotangents, type Differentiable, type Forward, type Layer, type Param, type Tangents, isTrainable } from './layers/layer.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
 import { type SequentialForwardOptions, type SequentialSaved, Sequential } from './sequential.js';
 import { type Tensor, assertShape, contiguous, dtypeOf, tensor, zeros } from './tensor.js';
@@ -60,6 +60,8 @@ export class GradientTape {
   private pass: Forward<SequentialSaved> | null = null;
   private stamp: Stamp | null = null;
   private recordedLoss: { value: Tensor; loss: Loss; yTrue: Tensor } | null = null;
+  /** Whether the recorded pass ran in training mode: the Jacobian builders must know (a coupling layer is refused by the batch Jacobian). */
+  private training = false;
 
   constructor(model: Sequential) {
     if (!(model instanceof Sequential)) throw new TapeError(`GradientTape: expected a Sequential model (a stage), received ${describeValue(model)}`);
@@ -80,12 +82,24 @@ export class GradientTape {
   /**
    * Runs and records the model's forward pass on `x` (`[B, ...in]`); returns its output `[B, ...out]`.
    * A tape records one pass: make a new tape for another.
+   *
+   * The recording commits the pass: each layer's state update that a training forward computed
+   * (BatchNormalization's moving statistics) is applied here, once, as Keras' training call does.
+   * Forward itself never mutates, so the Jacobian builders and finite differences, which run it
+   * again, leave the state alone. `commit: false` records without applying.
    */
-  forward(x: Tensor, opts: SequentialForwardOptions = {}): Tensor {
+  forward(x: Tensor, opts: SequentialForwardOptions & {
+    /** Apply the state updates of a training pass (default true). */
+    commit?: boolean
+  } = {}): Tensor {
     if (this.pass) throw new TapeError(`${this.describe()}: already recorded a forward pass; a tape records one pass, make a new GradientTape for another`);
-    const stamp = stampOf(this.model.params, x);
-    this.pass = this.model.forward(x, opts);
-    this.stamp = stamp;
+    const { commit = true, ...fo } = opts;
+    const pass = this.model.forward(x, fo);
+    if (commit) this.model.applyUpdates(pass.saved);
+    // Stamped after the commit: a training pass does not read the state it updates.
+    this.stamp = stampOf(this.model.params, x);
+    this.pass = pass;
+    this.training = fo.training ?? false;
     return this.pass.y;
   }
 
@@ -136,7 +150,29 @@ export class GradientTape {
       throw new TapeError(`${this.describe()} batchJacobian: expected the output to be recorded after the input, received output = ${this.nameOf(k)} and input = ${this.nameOf(j)}`);
     }
     const view = this.segment(j, k, []);
-    return jacobianWrtInput(view, input, opts);
+    return jacobianWrtInput(view, input, { ...opts, training: this.training });
+  }
+
+  /**
+   * The full Jacobian of a recorded tensor w.r.t. an earlier one, cross-sample terms included:
+   * `[B, ...out, B, ...in]`, built by forward-mode dual numbers over the recorded residuals (always
+   * dense). What a stage whose samples are coupled (BatchNormalization in training) needs, where
+   * {@link GradientTape.batchJacobian} refuses.
+   */
+  fullJacobian(output: Tensor, input: Tensor, opts: JacobianOptions | SparseJacobianOptions = {}): DenseJacobian {
+    this.assertFresh();
+    const k = this.indexOf(output, 'last', 'fullJacobian output');
+    const j = this.indexOf(input, 'first', 'fullJacobian input');
+    if (j >= k) {
+      throw new TapeError(`${this.describe()} fullJacobian: expected the output to be recorded after the input, received output = ${this.nameOf(k)} and input = ${this.nameOf(j)}`);
+    }
+    return fullJacobianWrtInput(this.segment(j, k, []), input, { tangents: opts.tangents, memoryBudget: opts.memoryBudget, onProgress: opts.onProgress, training: this.training });
+  }
+
+  /** Whether the recorded pass couples the samples of its batch (a training BatchNormalization): then ask {@link GradientTape.fullJacobian}. */
+  get samplesCoupled(): boolean {
+    this.recorded();
+    return this.model.layers.some((l: Differentiable) => l.samplesIndependent?.({ training: this.training }) === false);
   }
 
   /**
@@ -154,7 +190,7 @@ export class GradientTape {
     const connected = owners.filter((o) => o.layer < k);
     const { saved } = this.recorded();
     const view = this.segment(0, k, connected.map((o) => o.flat));
-    const built: Jacobian[] = connected.length > 0 ? jacobianWrtWeights(view, saved.input, opts) : [];
+    const built: Jacobian[] = connected.length > 0 ? jacobianWrtWeights(view, saved.input, { ...opts, training: this.training }) : [];
     const B = saved.batch;
     const outShape = this.shapeOf(k);
     let c = 0;
@@ -283,6 +319,11 @@ export class GradientTape {
     const flat = params.findIndex((p) => p === w || p.value === w);
     if (flat < 0) throw this.notRecorded(w, what);
     const { layer, param } = this.model.paramOwners[flat];
+    if (!isTrainable(params[flat])) {
+      throw new TapeError(
+        `${this.describe()} ${what}: received ${this.model.layers[layer].describe()} ${params[flat].name}, a non-trainable parameter (state, or a frozen layer); expected a trainable one: no gradient or Jacobian is taken w.r.t. state (ask for trainableParams(stage))`,
+      );
+    }
     return { layer, param: params[flat], index: param, flat };
   }
 

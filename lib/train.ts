@@ -234,8 +234,8 @@ export interface StepResult {
   loss: number;
   /** The model's output on the batch (`[B, ...out]`). */
   yPred: Tensor;
-  /** `dLoss_dWeights[i][k]`: dLoss/d(parameter k of model layer i), indexed as the chains' {@link ChainResult}. */
-  dLoss_dWeights: Tensor[][];
+  /** `dLoss_dWeights[i][k]`: dLoss/d(parameter k of model layer i), indexed as the chains' {@link ChainResult}; null for a non-trainable parameter (no update). */
+  dLoss_dWeights: (Tensor | null)[][];
   /** What the chain returned (boundary gradients, memory), for reports. */
   chain: ChainResult;
 }

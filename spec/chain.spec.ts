@@ -175,7 +175,7 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
     const y = fromJSON(fx.y, 'float32');
     const ref = referenceGradients(stages, x, y, fx.loss);
     for (const r of [jacobianChain(stages, x, y, fx.loss), await vjpChain(stages, x, y, fx.loss)]) {
-      expect(r.dLoss_dWeights[0][0].data).to.be.instanceOf(Float32Array);
+      expect(r.dLoss_dWeights[0][0]!.data).to.be.instanceOf(Float32Array);
       expectSame(r, ref, { rtol: 1e-4, atol: 1e-6 }, `${r.method} float32`);
     }
     expect(ref.dLoss_dWeights[0][0]).to.be.allclose(fx.expected.dLoss_dWeights[0][0], { rtol: 1e-4, atol: 1e-6 });

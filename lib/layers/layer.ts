@@ -36,6 +36,31 @@ export interface Param {
   readonly name: string;
   /** The current value; replaced (never resized) by optimizers and loaders. */
   value: Tensor;
+  /**
+   * False for a parameter that is state, not a weight (BatchNormalization's moving statistics, or
+   * any parameter of a layer set `trainable = false`): no engine takes a gradient or a Jacobian
+   * w.r.t. it, no optimizer updates it (see {@link trainableParams}). Default (absent) true.
+   */
+  trainable?: boolean;
+}
+
+/** True unless `p.trainable` is false: the one test every engine, chain and optimizer applies. */
+export function isTrainable(p: Param): boolean {
+  return p.trainable !== false;
+}
+
+/** The parameters of `f` that gradients, Jacobians and optimizer steps are taken for, in `params` order. */
+export function trainableParams(f: { readonly params: readonly Param[] }): Param[] {
+  return f.params.filter(isTrainable);
+}
+
+/** Indices into `f.params` of its trainable parameters (where a builder seeds its tangents), in order. */
+export function trainableIndices(f: { readonly params: readonly Param[] }): number[] {
+  const out: number[] = [];
+  f.params.forEach((p, k) => {
+    if (isTrainable(p)) out.push(k);
+  });
+  return out;
 }
 
 /** Options of a forward pass. */
@@ -205,6 +230,13 @@ export interface Differentiable<S = unknown> extends StructureHooks {
   readonly layers?: readonly Differentiable[];
   /** How errors name it: `Conv2D "conv2d_1"`. */
   describe?(): string;
+  /**
+   * Applies the state a training forward pass computed but did not apply (BatchNormalization's
+   * moving statistics, kept in `saved`). `forward` never mutates, so that the Jacobian builders
+   * and finite-difference checks may run it again; the one caller that commits a pass (the
+   * `GradientTape` that records it, in `lib/tape.ts`) calls this once. Absent on stateless layers.
+   */
+  applyUpdates?(saved: S): void;
 }
 
 /** The single layers of a layer or a stage (a stage's `layers`, recursively), first to last. */
@@ -234,8 +266,7 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
    * fresh build draws weights, so that a file whose weights are given loads whatever it names.
    */
   initializers: Record<string, InitializerSpec> = {};
-  /** Whether training updates this layer's parameters (Keras' `trainable`); model files set it, `false` is saved back. */
-  trainable = true;
+  private _trainable = true;
   private _inputShape: number[] | null = null;
   private _outputShape: number[] | null = null;
 
@@ -253,6 +284,27 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   get outputShape(): readonly number[] {
     if (!this._outputShape) throw new ConfigError(`layer ${this.describe()}: not built yet`);
     return this._outputShape;
+  }
+
+  /**
+   * Keras' `layer.trainable`: false freezes every parameter (no gradient, no Jacobian, no update).
+   * Setting it true makes trainable only the parameters that are weights by nature
+   * (`paramTrainable`): BatchNormalization's moving statistics stay state.
+   */
+  get trainable(): boolean {
+    return this._trainable;
+  }
+
+  /** Freezes (false) or unfreezes (true) every parameter that is a weight by nature. */
+  set trainable(v: boolean) {
+    if (typeof v !== 'boolean') throw new ConfigError(`layer ${this.describe()}: expected trainable to be true or false, received ${fmtValue(v)}`);
+    this._trainable = v;
+    for (const p of this.params) p.trainable = v && this.paramTrainable(p.name);
+  }
+
+  /** Whether a parameter of this name is a weight (true) or state (false) when the layer is trainable. Default: every one is a weight. */
+  protected paramTrainable(_name: string): boolean {
+    return true;
   }
 
   /** True once {@link Layer.build} has run. */
@@ -280,9 +332,14 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
     this._outputShape = out;
     const rng = opts.rng ?? new Rng(0);
     this.params = shapes.map(({ name, shape, fanIn, fanOut }) => {
-      if (opts.initialize === false) return { name, value: zeros(shape, this.dtype) };
-      const spec = Object.hasOwn(this.initializers, name) ? this.initializers[name] : name === 'bias' ? 'zeros' : 'glorot_uniform';
-      return { name, value: initialize(spec, shape, fanIn, fanOut, rng, this.dtype) };
+      const trainable = this._trainable && this.paramTrainable(name);
+      if (opts.initialize === false) return { name, value: zeros(shape, this.dtype), trainable };
+      // A config's initializer wins; else the layer's own default (BatchNormalization's ones), else Keras' (Glorot-uniform kernels, zero biases).
+      const own = Object.hasOwn(this.initializers, name);
+      const init = own ? null : this.initialValue(name, shape);
+      if (init) return { name, value: init, trainable };
+      const spec = own ? this.initializers[name] : name === 'bias' ? 'zeros' : 'glorot_uniform';
+      return { name, value: initialize(spec, shape, fanIn, fanOut, rng, this.dtype), trainable };
     });
     return this;
   }
@@ -293,6 +350,11 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   /** Shapes (and fans, for Glorot) of the parameters for an input shape. Default: none. */
   protected paramShapes(_inputShape: readonly number[]): { name: string; shape: number[]; fanIn: number; fanOut: number }[] {
     return [];
+  }
+
+  /** A parameter's initial value other than Glorot-uniform (kernels) or zeros (`bias`), or null for those: BatchNormalization's ones and zeros. */
+  protected initialValue(_name: string, _shape: number[]): Tensor | null {
+    return null;
   }
 
   /** The Keras config (snake_case keys) that rebuilds this layer. */

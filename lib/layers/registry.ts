@@ -7,6 +7,7 @@
  */
 import { Activation, type ActivationConfig } from './activation.js';
 import { AveragePooling2D, type AveragePooling2DConfig } from './average-pooling2d.js';
+import { BatchNormalization, type BatchNormalizationConfig } from './batch-normalization.js';
 import { Conv2D, type Conv2DConfig } from './conv2d.js';
 import { Cropping2D, type Cropping2DConfig } from './cropping2d.js';
 import { Dense, type DenseConfig } from './dense.js';
@@ -23,6 +24,7 @@ import { ZeroPadding2D, type ZeroPadding2DConfig } from './zero-padding2d.js';
 
 export * from './activation.js';
 export * from './average-pooling2d.js';
+export * from './batch-normalization.js';
 export * from './conv2d.js';
 export * from './cropping2d.js';
 export * from './dense.js';
@@ -54,6 +56,7 @@ const REGISTRY = new Map<string, LayerFactory>([
   ['Reshape', (c, n) => new Reshape(c as unknown as ReshapeConfig, n)],
   ['LeakyReLU', (c, n) => new LeakyReLU(c as LeakyReLUConfig, n)],
   ['ReLU', (c, n) => new ReLU(c as ReLUConfig, n)],
+  ['BatchNormalization', (c, n) => new BatchNormalization(c as BatchNormalizationConfig, n)],
 ]);
 
 /** Keras' aliases for the same classes. */

@@ -7,8 +7,8 @@
  * @module
  */
 import { ConfigError, fmtShape } from '../errors.js';
-import { denseJacobianBytes, tangentBlockWidth } from '../dense-jacobian.js';
-import { type Differentiable, type ForwardOptions, type Residuals, describeOf, leavesOf } from '../layers/layer.js';
+import { denseJacobianBytes, firstCouplingLayer, tangentBlockWidth } from '../dense-jacobian.js';
+import { type Differentiable, type ForwardOptions, type Residuals, describeOf, leavesOf, trainableParams } from '../layers/layer.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type DType, bytesPerElement, sizeOf, zeros } from '../tensor.js';
 import { type Accountable, type BufferAccount, BufferSet, type JacobianAccount, type MemoryEstimateOptions, type MemoryReport, asStages, fmtRatio, largest, leafName, modelDtype, sum, viewDtype, vjpAccount } from './account.js';
@@ -146,7 +146,7 @@ function estimateOne(model: Differentiable | readonly Differentiable[], B: numbe
   const cot: SymBuffer[] = [{ key: 'dy', what: 'output cotangent dy', shape: [B, ...outShape], dtype, bpe }];
   for (let i = ls.length - 1; i >= 0; i--) {
     if (!rules[i].vjpIsView) cot.push({ key: `dx${i}`, what: `${leafName(ls[i])} cotangent dx`, shape: [B, ...ls[i].inputShape], dtype, bpe });
-    ls[i].params.forEach((p) => cot.push({ key: `g${i}.${p.name}`, what: `${leafName(ls[i])} gradient ${p.name}`, shape: p.value.shape.slice(), dtype, bpe }));
+    trainableParams(ls[i]).forEach((p) => cot.push({ key: `g${i}.${p.name}`, what: `${leafName(ls[i])} gradient ${p.name}`, shape: p.value.shape.slice(), dtype, bpe }));
   }
   const vjp = vjpAccount([...residuals.values()].map(account), cot.map(account));
   // The explicit way: per stage, the Jacobian w.r.t. its input and w.r.t. each of its parameters.
@@ -159,17 +159,20 @@ function estimateOne(model: Differentiable | readonly Differentiable[], B: numbe
     const nOut = sizeOf(st.outputShape);
     // A block's tangents: the seed, then each layer's JVP output that is not a view.
     const outs = (from: number) => sum(sl.slice(from).map((l, k) => (rules[leafBase + from + k].jvpIsView ? 0 : sizeOf(l.outputShape))));
-    const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bpe, opts.tangents);
+    // A stage that couples its samples (BatchNormalization in training) needs the full Jacobian [B, ...out, B, ...in]: B times the columns and the bytes.
+    const coupled = firstCouplingLayer(st, { training }) !== null;
+    const cols = coupled ? B * nIn : nIn;
+    const T = tangentBlockWidth(cols, B * (nIn + nOut) * bpe, opts.tangents);
     jacobians.push({
-      wrt: `${prefix}input`,
-      shape: [B, ...st.outputShape, ...st.inputShape],
-      columns: nIn,
-      bytes: denseJacobianBytes(B, st.outputShape, st.inputShape, dtype),
+      wrt: `${prefix}input${coupled ? ' (full, samples coupled)' : ''}`,
+      shape: coupled ? [B, ...st.outputShape, B, ...st.inputShape] : [B, ...st.outputShape, ...st.inputShape],
+      columns: cols,
+      bytes: (coupled ? B : 1) * denseJacobianBytes(B, st.outputShape, st.inputShape, dtype),
       tangents: T,
       tangentBlockBytes: T * bpe * B * (nIn + outs(0)),
     });
     sl.forEach((l, j) => {
-      for (const p of l.params) {
+      for (const p of trainableParams(l)) {
         const nP = p.value.size;
         const Tp = tangentBlockWidth(nP, (B * nOut + nP) * bpe, opts.tangents);
         jacobians.push({

@@ -4,9 +4,9 @@
  * checked against it.
  * @module
  */
-import { jacobianWrtInput, jacobianWrtWeights } from '../jacobian.js';
+import { firstCouplingLayer, fullJacobianWrtInput, jacobianWrtInput, jacobianWrtWeights } from '../jacobian.js';
 import type { Differentiable, ForwardOptions } from '../layers/layer.js';
-import { describeOf, leavesOf } from '../layers/layer.js';
+import { describeOf, isTrainable, leavesOf } from '../layers/layer.js';
 import type { Tensor } from '../tensor.js';
 import { dtypeOf } from '../tensor.js';
 import { type Accountable, BufferSet, type JacobianAccount, type MemoryReport, type VjpAccount, asStages, leafName, onesLike, sum, vjpAccount } from './account.js';
@@ -51,7 +51,8 @@ export function measureMemory(model: Accountable, x: Tensor, opts: MemoryMeasure
     const jac: JacobianAccount[] = [];
     if (opts.jacobians !== false) {
       const jo = { ...fo, tangents: opts.tangents, memoryBudget: opts.memoryBudget };
-      const Js = [jacobianWrtInput(stage, h, jo), ...jacobianWrtWeights(stage, h, jo)];
+      const Jin = firstCouplingLayer(stage, fo) ? fullJacobianWrtInput(stage, h, jo) : jacobianWrtInput(stage, h, jo);
+      const Js = [Jin, ...jacobianWrtWeights(stage, h, jo)];
       Js.forEach((J, k) => jac.push({ ...estS.explicit.jacobians[k], shape: J.shape.slice(), bytes: J.bytes }));
     }
     const { account, y } = measureVjpWay([stage], h, fo, s === stages.length - 1 ? opts.dy : undefined);
@@ -91,7 +92,10 @@ function measureVjpWay(stages: readonly Differentiable[], x: Tensor, fo: Forward
   for (let i = layers.length - 1; i >= 0; i--) {
     const ct = layers[i].vjp(saved[i], g);
     cot.add(ct.dx, `${leafName(layers[i])} cotangent dx`);
-    ct.dParams.forEach((p, k) => cot.add(p, `${leafName(layers[i])} gradient ${layers[i].params[k]?.name ?? k}`));
+    ct.dParams.forEach((p, k) => {
+      // A non-trainable parameter's cotangent is dropped at once, as the chains drop it.
+      if (isTrainable(layers[i].params[k])) cot.add(p, `${leafName(layers[i])} gradient ${layers[i].params[k]?.name ?? k}`);
+    });
     g = ct.dx;
   }
   return { account: vjpAccount(residuals.list(), cot.list()), y: h };

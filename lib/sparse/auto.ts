@@ -20,8 +20,8 @@
  * @module
  */
 import { ConfigError, fmtShape, fmtValue } from '../errors.js';
-import { DenseJacobian, type Jacobian, assertSamplesIndependent, denseJacobianBytes, forwardJacobianWrtInput as denseJacobianWrtInput, forwardJacobianWrtWeights as denseJacobianWrtWeights, jacobianWrtInputByVjp, jacobianWrtWeightsByVjp } from '../dense-jacobian.js';
-import { type Differentiable, type ForwardOptions, describeOf, leavesOf } from '../layers/layer.js';
+import { DenseJacobian, type Jacobian, assertSamplesIndependent, denseJacobianBytes, firstCouplingLayer, forwardJacobianWrtInput as denseJacobianWrtInput, forwardJacobianWrtWeights as denseJacobianWrtWeights, jacobianWrtInputByVjp, jacobianWrtWeightsByVjp } from '../dense-jacobian.js';
+import { type Differentiable, type ForwardOptions, describeOf, leavesOf, trainableIndices } from '../layers/layer.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type Tensor, assertFinite, assertShape, bytesPerElement, dtypeOf, sizeOf } from '../tensor.js';
 import { type Colouring, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring, trivialColouring } from './coloring.js';
@@ -311,6 +311,15 @@ function checkCall(f: Differentiable, x: Tensor, what: string, opts: StructuredJ
   if (opts.pattern !== undefined && opts.pattern !== 'structural' && opts.pattern !== 'values') {
     throw new ConfigError(`${what}: expected pattern 'structural' or 'values', received ${fmtValue(opts.pattern)}`);
   }
+  if (what === 'jacobianWrtInput') assertSamplesIndependent(f, opts, `${what} (structured engines)`);
+  const coupled = firstCouplingLayer(f, opts);
+  if (coupled) {
+    // Reached for the weights only: the input's batch Jacobian was refused just above.
+    // The structured engines read per-sample patterns and per-sample local Jacobians, which cannot hold a path from one sample to another.
+    throw new ConfigError(
+      `${what} (structured engines): ${describeOf(coupled)} couples the samples of a batch${opts.training ? ' in training mode' : ''}, and these engines build per-sample Jacobians; expected a stage whose samples are independent, received one with ${describeOf(coupled)}: use the dense builders (no mode, engine or format)`,
+    );
+  }
 }
 
 /**
@@ -338,10 +347,10 @@ export function sparseJacobianWrtInput(f: Differentiable, x: Tensor, opts: Struc
 export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): SparseJacobian[] {
   checkCall(f, x, 'jacobianWrtWeights', opts);
   const B = x.shape[0];
-  const settings = f.params.map((_, k) => setting(f, B, dtypeOf(x), k, opts));
+  const settings = trainableIndices(f).map((k) => setting(f, B, dtypeOf(x), k, opts));
   const plans = settings.map((s) => choose(s, opts, 'sparse'));
   const total = plans.reduce((a, p) => a + p.estimatedBytes, 0);
-  guardBytes(`sparse Jacobians w.r.t. ${f.params.length} parameters (structural bound)`, total, settings[0]?.budget ?? opts.memoryBudget ?? getMemoryBudget());
+  guardBytes(`sparse Jacobians w.r.t. ${settings.length} parameters (structural bound)`, total, settings[0]?.budget ?? opts.memoryBudget ?? getMemoryBudget());
   const fwd = f.forward(x, opts);
   return settings.map((s, k) => build(s, f, x, plans[k], opts, fwd));
 }
@@ -378,8 +387,9 @@ export function structuredJacobianWrtWeights(f: Differentiable, x: Tensor, opts:
   const B = x.shape[0];
   const dtype = dtypeOf(x);
   const budget = opts.memoryBudget ?? getMemoryBudget();
-  guardBytes(`Jacobians w.r.t. ${f.params.length} parameters`, f.params.reduce((a, p) => a + denseJacobianBytes(B, f.outputShape, p.value.shape, dtype), 0), budget);
-  const settings = f.params.map((_, k) => setting(f, B, dtype, k, opts));
+  const wrt = trainableIndices(f);
+  guardBytes(`Jacobians w.r.t. ${wrt.length} parameters`, wrt.reduce((a, k) => a + denseJacobianBytes(B, f.outputShape, f.params[k].value.shape, dtype), 0), budget);
+  const settings = wrt.map((k) => setting(f, B, dtype, k, opts));
   const plans = settings.map((s) => choose(s, opts, 'dense'));
   if (plans.every((p) => p.engine === 'dense' && p.mode === plans[0].mode)) {
     const jo = { ...opts, mode: undefined, format: undefined, engine: undefined, memoryBudget: budget };
@@ -387,7 +397,7 @@ export function structuredJacobianWrtWeights(f: Differentiable, x: Tensor, opts:
   }
   const fwd = f.forward(x, opts);
   return settings.map((s, k) => {
-    const p = f.params[k];
+    const p = f.params[wrt[k]];
     if (plans[k].engine === 'dense' && plans[k].mode === 'forward') {
       // One parameter at a time through the dense builder would rebuild all of them: use the compressed engine with one colour per column instead.
       plans[k].engine = 'compressed';

@@ -6,11 +6,16 @@
  * 4. an exact case, supplied by each spec as `exact` (Dense: ∂y/∂x = W).
  * And every structured engine (propagate, compressed forward, compressed reverse) builds the same
  * Jacobians as the dense one, through the layer's structure hooks or their generic fallbacks.
+ *
+ * Where `f` couples the samples (BatchNormalization in training), the batch Jacobian and the
+ * structured engines must refuse it; check 3 then compares the full Jacobian `[B, ...out, B, ...in]`
+ * with the one stacked from VJPs of every (sample, output) basis cotangent. Only trainable
+ * parameters have Jacobians; the finite differences and the adjoint identity move every parameter.
  */
-import type { Differentiable, ForwardOptions } from '../../lib/layers/layer.js';
-import { type DenseJacobian, jacobianWrtInput, jacobianWrtInputByVjp, jacobianWrtWeights, jacobianWrtWeightsByVjp, jvpAlong } from '../../lib/jacobian.js';
+import { type Differentiable, type ForwardOptions, trainableParams } from '../../lib/layers/layer.js';
+import { type DenseJacobian, firstCouplingLayer, fullJacobianWrtInput, jacobianWrtInput, jacobianWrtInputByVjp, jacobianWrtWeights, jacobianWrtWeightsByVjp, jvpAlong } from '../../lib/jacobian.js';
 import { Rng } from '../../lib/rng.js';
-import { type Tensor, axpy, copy, dot, randomNormal } from '../../lib/tensor.js';
+import { type Tensor, axpy, contiguous, copy, dot, randomNormal, sizeOf, zeros } from '../../lib/tensor.js';
 import { expect } from './setup.js';
 
 export interface CheckOptions {
@@ -87,25 +92,52 @@ export function checkDerivatives<S>(f: Differentiable<S>, x: Tensor, opts: Check
   }
 
   // 3. Dual-number Jacobians equal the Jacobians stacked from VJPs of basis cotangents.
-  const Jx = opts.skipInput ? null : jacobianWrtInput(f, x, fo());
+  const coupled = firstCouplingLayer(f, fo()) !== null;
+  if (coupled && !opts.skipInput) {
+    expect(() => jacobianWrtInput(f, x, fo()), 'the batch Jacobian of a coupled stage').to.throw(/couples the samples/);
+    expect(() => jacobianWrtInput(f, x, { ...fo(), format: 'sparse', mode: 'auto' }), 'the sparse batch Jacobian of a coupled stage').to.throw(/couples the samples/);
+    const full = fullJacobianWrtInput(f, x, fo());
+    expect(full, 'full dual-number Jacobian vs stacked VJPs (input, samples coupled)').to.be.allclose(fullJacobianByVjp(f, x, fo()), { rtol: 1e-12, atol: 1e-14 });
+    expect(fullJacobianWrtInput(f, x, { ...fo(), tangents: 3 }), 'full dual-number Jacobian in blocks of 3').to.be.allclose(full, { rtol: 1e-12, atol: 1e-14 });
+  }
+  const trainable = trainableParams(f);
+  const Jx = opts.skipInput || coupled ? null : jacobianWrtInput(f, x, fo());
   if (Jx) expect(Jx, 'dual-number Jacobian vs stacked VJPs (input)').to.be.allclose(jacobianWrtInputByVjp(f, x, fo()), { rtol: 1e-12, atol: 1e-14 });
   const Jw = jacobianWrtWeights(f, x, fo());
   const JwRev = jacobianWrtWeightsByVjp(f, x, fo());
-  Jw.forEach((J, k) => expect(J, `dual-number Jacobian vs stacked VJPs (${params[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
+  expect(Jw.length, 'one Jacobian per trainable parameter').to.equal(trainable.length);
+  Jw.forEach((J, k) => expect(J, `dual-number Jacobian vs stacked VJPs (${trainable[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
   // Narrow blocks (T = 3, the last one partial) exercise the per-block seeding and the rows hint.
   if (Jx) expect(jacobianWrtInput(f, x, { ...fo(), tangents: 3 }), 'dual-number Jacobian in blocks of 3 (input)').to.be.allclose(Jx, { rtol: 1e-12, atol: 1e-14 });
-  jacobianWrtWeights(f, x, { ...fo(), tangents: 3 }).forEach((J, k) => expect(J, `dual-number Jacobian in blocks of 3 (${params[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
+  jacobianWrtWeights(f, x, { ...fo(), tangents: 3 }).forEach((J, k) => expect(J, `dual-number Jacobian in blocks of 3 (${trainable[k].name})`).to.be.allclose(JwRev[k], { rtol: 1e-12, atol: 1e-14 }));
 
   // The structured engines, sparse storage, against the dense Jacobians.
-  if (!opts.skipEngines) {
+  if (!opts.skipEngines && coupled) {
+    for (const e of ENGINES) expect(() => jacobianWrtWeights(f, x, { ...fo(), ...e, format: 'sparse' }), `${e.mode}/${e.engine} on a coupled stage`).to.throw(/couples the samples/);
+  } else if (!opts.skipEngines) {
     for (const e of ENGINES) {
       const what = `${e.mode}/${e.engine}`;
       if (Jx) expect(jacobianWrtInput(f, x, { ...fo(), ...e, format: 'sparse' }), `${what} (input)`).to.be.allclose(Jx, { rtol: 1e-12, atol: 1e-14 });
-      jacobianWrtWeights(f, x, { ...fo(), ...e, format: 'sparse' }).forEach((J, k) => expect(J, `${what} (${params[k].name})`).to.be.allclose(Jw[k], { rtol: 1e-12, atol: 1e-14 }));
+      jacobianWrtWeights(f, x, { ...fo(), ...e, format: 'sparse' }).forEach((J, k) => expect(J, `${what} (${trainable[k].name})`).to.be.allclose(Jw[k], { rtol: 1e-12, atol: 1e-14 }));
     }
   }
 
   // 4. The exact case.
   opts.exact?.(Jx, Jw);
   return { Jx, Jw, y };
+}
+
+/** The full Jacobian `[B, ...out, B, ...in]` stacked row by row from VJPs of every (sample, output) basis cotangent: the reference for a coupled stage. */
+function fullJacobianByVjp<S>(f: Differentiable<S>, x: Tensor, fo: ForwardOptions): Tensor {
+  const fwd = f.forward(x, fo);
+  const rows = fwd.y.size;
+  const J = zeros([...fwd.y.shape, ...x.shape]);
+  const dy = zeros(fwd.y.shape);
+  for (let r = 0; r < rows; r++) {
+    dy.data.fill(0);
+    dy.data[r] = 1;
+    const dx = contiguous(f.vjp(fwd.saved, dy).dx);
+    J.data.set(dx.data.subarray(dx.offset, dx.offset + sizeOf(x.shape)), r * x.size);
+  }
+  return J;
 }
