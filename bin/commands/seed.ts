@@ -8,7 +8,7 @@
 import { allcloseReport, describeReport } from '../../lib/allclose.js';
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from '../../lib/chain.js';
 import { fmtShape } from '../../lib/errors.js';
-import { leavesOf } from '../../lib/layers/layer.js';
+import { isTrainable, leavesOf } from '../../lib/layers/layer.js';
 import { LOSSES, lossFrom } from '../../lib/losses.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../../lib/memory.js';
 import { estimateMemory, guardExplicitWay } from '../../lib/memory-report.js';
@@ -116,6 +116,8 @@ function paramLines(stages: Sequential[]): { label: string; layer: number; param
     const withParams = stages[s].layers.filter((l) => l.params.length > 0).length;
     stages[s].layers.forEach((l, i) => {
       l.params.forEach((p, k) => {
+        // State (BatchNormalization's moving statistics) and frozen weights have no gradient to check.
+        if (!isTrainable(p)) return;
         const kind = p.name === 'kernel' ? 'Weights' : p.name === 'bias' ? 'Bias' : p.name;
         out.push({ label: `dLoss_d${kind}${s}${withParams > 1 ? `_${l.name}` : ''}`, layer: offsets[s] + i, param: k });
       });
