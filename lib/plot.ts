@@ -138,9 +138,9 @@ export function concatCharts(charts: readonly ChartSpec[], opts: { title?: strin
 }
 
 /** Imports an optional peer dependency, saying how to install it when it is missing. */
-async function importPeer<T>(name: 'vega' | 'vega-lite'): Promise<T> {
+async function importPeer<T>(name: string, load: () => Promise<T>): Promise<T> {
   try {
-    return (await import(name)) as T;
+    return await load();
   } catch (e) {
     if ((e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw e;
     throw new ConfigError(`jacobian-chain/plot: expected the optional peer dependency "${name}" to be installed (npm install vega vega-lite), received ${(e as Error).message}`);
@@ -153,7 +153,8 @@ async function importPeer<T>(name: 'vega' | 'vega-lite'): Promise<T> {
  * const svg = await renderSvg(lineChartSpec([{ name: 'loss', points }]));
  */
 export async function renderSvg(spec: ChartSpec): Promise<string> {
-  const [vega, vegaLite] = await Promise.all([importPeer<typeof import('vega')>('vega'), importPeer<typeof import('vega-lite')>('vega-lite')]);
+  // Literal specifiers, so that bundlers and import scanners see both peers.
+  const [vega, vegaLite] = await Promise.all([importPeer('vega', () => import('vega')), importPeer('vega-lite', () => import('vega-lite'))]);
   const vg = vegaLite.compile(spec).spec;
   const view = new vega.View(vega.parse(vg), { renderer: 'none' });
   try {
