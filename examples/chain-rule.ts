@@ -5,7 +5,7 @@
 import {
   GradientTape, SEED_REFERENCE_SPLIT, allcloseReport, bytesOf, fmtBytes, fmtShape, randomNormal, Rng, seedReferenceModel,
   seededBatch, upstreamGradientLossOut, upstreamGradientLossWeights,
-} from '../lib/index.js';
+} from 'jacobian-chain';
 
 const model = seedReferenceModel({ seed: 0 });
 const { x } = seededBatch(model.inputShape, { batch: 3, seed: 0 });

@@ -2,7 +2,7 @@
 // Run: npx tsx examples/dual-numbers.ts
 import {
   Dense, Dual, Rng, allclose, derivative, jacobianWrtInput, jacobianWrtInputByVjp, randomUniform, tensor, zeros,
-} from '../lib/index.js';
+} from 'jacobian-chain';
 
 // 1. A dual number a + a'ε with ε² = 0: every operation carries the derivative along.
 const x = Dual.variable(2); // 2 + 1ε: "the input we differentiate against"

@@ -7,8 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  Sequential, allcloseReport, fromJSON, jacobianChain, loadModel, loadModelFile, saveModelFile, vjpChain, type TensorJSON,
-} from '../lib/index.js';
+  Sequential, allcloseReport, fromJSON, jacobianChain, loadModel, vjpChain, type TensorJSON,
+} from 'jacobian-chain';
+import { loadModelFile, saveModelFile } from 'jacobian-chain/node'; // files on disk: the Node-only entry
 
 const path = fileURLToPath(new URL('../spec/fixtures/dense_mlp.json', import.meta.url));
 const file = JSON.parse(readFileSync(path, 'utf8'));

@@ -5,7 +5,7 @@
 import {
   MemoryBudgetError, SEED_REFERENCE_SPLIT, catsVsDogsCnn, estimateMemory, fmtBytes, formatMemoryReport, guardExplicitWay,
   measureMemory, seedReferenceModel, seededBatch, splitAfterLastPooling,
-} from '../lib/index.js';
+} from 'jacobian-chain';
 
 // 1. The seed's reference model, three stages, batch 3: estimated, then measured.
 const model = seedReferenceModel({ seed: 0 });

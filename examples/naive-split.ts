@@ -2,7 +2,7 @@
 // own output. Neither is the gradient of the loss: grads_1 never sees the loss, and grads_0 never
 // sees model_1 or the loss. So "training them separately" follows the wrong directions.
 // Run: npx tsx examples/naive-split.ts
-import { GradientTape, allclose, catsVsDogsCnn, dot, seededBatch, splitAfterLastPooling, type Tensor } from '../lib/index.js';
+import { GradientTape, allclose, catsVsDogsCnn, dot, seededBatch, splitAfterLastPooling, type Tensor } from 'jacobian-chain';
 
 const model = catsVsDogsCnn({ side: 32, channels: 3, seed: 0 });
 const [model_0, model_1] = model.split(splitAfterLastPooling(model));

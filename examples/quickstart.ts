@@ -1,7 +1,7 @@
 // The seed's reference model split into three stages, each on its own tape; dLoss/dWeights by the
 // explicit-Jacobian chain and by the VJP chain, both checked against one tape over the whole model.
 // Run: npx tsx examples/quickstart.ts
-import { SEED_REFERENCE_SPLIT, allclose, fmtBytes, jacobianChain, referenceGradients, seedReferenceModel, seededBatch, vjpChain } from '../lib/index.js';
+import { SEED_REFERENCE_SPLIT, allclose, fmtBytes, jacobianChain, referenceGradients, seedReferenceModel, seededBatch, vjpChain } from 'jacobian-chain';
 
 const model = seedReferenceModel({ seed: 0 }); // Conv2D(6, 2, relu) · Conv2D(6, 2, relu) · Flatten · Dense(1) · sigmoid
 const stages = model.split(SEED_REFERENCE_SPLIT); // layer_0, layer_1, layer_2: they share the model's weights

@@ -5,7 +5,7 @@
 import {
   GradientTape, SEED_REFERENCE_SPLIT, allcloseReport, fmtShape, seedReferenceModel, seededBatch,
   upstreamGradientLossOut, upstreamGradientLossWeights, type Tensor,
-} from '../lib/index.js';
+} from 'jacobian-chain';
 
 // 3 batches, 10x10 images, 1 channel. layer_0 = Conv2D(6, 2, relu), layer_1 = Conv2D(6, 2, relu),
 // layer_2 = Flatten, Dense(1), Activation(sigmoid). The stages share the model's weights.

@@ -7,7 +7,7 @@ import {
   GradientTape, allcloseReport, catsVsDogsCnn, colourCountOf, denseJacobianBytes, findColouringConflict,
   fmtBytes, fmtShape, jacobianChain, jacobianWrtInput, kronColumnColouring, layerInputKron, planJacobian, seededBatch, sizeOf,
   leavesOf, splitAfterLastPooling, stageKron, upstreamGradientLossOut, vjpChain,
-} from '../lib/index.js';
+} from 'jacobian-chain';
 
 const model = catsVsDogsCnn({ side: 64, channels: 3, seed: 0 });
 const stages = model.split(splitAfterLastPooling(model));

@@ -3,9 +3,10 @@
 // by VJP or by explicit Jacobians. From the same start, both ways take the same steps.
 // Run: npx tsx examples/split-training.ts
 import {
-  Conv2D, Dense, Flatten, MaxPooling2D, Rng, Sequential, allcloseReport, evaluate, fit, loadMnistBinary,
+  Conv2D, Dense, Flatten, MaxPooling2D, Rng, Sequential, allcloseReport, evaluate, fit,
   type BackwardMethod, type Tensor,
-} from '../lib/index.js';
+} from 'jacobian-chain';
+import { loadMnistBinary } from 'jacobian-chain/node'; // files on disk: the Node-only entry
 
 const { train, test } = loadMnistBinary({ positive: 3, negative: 8, limit: 60, seed: 0 });
 console.log(`train ${train.x.shape[0]} images, test ${test.x.shape[0]} held-out images`);

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { allcloseReport, contiguous, estimateMemory, fmtBytes, loadModelFile, seededBatch } from '../lib/index.js';
+import { allcloseReport, contiguous, estimateMemory, fmtBytes, seededBatch } from 'jacobian-chain';
+import { loadModelFile } from 'jacobian-chain/node';
 
 const dir = 'out/tfjs-cnn';
 const cnn = tfl.sequential({

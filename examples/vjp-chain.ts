@@ -4,7 +4,7 @@
 // Run: npx tsx examples/vjp-chain.ts
 import {
   Adam, GradientTape, allcloseReport, catsVsDogsCnn, fmtShape, seededBatch, splitAfterLastPooling,
-} from '../lib/index.js';
+} from 'jacobian-chain';
 
 const model = catsVsDogsCnn({ side: 32, channels: 3, seed: 0 });
 const [model_0, model_1] = model.split(splitAfterLastPooling(model));

@@ -564,7 +564,7 @@ function manifestTarget(name: string): { layer: string; param: string } | null {
 function setManifestWeights(model: Sequential, manifest: unknown, shards: ShardSource | undefined, dtype: DType): void {
   const groups = parseWeightsManifest(manifest);
   if (!shards) {
-    throw new ConfigError(`model file: its weightsManifest names ${groups.flatMap((g) => g.paths).map((p) => JSON.stringify(p)).join(', ')}; pass their bytes as { shards: { path: ArrayBuffer } }, or read the file with loadModelFile, which reads them from its folder`);
+    throw new ConfigError(`model file: its weightsManifest names ${groups.flatMap((g) => g.paths).map((p) => JSON.stringify(p)).join(', ')}; pass their bytes as { shards: { path: ArrayBuffer } }, or read the file with loadModelFile (from jacobian-chain/node), which reads them from its folder`);
   }
   const decoded = decodeWeights(groups, shards);
   const byLayer = new Map(model.layers.map((l, i) => [l.name, i]));

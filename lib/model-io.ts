@@ -6,7 +6,9 @@
  * failed save leaves the previous file as it was.
  *
  * The parsing itself is in `model-format.ts` and `tfjs-format.ts`, which use no Node modules;
- * everything they export is re-exported here.
+ * everything they export is re-exported here. The package exports the parsers from its main entry
+ * and this module's disk functions from `jacobian-chain/node`, so that the main entry bundles for a
+ * browser.
  * @module
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';

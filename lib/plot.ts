@@ -2,12 +2,18 @@
  * Line charts as SVG, in Node, without a browser: a Vega-Lite spec is built from named series,
  * compiled by `vega-lite` and rendered by a headless `vega` View (`toSVG`). Axes may be linear or
  * logarithmic, so the same helpers draw training curves and benchmark scaling plots.
+ *
+ * This is the subpath `jacobian-chain/plot`. `vega` and `vega-lite` are optional peer dependencies
+ * (`npm install vega vega-lite`), imported on the first render only: vega's graph holds a top-level
+ * await, which would make `require()` of any module importing it fail, and it costs ~0.4 s to load.
+ * @example
+ * import { lineChartSpec, writeSvg } from 'jacobian-chain/plot';
+ * await writeSvg(lineChartSpec([{ name: 'loss', points: [{ x: 1, y: 0.7 }, { x: 2, y: 0.4 }] }]), 'loss.svg');
  * @module
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import * as vega from 'vega';
-import { type TopLevelSpec, compile } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
 import { ConfigError, fmtValue } from './errors.js';
 
 /** One point of a series. */
@@ -131,13 +137,25 @@ export function concatCharts(charts: readonly ChartSpec[], opts: { title?: strin
   return spec as unknown as ChartSpec;
 }
 
+/** Imports an optional peer dependency, saying how to install it when it is missing. */
+async function importPeer<T>(name: string, load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw e;
+    throw new ConfigError(`jacobian-chain/plot: expected the optional peer dependency "${name}" to be installed (npm install vega vega-lite), received ${(e as Error).message}`);
+  }
+}
+
 /**
  * Renders a Vega-Lite spec to an SVG string: compiled by vega-lite, drawn by a headless vega View.
  * @example
  * const svg = await renderSvg(lineChartSpec([{ name: 'loss', points }]));
  */
 export async function renderSvg(spec: ChartSpec): Promise<string> {
-  const vg = compile(spec).spec;
+  // Literal specifiers, so that bundlers and import scanners see both peers.
+  const [vega, vegaLite] = await Promise.all([importPeer('vega', () => import('vega')), importPeer('vega-lite', () => import('vega-lite'))]);
+  const vg = vegaLite.compile(spec).spec;
   const view = new vega.View(vega.parse(vg), { renderer: 'none' });
   try {
     return await view.toSVG();

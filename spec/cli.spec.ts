@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,14 @@ function seed(...args: string[]) {
 }
 
 const validLines = (out: string) => out.split('\n').filter((l) => / valid: /.test(l));
+
+describe('cli: jacobian-chain --version', () => {
+  it('prints package.json\'s version, alone, with exit code 0', () => {
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const r = spawnSync('npx', ['tsx', 'bin/cli.ts', '--version'], { cwd: ROOT, encoding: 'utf8', timeout: 180_000 });
+    expect([r.status, r.stdout, r.stderr]).to.deep.equal([0, `${version}\n`, '']);
+  });
+});
 
 describe('cli: jacobian-chain seed (npm start)', () => {
   it('prints the seed\'s lines, every one "valid: true", for both chains on both models, and the memory tables', () => {

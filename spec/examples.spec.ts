@@ -323,6 +323,14 @@ const CHECKS: Record<string, (out: string) => void> = {
     expect(linesOf(out)).to.include('valid: true');
   },
 
+  'examples/chai-allclose.ts': (out) => {
+    // The passing assertion printed its line; each failing one its own message, worst element named.
+    expect(linesOf(out)[0]).to.equal('close: passed');
+    const [, bad, n, worst, actual, wanted] = one(out, /^AssertionError: expected values to be allclose: (\d+) of (\d+) elements differ beyond rtol=0\.000001, atol=1e-8; worst at (\[[\d, ]*\]): actual (\S+), expected (\S+), abs error/);
+    expect([bad, n, worst, actual, wanted]).to.deep.equal(['1', '4', '[1, 1]', '4', '4.5']);
+    expect(linesOf(out)).to.include('AssertionError: expected values to be allclose: expected shape [4], received shape [2, 2]');
+  },
+
   'examples/quickstart.ts': (out) => {
     const rows = matches(out, new RegExp(`^(jacobian|vjp): loss ${NUM}, every dLoss/dWeights valid: (\\w+), Jacobians held: (.+)$`));
     expect(rows.map((m) => [m[1], m[3]])).to.deep.equal([['jacobian', 'true'], ['vjp', 'true']]);
