@@ -10,6 +10,8 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import { allcloseReport, contiguous, estimateMemory, fmtBytes, seededBatch } from 'jacobian-chain';
 import { loadModelFile } from 'jacobian-chain/node';
 
+// Production mode: TF.js' pure-JS backend without its banner on stderr suggesting the native one.
+tf.enableProdMode();
 const dir = 'out/tfjs-cnn';
 const cnn = tfl.sequential({
   layers: [

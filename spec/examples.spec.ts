@@ -258,6 +258,17 @@ const CHECKS: Record<string, (out: string) => void> = {
     expect(out).to.contain('sequential: input [5], 99 parameters');
   },
 
+  'examples/tfjs-model.ts': (out) => {
+    // Written by tfjs-layers' own save path and read back with its own weights: the layers, and predictions equal to TensorFlow.js'.
+    expect(out).to.match(/input \[16, 16, 3\], 1594 parameters/);
+    for (const c of ['Conv2D', 'BatchNormalization', 'MaxPooling2D', 'GlobalAveragePooling2D', 'Dense']) expect(out).to.contain(c);
+    const m = out.match(new RegExp(`^predictions equal to TensorFlow\\.js' \\(float32 tolerance\\): (\\w+) \\(largest relative difference ${NUM}\\)$`, 'm'));
+    expect(m, 'the predictions line').to.not.equal(null);
+    expect(m![1]).to.equal('true');
+    expect(Number(m![2])).to.be.below(1e-4);
+    expect(out).to.match(/the explicit way holds .* of Jacobians, the VJP way .*$/m);
+  },
+
   'examples/sparse-jacobian.ts': (out) => {
     const [, dShape, dEntries, dBytes] = one(out, /^dense J_in (\[[\d, ]*\]): (\d+) entries, (.+)$/);
     const dense = Number(dEntries);
