@@ -32,3 +32,4 @@ export * from './plot.js';
 export * from './data/mnist.js';
 export * from './sparse/index.js';
 export * from './memory-report.js';
+export * from './remote/index.js';

@@ -61,6 +61,22 @@ export interface WireTraffic {
   remoteComputeMs: number;
 }
 
+/** Whether the gradients a server holds for a step are finite. */
+export interface GradientsFinite {
+  /** True when every one is finite. */
+  ok: boolean;
+  /** Where the first non-finite one is (`dense_1.kernel: NaN at flat index 3`), or empty. */
+  where: string;
+}
+
+/** What {@link RemoteStageRunner.apply} answers. */
+export interface ApplyResult {
+  /** True when this call moved the server's weights; false when the step had already been applied (a retry). */
+  applied: boolean;
+  /** Steps the server has applied in all. */
+  appliedSteps: number;
+}
+
 type Callback = (err: grpc.ServiceError | null, rep?: unknown) => void;
 type UnaryMethod = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
 
@@ -81,7 +97,7 @@ export class RemoteStageRunner implements StageRunner {
   private step: { id: number; training: boolean; seed: number } | null = null;
   private batch = 0;
   private lastMemory = { residualBytes: 0, cotangentBytes: 0, gradientBytes: 0 };
-  private finite: { ok: boolean; where: string } = { ok: true, where: '' };
+  private finite: GradientsFinite = { ok: true, where: '' };
   private traffic: WireTraffic = none();
   private readonly timeoutMs: number;
   private readonly retries: number;
@@ -225,12 +241,12 @@ export class RemoteStageRunner implements StageRunner {
   }
 
   /** Whether every weight gradient the server holds for this step is finite, and if not, where the first is not. */
-  get gradientsFinite(): { ok: boolean; where: string } {
+  get gradientsFinite(): GradientsFinite {
     return { ...this.finite };
   }
 
   /** The server's optimizer step for the current step id; `applied` is false when the server had already applied it (a retry). */
-  async apply(): Promise<{ applied: boolean; appliedSteps: number }> {
+  async apply(): Promise<ApplyResult> {
     const s = this.current('apply');
     const rep = (await this.call('Apply', s.id, { step_id: s.id })) as { applied: boolean; applied_steps: number };
     return { applied: rep.applied, appliedSteps: rep.applied_steps };

@@ -57,12 +57,22 @@ export interface RemoteStepInfo {
   stepMs: number;
 }
 
+/** One epoch of {@link fitRemote}. */
+export interface RemoteEpochLog {
+  /** Epoch number, 1-based. */
+  epoch: number;
+  /** Mean training loss over the epoch (example-weighted). */
+  loss: number;
+  /** Mean training accuracy over the epoch. */
+  accuracy: number;
+}
+
 /** What {@link fitRemote} returns. */
 export interface RemoteFitResult {
   /** Steps applied on both sides. */
   steps: number;
   /** Per epoch, the example-weighted mean loss and accuracy. */
-  history: { epoch: number; loss: number; accuracy: number }[];
+  history: RemoteEpochLog[];
   /** Why training stopped early (a non-finite loss or gradient, before its update), or null. */
   stopped: string | null;
 }

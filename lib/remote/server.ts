@@ -13,7 +13,7 @@ import { ConfigError, JacobianChainError, fmtShape, fmtValue } from '../errors.j
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Sequential } from '../sequential.js';
 import { type DType, type Tensor, bytesOf } from '../tensor.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, type LoopbackAddress, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
 
 /** Options of {@link StageServer}. */
 export interface StageServerOptions {
@@ -89,7 +89,7 @@ export class StageServer {
   private appliedSteps = 0;
   private current: StepState | null = null;
   private traffic: Traffic = { received: 0, sent: 0, computeMs: 0 };
-  private bound: { host: string; port: number } | null = null;
+  private bound: LoopbackAddress | null = null;
 
   constructor(
     /** The hosted stages, in order. */
@@ -125,7 +125,7 @@ export class StageServer {
   }
 
   /** Binds the loopback port; resolves to the address actually bound (port 0 picks a free one). */
-  listen(): Promise<{ host: string; port: number }> {
+  listen(): Promise<LoopbackAddress> {
     const host = this.opts.host ?? '127.0.0.1';
     return new Promise((resolve, reject) => {
       this.server.bindAsync(grpcAddress(host, this.opts.port ?? 0), grpc.ServerCredentials.createInsecure(), (err, port) => {

@@ -160,8 +160,16 @@ export function tokenMatches(expected: string, received: unknown): boolean {
 /** The loopback hosts this slice listens on and connects to (no TLS yet, so nothing else). */
 export const LOOPBACK_HOSTS = ['127.0.0.1', '::1', 'localhost'] as const;
 
+/** A loopback host and a port. */
+export interface LoopbackAddress {
+  /** `127.0.0.1`, `::1` or `localhost`. */
+  host: string;
+  /** In 0..65535. */
+  port: number;
+}
+
 /** `host:port` (or `[::1]:port`) parsed and checked: a loopback host and a port in 0..65535. */
-export function parseAddress(text: string, what: string): { host: string; port: number } {
+export function parseAddress(text: string, what: string): LoopbackAddress {
   const m = /^\s*(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})\s*$/.exec(text);
   const host = m ? (m[1] ?? m[2]) : '';
   const port = m ? Number(m[3]) : NaN;
