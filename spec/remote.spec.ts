@@ -21,6 +21,9 @@ import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
 import { type Tensor, tensor, zeros } from '../lib/tensor.js';
 import { fit, stepSeed } from '../lib/train.js';
+import { run as serveRun } from '../bin/commands/serve.js';
+import { run as trainRun } from '../bin/commands/train.js';
+import { EXIT } from '../bin/exit-codes.js';
 import { expect, expectReject } from './helpers/setup.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -302,6 +305,45 @@ describe('remote stages over gRPC (issue #15)', function () {
       } finally {
         await guarded.close();
       }
+    });
+  });
+
+  describe('command line: refused before listening or connecting', () => {
+    /** Runs a command in this process, its stderr captured. */
+    async function runQuiet(run: (argv: string[]) => Promise<number>, argv: string[]): Promise<{ code: number; err: string }> {
+      const lines: string[] = [];
+      const orig = console.error;
+      console.error = (...a: unknown[]) => lines.push(a.join(' '));
+      try {
+        return { code: await run(argv), err: lines.join('\n') };
+      } finally {
+        console.error = orig;
+      }
+    }
+    it('serve: a missing --model or --stages, stage 0, a host that is not loopback, a bad port', async () => {
+      const cases: [string[], number, RegExp][] = [
+        [['--stages', '1..'], EXIT.usage, /expected --model <file>, received none/],
+        [['--model', file], EXIT.usage, /expected --stages, like "1\.\.", received none/],
+        [['--model', file, '--split', '3', '--stages', '0..'], EXIT.usage, /expected --stages to leave stage 0 to the client/],
+        [['--model', file, '--split', '3', '--stages', '2..'], EXIT.usage, /expected --stages within the 2 stages \(0\.\.1\) of the split, received 2\.\./],
+        [['--model', file, '--split', '3', '--stages', 'one'], EXIT.usage, /expected --stages like "1\.\.", "1\.\.2" or "2", received "one"/],
+        [['--model', file, '--stages', '1..', '--split', '3', '--host', '0.0.0.0'], EXIT.usage, /expected --host to be one of 127\.0\.0\.1, ::1, localhost, received "0\.0\.0\.0"/],
+        [['--model', file, '--stages', '1..', '--split', '3', '--port', '70000'], EXIT.usage, /expected --port to be at most 65535, received 70000/],
+        [['--model', join(dir, 'none.json'), '--stages', '1..', '--split', '3'], EXIT.badInput, /cannot read it/],
+      ];
+      for (const [argv, code, re] of cases) {
+        const r = await runQuiet(serveRun, argv);
+        expect(r.code, `${argv.join(' ')}: ${r.err}`).to.equal(code);
+        expect(r.err).to.match(re);
+      }
+    });
+    it('train --connect: a host that is not loopback and a malformed address are refused', async () => {
+      const a = await runQuiet(trainRun, ['--connect', '10.0.0.1:50051', '--model', file, '--split', '3']);
+      expect(a.code).to.equal(EXIT.usage);
+      expect(a.err).to.match(/expected a loopback host \(127\.0\.0\.1, ::1, localhost\), received "10\.0\.0\.1"; the wire is not encrypted yet/);
+      const b = await runQuiet(trainRun, ['--connect', 'localhost', '--model', file, '--split', '3']);
+      expect(b.code).to.equal(EXIT.usage);
+      expect(b.err).to.match(/expected host:port like 127\.0\.0\.1:50051, received "localhost"/);
     });
   });
 });

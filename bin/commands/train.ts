@@ -52,6 +52,8 @@ options:
   --plot <path>          SVG plot of loss and accuracy per epoch (default out/mnist-<digits>.svg),
                          checked the same way
   --no-progress          no progress bar (one line per epoch only)
+  --connect <host:port>  train a model file's first stages here and those a "jacobian-chain serve"
+                         hosts there, as one model (its own options: train --connect x --help)
   -h, --help             this text
 
 example:
