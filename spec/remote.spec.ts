@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { type Server as NetServer, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -308,6 +308,49 @@ describe('remote stages over gRPC (issue #15)', function () {
     });
   });
 
+  describe('TLS with a throwaway certificate', () => {
+    /** A self-signed certificate for 127.0.0.1 and localhost, valid one day, made by openssl. */
+    function throwaway(name: string): { cert: Buffer; key: Buffer } {
+      const key = join(dir, `${name}.key.pem`);
+      const cert = join(dir, `${name}.cert.pem`);
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore', timeout: 20_000 });
+      return { cert: readFileSync(cert), key: readFileSync(key) };
+    }
+
+    it('a client trusting the certificate trains a step; a plaintext client and one trusting another certificate are refused', async function () {
+      try {
+        execFileSync('openssl', ['version'], { stdio: 'ignore', timeout: 5000 });
+      } catch {
+        this.skip();
+      }
+      const mine = throwaway('server');
+      const other = throwaway('other');
+      const sgd: OptimizerConfig = { name: 'sgd', learning_rate: 0.1 };
+      const server = new StageServer(loadModelFile(file).split(SPLIT).slice(1), { tls: mine });
+      const { port } = await server.listen();
+      try {
+        const remote = await RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, tls: { ca: mine.cert }, timeoutMs: 10_000 }, sgd);
+        try {
+          const stages = loadModelFile(file).split(SPLIT);
+          const before = bits(await remote.weights());
+          const x = tensor(data.x.data.slice(0, 2 * 25), [2, 5, 5, 1]);
+          const y = tensor(data.y.data.slice(0, 2), [2, 1]);
+          remote.beginStep(0, { training: true, seed: 1 });
+          await vjpChain([new LocalStageRunner(stages[0], { training: true, seed: 1 }), remote], x, y, LOSS, { training: true, seed: 1 });
+          expect((await remote.apply()).applied).to.equal(true);
+          expect(bits(await remote.weights())).to.not.deep.equal(before);
+        } finally {
+          remote.close();
+        }
+        await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, retries: 0, timeoutMs: 3000 }, sgd), /stage server 127\.0\.0\.1:\d+: Open of step 0 could not reach it \(1 try\): UNAVAILABLE: No connection established/);
+        await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, tls: { ca: other.cert }, retries: 0, timeoutMs: 3000 }, sgd), /Open of step 0 could not reach it \(1 try\): UNAVAILABLE: .*self-signed certificate/);
+        expect(server.steps).to.equal(1);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
   describe('command line: refused before listening or connecting', () => {
     /** Runs a command in this process, its stderr captured. */
     async function runQuiet(run: (argv: string[]) => Promise<number>, argv: string[]): Promise<{ code: number; err: string }> {
@@ -340,7 +383,7 @@ describe('remote stages over gRPC (issue #15)', function () {
     it('train --connect: a host that is not loopback and a malformed address are refused', async () => {
       const a = await runQuiet(trainRun, ['--connect', '10.0.0.1:50051', '--model', file, '--split', '3']);
       expect(a.code).to.equal(EXIT.usage);
-      expect(a.err).to.match(/expected a loopback host \(127\.0\.0\.1, ::1, localhost\), received "10\.0\.0\.1"; the wire is not encrypted yet/);
+      expect(a.err).to.match(/expected a loopback host \(127\.0\.0\.1, ::1, localhost\), received "10\.0\.0\.1"; this slice serves and reaches only this machine/);
       const b = await runQuiet(trainRun, ['--connect', 'localhost', '--model', file, '--split', '3']);
       expect(b.code).to.equal(EXIT.usage);
       expect(b.err).to.match(/expected host:port like 127\.0\.0\.1:50051, received "localhost"/);

@@ -3,6 +3,7 @@
  * service (proto/stage.proto) on a loopback port, for `jacobian-chain train --connect` to train
  * across processes by the VJP way; one line per step: bytes in and out, compute time.
  */
+import { readFileSync } from 'node:fs';
 import { loadModelFile } from '../../lib/model-io.js';
 import { splitAfterLastPooling } from '../../lib/models.js';
 import { StageServer } from '../../lib/remote/server.js';
@@ -24,8 +25,10 @@ options:
   --split <i[,j...]>        layer indices where a new stage starts (default: after the last pooling layer)
   --stages <a..[b]>         the stages hosted: "1.." (stage 1 to the last), "1..2", "2"
   --port <n>                port on the host (default 50051; 0 picks a free one, printed)
-  --host <h>                ${LOOPBACK_HOSTS.join(', ')} (default 127.0.0.1); the wire is not encrypted yet
+  --host <h>                ${LOOPBACK_HOSTS.join(', ')} (default 127.0.0.1): this slice serves only this machine
   --token <t>               a shared token every call must carry (compared in constant time)
+  --tls-cert <file>         serve TLS with this PEM certificate chain (and --tls-key)
+  --tls-key <file>          the certificate's PEM private key
   --max-message-bytes <n>   largest message and tensor accepted (default ${DEFAULT_MAX_MESSAGE_BYTES})
   --max-seconds <s>         stop after s seconds (default: run until a signal)
   --dtype <type>            float64 (default) or float32
@@ -42,6 +45,8 @@ const OPTIONS = {
   port: 'string',
   host: 'string',
   token: 'string',
+  'tls-cert': 'string',
+  'tls-key': 'string',
   'max-message-bytes': 'string',
   'max-seconds': 'string',
   dtype: 'string',
@@ -63,6 +68,15 @@ export function pickStages(stages: Sequential[], range: { from: number; to: numb
   return stages.slice(range.from, to + 1);
 }
 
+/** A file's bytes, or an {@link InputFileError} naming the flag and the path. */
+export function readInput(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new InputFileError(`${flag}: cannot read ${JSON.stringify(path)} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
 /** Runs the command until a signal or --max-seconds; returns the exit code (0 stopped cleanly, 2 bad options, 3 bad model file). */
 export async function run(argv: string[]): Promise<number> {
   const o = parseCommand('serve', HELP, () => {
@@ -73,7 +87,10 @@ export async function run(argv: string[]): Promise<number> {
     if (!range) throw new UsageError('expected --stages, like "1..", received none');
     const host = choice([...LOOPBACK_HOSTS])(v.host, '--host') ?? '127.0.0.1';
     if (v.token !== undefined && v.token === '') throw new UsageError('expected --token to be non-empty, received ""');
+    if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) throw new UsageError(`expected --tls-cert and --tls-key together, received only ${v['tls-cert'] === undefined ? '--tls-key' : '--tls-cert'}`);
     return {
+      tlsCert: v['tls-cert'],
+      tlsKey: v['tls-key'],
       model: v.model,
       split: splitPoints(v.split, '--split') ?? null,
       range,
@@ -100,7 +117,8 @@ export async function run(argv: string[]): Promise<number> {
     const all = model.split(o.split ?? splitAfterLastPooling(model));
     hosted = pickStages(all, o.range, '--stages');
     if (hosted[0] === all[0]) throw new UsageError('expected --stages to leave stage 0 to the client (it holds the input), received a range from 0');
-    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, log: (line) => console.log(line) });
+    const tls = o.tlsCert !== undefined && o.tlsKey !== undefined ? { cert: readInput(o.tlsCert, '--tls-cert'), key: readInput(o.tlsKey, '--tls-key') } : undefined;
+    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, tls, log: (line) => console.log(line) });
   } catch (e) {
     return refuse('serve', e);
   }
@@ -112,7 +130,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const first = hosted[0];
   const last = hosted[hosted.length - 1];
-  console.log(`serving ${hosted.map((s) => s.name).join('+')} (layers ${first.layerOffset}..${last.layerOffset + last.layers.length - 1}, [B, ${first.inputShape.join(', ')}] -> [B, ${last.outputShape.join(', ')}], ${o.dtype})${o.token ? ', token required' : ''}`);
+  console.log(`serving ${hosted.map((s) => s.name).join('+')} (layers ${first.layerOffset}..${last.layerOffset + last.layers.length - 1}, [B, ${first.inputShape.join(', ')}] -> [B, ${last.outputShape.join(', ')}], ${o.dtype})${o.tlsCert ? ', TLS' : ''}${o.token ? ', token required' : ''}`);
   // The spec and scripts read the port from this line (with --port 0 it is the only place it is said).
   console.log(`listening on ${bound.host}:${bound.port}`);
   await new Promise<void>((resolve) => {

@@ -12,6 +12,7 @@ import type { OptimizerConfig } from '../../lib/optimizers.js';
 import { RemoteStageRunner } from '../../lib/remote/client.js';
 import { fitRemote } from '../../lib/remote/fit.js';
 import { LOSSES, type LossName } from '../../lib/losses.js';
+import { readInput } from './serve.js';
 import { UsageError, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
 import { EXIT, InputFileError } from '../exit-codes.js';
 
@@ -24,10 +25,11 @@ server applies each step id once, however often it is retried. The data: --examp
 examples (labels 0 or 1), the same for the same --seed.
 
 options:
-  --connect <host:port>  the server: 127.0.0.1:50051 or [::1]:50051 (loopback only: the wire is not encrypted yet)
+  --connect <host:port>  the server: 127.0.0.1:50051 or [::1]:50051 (loopback only, in this slice)
   --model <file>         the model file the server was started with
   --split <i[,j...]>     the server's --split (default: after the last pooling layer)
   --token <t>            the server's --token
+  --tls-ca <file>        connect by TLS, trusting this PEM certificate (the server's --tls-cert, or its CA)
   --timeout-ms <n>       deadline of every call (default 30000)
   --examples <n>         seeded examples to train on (default 64)
   --loss <name>          ${LOSSES.join(', ')} (default binary_crossentropy)
@@ -52,6 +54,7 @@ const OPTIONS = {
   model: 'string',
   split: 'string',
   token: 'string',
+  'tls-ca': 'string',
   'timeout-ms': 'string',
   examples: 'string',
   loss: 'string',
@@ -83,6 +86,7 @@ export async function run(argv: string[]): Promise<number> {
       model: v.model,
       split: splitPoints(v.split, '--split') ?? null,
       token: v.token,
+      tlsCa: v['tls-ca'],
       timeoutMs: positiveInt(v['timeout-ms'], '--timeout-ms') ?? 30000,
       examples: positiveInt(v.examples, '--examples') ?? 64,
       loss: choice<LossName>(LOSSES)(v.loss, '--loss') ?? 'binary_crossentropy',
@@ -105,7 +109,8 @@ export async function run(argv: string[]): Promise<number> {
       throw new InputFileError((e as Error).message);
     }
     const stages = model.split(o.split ?? splitAfterLastPooling(model));
-    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, timeoutMs: o.timeoutMs }, o.optimizer);
+    const tls = o.tlsCa === undefined ? undefined : { ca: readInput(o.tlsCa, '--tls-ca') };
+    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, timeoutMs: o.timeoutMs, tls }, o.optimizer);
     const firstRemote = remote.stages[0].firstLayer;
     const local = stages.filter((s) => s.layerOffset < firstRemote);
     const first = local[0];

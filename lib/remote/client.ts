@@ -31,6 +31,11 @@ export interface RemoteStageOptions {
    * false (the default) keeps them where the weights are and answers one empty list per layer.
    */
   fetchGradients?: boolean;
+  /** TLS: the PEM certificate (or CA) the server's certificate must chain to, and name `localhost`; without it the wire is plaintext. */
+  tls?: {
+    /** The trusted certificate, PEM. */
+    ca: string | Buffer
+  };
 }
 
 /** One stage the server hosts, as its Open answered. */
@@ -148,9 +153,12 @@ export class RemoteStageRunner implements StageRunner {
       };
     }
     const Client = grpc.makeGenericClientConstructor(def, 'Stage');
-    const client = new Client(grpcAddress(host, port), grpc.credentials.createInsecure(), {
+    const creds = opts.tls ? grpc.credentials.createSsl(Buffer.from(opts.tls.ca)) : grpc.credentials.createInsecure();
+    const client = new Client(grpcAddress(host, port), creds, {
       'grpc.max_receive_message_length': max,
       'grpc.max_send_message_length': max,
+      // The loopback certificate is checked for the name localhost: an IP address is not a TLS server name (RFC 6066).
+      ...(opts.tls ? { 'grpc.ssl_target_name_override': 'localhost' } : {}),
     }) as unknown as grpc.Client;
     const probe = new RemoteStageRunner(client, counters, { ...opts, timeoutMs, retries }, [], 'float64', max, -1);
     try {
@@ -310,6 +318,9 @@ export class RemoteStageRunner implements StageRunner {
           // Bounded: at most `retries` more tries, 100 ms then 200 ms... apart.
           await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
           continue;
+        }
+        if (err.code === grpc.status.UNAVAILABLE) {
+          throw new RemoteError(`${where}: ${method} of step ${stepId} could not reach it (${attempt + 1} ${attempt === 0 ? 'try' : 'tries'}): UNAVAILABLE: ${err.details || err.message}`, err.code);
         }
         if (typeof err.code === 'number') {
           throw new RemoteError(`${where} refused ${method} of step ${stepId}${attempt > 0 ? ` after ${attempt + 1} tries` : ''}: ${statusName(err.code)}: ${err.details || err.message}`, err.code);

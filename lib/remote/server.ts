@@ -27,6 +27,13 @@ export interface StageServerOptions {
   maxMessageBytes?: number;
   /** Where the per-step lines go (bytes in and out, compute time); default nowhere. */
   log?: (line: string) => void;
+  /** TLS: the server's certificate chain and private key, PEM; without it the wire is plaintext. */
+  tls?: {
+    /** The certificate chain, PEM. */
+    cert: string | Buffer;
+    /** Its private key, PEM. */
+    key: string | Buffer
+  };
 }
 
 /** What the server has recorded of the step in progress. */
@@ -128,7 +135,9 @@ export class StageServer {
   listen(): Promise<LoopbackAddress> {
     const host = this.opts.host ?? '127.0.0.1';
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(grpcAddress(host, this.opts.port ?? 0), grpc.ServerCredentials.createInsecure(), (err, port) => {
+      const tls = this.opts.tls;
+      const creds = tls ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], false) : grpc.ServerCredentials.createInsecure();
+      this.server.bindAsync(grpcAddress(host, this.opts.port ?? 0), creds, (err, port) => {
         if (err) return reject(new ConfigError(`StageServer: cannot listen on ${grpcAddress(host, this.opts.port ?? 0)} (${err.message})`));
         this.bound = { host, port };
         resolve(this.bound);

@@ -157,7 +157,7 @@ export function tokenMatches(expected: string, received: unknown): boolean {
   return timingSafeEqual(a, b);
 }
 
-/** The loopback hosts this slice listens on and connects to (no TLS yet, so nothing else). */
+/** The loopback hosts this slice listens on and connects to (other hosts come with the slice that requires TLS for them). */
 export const LOOPBACK_HOSTS = ['127.0.0.1', '::1', 'localhost'] as const;
 
 /** A loopback host and a port. */
@@ -178,10 +178,10 @@ export function parseAddress(text: string, what: string): LoopbackAddress {
   return { host, port };
 }
 
-/** Refuses a host that is not loopback: the wire is plaintext until the TLS slice. */
+/** Refuses a host that is not loopback: this slice serves and reaches only this machine. */
 export function checkLoopback(host: string, what: string): void {
   if (!(LOOPBACK_HOSTS as readonly string[]).includes(host)) {
-    throw new ConfigError(`${what}: expected a loopback host (${LOOPBACK_HOSTS.join(', ')}), received ${fmtValue(host)}; the wire is not encrypted yet, so only this machine may be reached`);
+    throw new ConfigError(`${what}: expected a loopback host (${LOOPBACK_HOSTS.join(', ')}), received ${fmtValue(host)}; this slice serves and reaches only this machine`);
   }
 }
 
