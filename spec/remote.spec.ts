@@ -257,7 +257,7 @@ describe('remote stages over gRPC (issue #15)', function () {
         nan.data[17] = NaN;
         await expectReject(send({ data: encodeTensor(nan).data }), /INVALID_ARGUMENT: .*expected finite values, received NaN at flat index 17 of \[2, 48\]/);
         // Over the 4096-byte maximum: refused by gRPC from the length prefix, before the message is read.
-        await expectReject(send({ shape: [12, 48], data: encodeTensor(zeros([12, 48])).data }), /RESOURCE_EXHAUSTED/);
+        await expectReject(send({ shape: [12, 48], data: encodeTensor(zeros([12, 48])).data }), /RESOURCE_EXHAUSTED: Received message larger than max \(\d+ vs 4096\)/);
         // Claimed big, sent small: refused on the shape's size before any buffer is made for it.
         await expectReject(send({ shape: [100000, 48] }), /RESOURCE_EXHAUSTED: .*shape \[100000, 48\] is 38400000 bytes, over the server's maximum of 4096/);
         await expectReject(raw.call('Backward', { step_id: 0, dy: encodeTensor(zeros([2, 1])) }), /FAILED_PRECONDITION: Backward: Backward of step 0, but no step is recorded/);
@@ -269,6 +269,23 @@ describe('remote stages over gRPC (issue #15)', function () {
         expect(await raw.call('Apply', { step_id: 0 })).to.include({ applied: true, applied_steps: 1 });
       } finally {
         raw.close();
+      }
+      // Bytes that are no protobuf message at all (a truncated field): refused by gRPC, and the server still answers.
+      const def = stageService();
+      const Junk = grpc.makeGenericClientConstructor({ Forward: { ...def.Forward, requestSerialize: (b: Buffer) => b } }, 'Stage');
+      const junk = new Junk(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as Record<string, (req: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void> & grpc.Client;
+      try {
+        const err = await new Promise<grpc.ServiceError | null>((r) => junk.Forward(Buffer.from([0x22, 0x10, 0x0a]), new grpc.Metadata(), { deadline: Date.now() + 10_000 }, r));
+        expect(err?.code).to.equal(grpc.status.INTERNAL);
+        expect(err?.details).to.match(/Error deserializing request/);
+      } finally {
+        junk.close();
+      }
+      const again = rawClient(port);
+      try {
+        expect(await again.call('Weights', { step_id: 1 })).to.include({ applied_steps: 1 });
+      } finally {
+        again.close();
       }
     });
 
