@@ -217,6 +217,44 @@ describe('remote stages over gRPC (issue #15)', function () {
       }
     });
 
+    it('labels held by the server: the loss is computed there, the weights are still fit\'s bit for bit, and bad example ids are refused', async () => {
+      const adam: OptimizerConfig = { name: 'adam', learning_rate: 0.01 };
+      const holder = new StageServer(loadModelFile(file).split(SPLIT).slice(1), { labels: data.y });
+      const { port: p } = await holder.listen();
+      try {
+        const stages = loadModelFile(file).split(SPLIT);
+        const remote = await RemoteStageRunner.connect({ address: `127.0.0.1:${p}`, loss: LOSS }, adam);
+        try {
+          expect(remote.labels).to.equal(10);
+          const opts = { loss: LOSS, optimizer: adam, epochs: 2, batchSize: 4, seed: 5 } as const;
+          const res = await fitRemote([stages[0]], remote, { x: data.x }, { ...opts, labels: 'server' });
+          expect(res.stopped).to.equal(null);
+          const single = loadModelFile(file);
+          const ref = await fit(single, data, { split: SPLIT, ...opts });
+          expect(res.history.map((h) => h.loss)).to.deep.equal(ref.history.map((h) => h.loss));
+          expect(bits([...weightsOf(stages[0]), ...(await remote.weights())])).to.deep.equal(bits(weightsOf(single)));
+          expect(bits(weightsOf(single))).to.not.deep.equal(bits(weightsOf(loadModelFile(file))));
+          remote.beginStep(6, { training: true, seed: 1 });
+          const h = await new LocalStageRunner(stages[0]).forward(toMessage(tensor(data.x.data.slice(0, 2 * 25), [2, 5, 5, 1])));
+          await expectReject(remote.forwardLoss(h, [0, 10]), /INVALID_ARGUMENT: ForwardLoss: expected example ids in \[0, 9\] \(the labels held\), received 10 at position 1/);
+          await expectReject(remote.forwardLoss(h, [0]), /expected one example id per row of x \(2\), received 1/);
+        } finally {
+          remote.close();
+        }
+        await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${p}` }, adam), /this server holds the labels: expected Open to name the loss, received none/);
+      } finally {
+        await holder.close();
+      }
+      // A server without labels says so instead of guessing.
+      const remote = await RemoteStageRunner.connect({ address: `127.0.0.1:${port}` }, sgd);
+      try {
+        remote.beginStep(0, { training: true, seed: 1 });
+        await expectReject(remote.forwardLoss(toMessage(zeros([2, 48])), [0, 1]), /FAILED_PRECONDITION: ForwardLoss: ForwardLoss of step 0, but this server holds no labels/);
+      } finally {
+        remote.close();
+      }
+    });
+
     it('a retried step is applied once: the server\'s weights move once', async () => {
       const stages = loadModelFile(file).split(SPLIT);
       const remote = await RemoteStageRunner.connect({ address: `127.0.0.1:${port}` }, sgd);

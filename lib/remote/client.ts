@@ -11,6 +11,7 @@ import type { StageRunner, TensorMessage } from '../chain.js';
 import { fromMessage, toMessage } from '../chain.js';
 import { ConfigError, fmtShape, fmtValue } from '../errors.js';
 import type { OptimizerConfig } from '../optimizers.js';
+import type { LossName } from '../losses.js';
 import type { DType, Tensor } from '../tensor.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
 
@@ -31,6 +32,8 @@ export interface RemoteStageOptions {
    * false (the default) keeps them where the weights are and answers one empty list per layer.
    */
   fetchGradients?: boolean;
+  /** The loss by its Keras name, sent to a server that holds the labels (see {@link RemoteStageRunner.forwardLoss}). */
+  loss?: LossName;
   /** TLS: the PEM certificate (or CA) the server's certificate must chain to, and name `localhost`; without it the wire is plaintext. */
   tls?: {
     /** The trusted certificate, PEM. */
@@ -105,6 +108,8 @@ export class RemoteStageRunner implements StageRunner {
   private finite: GradientsFinite = { ok: true, where: '' };
   private traffic: WireTraffic = none();
   private readonly timeoutMs: number;
+  /** How many labelled examples the server holds (0: none; the loss is computed by the caller). */
+  labels = 0;
   private readonly retries: number;
 
   private constructor(
@@ -162,16 +167,19 @@ export class RemoteStageRunner implements StageRunner {
     }) as unknown as grpc.Client;
     const probe = new RemoteStageRunner(client, counters, { ...opts, timeoutMs, retries }, [], 'float64', max, -1);
     try {
-      const rep = (await probe.call('Open', firstStep, { step_id: firstStep, optimizer_json: JSON.stringify(optimizer) })) as {
+      const rep = (await probe.call('Open', firstStep, { step_id: firstStep, optimizer_json: JSON.stringify(optimizer), loss: opts.loss ?? '' })) as {
         stages: { name: string; first_layer: number; layers: number; input_shape: number[]; output_shape: number[] }[];
         dtype: string;
         max_message_bytes: number;
         last_applied: number;
+        labels: number;
       };
       if (rep.dtype !== 'float64' && rep.dtype !== 'float32') throw new RemoteError(`stage server ${opts.address}: expected dtype float64 or float32, received ${fmtValue(rep.dtype)}`, grpc.status.INTERNAL);
       const stages = rep.stages.map((s) => ({ name: s.name, firstLayer: s.first_layer, layers: s.layers, inputShape: s.input_shape, outputShape: s.output_shape }));
       if (stages.length === 0) throw new RemoteError(`stage server ${opts.address}: hosts no stage`, grpc.status.INTERNAL);
-      return new RemoteStageRunner(client, counters, { ...opts, timeoutMs, retries }, stages, rep.dtype, Math.min(max, rep.max_message_bytes), rep.last_applied);
+      const runner = new RemoteStageRunner(client, counters, { ...opts, timeoutMs, retries }, stages, rep.dtype, Math.min(max, rep.max_message_bytes), rep.last_applied);
+      runner.labels = rep.labels;
+      return runner;
     } catch (e) {
       client.close();
       throw e;
@@ -227,6 +235,33 @@ export class RemoteStageRunner implements StageRunner {
     this.finite = { ok: rep.gradients_finite, where: rep.non_finite };
     this.lastMemory = { residualBytes: rep.residual_bytes, cotangentBytes: rep.cotangent_bytes, gradientBytes: rep.gradient_bytes };
     return toMessage(this.decode(rep.dx, this.inputShape, `Backward dx of step ${s.id}`));
+  }
+
+  /**
+   * For a server that holds the labels: the forward pass, the loss on the labels of `exampleIds`
+   * (one index per row of `x`) and the backward pass, in one call. Returns the loss, how many
+   * examples were right, and the input's cotangent `dx` (`[B, ...in]`); the labels stay there.
+   */
+  async forwardLoss(x: TensorMessage, exampleIds: readonly number[]): Promise<{
+    /** The batch's loss. */
+    loss: number;
+    /** Examples the prediction got right. */
+    correct: number;
+    /** dLoss/dX `[B, ...in]`. */
+    dx: TensorMessage
+  }> {
+    const s = this.current('forwardLoss');
+    const xt = fromMessage(x, `${this.name} forwardLoss x`);
+    const rep = (await this.call('ForwardLoss', s.id, { step_id: s.id, training: s.training, seed: s.seed, x: encodeTensor(xt), example_ids: exampleIds.slice() })) as {
+      loss: number;
+      correct: number;
+      dx: WireTensor;
+      gradients_finite: boolean;
+      non_finite: string;
+    };
+    this.batch = xt.shape[0];
+    this.finite = { ok: rep.gradients_finite, where: rep.non_finite };
+    return { loss: rep.loss, correct: rep.correct, dx: toMessage(this.decode(rep.dx, this.inputShape, `ForwardLoss dx of step ${s.id}`)) };
   }
 
   /** With `fetchGradients`, the server's weight gradients of this step; else one empty list per hosted layer (they stay on the server). */

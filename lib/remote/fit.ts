@@ -5,7 +5,7 @@
  * masks, the same optimizer steps), so that N steps give bit-identical weights.
  * @module
  */
-import { type ChainOptions, LocalStageRunner, vjpChain } from '../chain.js';
+import { type ChainOptions, LocalStageRunner, fromMessage, toMessage, vjpChain } from '../chain.js';
 import { ConfigError, fmtShape, fmtValue } from '../errors.js';
 import { firstNonFinite } from '../forensics.js';
 import { type LossSpec, lossFrom } from '../losses.js';
@@ -13,7 +13,9 @@ import { type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Rng } from '../rng.js';
 import { Sequential } from '../sequential.js';
 import { type Dataset, checkDataset, correctCount, stepSeed, takeRows } from '../train.js';
+import { type Tensor, assertFinite, assertShape } from '../tensor.js';
 import type { RemoteStageRunner, WireTraffic } from './client.js';
+import { RemoteError } from './wire.js';
 
 /** Options of {@link fitRemote}: {@link fit}'s, less what needs the whole model in one process. */
 export interface RemoteFitOptions {
@@ -31,6 +33,12 @@ export interface RemoteFitOptions {
   seed?: number;
   /** Forward in training mode (Dropout active); default true. */
   training?: boolean;
+  /**
+   * Where the labels are: `here` (the default; `data.y`, the loss computed here by `vjpChain`) or
+   * `server` (the server holds them, row for row with `data.x`; each step names its examples by
+   * index and gets back the loss and the cotangent, and `data.y` is not needed).
+   */
+  labels?: 'here' | 'server';
   /** The id of the first step on the wire; default 0 (a resumed run continues the server's count). */
   firstStepId?: number;
   /** Called after each step with its loss and what crossed the wire. */
@@ -88,7 +96,7 @@ export interface RemoteFitResult {
  * const remote = await RemoteStageRunner.connect({ address: '127.0.0.1:50051' }, { name: 'sgd', learning_rate: 0.1, momentum: 0.9 });
  * const res = await fitRemote([model_0], remote, { x, y }, { loss: 'binary_crossentropy', optimizer: { name: 'sgd', learning_rate: 0.1, momentum: 0.9 }, batchSize: 4 });
  */
-export async function fitRemote(local: readonly Sequential[], remote: RemoteStageRunner, data: Dataset, opts: RemoteFitOptions): Promise<RemoteFitResult> {
+export async function fitRemote(local: readonly Sequential[], remote: RemoteStageRunner, data: Dataset | { x: Tensor }, opts: RemoteFitOptions): Promise<RemoteFitResult> {
   if (!Array.isArray(local) || local.length === 0 || local.some((s) => !(s instanceof Sequential))) throw new ConfigError(`fitRemote: expected a non-empty array of local stages (Sequential), received ${fmtValue(local)}`);
   const last = local[local.length - 1];
   const first = remote.stages[0];
@@ -104,7 +112,15 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
   const firstStepId = opts.firstStepId ?? 0;
   if (!Number.isSafeInteger(firstStepId) || firstStepId < 0) throw new ConfigError(`fitRemote: expected firstStepId to be a non-negative integer, received ${fmtValue(opts.firstStepId)}`);
   const optimizer = optimizerFromConfig(opts.optimizer);
-  checkDataset({ inputShape: local[0].inputShape, outputShape: remote.outputShape }, data);
+  const labelsThere = opts.labels === 'server';
+  if (opts.labels !== undefined && opts.labels !== 'here' && !labelsThere) throw new ConfigError(`fitRemote: expected labels to be "here" or "server", received ${fmtValue(opts.labels)}`);
+  if (labelsThere) {
+    assertShape(data?.x, [null, ...local[0].inputShape], 'fitRemote data x');
+    assertFinite(data.x, 'fitRemote data x');
+    if (remote.labels !== data.x.shape[0]) throw new ConfigError(`fitRemote: expected the server to hold one label per example (${data.x.shape[0]}), received a server holding ${remote.labels}`);
+  } else {
+    checkDataset({ inputShape: local[0].inputShape, outputShape: remote.outputShape }, data as Dataset);
+  }
 
   const N = data.x.shape[0];
   const batches = Math.ceil(N / batchSize);
@@ -121,13 +137,33 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       const t0 = performance.now();
       const idx = order.slice(b * batchSize, Math.min(N, (b + 1) * batchSize));
       const x = takeRows(data.x, idx);
-      const y = takeRows(data.y, idx);
       const chainOpts: ChainOptions = { training: opts.training ?? true, seed: stepSeed(seed, step) };
       const stepId = firstStepId + step;
       remote.beginStep(stepId, chainOpts);
       remote.takeTraffic();
-      const res = await vjpChain([...local.map((s) => new LocalStageRunner(s, chainOpts)), remote], x, y, lossFn, chainOpts);
       const stop = (why: string): RemoteFitResult => ({ steps: step, history, stopped: `non-finite ${why} at epoch ${epoch}, batch ${b + 1} (step ${stepId}); training stopped before the update` });
+      let res: { loss: number; correct: number; dLoss_dWeights: Tensor[][] };
+      if (labelsThere) {
+        // vjpChain's steps, with the loss where the labels are.
+        const runners = local.map((s) => new LocalStageRunner(s, chainOpts));
+        let h = toMessage(x);
+        for (const r of runners) h = await r.forward(h);
+        let there;
+        try {
+          there = await remote.forwardLoss(h, idx);
+        } catch (e) {
+          if (e instanceof RemoteError && /the loss is/.test(e.message)) return stop(`loss on the server (${e.message})`);
+          throw e;
+        }
+        let g = there.dx;
+        for (let s = runners.length - 1; s >= 0; s--) g = await runners[s].backward(g);
+        const grads = await Promise.all(runners.map((r) => r.gradients()));
+        res = { loss: there.loss, correct: there.correct, dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => fromMessage(m, 'gradient')))) };
+      } else {
+        const y = takeRows((data as Dataset).y, idx);
+        const chain = await vjpChain([...local.map((s) => new LocalStageRunner(s, chainOpts)), remote], x, y, lossFn, chainOpts);
+        res = { loss: chain.loss, correct: correctCount(y, chain.stageOutputs[chain.stageOutputs.length - 1]), dLoss_dWeights: chain.dLoss_dWeights };
+      }
       if (!Number.isFinite(res.loss)) return stop(`loss (${res.loss})`);
       const remoteFinite = remote.gradientsFinite;
       if (!remoteFinite.ok) return stop(`gradient on the server: ${remoteFinite.where}`);
@@ -142,7 +178,7 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       localLayers.forEach((l, i) => optimizer.step(l.params, res.dLoss_dWeights[i]));
       step++;
       lossSum += res.loss * idx.length;
-      correct += correctCount(y, res.stageOutputs[res.stageOutputs.length - 1]);
+      correct += res.correct;
       seen += idx.length;
       const wire = remote.takeTraffic();
       const stepMs = performance.now() - t0;

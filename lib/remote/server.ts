@@ -12,7 +12,9 @@ import { LocalStageRunner, fromMessage, toMessage } from '../chain.js';
 import { ConfigError, JacobianChainError, fmtShape, fmtValue } from '../errors.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Sequential } from '../sequential.js';
-import { type DType, type Tensor, bytesOf } from '../tensor.js';
+import { type Loss, type LossName, lossFrom } from '../losses.js';
+import { type DType, type Tensor, assertFinite, assertShape, bytesOf } from '../tensor.js';
+import { correctCount, takeRows } from '../train.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, type LoopbackAddress, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
 
 /** Options of {@link StageServer}. */
@@ -27,6 +29,11 @@ export interface StageServerOptions {
   maxMessageBytes?: number;
   /** Where the per-step lines go (bytes in and out, compute time); default nowhere. */
   log?: (line: string) => void;
+  /**
+   * The labels `[N, ...out]` of the examples, when the server holds them: ForwardLoss computes the
+   * loss here, from the rows the client names by index, and the labels never cross the wire.
+   */
+  labels?: Tensor;
   /** TLS: the server's certificate chain and private key, PEM; without it the wire is plaintext. */
   tls?: {
     /** The certificate chain, PEM. */
@@ -50,6 +57,17 @@ interface StepState {
   /** Per hosted layer, its parameters' gradients. */
   grads?: Tensor[][];
   nonFinite?: string;
+  /** ForwardLoss: the example ids (joined) and the answer. */
+  ids?: string;
+  lossReply?: {
+    step_id: number;
+    loss: number;
+    correct: number;
+    dx: WireTensor;
+    compute_ms: number;
+    gradients_finite: boolean;
+    non_finite: string;
+  };
 }
 
 interface ForwardReply {
@@ -92,6 +110,8 @@ export class StageServer {
   private readonly dtype: DType;
   private optimizerJson: string | null = null;
   private optimizer: Optimizer | null = null;
+  private loss: Loss | null = null;
+  private lossName = '';
   private lastApplied = -1;
   private appliedSteps = 0;
   private current: StepState | null = null;
@@ -119,12 +139,18 @@ export class StageServer {
     this.maxBytes = max;
     if (opts.token !== undefined && (typeof opts.token !== 'string' || opts.token === '')) throw new ConfigError(`StageServer: expected token to be a non-empty string, received ${fmtValue(opts.token)}`);
     checkLoopback(opts.host ?? '127.0.0.1', 'StageServer host');
+    if (opts.labels !== undefined) {
+      const out = stages[stages.length - 1].outputShape;
+      assertShape(opts.labels, [null, ...out], 'StageServer labels');
+      assertFinite(opts.labels, 'StageServer labels');
+    }
     // The limit is gRPC's too, so an oversized message is refused from its length prefix, before it is read.
     this.server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max });
     this.server.addService(this.countingService(), {
       Open: this.unary('Open', (r) => this.open(r)),
       Forward: this.unary('Forward', (r) => this.forward(r)),
       Backward: this.unary('Backward', (r) => this.backward(r)),
+      ForwardLoss: this.unary('ForwardLoss', (r) => this.forwardLoss(r)),
       Apply: this.unary('Apply', (r) => this.apply(r)),
       Gradients: this.unary('Gradients', (r) => this.gradients(r)),
       Weights: this.unary('Weights', (r) => this.weights(r)),
@@ -214,7 +240,7 @@ export class StageServer {
     return id;
   }
 
-  private open(req: { step_id: number; optimizer_json: string }) {
+  private open(req: { step_id: number; optimizer_json: string; loss: string }) {
     let config: unknown;
     try {
       config = JSON.parse(req.optimizer_json);
@@ -222,6 +248,10 @@ export class StageServer {
       throw new RemoteError(`expected optimizer_json to be JSON like {"name": "adam", "learning_rate": 0.001}, received ${fmtValue(req.optimizer_json)}`, grpc.status.INVALID_ARGUMENT);
     }
     const canonical = JSON.stringify(config);
+    if (this.opts.labels && req.loss === '') throw new RemoteError('this server holds the labels: expected Open to name the loss, received none', grpc.status.INVALID_ARGUMENT);
+    if (this.lossName !== '' && req.loss !== this.lossName) throw new RemoteError(`the session was opened with loss ${this.lossName}, received ${fmtValue(req.loss)}`, grpc.status.FAILED_PRECONDITION);
+    if (req.loss !== '') this.loss = lossFrom(req.loss as LossName);
+    this.lossName = req.loss;
     if (this.optimizerJson === null) {
       this.optimizer = optimizerFromConfig(config as OptimizerConfig);
       this.optimizerJson = canonical;
@@ -234,6 +264,7 @@ export class StageServer {
       stages: this.stages.map((s) => ({ name: s.name, first_layer: s.layerOffset, layers: s.layers.length, input_shape: s.inputShape.slice(), output_shape: s.outputShape.slice() })),
       dtype: this.dtype,
       max_message_bytes: this.maxBytes,
+      labels: this.opts.labels?.shape[0] ?? 0,
       applied_steps: this.appliedSteps,
       last_applied: this.lastApplied,
     };
@@ -307,6 +338,43 @@ export class StageServer {
       gradient_bytes: grads.flat().reduce((n, t) => n + bytesOf(t), 0),
     };
     return cur.backward;
+  }
+
+  /** Forward, the loss on the held labels of `example_ids`, and Backward from dLoss/dY, answered once per step id. */
+  private async forwardLoss(req: { step_id: number; training: boolean; seed: number; x: WireTensor; example_ids: number[] }) {
+    const id = this.stepIdOf(req, 'ForwardLoss');
+    const labels = this.opts.labels;
+    if (!labels || !this.loss) throw new RemoteError(`ForwardLoss of step ${id}, but this server holds no labels; expected Forward and Backward, with the loss computed by the client`, grpc.status.FAILED_PRECONDITION);
+    const cur = this.current;
+    if (cur && cur.stepId === id && cur.lossReply) {
+      if (!cur.xBytes.equals(Buffer.from(req.x?.data ?? [])) || cur.ids !== (req.example_ids ?? []).join(',')) throw new RemoteError(`step ${id} was recorded with another input or other examples; expected a retry to resend the same`, grpc.status.FAILED_PRECONDITION);
+      return cur.lossReply;
+    }
+    const ids = req.example_ids ?? [];
+    const B = req.x?.shape?.[0];
+    if (ids.length !== B) throw new RemoteError(`expected one example id per row of x (${fmtValue(B)}), received ${ids.length}`, grpc.status.INVALID_ARGUMENT);
+    const N = labels.shape[0];
+    const bad = ids.findIndex((i) => !Number.isInteger(i) || i < 0 || i >= N);
+    if (bad >= 0) throw new RemoteError(`expected example ids in [0, ${N - 1}] (the labels held), received ${ids[bad]} at position ${bad}`, grpc.status.INVALID_ARGUMENT);
+    const t0 = performance.now();
+    const fwd = await this.forward(req);
+    const yPred = decodeTensor(fwd.y, { shape: fwd.y.shape, dtype: this.dtype, maxBytes: this.maxBytes }, 'hosted output');
+    const yTrue = takeRows(labels, ids);
+    const loss = this.loss.value(yTrue, yPred);
+    if (!Number.isFinite(loss)) throw new RemoteError(`step ${id}: the loss is ${loss} on the held labels; the weights are left as they were`, grpc.status.FAILED_PRECONDITION);
+    const back = await this.backward({ step_id: id, dy: encodeTensor(this.loss.gradient(yTrue, yPred)) });
+    const cur2 = this.current!;
+    cur2.ids = ids.join(',');
+    cur2.lossReply = {
+      step_id: id,
+      loss,
+      correct: correctCount(yTrue, yPred),
+      dx: back.dx,
+      compute_ms: performance.now() - t0,
+      gradients_finite: back.gradients_finite,
+      non_finite: back.non_finite,
+    };
+    return cur2.lossReply;
   }
 
   private apply(req: { step_id: number }) {
