@@ -9,6 +9,7 @@ import { splitAfterLastPooling } from '../../lib/models.js';
 import { StageServer } from '../../lib/remote/server.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, LOOPBACK_HOSTS } from '../../lib/remote/wire.js';
 import type { Sequential } from '../../lib/sequential.js';
+import { type Tensor, fromJSON } from '../../lib/tensor.js';
 import { UsageError, check, choice, dtype, integer, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
 import { EXIT, InputFileError } from '../exit-codes.js';
 
@@ -27,6 +28,8 @@ options:
   --port <n>                port on the host (default 50051; 0 picks a free one, printed)
   --host <h>                ${LOOPBACK_HOSTS.join(', ')} (default 127.0.0.1): this slice serves only this machine
   --token <t>               a shared token every call must carry (compared in constant time)
+  --labels <file>           hold the labels here: a JSON tensor {"shape": [N, ...out], "data": [...]},
+                            row i the label of example i; the client sends example ids, never labels
   --tls-cert <file>         serve TLS with this PEM certificate chain (and --tls-key)
   --tls-key <file>          the certificate's PEM private key
   --max-message-bytes <n>   largest message and tensor accepted (default ${DEFAULT_MAX_MESSAGE_BYTES})
@@ -45,6 +48,7 @@ const OPTIONS = {
   port: 'string',
   host: 'string',
   token: 'string',
+  labels: 'string',
   'tls-cert': 'string',
   'tls-key': 'string',
   'max-message-bytes': 'string',
@@ -89,6 +93,7 @@ export async function run(argv: string[]): Promise<number> {
     if (v.token !== undefined && v.token === '') throw new UsageError('expected --token to be non-empty, received ""');
     if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) throw new UsageError(`expected --tls-cert and --tls-key together, received only ${v['tls-cert'] === undefined ? '--tls-key' : '--tls-cert'}`);
     return {
+      labels: v.labels,
       tlsCert: v['tls-cert'],
       tlsKey: v['tls-key'],
       model: v.model,
@@ -106,6 +111,7 @@ export async function run(argv: string[]): Promise<number> {
   if (o.port > 65535) return refuse('serve', new UsageError(`expected --port to be at most 65535, received ${o.port}`), true);
 
   let server: StageServer;
+  let labels: Tensor | undefined;
   let hosted: Sequential[];
   try {
     let model;
@@ -118,7 +124,14 @@ export async function run(argv: string[]): Promise<number> {
     hosted = pickStages(all, o.range, '--stages');
     if (hosted[0] === all[0]) throw new UsageError('expected --stages to leave stage 0 to the client (it holds the input), received a range from 0');
     const tls = o.tlsCert !== undefined && o.tlsKey !== undefined ? { cert: readInput(o.tlsCert, '--tls-cert'), key: readInput(o.tlsKey, '--tls-key') } : undefined;
-    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, tls, log: (line) => console.log(line) });
+    if (o.labels !== undefined) {
+      try {
+        labels = fromJSON(JSON.parse(readInput(o.labels, '--labels').toString('utf8')), o.dtype);
+      } catch (e) {
+        throw e instanceof InputFileError ? e : new InputFileError(`--labels ${JSON.stringify(o.labels)}: expected a JSON tensor {"shape": [N, ...], "data": [...]} (${(e as Error).message})`);
+      }
+    }
+    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, tls, labels, log: (line) => console.log(line) });
   } catch (e) {
     return refuse('serve', e);
   }
@@ -130,7 +143,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const first = hosted[0];
   const last = hosted[hosted.length - 1];
-  console.log(`serving ${hosted.map((s) => s.name).join('+')} (layers ${first.layerOffset}..${last.layerOffset + last.layers.length - 1}, [B, ${first.inputShape.join(', ')}] -> [B, ${last.outputShape.join(', ')}], ${o.dtype})${o.tlsCert ? ', TLS' : ''}${o.token ? ', token required' : ''}`);
+  console.log(`serving ${hosted.map((s) => s.name).join('+')} (layers ${first.layerOffset}..${last.layerOffset + last.layers.length - 1}, [B, ${first.inputShape.join(', ')}] -> [B, ${last.outputShape.join(', ')}], ${o.dtype})${labels ? `, holding ${labels.shape[0]} labels` : ''}${o.tlsCert ? ', TLS' : ''}${o.token ? ', token required' : ''}`);
   // The spec and scripts read the port from this line (with --port 0 it is the only place it is said).
   console.log(`listening on ${bound.host}:${bound.port}`);
   await new Promise<void>((resolve) => {

@@ -29,6 +29,8 @@ options:
   --model <file>         the model file the server was started with
   --split <i[,j...]>     the server's --split (default: after the last pooling layer)
   --token <t>            the server's --token
+  --labels-on-server     the server holds the labels (serve --labels, one per --examples example): each
+                         step names its examples by index, the loss is computed there
   --tls-ca <file>        connect by TLS, trusting this PEM certificate (the server's --tls-cert, or its CA)
   --timeout-ms <n>       deadline of every call (default 30000)
   --examples <n>         seeded examples to train on (default 64)
@@ -55,6 +57,7 @@ const OPTIONS = {
   split: 'string',
   token: 'string',
   'tls-ca': 'string',
+  'labels-on-server': 'boolean',
   'timeout-ms': 'string',
   examples: 'string',
   loss: 'string',
@@ -87,6 +90,7 @@ export async function run(argv: string[]): Promise<number> {
       split: splitPoints(v.split, '--split') ?? null,
       token: v.token,
       tlsCa: v['tls-ca'],
+      labelsOnServer: v['labels-on-server'] === true,
       timeoutMs: positiveInt(v['timeout-ms'], '--timeout-ms') ?? 30000,
       examples: positiveInt(v.examples, '--examples') ?? 64,
       loss: choice<LossName>(LOSSES)(v.loss, '--loss') ?? 'binary_crossentropy',
@@ -110,7 +114,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const stages = model.split(o.split ?? splitAfterLastPooling(model));
     const tls = o.tlsCa === undefined ? undefined : { ca: readInput(o.tlsCa, '--tls-ca') };
-    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, timeoutMs: o.timeoutMs, tls }, o.optimizer);
+    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, timeoutMs: o.timeoutMs, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
     const firstRemote = remote.stages[0].firstLayer;
     const local = stages.filter((s) => s.layerOffset < firstRemote);
     const first = local[0];
@@ -119,7 +123,8 @@ export async function run(argv: string[]): Promise<number> {
     console.log(`local: ${local.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}; remote at ${o.connect}: ${remote.stages.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}`);
     console.log(`training: ${o.examples} seeded examples, ${o.epochs} epochs, batch ${o.batchSize}, vjp across the wire, ${JSON.stringify(o.optimizer)}, seed ${o.seed}, ${o.dtype}`);
     const totals = { sent: 0, received: 0, wire: 0, here: 0, there: 0 };
-    const res = await fitRemote(local, remote, data, {
+    const res = await fitRemote(local, remote, o.labelsOnServer ? { x: data.x } : data, {
+      labels: o.labelsOnServer ? 'server' : 'here',
       loss: o.loss,
       optimizer: o.optimizer,
       epochs: o.epochs,
