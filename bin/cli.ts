@@ -29,6 +29,7 @@ const commands: Record<string, () => Promise<{ run: (argv: string[]) => Promise<
   train: () => import('./commands/train.js'),
   jacobian: () => import('./commands/jacobian.js'),
   inspect: () => import('./commands/inspect.js'),
+  serve: () => import('./commands/serve.js'),
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -38,7 +39,7 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   if (name === '--help' || name === '-h' || name === 'help') {
-    console.log(`usage: jacobian-chain <command> [options]\n\ncommands:\n  seed       the seed's reference check: explicit-Jacobian chain and VJP chain against one tape (default)\n  train      train a model split into stages, by vjp or by jacobian\n  jacobian   build one stage's Jacobian and report its shape, bytes and time\n  inspect    a model file's layers, and what each way would cost per stage, from shapes alone\n\n  --version  print the version and exit\n\nrun "jacobian-chain <command> --help" for a command's options\n\n${exitCodesHelp()}\n\nenvironment:\n  JACOBIAN_CHAIN_DEBUG=1   print the stack trace after an error`);
+    console.log(`usage: jacobian-chain <command> [options]\n\ncommands:\n  seed       the seed's reference check: explicit-Jacobian chain and VJP chain against one tape (default)\n  train      train a model split into stages, by vjp or by jacobian\n  jacobian   build one stage's Jacobian and report its shape, bytes and time\n  inspect    a model file's layers, and what each way would cost per stage, from shapes alone\n  serve      host a model's downstream stages over gRPC for train --connect (split learning)\n\n  --version  print the version and exit\n\nrun "jacobian-chain <command> --help" for a command's options\n\n${exitCodesHelp()}\n\nenvironment:\n  JACOBIAN_CHAIN_DEBUG=1   print the stack trace after an error`);
     return EXIT.ok;
   }
   const load = commands[name];

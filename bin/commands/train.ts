@@ -52,6 +52,8 @@ options:
   --plot <path>          SVG plot of loss and accuracy per epoch (default out/mnist-<digits>.svg),
                          checked the same way
   --no-progress          no progress bar (one line per epoch only)
+  --connect <host:port>  train a model file's first stages here and those a "jacobian-chain serve"
+                         hosts there, as one model (its own options: train --connect x --help)
   -h, --help             this text
 
 example:
@@ -158,6 +160,8 @@ async function writeAtomically(path: string, write: (tmp: string) => void | Prom
 
 /** Runs the command; returns the exit code (bin/exit-codes.ts: 0 trained, 2 bad options or paths, 4 over the memory budget, 5 stopped on a non-finite loss). */
 export async function run(argv: string[]): Promise<number> {
+  // Across processes (issue #15): the stages a `serve` hosts, trained with the local ones.
+  if (argv.some((a) => a === '--connect' || a.startsWith('--connect='))) return (await import('./train-remote.js')).run(argv);
   const o = parseCommand('train', HELP, () => {
     const p = parse(argv);
     if (p !== 'help' && resolve(p.out) === resolve(p.plot)) throw new UsageError(`expected --out and --plot to be different files, received ${JSON.stringify(p.out)} for both`);

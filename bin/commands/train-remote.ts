@@ -1,0 +1,163 @@
+/**
+ * `jacobian-chain train --connect host:port`: trains the first stages of a model file here and the
+ * stages a `jacobian-chain serve` hosts there as one model, by the VJP way (the activation goes,
+ * the cotangent comes back); one line per step: loss, bytes sent and received, the time on the
+ * wire against the compute here and there. With the same seeds the weights are those of the
+ * single-process `fit`, bit for bit.
+ */
+import { loadModelFile, saveModelFile } from '../../lib/model-io.js';
+import { seededBatch, splitAfterLastPooling } from '../../lib/models.js';
+import { fmtBytes } from '../../lib/memory.js';
+import type { OptimizerConfig } from '../../lib/optimizers.js';
+import { RemoteStageRunner } from '../../lib/remote/client.js';
+import { fitRemote } from '../../lib/remote/fit.js';
+import { LOSSES, type LossName } from '../../lib/losses.js';
+import { readInput } from './serve.js';
+import { UsageError, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
+import { EXIT, InputFileError } from '../exit-codes.js';
+
+const HELP = `usage: jacobian-chain train --connect <host:port> --model <file> [options]
+
+Trains the stages of a model file before those a "jacobian-chain serve" hosts (started with the
+same file and --split) and the server's stages as one model, by the VJP way: the activation is
+sent, the cotangent dLoss/dOut comes back, and each side's optimizer steps its own weights; the
+server applies each step id once, however often it is retried. The data: --examples seeded random
+examples (labels 0 or 1), the same for the same --seed.
+
+options:
+  --connect <host:port>  the server: 127.0.0.1:50051 or [::1]:50051 (loopback only, in this slice)
+  --model <file>         the model file the server was started with
+  --split <i[,j...]>     the server's --split (default: after the last pooling layer)
+  --token <t>            the server's --token
+  --labels-on-server     the server holds the labels (serve --labels, one per --examples example): each
+                         step names its examples by index, the loss is computed there
+  --tls-ca <file>        connect by TLS, trusting this PEM certificate (the server's --tls-cert, or its CA)
+  --timeout-ms <n>       deadline of every call (default 30000)
+  --examples <n>         seeded examples to train on (default 64)
+  --loss <name>          ${LOSSES.join(', ')} (default binary_crossentropy)
+  --epochs <n>           passes over the examples (default 1)
+  --batch-size <n>       examples per step (default 32)
+  --optimizer <name>     adam (default) or sgd, for both sides
+  --lr <x>               learning rate (default 0.001 for adam, 0.05 for sgd)
+  --momentum <x>         sgd momentum in [0, 1] (default 0.9)
+  --nesterov             sgd with Nesterov momentum
+  --seed <n>             seed of the examples, the shuffles and the Dropout masks (default 0)
+  --dtype <type>         float64 (default) or float32, as the server's
+  --out <path>           write the trained model (both sides' weights) here
+  -h, --help             this text
+
+example:
+  npx tsx bin/cli.ts serve --model m.json --split 3 --stages 1.. --port 50051 &
+  npx tsx bin/cli.ts train --connect 127.0.0.1:50051 --model m.json --split 3 --epochs 2
+`;
+
+const OPTIONS = {
+  connect: 'string',
+  model: 'string',
+  split: 'string',
+  token: 'string',
+  'tls-ca': 'string',
+  'labels-on-server': 'boolean',
+  'timeout-ms': 'string',
+  examples: 'string',
+  loss: 'string',
+  epochs: 'string',
+  'batch-size': 'string',
+  optimizer: 'string',
+  lr: 'string',
+  momentum: 'string',
+  nesterov: 'boolean',
+  seed: 'string',
+  dtype: 'string',
+  out: 'string',
+} as const;
+
+/** Runs the command; returns the exit code (0 trained, 2 bad options or a refusal by the server, 3 bad model file, 5 non-finite). */
+export async function run(argv: string[]): Promise<number> {
+  const o = parseCommand('train', HELP, () => {
+    const v = parseOptions(argv, OPTIONS);
+    if (v === 'help') return v;
+    if (v.connect === undefined) throw new UsageError('expected --connect <host:port>, received none');
+    if (v.model === undefined) throw new UsageError('expected --model <file> (the one the server was started with), received none');
+    const optName = choice(['adam', 'sgd'])(v.optimizer, '--optimizer') ?? 'adam';
+    const lr = positiveNumber(v.lr, '--lr') ?? (optName === 'adam' ? 0.001 : 0.05);
+    const momentum = numeric('to be a number in [0, 1]', (n) => n >= 0 && n <= 1)(v.momentum, '--momentum') ?? 0.9;
+    if (optName === 'adam' && (v.momentum !== undefined || v.nesterov)) throw new UsageError('--momentum and --nesterov are sgd options; received them with --optimizer adam');
+    const optimizer: OptimizerConfig = optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: v.nesterov === true };
+    return {
+      connect: v.connect,
+      model: v.model,
+      split: splitPoints(v.split, '--split') ?? null,
+      token: v.token,
+      tlsCa: v['tls-ca'],
+      labelsOnServer: v['labels-on-server'] === true,
+      timeoutMs: positiveInt(v['timeout-ms'], '--timeout-ms') ?? 30000,
+      examples: positiveInt(v.examples, '--examples') ?? 64,
+      loss: choice<LossName>(LOSSES)(v.loss, '--loss') ?? 'binary_crossentropy',
+      epochs: positiveInt(v.epochs, '--epochs') ?? 1,
+      batchSize: positiveInt(v['batch-size'], '--batch-size') ?? 32,
+      optimizer,
+      seed: nonNegativeInt(v.seed, '--seed') ?? 0,
+      dtype: dtype(v.dtype, '--dtype') ?? 'float64',
+      out: v.out === undefined ? null : writablePath(v.out, '--out'),
+    };
+  });
+  if (typeof o === 'number') return o;
+
+  let remote: RemoteStageRunner | null = null;
+  try {
+    let model;
+    try {
+      model = loadModelFile(o.model, { dtype: o.dtype });
+    } catch (e) {
+      throw new InputFileError((e as Error).message);
+    }
+    const stages = model.split(o.split ?? splitAfterLastPooling(model));
+    const tls = o.tlsCa === undefined ? undefined : { ca: readInput(o.tlsCa, '--tls-ca') };
+    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, timeoutMs: o.timeoutMs, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
+    const firstRemote = remote.stages[0].firstLayer;
+    const local = stages.filter((s) => s.layerOffset < firstRemote);
+    const first = local[0];
+    const data = seededBatch(first.inputShape, { batch: o.examples, seed: o.seed, dtype: o.dtype, labels: remote.outputShape.reduce((a, b) => a * b, 1) });
+    if (remote.outputShape.length !== 1) throw new UsageError(`expected the model to output a vector per example (its labels are seeded 0/1 vectors), received output [B, ${remote.outputShape.join(', ')}]`);
+    console.log(`local: ${local.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}; remote at ${o.connect}: ${remote.stages.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}`);
+    console.log(`training: ${o.examples} seeded examples, ${o.epochs} epochs, batch ${o.batchSize}, vjp across the wire, ${JSON.stringify(o.optimizer)}, seed ${o.seed}, ${o.dtype}`);
+    const totals = { sent: 0, received: 0, wire: 0, here: 0, there: 0 };
+    const res = await fitRemote(local, remote, o.labelsOnServer ? { x: data.x } : data, {
+      labels: o.labelsOnServer ? 'server' : 'here',
+      loss: o.loss,
+      optimizer: o.optimizer,
+      epochs: o.epochs,
+      batchSize: o.batchSize,
+      seed: o.seed,
+      firstStepId: remote.lastApplied + 1,
+      onStep: (s) => {
+        totals.sent += s.wire.sentBytes;
+        totals.received += s.wire.receivedBytes;
+        totals.wire += s.wire.wireMs;
+        totals.here += s.localComputeMs;
+        totals.there += s.wire.remoteComputeMs;
+        console.log(`step ${s.stepId} (epoch ${s.epoch}, batch ${s.batch}/${s.batches}): loss ${s.loss.toFixed(6)} | sent ${fmtBytes(s.wire.sentBytes)}, received ${fmtBytes(s.wire.receivedBytes)} in ${s.wire.calls} calls | wire ${s.wire.wireMs.toFixed(2)} ms, compute ${s.localComputeMs.toFixed(2)} ms here + ${s.wire.remoteComputeMs.toFixed(2)} ms there`);
+      },
+    });
+    for (const h of res.history) console.log(`epoch ${h.epoch}/${o.epochs}: loss ${h.loss.toFixed(6)} | acc ${h.accuracy.toFixed(4)}`);
+    console.log(`total: ${res.steps} steps, sent ${fmtBytes(totals.sent)}, received ${fmtBytes(totals.received)} | wire ${totals.wire.toFixed(1)} ms, compute ${totals.here.toFixed(1)} ms here + ${totals.there.toFixed(1)} ms there`);
+    if (res.stopped) {
+      console.error(`jacobian-chain train: ${res.stopped}; no model written`);
+      return EXIT.nonFinite;
+    }
+    if (o.out) {
+      // The server's weights join the local ones in one file, as a single-process run would save it.
+      const remoteWeights = await remote.weights();
+      const remoteLayers = model.layers.slice(firstRemote);
+      remoteLayers.forEach((l, i) => l.params.forEach((p, k) => (p.value = remoteWeights[i][k])));
+      saveModelFile(model, o.out);
+      console.log(`model: ${o.out}`);
+    }
+    return EXIT.ok;
+  } catch (e) {
+    return refuse('train', e);
+  } finally {
+    remote?.close();
+  }
+}

@@ -1,0 +1,368 @@
+/**
+ * The stage client of split learning over gRPC (issue #15): a {@link StageRunner} whose stages
+ * live in a {@link StageServer}, so that `vjpChain([localStage, remote], x, y, loss)` trains across
+ * the wire unchanged. Only the activation (forward) and the cotangents `dy`/`dx` (backward) cross;
+ * the weight gradients stay on the server, whose optimizer {@link RemoteStageRunner.apply} steps.
+ * Every call has a deadline; every reply's tensor is checked as the server checks the client's.
+ * @module
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { StageRunner, TensorMessage } from '../chain.js';
+import { fromMessage, toMessage } from '../chain.js';
+import { ConfigError, fmtShape, fmtValue } from '../errors.js';
+import type { OptimizerConfig } from '../optimizers.js';
+import type { LossName } from '../losses.js';
+import type { DType, Tensor } from '../tensor.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
+
+/** Options of {@link RemoteStageRunner.connect}. */
+export interface RemoteStageOptions {
+  /** `host:port` of the server, a loopback host: `127.0.0.1:50051`. */
+  address: string;
+  /** The server's shared token, if it has one. */
+  token?: string;
+  /** Deadline of every call, in milliseconds; default 30000. */
+  timeoutMs?: number;
+  /** Largest message received or sent, in bytes (gRPC's limits too); default 64 MiB. */
+  maxMessageBytes?: number;
+  /** Retries of a call the transport could not deliver (UNAVAILABLE), with the same step id; default 2. */
+  retries?: number;
+  /**
+   * Whether {@link RemoteStageRunner.gradients} fetches the server's weight gradients (for checks):
+   * false (the default) keeps them where the weights are and answers one empty list per layer.
+   */
+  fetchGradients?: boolean;
+  /** The loss by its Keras name, sent to a server that holds the labels (see {@link RemoteStageRunner.forwardLoss}). */
+  loss?: LossName;
+  /** TLS: the PEM certificate (or CA) the server's certificate must chain to, and name `localhost`; without it the wire is plaintext. */
+  tls?: {
+    /** The trusted certificate, PEM. */
+    ca: string | Buffer
+  };
+}
+
+/** One stage the server hosts, as its Open answered. */
+export interface RemoteStageInfo {
+  /** `model_1`. */
+  name: string;
+  /** Global index of its first layer. */
+  firstLayer: number;
+  /** Its layer count. */
+  layers: number;
+  /** Per-sample input shape. */
+  inputShape: number[];
+  /** Per-sample output shape. */
+  outputShape: number[];
+}
+
+/** What crossed the wire since the last {@link RemoteStageRunner.takeTraffic}. */
+export interface WireTraffic {
+  /** Calls made. */
+  calls: number;
+  /** Bytes of the messages sent (protobuf payload plus gRPC's 5-byte framing; HTTP/2 headers not counted). */
+  sentBytes: number;
+  /** Bytes of the messages received, counted alike. */
+  receivedBytes: number;
+  /** Round-trip milliseconds less what the server said it computed: the wire's share. */
+  wireMs: number;
+  /** Milliseconds the server computed. */
+  remoteComputeMs: number;
+}
+
+/** Whether the gradients a server holds for a step are finite. */
+export interface GradientsFinite {
+  /** True when every one is finite. */
+  ok: boolean;
+  /** Where the first non-finite one is (`dense_1.kernel: NaN at flat index 3`), or empty. */
+  where: string;
+}
+
+/** What {@link RemoteStageRunner.apply} answers. */
+export interface ApplyResult {
+  /** True when this call moved the server's weights; false when the step had already been applied (a retry). */
+  applied: boolean;
+  /** Steps the server has applied in all. */
+  appliedSteps: number;
+}
+
+type Callback = (err: grpc.ServiceError | null, rep?: unknown) => void;
+type UnaryMethod = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
+
+const none = (): WireTraffic => ({ calls: 0, sentBytes: 0, receivedBytes: 0, wireMs: 0, remoteComputeMs: 0 });
+
+/**
+ * The downstream stages on a {@link StageServer}, as one {@link StageRunner}. Before each step's
+ * `forward`, {@link beginStep} gives the step id and the step's seed (the masks are drawn on the
+ * server, from the seed, as a single-process run draws them).
+ * @example
+ * const remote = await RemoteStageRunner.connect({ address: '127.0.0.1:50051' }, { name: 'adam', learning_rate: 1e-3 });
+ * remote.beginStep(0, { training: true, seed: stepSeed(0, 0) });
+ * const res = await vjpChain([new LocalStageRunner(model_0, opts), remote], x, y, 'binary_crossentropy', opts);
+ * await remote.apply(); // the server's optimizer steps its weights, once for step 0
+ * remote.close();
+ */
+export class RemoteStageRunner implements StageRunner {
+  private step: { id: number; training: boolean; seed: number } | null = null;
+  private batch = 0;
+  private lastMemory = { residualBytes: 0, cotangentBytes: 0, gradientBytes: 0 };
+  private finite: GradientsFinite = { ok: true, where: '' };
+  private traffic: WireTraffic = none();
+  private readonly timeoutMs: number;
+  /** How many labelled examples the server holds (0: none; the loss is computed by the caller). */
+  labels = 0;
+  private readonly retries: number;
+
+  private constructor(
+    private readonly client: grpc.Client,
+    private readonly counters: { sent: number; received: number },
+    private readonly opts: RemoteStageOptions,
+    /** The stages the server hosts, in order. */
+    readonly stages: readonly RemoteStageInfo[],
+    /** Their dtype, that of every tensor on the wire. */
+    readonly dtype: DType,
+    /** The server's largest message. */
+    readonly maxMessageBytes: number,
+    /** The last step id the server had applied when this runner connected (-1 for none). */
+    readonly lastApplied: number,
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? 30000;
+    this.retries = opts.retries ?? 2;
+  }
+
+  /**
+   * Connects and opens the session: sends the optimizer of the hosted stages, learns what they
+   * are. The server must be listening already; a silent one fails at the deadline.
+   */
+  static async connect(opts: RemoteStageOptions, optimizer: OptimizerConfig, firstStep = 0): Promise<RemoteStageRunner> {
+    if (!opts || typeof opts !== 'object') throw new ConfigError(`RemoteStageRunner.connect: expected options {address, ...}, received ${fmtValue(opts)}`);
+    const { host, port } = parseAddress(opts.address, 'RemoteStageRunner address');
+    const timeoutMs = opts.timeoutMs ?? 30000;
+    if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0) throw new ConfigError(`RemoteStageRunner: expected timeoutMs to be a positive integer, received ${fmtValue(opts.timeoutMs)}`);
+    const retries = opts.retries ?? 2;
+    if (!Number.isSafeInteger(retries) || retries < 0 || retries > 10) throw new ConfigError(`RemoteStageRunner: expected retries to be an integer in [0, 10], received ${fmtValue(opts.retries)}`);
+    const max = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const counters = { sent: 0, received: 0 };
+    const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+    for (const [name, m] of Object.entries(stageService())) {
+      def[name] = {
+        ...m,
+        requestSerialize: (v: unknown) => {
+          const b = m.requestSerialize(v);
+          counters.sent += b.length + 5;
+          return b;
+        },
+        responseDeserialize: (b: Buffer) => {
+          counters.received += b.length + 5;
+          return m.responseDeserialize(b);
+        },
+      };
+    }
+    const Client = grpc.makeGenericClientConstructor(def, 'Stage');
+    const creds = opts.tls ? grpc.credentials.createSsl(Buffer.from(opts.tls.ca)) : grpc.credentials.createInsecure();
+    const client = new Client(grpcAddress(host, port), creds, {
+      'grpc.max_receive_message_length': max,
+      'grpc.max_send_message_length': max,
+      // The loopback certificate is checked for the name localhost: an IP address is not a TLS server name (RFC 6066).
+      ...(opts.tls ? { 'grpc.ssl_target_name_override': 'localhost' } : {}),
+    }) as unknown as grpc.Client;
+    const probe = new RemoteStageRunner(client, counters, { ...opts, timeoutMs, retries }, [], 'float64', max, -1);
+    try {
+      const rep = (await probe.call('Open', firstStep, { step_id: firstStep, optimizer_json: JSON.stringify(optimizer), loss: opts.loss ?? '' })) as {
+        stages: { name: string; first_layer: number; layers: number; input_shape: number[]; output_shape: number[] }[];
+        dtype: string;
+        max_message_bytes: number;
+        last_applied: number;
+        labels: number;
+      };
+      if (rep.dtype !== 'float64' && rep.dtype !== 'float32') throw new RemoteError(`stage server ${opts.address}: expected dtype float64 or float32, received ${fmtValue(rep.dtype)}`, grpc.status.INTERNAL);
+      const stages = rep.stages.map((s) => ({ name: s.name, firstLayer: s.first_layer, layers: s.layers, inputShape: s.input_shape, outputShape: s.output_shape }));
+      if (stages.length === 0) throw new RemoteError(`stage server ${opts.address}: hosts no stage`, grpc.status.INTERNAL);
+      const runner = new RemoteStageRunner(client, counters, { ...opts, timeoutMs, retries }, stages, rep.dtype, Math.min(max, rep.max_message_bytes), rep.last_applied);
+      runner.labels = rep.labels;
+      return runner;
+    } catch (e) {
+      client.close();
+      throw e;
+    }
+  }
+
+  /** The hosted stages' names, `model_1+model_2`. */
+  get name(): string {
+    return this.stages.map((s) => s.name).join('+');
+  }
+
+  /** Per-sample input shape of the first hosted stage. */
+  get inputShape(): number[] {
+    return this.stages[0].inputShape;
+  }
+
+  /** Per-sample output shape of the last hosted stage. */
+  get outputShape(): number[] {
+    return this.stages[this.stages.length - 1].outputShape;
+  }
+
+  /** Sets the step the next forward, backward and apply belong to, and the forward's mode and seed. */
+  beginStep(id: number, opts: { training?: boolean; seed?: number } = {}): void {
+    if (!Number.isSafeInteger(id) || id < 0) throw new ConfigError(`RemoteStageRunner.beginStep: expected a non-negative integer step id, received ${fmtValue(id)}`);
+    this.step = { id, training: opts.training ?? false, seed: (opts.seed ?? 0) >>> 0 };
+  }
+
+  private current(what: string): { id: number; training: boolean; seed: number } {
+    if (!this.step) throw new ConfigError(`${this.name}: ${what} before beginStep; call beginStep(stepId, { training, seed }) first`);
+    return this.step;
+  }
+
+  async forward(x: TensorMessage): Promise<TensorMessage> {
+    const s = this.current('forward');
+    const xt = fromMessage(x, `${this.name} forward x`);
+    if (fmtShape(xt.shape.slice(1)) !== fmtShape(this.inputShape)) throw new ConfigError(`${this.name} forward x: expected shape [B, ${this.inputShape.join(', ')}], received ${fmtShape(xt.shape)}`);
+    const rep = (await this.call('Forward', s.id, { step_id: s.id, training: s.training, seed: s.seed, x: encodeTensor(xt) })) as { y: WireTensor };
+    this.batch = xt.shape[0];
+    return toMessage(this.decode(rep.y, this.outputShape, `Forward y of step ${s.id}`));
+  }
+
+  async backward(dy: TensorMessage): Promise<TensorMessage> {
+    const s = this.current('backward');
+    const dyt = fromMessage(dy, `${this.name} backward dy`);
+    const rep = (await this.call('Backward', s.id, { step_id: s.id, dy: encodeTensor(dyt) })) as {
+      dx: WireTensor;
+      gradients_finite: boolean;
+      non_finite: string;
+      residual_bytes: number;
+      cotangent_bytes: number;
+      gradient_bytes: number;
+    };
+    this.finite = { ok: rep.gradients_finite, where: rep.non_finite };
+    this.lastMemory = { residualBytes: rep.residual_bytes, cotangentBytes: rep.cotangent_bytes, gradientBytes: rep.gradient_bytes };
+    return toMessage(this.decode(rep.dx, this.inputShape, `Backward dx of step ${s.id}`));
+  }
+
+  /**
+   * For a server that holds the labels: the forward pass, the loss on the labels of `exampleIds`
+   * (one index per row of `x`) and the backward pass, in one call. Returns the loss, how many
+   * examples were right, and the input's cotangent `dx` (`[B, ...in]`); the labels stay there.
+   */
+  async forwardLoss(x: TensorMessage, exampleIds: readonly number[]): Promise<{
+    /** The batch's loss. */
+    loss: number;
+    /** Examples the prediction got right. */
+    correct: number;
+    /** dLoss/dX `[B, ...in]`. */
+    dx: TensorMessage
+  }> {
+    const s = this.current('forwardLoss');
+    const xt = fromMessage(x, `${this.name} forwardLoss x`);
+    const rep = (await this.call('ForwardLoss', s.id, { step_id: s.id, training: s.training, seed: s.seed, x: encodeTensor(xt), example_ids: exampleIds.slice() })) as {
+      loss: number;
+      correct: number;
+      dx: WireTensor;
+      gradients_finite: boolean;
+      non_finite: string;
+    };
+    this.batch = xt.shape[0];
+    this.finite = { ok: rep.gradients_finite, where: rep.non_finite };
+    return { loss: rep.loss, correct: rep.correct, dx: toMessage(this.decode(rep.dx, this.inputShape, `ForwardLoss dx of step ${s.id}`)) };
+  }
+
+  /** With `fetchGradients`, the server's weight gradients of this step; else one empty list per hosted layer (they stay on the server). */
+  async gradients(): Promise<(TensorMessage | null)[][]> {
+    const s = this.current('gradients');
+    const layers = this.stages.reduce((n, st) => n + st.layers, 0);
+    if (!this.opts.fetchGradients) return Array.from({ length: layers }, () => []);
+    // The server's empty [0] tensor stands for a non-trainable parameter's absent gradient.
+    return (await this.layers('Gradients', s.id)).map((ps) => ps.map((t) => (t.shape.length === 1 && t.shape[0] === 0 ? null : toMessage(t))));
+  }
+
+  async memory(): Promise<{
+    /** Bytes of the residuals the server's tapes saved. */
+    residualBytes: number;
+    /** Bytes of the cotangents `dy` in and `dx` out, on the server. */
+    cotangentBytes: number;
+    /** Bytes of the weight gradients the server holds. */
+    gradientBytes: number
+  }> {
+    return { ...this.lastMemory };
+  }
+
+  /** Whether every weight gradient the server holds for this step is finite, and if not, where the first is not. */
+  get gradientsFinite(): GradientsFinite {
+    return { ...this.finite };
+  }
+
+  /** The server's optimizer step for the current step id; `applied` is false when the server had already applied it (a retry). */
+  async apply(): Promise<ApplyResult> {
+    const s = this.current('apply');
+    const rep = (await this.call('Apply', s.id, { step_id: s.id })) as { applied: boolean; applied_steps: number };
+    return { applied: rep.applied, appliedSteps: rep.applied_steps };
+  }
+
+  /** The hosted weights as they are now, per hosted layer per parameter. */
+  async weights(): Promise<Tensor[][]> {
+    return this.layers('Weights', this.step?.id ?? 0);
+  }
+
+  /** What crossed the wire since the last call, and resets the count. */
+  takeTraffic(): WireTraffic {
+    const t = this.traffic;
+    this.traffic = none();
+    return t;
+  }
+
+  /** Closes the channel. */
+  close(): void {
+    this.client.close();
+  }
+
+  private async layers(method: 'Gradients' | 'Weights', id: number): Promise<Tensor[][]> {
+    const rep = (await this.call(method, id, { step_id: id })) as { layers: WireLayer[] };
+    // Shapes come from the server's own stages here; the checks that remain are dtype, length, finiteness.
+    return rep.layers.map((l, i) => l.params.map((p, k) => decodeTensor(p, { shape: p.shape ?? [], dtype: this.dtype, maxBytes: this.maxMessageBytes }, `${method} layer ${i} param ${k}`)));
+  }
+
+  private decode(m: WireTensor, perSample: readonly number[], what: string): Tensor {
+    return decodeTensor(m, { shape: [this.batch || null, ...perSample], dtype: this.dtype, maxBytes: this.maxMessageBytes }, `stage server ${this.opts.address} ${what}`);
+  }
+
+  /** One unary call with a deadline; UNAVAILABLE is retried (same request, same step id), anything else is reported. */
+  private async call(method: string, stepId: number, req: unknown): Promise<unknown> {
+    const fn = (this.client as unknown as Record<string, UnaryMethod>)[method].bind(this.client);
+    const md = new grpc.Metadata();
+    if (this.opts.token !== undefined) md.set(TOKEN_KEY, this.opts.token);
+    for (let attempt = 0; ; attempt++) {
+      const sent0 = this.counters.sent;
+      const received0 = this.counters.received;
+      const t0 = performance.now();
+      try {
+        const rep = await new Promise<unknown>((resolve, reject) => {
+          fn(req, md, { deadline: Date.now() + this.timeoutMs }, (err, r) => (err ? reject(err) : resolve(r)));
+        });
+        const ms = performance.now() - t0;
+        const compute = (rep as { compute_ms?: number }).compute_ms ?? 0;
+        this.traffic.calls++;
+        this.traffic.sentBytes += this.counters.sent - sent0;
+        this.traffic.receivedBytes += this.counters.received - received0;
+        this.traffic.remoteComputeMs += compute;
+        this.traffic.wireMs += Math.max(0, ms - compute);
+        return rep;
+      } catch (e) {
+        const err = e as grpc.ServiceError;
+        const where = `stage server ${this.opts.address}`;
+        if (err.code === grpc.status.DEADLINE_EXCEEDED) {
+          throw new RemoteError(`${where}: ${method} of step ${stepId} got no answer within the deadline of ${this.timeoutMs} ms (DEADLINE_EXCEEDED); the server is stalled, overloaded or gone`, err.code);
+        }
+        if (err.code === grpc.status.UNAVAILABLE && attempt < this.retries) {
+          // Bounded: at most `retries` more tries, 100 ms then 200 ms... apart.
+          await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+          continue;
+        }
+        if (err.code === grpc.status.UNAVAILABLE) {
+          throw new RemoteError(`${where}: ${method} of step ${stepId} could not reach it (${attempt + 1} ${attempt === 0 ? 'try' : 'tries'}): UNAVAILABLE: ${err.details || err.message}`, err.code);
+        }
+        if (typeof err.code === 'number') {
+          throw new RemoteError(`${where} refused ${method} of step ${stepId}${attempt > 0 ? ` after ${attempt + 1} tries` : ''}: ${statusName(err.code)}: ${err.details || err.message}`, err.code);
+        }
+        throw e;
+      }
+    }
+  }
+}

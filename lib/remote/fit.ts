@@ -1,0 +1,196 @@
+/**
+ * Split training across processes (issue #15): {@link fitRemote} trains local upstream stages and
+ * the downstream stages of a {@link RemoteStageRunner} as one model by the VJP way, batch for batch
+ * as {@link fit} does in one process (the same shuffles, the same step seeds, so the same Dropout
+ * masks, the same optimizer steps), so that N steps give bit-identical weights.
+ * @module
+ */
+import { type ChainOptions, LocalStageRunner, fromMessage, toMessage, vjpChain } from '../chain.js';
+import { ConfigError, fmtShape, fmtValue } from '../errors.js';
+import { firstNonFinite } from '../forensics.js';
+import { type LossSpec, lossFrom } from '../losses.js';
+import { type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
+import { Rng } from '../rng.js';
+import { Sequential } from '../sequential.js';
+import { type Dataset, checkDataset, correctCount, stepSeed, takeRows } from '../train.js';
+import { type Tensor, assertFinite, assertShape } from '../tensor.js';
+import type { RemoteStageRunner, WireTraffic } from './client.js';
+import { RemoteError } from './wire.js';
+
+/** Options of {@link fitRemote}: {@link fit}'s, less what needs the whole model in one process. */
+export interface RemoteFitOptions {
+  /** A loss or its Keras name, computed here, where the labels are. */
+  loss: LossSpec;
+  /** The local stages' optimizer; the server's was sent when the runner connected (the same config gives `fit`'s steps). */
+  optimizer: OptimizerConfig;
+  /** Passes over the data; default 1. */
+  epochs?: number;
+  /** Examples per step; default 32. */
+  batchSize?: number;
+  /** Reshuffle every epoch; default true. */
+  shuffle?: boolean;
+  /** Seeds the shuffles and the Dropout masks; default 0. */
+  seed?: number;
+  /** Forward in training mode (Dropout active); default true. */
+  training?: boolean;
+  /**
+   * Where the labels are: `here` (the default; `data.y`, the loss computed here by `vjpChain`) or
+   * `server` (the server holds them, row for row with `data.x`; each step names its examples by
+   * index and gets back the loss and the cotangent, and `data.y` is not needed).
+   */
+  labels?: 'here' | 'server';
+  /** The id of the first step on the wire; default 0 (a resumed run continues the server's count). */
+  firstStepId?: number;
+  /** Called after each step with its loss and what crossed the wire. */
+  onStep?: (info: RemoteStepInfo) => void;
+}
+
+/** What {@link RemoteFitOptions.onStep} receives. */
+export interface RemoteStepInfo {
+  /** Step id on the wire. */
+  stepId: number;
+  /** Epoch (1-based) and batch within it (1-based). */
+  epoch: number;
+  /** Batch within the epoch, 1-based. */
+  batch: number;
+  /** Batches in an epoch. */
+  batches: number;
+  /** The batch's loss before the update. */
+  loss: number;
+  /** What crossed the wire in this step, and the server's compute. */
+  wire: WireTraffic;
+  /** Milliseconds of this step spent computing here (the step's wall time less its round trips). */
+  localComputeMs: number;
+  /** Wall time of the step. */
+  stepMs: number;
+}
+
+/** One epoch of {@link fitRemote}. */
+export interface RemoteEpochLog {
+  /** Epoch number, 1-based. */
+  epoch: number;
+  /** Mean training loss over the epoch (example-weighted). */
+  loss: number;
+  /** Mean training accuracy over the epoch. */
+  accuracy: number;
+}
+
+/** What {@link fitRemote} returns. */
+export interface RemoteFitResult {
+  /** Steps applied on both sides. */
+  steps: number;
+  /** Per epoch, the example-weighted mean loss and accuracy. */
+  history: RemoteEpochLog[];
+  /** Why training stopped early (a non-finite loss or gradient, before its update), or null. */
+  stopped: string | null;
+}
+
+/**
+ * Trains `local` (the upstream stages, from `model.split`) and `remote` (the stages after them)
+ * as one model: each step runs `vjpChain([...local, remote], x, y, loss)` (the cotangent crosses
+ * the wire), then the server applies its step, then the local stages step. The server's step
+ * comes first so that a lost Apply reply can be retried (same step id, applied once) before
+ * anything here moves.
+ * @example
+ * const [model_0, model_1] = loadModelFile('m.json').split([3]); // model_1 is what the server hosts
+ * const remote = await RemoteStageRunner.connect({ address: '127.0.0.1:50051' }, { name: 'sgd', learning_rate: 0.1, momentum: 0.9 });
+ * const res = await fitRemote([model_0], remote, { x, y }, { loss: 'binary_crossentropy', optimizer: { name: 'sgd', learning_rate: 0.1, momentum: 0.9 }, batchSize: 4 });
+ */
+export async function fitRemote(local: readonly Sequential[], remote: RemoteStageRunner, data: Dataset | { x: Tensor }, opts: RemoteFitOptions): Promise<RemoteFitResult> {
+  if (!Array.isArray(local) || local.length === 0 || local.some((s) => !(s instanceof Sequential))) throw new ConfigError(`fitRemote: expected a non-empty array of local stages (Sequential), received ${fmtValue(local)}`);
+  const last = local[local.length - 1];
+  const first = remote.stages[0];
+  if (last.layerOffset + last.layers.length !== first.firstLayer || fmtShape(last.outputShape) !== fmtShape(first.inputShape)) {
+    throw new ConfigError(`fitRemote: the local stages end at layer ${last.layerOffset + last.layers.length} with output ${fmtShape(last.outputShape)}, but the server's ${first.name} starts at layer ${first.firstLayer} with input ${fmtShape(first.inputShape)}; expected the server to host the stages right after the local ones`);
+  }
+  if (last.dtype !== remote.dtype) throw new ConfigError(`fitRemote: the local stages are ${last.dtype}, the server's ${remote.dtype}; expected one dtype`);
+  const lossFn = lossFrom(opts.loss);
+  const epochs = positiveInt(opts.epochs ?? 1, 'epochs');
+  const batchSize = positiveInt(opts.batchSize ?? 32, 'batchSize');
+  const seed = opts.seed ?? 0;
+  if (!Number.isInteger(seed)) throw new ConfigError(`fitRemote: expected seed to be an integer, received ${fmtValue(seed)}`);
+  const firstStepId = opts.firstStepId ?? 0;
+  if (!Number.isSafeInteger(firstStepId) || firstStepId < 0) throw new ConfigError(`fitRemote: expected firstStepId to be a non-negative integer, received ${fmtValue(opts.firstStepId)}`);
+  const optimizer = optimizerFromConfig(opts.optimizer);
+  const labelsThere = opts.labels === 'server';
+  if (opts.labels !== undefined && opts.labels !== 'here' && !labelsThere) throw new ConfigError(`fitRemote: expected labels to be "here" or "server", received ${fmtValue(opts.labels)}`);
+  if (labelsThere) {
+    assertShape(data?.x, [null, ...local[0].inputShape], 'fitRemote data x');
+    assertFinite(data.x, 'fitRemote data x');
+    if (remote.labels !== data.x.shape[0]) throw new ConfigError(`fitRemote: expected the server to hold one label per example (${data.x.shape[0]}), received a server holding ${remote.labels}`);
+  } else {
+    checkDataset({ inputShape: local[0].inputShape, outputShape: remote.outputShape }, data as Dataset);
+  }
+
+  const N = data.x.shape[0];
+  const batches = Math.ceil(N / batchSize);
+  // fit's generator, drawn the same way, so the batches are fit's.
+  const shuffleRng = new Rng(seed);
+  const history: RemoteFitResult['history'] = [];
+  let step = 0;
+  for (let epoch = 1; epoch <= epochs; epoch++) {
+    const order = opts.shuffle === false ? Array.from({ length: N }, (_, i) => i) : Array.from(shuffleRng.permutation(N));
+    let lossSum = 0;
+    let correct = 0;
+    let seen = 0;
+    for (let b = 0; b < batches; b++) {
+      const t0 = performance.now();
+      const idx = order.slice(b * batchSize, Math.min(N, (b + 1) * batchSize));
+      const x = takeRows(data.x, idx);
+      const chainOpts: ChainOptions = { training: opts.training ?? true, seed: stepSeed(seed, step) };
+      const stepId = firstStepId + step;
+      remote.beginStep(stepId, chainOpts);
+      remote.takeTraffic();
+      const stop = (why: string): RemoteFitResult => ({ steps: step, history, stopped: `non-finite ${why} at epoch ${epoch}, batch ${b + 1} (step ${stepId}); training stopped before the update` });
+      let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][] };
+      if (labelsThere) {
+        // vjpChain's steps, with the loss where the labels are.
+        const runners = local.map((s) => new LocalStageRunner(s, chainOpts));
+        let h = toMessage(x);
+        for (const r of runners) h = await r.forward(h);
+        let there;
+        try {
+          there = await remote.forwardLoss(h, idx);
+        } catch (e) {
+          if (e instanceof RemoteError && /the loss is/.test(e.message)) return stop(`loss on the server (${e.message})`);
+          throw e;
+        }
+        let g = there.dx;
+        for (let s = runners.length - 1; s >= 0; s--) g = await runners[s].backward(g);
+        const grads = await Promise.all(runners.map((r) => r.gradients()));
+        res = { loss: there.loss, correct: there.correct, dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => (m === null ? null : fromMessage(m, 'gradient'))))) };
+      } else {
+        const y = takeRows((data as Dataset).y, idx);
+        const chain = await vjpChain([...local.map((s) => new LocalStageRunner(s, chainOpts)), remote], x, y, lossFn, chainOpts);
+        res = { loss: chain.loss, correct: correctCount(y, chain.stageOutputs[chain.stageOutputs.length - 1]), dLoss_dWeights: chain.dLoss_dWeights };
+      }
+      if (!Number.isFinite(res.loss)) return stop(`loss (${res.loss})`);
+      const remoteFinite = remote.gradientsFinite;
+      if (!remoteFinite.ok) return stop(`gradient on the server: ${remoteFinite.where}`);
+      const localLayers = local.flatMap((s) => s.layers);
+      for (let i = 0; i < localLayers.length; i++) {
+        for (let k = 0; k < localLayers[i].params.length; k++) {
+          const g = res.dLoss_dWeights[i][k];
+          const bad = g === null ? null : firstNonFinite(g);
+          if (bad) return stop(`gradient of ${localLayers[i].name}.${localLayers[i].params[k].name}: ${bad.value} at [${bad.index.join(', ')}]`);
+        }
+      }
+      await remote.apply();
+      localLayers.forEach((l, i) => optimizer.step(l.params, res.dLoss_dWeights[i]));
+      step++;
+      lossSum += res.loss * idx.length;
+      correct += res.correct;
+      seen += idx.length;
+      const wire = remote.takeTraffic();
+      const stepMs = performance.now() - t0;
+      opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs });
+    }
+    history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen });
+  }
+  return { steps: step, history, stopped: null };
+}
+
+function positiveInt(v: unknown, key: string): number {
+  if (!Number.isInteger(v) || (v as number) <= 0) throw new ConfigError(`fitRemote: expected ${key} to be a positive integer, received ${fmtValue(v)}`);
+  return v as number;
+}

@@ -1,0 +1,431 @@
+/**
+ * The stage server of split learning over gRPC (issue #15): hosts the downstream stages of a split
+ * model behind `proto/stage.proto`'s `Stage` service. Forward records a pass through the hosted
+ * stages, each on its own tape (as `vjpChain` runs them in one process); Backward feeds the
+ * cotangent `dy` in and answers `dx`, keeping the weight gradients; Apply steps the server's own
+ * optimizer, once per step id however often it is asked. Every incoming tensor is checked before a
+ * tensor is made of it, and a refused call leaves the server serving.
+ * @module
+ */
+import * as grpc from '@grpc/grpc-js';
+import { LocalStageRunner, fromMessage, toMessage } from '../chain.js';
+import { ConfigError, JacobianChainError, fmtShape, fmtValue } from '../errors.js';
+import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
+import { Sequential } from '../sequential.js';
+import { type Loss, type LossName, lossFrom } from '../losses.js';
+import { type DType, type Tensor, assertFinite, assertShape, bytesOf, zeros } from '../tensor.js';
+import { correctCount, takeRows } from '../train.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, type LoopbackAddress, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
+
+/** Options of {@link StageServer}. */
+export interface StageServerOptions {
+  /** A loopback host; default `127.0.0.1`. */
+  host?: string;
+  /** Port; 0 (the default) takes any free one ({@link StageServer.listen} says which). */
+  port?: number;
+  /** A shared token every call must carry (metadata `jc-token`); none by default. */
+  token?: string;
+  /** Largest message and largest tensor accepted, in bytes; also gRPC's `grpc.max_receive_message_length`. Default 64 MiB. */
+  maxMessageBytes?: number;
+  /** Where the per-step lines go (bytes in and out, compute time); default nowhere. */
+  log?: (line: string) => void;
+  /**
+   * The labels `[N, ...out]` of the examples, when the server holds them: ForwardLoss computes the
+   * loss here, from the rows the client names by index, and the labels never cross the wire.
+   */
+  labels?: Tensor;
+  /** TLS: the server's certificate chain and private key, PEM; without it the wire is plaintext. */
+  tls?: {
+    /** The certificate chain, PEM. */
+    cert: string | Buffer;
+    /** Its private key, PEM. */
+    key: string | Buffer
+  };
+}
+
+/** What the server has recorded of the step in progress. */
+interface StepState {
+  stepId: number;
+  training: boolean;
+  seed: number;
+  /** The input's bytes, to tell a retry (same bytes) from a client that reuses an id. */
+  xBytes: Buffer;
+  runners: LocalStageRunner[];
+  forward: ForwardReply;
+  dyBytes?: Buffer;
+  backward?: BackwardReply;
+  /** Per hosted layer, its parameters' gradients. */
+  grads?: (Tensor | null)[][];
+  nonFinite?: string;
+  /** ForwardLoss: the example ids (joined) and the answer. */
+  ids?: string;
+  lossReply?: {
+    step_id: number;
+    loss: number;
+    correct: number;
+    dx: WireTensor;
+    compute_ms: number;
+    gradients_finite: boolean;
+    non_finite: string;
+  };
+}
+
+interface ForwardReply {
+  step_id: number;
+  y: WireTensor;
+  compute_ms: number;
+}
+
+interface BackwardReply {
+  step_id: number;
+  dx: WireTensor;
+  compute_ms: number;
+  gradients_finite: boolean;
+  non_finite: string;
+  residual_bytes: number;
+  cotangent_bytes: number;
+  gradient_bytes: number;
+}
+
+/** Bytes in and out and milliseconds computed since the last step was applied, for the log line. */
+interface Traffic {
+  received: number;
+  sent: number;
+  computeMs: number;
+}
+
+/**
+ * Hosts `stages` (consecutive stages of one model, from `model.split`, so that each keeps its
+ * global layer offset and Dropout draws the masks a single-process run draws) on a loopback port.
+ * @example
+ * const stages = loadModelFile('m.json').split([3]);
+ * const server = new StageServer(stages.slice(1), { token: 's3cret' });
+ * const { port } = await server.listen(); // 127.0.0.1:port
+ * // ... RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, token: 's3cret' }, { name: 'adam' })
+ * await server.close();
+ */
+export class StageServer {
+  private readonly server: grpc.Server;
+  private readonly maxBytes: number;
+  private readonly dtype: DType;
+  private optimizerJson: string | null = null;
+  private optimizer: Optimizer | null = null;
+  private loss: Loss | null = null;
+  private lossName = '';
+  private lastApplied = -1;
+  private appliedSteps = 0;
+  private current: StepState | null = null;
+  private traffic: Traffic = { received: 0, sent: 0, computeMs: 0 };
+  private bound: LoopbackAddress | null = null;
+
+  constructor(
+    /** The hosted stages, in order. */
+    readonly stages: readonly Sequential[],
+    private readonly opts: StageServerOptions = {},
+  ) {
+    if (!Array.isArray(stages) || stages.length === 0 || stages.some((s) => !(s instanceof Sequential))) {
+      throw new ConfigError(`StageServer: expected a non-empty array of stages (Sequential), received ${fmtValue(stages)}`);
+    }
+    stages.forEach((st, s) => {
+      if (s === 0) return;
+      const prev = stages[s - 1];
+      if (prev.layerOffset + prev.layers.length !== st.layerOffset || fmtShape(prev.outputShape) !== fmtShape(st.inputShape)) {
+        throw new ConfigError(`StageServer: expected consecutive stages, received ${prev.name} (layers from ${prev.layerOffset}, output ${fmtShape(prev.outputShape)}) then ${st.name} (layers from ${st.layerOffset}, input ${fmtShape(st.inputShape)})`);
+      }
+    });
+    this.dtype = stages[0].dtype;
+    const max = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    if (!Number.isSafeInteger(max) || max <= 0 || max > 2 ** 31 - 1) throw new ConfigError(`StageServer: expected maxMessageBytes to be an integer in [1, 2^31 - 1], received ${fmtValue(opts.maxMessageBytes)}`);
+    this.maxBytes = max;
+    if (opts.token !== undefined && (typeof opts.token !== 'string' || opts.token === '')) throw new ConfigError(`StageServer: expected token to be a non-empty string, received ${fmtValue(opts.token)}`);
+    checkLoopback(opts.host ?? '127.0.0.1', 'StageServer host');
+    if (opts.labels !== undefined) {
+      const out = stages[stages.length - 1].outputShape;
+      assertShape(opts.labels, [null, ...out], 'StageServer labels');
+      assertFinite(opts.labels, 'StageServer labels');
+    }
+    // The limit is gRPC's too, so an oversized message is refused from its length prefix, before it is read.
+    this.server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max });
+    this.server.addService(this.countingService(), {
+      Open: this.unary('Open', (r) => this.open(r)),
+      Forward: this.unary('Forward', (r) => this.forward(r)),
+      Backward: this.unary('Backward', (r) => this.backward(r)),
+      ForwardLoss: this.unary('ForwardLoss', (r) => this.forwardLoss(r)),
+      Apply: this.unary('Apply', (r) => this.apply(r)),
+      Gradients: this.unary('Gradients', (r) => this.gradients(r)),
+      Weights: this.unary('Weights', (r) => this.weights(r)),
+    });
+  }
+
+  /** Binds the loopback port; resolves to the address actually bound (port 0 picks a free one). */
+  listen(): Promise<LoopbackAddress> {
+    const host = this.opts.host ?? '127.0.0.1';
+    return new Promise((resolve, reject) => {
+      const tls = this.opts.tls;
+      const creds = tls ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], false) : grpc.ServerCredentials.createInsecure();
+      this.server.bindAsync(grpcAddress(host, this.opts.port ?? 0), creds, (err, port) => {
+        if (err) return reject(new ConfigError(`StageServer: cannot listen on ${grpcAddress(host, this.opts.port ?? 0)} (${err.message})`));
+        this.bound = { host, port };
+        resolve(this.bound);
+      });
+    });
+  }
+
+  /** Stops serving: waits up to `graceMs` for calls in flight, then cuts them. */
+  close(graceMs = 1000): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /** Steps applied so far. */
+  get steps(): number {
+    return this.appliedSteps;
+  }
+
+  /** The service with byte counters around its (de)serializers: what crossed the wire, message by message. */
+  private countingService(): grpc.ServiceDefinition {
+    const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+    for (const [name, def] of Object.entries(stageService())) {
+      out[name] = {
+        ...def,
+        // +5: gRPC's length-prefixed framing of every message.
+        requestDeserialize: (b: Buffer) => {
+          this.traffic.received += b.length + 5;
+          return def.requestDeserialize(b);
+        },
+        responseSerialize: (v: unknown) => {
+          const b = def.responseSerialize(v);
+          this.traffic.sent += b.length + 5;
+          return b;
+        },
+      };
+    }
+    return out;
+  }
+
+  /** A handler: the token first, then `fn`; any error becomes a status whose details quote it. */
+  private unary<Req, Rep>(method: string, fn: (req: Req) => Rep | Promise<Rep>): grpc.handleUnaryCall<Req, Rep> {
+    return (call, callback) => {
+      if (this.opts.token !== undefined) {
+        const got = call.metadata.get(TOKEN_KEY);
+        if (got.length === 0) return callback({ code: grpc.status.UNAUTHENTICATED, details: `${method}: this server needs a token (metadata ${TOKEN_KEY}), received none` });
+        if (!tokenMatches(this.opts.token, got[0].toString())) return callback({ code: grpc.status.UNAUTHENTICATED, details: `${method}: wrong token` });
+      }
+      Promise.resolve()
+        .then(() => fn(call.request))
+        .then(
+          (rep) => callback(null, rep),
+          (e: unknown) => {
+            const code = e instanceof RemoteError ? e.code : e instanceof JacobianChainError ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL;
+            const msg = e instanceof Error ? e.message : String(e);
+            this.opts.log?.(`refused ${method}: ${msg}`);
+            callback({ code, details: `${method}: ${msg}` });
+          },
+        );
+    };
+  }
+
+  private stepIdOf(req: { step_id?: unknown }, method: string): number {
+    const id = req?.step_id;
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new RemoteError(`expected step_id to be a non-negative integer, received ${fmtValue(id)}`, grpc.status.INVALID_ARGUMENT);
+    if (!this.optimizer) throw new RemoteError(`${method} of step ${id} before Open: expected Open (with the optimizer) first`, grpc.status.FAILED_PRECONDITION);
+    return id;
+  }
+
+  private open(req: { step_id: number; optimizer_json: string; loss: string }) {
+    let config: unknown;
+    try {
+      config = JSON.parse(req.optimizer_json);
+    } catch {
+      throw new RemoteError(`expected optimizer_json to be JSON like {"name": "adam", "learning_rate": 0.001}, received ${fmtValue(req.optimizer_json)}`, grpc.status.INVALID_ARGUMENT);
+    }
+    const canonical = JSON.stringify(config);
+    if (this.opts.labels && req.loss === '') throw new RemoteError('this server holds the labels: expected Open to name the loss, received none', grpc.status.INVALID_ARGUMENT);
+    if (this.lossName !== '' && req.loss !== this.lossName) throw new RemoteError(`the session was opened with loss ${this.lossName}, received ${fmtValue(req.loss)}`, grpc.status.FAILED_PRECONDITION);
+    if (req.loss !== '') this.loss = lossFrom(req.loss as LossName);
+    this.lossName = req.loss;
+    if (this.optimizerJson === null) {
+      this.optimizer = optimizerFromConfig(config as OptimizerConfig);
+      this.optimizerJson = canonical;
+    } else if (this.optimizerJson !== canonical) {
+      // Another optimizer would silently change the moments the applied steps built up.
+      throw new RemoteError(`the session was opened with optimizer ${this.optimizerJson}, received ${canonical}`, grpc.status.FAILED_PRECONDITION);
+    }
+    return {
+      step_id: req.step_id,
+      stages: this.stages.map((s) => ({ name: s.name, first_layer: s.layerOffset, layers: s.layers.length, input_shape: s.inputShape.slice(), output_shape: s.outputShape.slice() })),
+      dtype: this.dtype,
+      max_message_bytes: this.maxBytes,
+      labels: this.opts.labels?.shape[0] ?? 0,
+      applied_steps: this.appliedSteps,
+      last_applied: this.lastApplied,
+    };
+  }
+
+  private async forward(req: { step_id: number; training: boolean; seed: number; x: WireTensor }): Promise<ForwardReply> {
+    const id = this.stepIdOf(req, 'Forward');
+    if (id <= this.lastApplied) throw new RemoteError(`step ${id} was already applied (steps applied through ${this.lastApplied}); expected a step id above ${this.lastApplied}`, grpc.status.FAILED_PRECONDITION);
+    const cur = this.current;
+    if (cur && cur.stepId === id) {
+      // A retry gets the recorded answer; the same id with another input is a client's bug, not a retry.
+      if (cur.seed !== req.seed || cur.training !== req.training || !cur.xBytes.equals(Buffer.from(req.x?.data ?? []))) {
+        throw new RemoteError(`step ${id} was recorded with another input, seed or mode; expected a retry to resend the same, or a new step id`, grpc.status.FAILED_PRECONDITION);
+      }
+      return cur.forward;
+    }
+    if (cur && id < cur.stepId) throw new RemoteError(`step ${id} is older than the step in progress (${cur.stepId}); expected a step id of at least ${cur.stepId}`, grpc.status.FAILED_PRECONDITION);
+    const x = decodeTensor(req.x, { shape: [null, ...this.stages[0].inputShape], dtype: this.dtype, maxBytes: this.maxBytes }, `Forward x of step ${id} (${this.stages[0].name})`);
+    const t0 = performance.now();
+    const runners = this.stages.map((s) => new LocalStageRunner(s, { training: req.training, seed: req.seed >>> 0 }));
+    let h = toMessage(x);
+    for (const r of runners) h = await r.forward(h);
+    const y = encodeTensor(fromMessage(h, 'hosted output'));
+    const compute = performance.now() - t0;
+    this.traffic.computeMs += compute;
+    const forward = { step_id: id, y, compute_ms: compute };
+    this.current = { stepId: id, training: req.training, seed: req.seed, xBytes: Buffer.from(req.x.data), runners, forward };
+    return forward;
+  }
+
+  private async backward(req: { step_id: number; dy: WireTensor }): Promise<BackwardReply> {
+    const id = this.stepIdOf(req, 'Backward');
+    const cur = this.current;
+    if (!cur || cur.stepId !== id) {
+      throw new RemoteError(`Backward of step ${id}, but ${cur ? `the step recorded is ${cur.stepId}` : 'no step is recorded'}; expected Forward of step ${id} first`, grpc.status.FAILED_PRECONDITION);
+    }
+    if (cur.backward) {
+      if (!cur.dyBytes!.equals(Buffer.from(req.dy?.data ?? []))) throw new RemoteError(`step ${id}'s Backward was run with another dy; expected a retry to resend the same`, grpc.status.FAILED_PRECONDITION);
+      return cur.backward;
+    }
+    const last = this.stages[this.stages.length - 1];
+    const B = cur.forward.y.shape[0];
+    const dy = decodeTensor(req.dy, { shape: [B, ...last.outputShape], dtype: this.dtype, maxBytes: this.maxBytes }, `Backward dy of step ${id} (${last.name})`);
+    const t0 = performance.now();
+    let g = toMessage(dy);
+    for (let s = cur.runners.length - 1; s >= 0; s--) g = await cur.runners[s].backward(g);
+    const grads: (Tensor | null)[][] = [];
+    // A non-trainable parameter (BatchNormalization's statistics) has no gradient: null.
+    for (const r of cur.runners) for (const layer of await r.gradients()) grads.push(layer.map((m) => (m === null ? null : fromMessage(m, 'hosted gradient'))));
+    const nonFinite = firstNonFinite(this.stages, grads);
+    let residual = 0;
+    let cotangent = 0;
+    for (const r of cur.runners) {
+      const m = await r.memory();
+      residual += m.residualBytes;
+      cotangent += m.cotangentBytes;
+    }
+    const dx = encodeTensor(fromMessage(g, 'hosted dx'));
+    const compute = performance.now() - t0;
+    this.traffic.computeMs += compute;
+    cur.grads = grads;
+    cur.nonFinite = nonFinite ?? undefined;
+    cur.dyBytes = Buffer.from(req.dy.data);
+    cur.backward = {
+      step_id: id,
+      dx,
+      compute_ms: compute,
+      gradients_finite: nonFinite === null,
+      non_finite: nonFinite ?? '',
+      residual_bytes: residual,
+      cotangent_bytes: cotangent,
+      gradient_bytes: grads.flat().reduce((n, t) => n + (t === null ? 0 : bytesOf(t)), 0),
+    };
+    return cur.backward;
+  }
+
+  /** Forward, the loss on the held labels of `example_ids`, and Backward from dLoss/dY, answered once per step id. */
+  private async forwardLoss(req: { step_id: number; training: boolean; seed: number; x: WireTensor; example_ids: number[] }) {
+    const id = this.stepIdOf(req, 'ForwardLoss');
+    const labels = this.opts.labels;
+    if (!labels || !this.loss) throw new RemoteError(`ForwardLoss of step ${id}, but this server holds no labels; expected Forward and Backward, with the loss computed by the client`, grpc.status.FAILED_PRECONDITION);
+    const cur = this.current;
+    if (cur && cur.stepId === id && cur.lossReply) {
+      if (!cur.xBytes.equals(Buffer.from(req.x?.data ?? [])) || cur.ids !== (req.example_ids ?? []).join(',')) throw new RemoteError(`step ${id} was recorded with another input or other examples; expected a retry to resend the same`, grpc.status.FAILED_PRECONDITION);
+      return cur.lossReply;
+    }
+    const ids = req.example_ids ?? [];
+    const B = req.x?.shape?.[0];
+    if (ids.length !== B) throw new RemoteError(`expected one example id per row of x (${fmtValue(B)}), received ${ids.length}`, grpc.status.INVALID_ARGUMENT);
+    const N = labels.shape[0];
+    const bad = ids.findIndex((i) => !Number.isInteger(i) || i < 0 || i >= N);
+    if (bad >= 0) throw new RemoteError(`expected example ids in [0, ${N - 1}] (the labels held), received ${ids[bad]} at position ${bad}`, grpc.status.INVALID_ARGUMENT);
+    const t0 = performance.now();
+    const fwd = await this.forward(req);
+    const yPred = decodeTensor(fwd.y, { shape: fwd.y.shape, dtype: this.dtype, maxBytes: this.maxBytes }, 'hosted output');
+    const yTrue = takeRows(labels, ids);
+    const loss = this.loss.value(yTrue, yPred);
+    if (!Number.isFinite(loss)) throw new RemoteError(`step ${id}: the loss is ${loss} on the held labels; the weights are left as they were`, grpc.status.FAILED_PRECONDITION);
+    const back = await this.backward({ step_id: id, dy: encodeTensor(this.loss.gradient(yTrue, yPred)) });
+    const cur2 = this.current!;
+    cur2.ids = ids.join(',');
+    cur2.lossReply = {
+      step_id: id,
+      loss,
+      correct: correctCount(yTrue, yPred),
+      dx: back.dx,
+      compute_ms: performance.now() - t0,
+      gradients_finite: back.gradients_finite,
+      non_finite: back.non_finite,
+    };
+    return cur2.lossReply;
+  }
+
+  private apply(req: { step_id: number }) {
+    const id = this.stepIdOf(req, 'Apply');
+    if (id <= this.lastApplied) return { step_id: id, applied: false, applied_steps: this.appliedSteps, compute_ms: 0 };
+    const cur = this.current;
+    if (!cur || cur.stepId !== id || !cur.grads) {
+      throw new RemoteError(`Apply of step ${id}, but ${!cur || cur.stepId !== id ? `the step recorded is ${cur ? cur.stepId : 'none'}` : 'its Backward has not run'}; expected Forward and Backward of step ${id} first`, grpc.status.FAILED_PRECONDITION);
+    }
+    if (cur.nonFinite) throw new RemoteError(`step ${id} has a non-finite gradient (${cur.nonFinite}); the weights are left as they were`, grpc.status.FAILED_PRECONDITION);
+    const t0 = performance.now();
+    let k = 0;
+    for (const stage of this.stages) for (const l of stage.layers) this.optimizer!.step(l.params, cur.grads[k++]);
+    this.lastApplied = id;
+    this.appliedSteps++;
+    const compute = performance.now() - t0;
+    this.traffic.computeMs += compute;
+    const t = this.traffic;
+    this.opts.log?.(`step ${id}: received ${t.received} B, sent ${t.sent} B (messages), compute ${t.computeMs.toFixed(2)} ms`);
+    this.traffic = { received: 0, sent: 0, computeMs: 0 };
+    return { step_id: id, applied: true, applied_steps: this.appliedSteps, compute_ms: compute };
+  }
+
+  private gradients(req: { step_id: number }): { step_id: number; layers: WireLayer[]; applied_steps: number } {
+    const id = this.stepIdOf(req, 'Gradients');
+    const cur = this.current;
+    if (!cur || cur.stepId !== id || !cur.grads) throw new RemoteError(`Gradients of step ${id}, but ${cur?.stepId === id ? 'its Backward has not run' : `the step recorded is ${cur ? cur.stepId : 'none'}`}`, grpc.status.FAILED_PRECONDITION);
+    // A non-trainable parameter has no gradient: on the wire, an empty float64 tensor of shape [0] stands for it (no gradient is ever empty).
+    return { step_id: id, layers: cur.grads.map((ps) => ({ params: ps.map((t) => encodeTensor(t ?? zeros([0]))) })), applied_steps: this.appliedSteps };
+  }
+
+  private weights(req: { step_id: number }): { step_id: number; layers: WireLayer[]; applied_steps: number } {
+    const id = this.stepIdOf(req, 'Weights');
+    return { step_id: id, layers: this.stages.flatMap((s) => s.layers.map((l) => ({ params: l.params.map((p) => encodeTensor(p.value)) }))), applied_steps: this.appliedSteps };
+  }
+}
+
+/** `dense_1.kernel: NaN at flat index 3`, for the first non-finite gradient of the hosted layers, or null. */
+function firstNonFinite(stages: readonly Sequential[], grads: readonly (readonly (Tensor | null)[])[]): string | null {
+  const layers = stages.flatMap((s) => s.layers);
+  for (let i = 0; i < grads.length; i++) {
+    for (let k = 0; k < grads[i].length; k++) {
+      const g = grads[i][k];
+      if (g === null) continue;
+      const d = g.data;
+      for (let j = 0; j < d.length; j++) {
+        const v = d[j];
+        if (v - v !== 0) return `${layers[i].name}.${layers[i].params[k].name}: ${v} at flat index ${j}`;
+      }
+    }
+  }
+  return null;
+}
