@@ -24,7 +24,7 @@ import { DenseJacobian, type Jacobian, assertSamplesIndependent, denseJacobianBy
 import { type Differentiable, type ForwardOptions, describeOf, leavesOf, trainableIndices } from '../layers/layer.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type Tensor, assertFinite, assertShape, bytesPerElement, dtypeOf, sizeOf } from '../tensor.js';
-import { type Colouring, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring, trivialColouring } from './coloring.js';
+import { type Colouring, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring, trivialColouring } from './colouring.js';
 import { DEFAULT_BLOCK_BYTES, blockWidthFor, bytesPerTangent, compressedForward, compressedReverse, stackPatterns } from './compressed.js';
 import { type JacobianPlan, type PlanCandidate, SparseJacobian } from './csr.js';
 import { KronPattern, SparsityPattern } from '../structure.js';

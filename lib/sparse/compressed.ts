@@ -12,7 +12,7 @@ import { ShapeError, fmtShape } from '../errors.js';
 import { getMemoryBudget } from '../memory.js';
 import type { Differentiable, Forward, ForwardOptions } from '../layers/layer.js';
 import { type DType, type Data, type Tensor, allocData, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, zeros } from '../tensor.js';
-import { type Colouring, greedyColumnColouring, greedyRowColouring, trivialColouring } from './coloring.js';
+import { type Colouring, greedyColumnColouring, greedyRowColouring, trivialColouring } from './colouring.js';
 import { CsrMatrix, SparseJacobian } from './csr.js';
 import { SparsityPattern } from '../structure.js';
 

@@ -9,7 +9,7 @@
 import { type Differentiable, type LayerPass, type LocalJacobian, type Wrt, leavesOf } from '../layers/layer.js';
 import { diagonalLocal } from '../layers/local.js';
 import { contiguous, dtypeOf, sizeOf, zeros } from '../tensor.js';
-import { kronColumnColouring } from './coloring.js';
+import { kronColumnColouring } from './colouring.js';
 import { compressedForward } from './compressed.js';
 import type { SparseJacobian } from './csr.js';
 import { inputStructureOf, layerInputKron, paramKron } from './pattern.js';

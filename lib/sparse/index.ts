@@ -5,7 +5,7 @@
  */
 export * from './csr.js';
 export * from './pattern.js';
-export * from './coloring.js';
+export * from './colouring.js';
 export * from './hooks.js';
 export * from './compressed.js';
 export * from './propagate.js';

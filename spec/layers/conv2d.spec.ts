@@ -7,7 +7,7 @@ import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
 import { type TensorJSON, asType, fromJSON, randomNormal, tensor, zeros } from '../../lib/tensor.js';
 import { windowPattern, windowRanges } from '../../lib/layers/window.js';
-import { findColouringConflict, greedyColumnColouring, kronColumnColouring } from '../../lib/sparse/coloring.js';
+import { findColouringConflict, greedyColumnColouring, kronColumnColouring } from '../../lib/sparse/colouring.js';
 import { colourCountOf } from '../../lib/sparse/hooks.js';
 import { layerInputKron, paramKron } from '../../lib/sparse/pattern.js';
 import { checkDerivatives } from '../helpers/check-derivatives.js';

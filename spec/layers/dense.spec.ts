@@ -6,7 +6,7 @@ import { Flatten } from '../../lib/layers/flatten.js';
 import { estimateMemory, measureMemory } from '../../lib/memory-report.js';
 import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
-import { findColouringConflict, greedyColumnColouring, kronColumnColouring } from '../../lib/sparse/coloring.js';
+import { findColouringConflict, greedyColumnColouring, kronColumnColouring } from '../../lib/sparse/colouring.js';
 import { colourCountOf } from '../../lib/sparse/hooks.js';
 import { layerInputKron, paramKron } from '../../lib/sparse/pattern.js';
 import { randomNormal, reshape, tensor, zeros } from '../../lib/tensor.js';

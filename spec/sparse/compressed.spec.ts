@@ -8,7 +8,7 @@ import { Flatten } from '../../lib/layers/flatten.js';
 import type { Differentiable, Layer, Tangents } from '../../lib/layers/layer.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { Rng } from '../../lib/rng.js';
-import { kronColumnColouring, kronRowColouring, trivialColouring } from '../../lib/sparse/coloring.js';
+import { kronColumnColouring, kronRowColouring, trivialColouring } from '../../lib/sparse/colouring.js';
 import { compressedForward, compressedReverse } from '../../lib/sparse/compressed.js';
 import { layerInputKron, paramKron } from '../../lib/sparse/pattern.js';
 import { SparsityPattern } from '../../lib/structure.js';

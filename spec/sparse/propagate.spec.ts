@@ -11,7 +11,7 @@ import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { catsVsDogsCnn, splitAfterLastPooling } from '../../lib/models.js';
 import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
-import { kronColumnColouring, kronRowColouring } from '../../lib/sparse/coloring.js';
+import { kronColumnColouring, kronRowColouring } from '../../lib/sparse/colouring.js';
 import { compressedForward, compressedReverse } from '../../lib/sparse/compressed.js';
 import { leavesOf } from '../../lib/layers/layer.js';
 import { stageKron } from '../../lib/sparse/pattern.js';

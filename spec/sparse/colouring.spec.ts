@@ -6,7 +6,7 @@ import { Flatten } from '../../lib/layers/flatten.js';
 import type { Layer } from '../../lib/layers/layer.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { catsVsDogsCnn, splitAfterLastPooling } from '../../lib/models.js';
-import { findColouringConflict, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring } from '../../lib/sparse/coloring.js';
+import { findColouringConflict, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring } from '../../lib/sparse/colouring.js';
 import { leavesOf } from '../../lib/layers/layer.js';
 import { colourCountOf } from '../../lib/sparse/hooks.js';
 import { layerInputKron, paramKron, stageKron } from '../../lib/sparse/pattern.js';
@@ -45,7 +45,7 @@ const CASES: [string, () => Layer, number[], number, number[]][] = [
   ['Dropout: diagonal', () => new Dropout({ rate: 0.5 }), [4, 5], 1, []],
 ];
 
-describe('sparse/coloring', () => {
+describe('sparse/colouring', () => {
   for (const [name, make, shape, input, params] of CASES) {
     it(`${name}: ${input} colours w.r.t. the input${params.length ? `, ${params.join(' and ')} w.r.t. ${params.length === 2 ? 'kernel and bias' : 'the parameters'}` : ''}`, () => {
       const layer = make().build(shape) as unknown as Layer;
