@@ -36,4 +36,3 @@ export * from './train.js';
 export * from './forensics.js';
 export * from './sparse/index.js';
 export * from './memory-report.js';
-export * from './remote/index.js';

@@ -1,6 +1,6 @@
 /**
  * Hostile input to the command line, each case in its own child process under a memory cap
- * (`--max-old-space-size=512`, and `ulimit -v` where the shell allows it): the exit code must be
+ * (`--max-old-space-size=512`, and `ulimit -v` of 8 GB where the shell allows it: lower caps make V8 and esbuild fail to reserve their address space, at random under load): the exit code must be
  * the one of bin/exit-codes.ts, the message one line naming what was expected and what was
  * received (or the estimate and the budget), nothing fatal on stderr, and no output file left
  * behind. The cases run a few at a time (each child costs about a second to load tsx).
@@ -19,7 +19,7 @@ import { expect } from './helpers/setup.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** Virtual memory cap of each child, KiB. Some values make V8 fail to reserve its code range at start; this one is probed in `before`. */
-const ULIMIT_KIB = 4_000_000;
+const ULIMIT_KIB = 8_000_000;
 /** Node options of each child: a small heap, so a heap overrun would be a FATAL crash here; no wasm trap handler, whose 10 GiB reservations a ulimit refuses. */
 const NODE_OPTIONS = '--max-old-space-size=512 --disable-wasm-trap-handler';
 

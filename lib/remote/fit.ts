@@ -1,7 +1,7 @@
 /**
  * Split training across processes (issue #15): {@link fitRemote} trains local upstream stages and
  * the downstream stages of a {@link RemoteStageRunner} as one model by the VJP way, batch for batch
- * as {@link fit} does in one process (the same shuffles, the same step seeds, so the same Dropout
+ * as `fit` does in one process (the same shuffles, the same step seeds, so the same Dropout
  * masks, the same optimizer steps), so that N steps give bit-identical weights.
  * @module
  */
@@ -17,7 +17,7 @@ import { type Tensor, assertFinite, assertShape } from '../tensor.js';
 import type { RemoteStageRunner, WireTraffic } from './client.js';
 import { RemoteError } from './wire.js';
 
-/** Options of {@link fitRemote}: {@link fit}'s, less what needs the whole model in one process. */
+/** Options of {@link fitRemote}: `fit`'s, less what needs the whole model in one process. */
 export interface RemoteFitOptions {
   /** A loss or its Keras name, computed here, where the labels are. */
   loss: LossSpec;
