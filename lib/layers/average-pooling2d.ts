@@ -8,11 +8,10 @@
  * each cotangent over its window with the same weights (the transpose).
  * @module
  */
-import { ShapeError, fmtShape } from '../errors.js';
 import type { AxisStructure } from '../structure.js';
 import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type Residuals, type Tangents, checkKeys } from './layer.js';
-import { type Padding, type WindowRanges, pair, padding, windowPattern, windowRanges } from './window.js';
+import { type Padding, PoolWindows, type WindowRanges } from './window.js';
 
 /** Keras config of {@link AveragePooling2D}. */
 export interface AveragePooling2DConfig {
@@ -45,26 +44,22 @@ export class AveragePooling2D extends Layer<AveragePooling2DSaved> {
   readonly strides: [number, number];
   /** `'valid'` or `'same'`. */
   readonly padding: Padding;
+  /** The windows: geometry and structure, shared with the other 2-D pooling. */
+  private readonly windows: PoolWindows;
 
   constructor(config: AveragePooling2DConfig = {}, name?: string) {
     super(name);
     checkKeys(config, ['pool_size', 'strides', 'padding', ...BASE_KEYS], 'AveragePooling2D');
-    this.poolSize = pair(config.pool_size ?? 2, 'pool_size', 'AveragePooling2D');
-    // Keras: strides None means the windows tile the image (stride = pool size).
-    this.strides = pair(config.strides ?? this.poolSize, 'strides', 'AveragePooling2D');
-    this.padding = padding(config.padding, 'AveragePooling2D');
+    this.windows = new PoolWindows(config, 'AveragePooling2D');
+    ({ poolSize: this.poolSize, strides: this.strides, padding: this.padding } = this.windows);
   }
 
   computeOutputShape(inputShape: readonly number[]): number[] {
-    if (inputShape.length !== 3) {
-      throw new ShapeError(`${this.describe()}: expected a per-sample input of rank 3 ([H, W, C], NHWC), received ${fmtShape(inputShape)} (rank ${inputShape.length})`);
-    }
-    const { rows, cols } = this.geometry(inputShape[0], inputShape[1]);
-    return [rows.out, cols.out, inputShape[2]];
+    return this.windows.outputShape(inputShape, this.describe());
   }
 
   getConfig(): Record<string, unknown> {
-    return { pool_size: this.poolSize.slice(), strides: this.strides.slice(), padding: this.padding };
+    return this.windows.config();
   }
 
   /** Primal pass: each window's mean over its in-bounds cells. Saves the input's shape. */
@@ -107,15 +102,7 @@ export class AveragePooling2D extends Layer<AveragePooling2DSaved> {
 
   /** Each output reads a window of rows and of columns, in its own channel. */
   inputStructure(): AxisStructure {
-    const [H, W] = this.inputShape;
-    return {
-      inDims: this.inputShape.slice(),
-      maps: [
-        { kind: 'matrix', pattern: windowPattern(H, this.poolSize[0], this.strides[0], this.padding, false, this.describe()) },
-        { kind: 'matrix', pattern: windowPattern(W, this.poolSize[1], this.strides[1], this.padding, false, this.describe()) },
-        { kind: 'identity' },
-      ],
-    };
+    return this.windows.structure(this.inputShape, this.describe());
   }
 
   /** Forward saves no buffer: the Jacobian does not depend on the input. */
@@ -142,14 +129,7 @@ export class AveragePooling2D extends Layer<AveragePooling2DSaved> {
 
   /** Window ranges; a 'valid' pool larger than the input is refused, quoting both. */
   private geometry(H: number, W: number): { rows: WindowRanges; cols: WindowRanges } {
-    const [ph, pw] = this.poolSize;
-    if (this.padding === 'valid' && (ph > H || pw > W)) {
-      throw new ShapeError(`${this.describe()}: expected pool_size ${fmtShape(this.poolSize)} to fit the input's spatial extent ${fmtShape([H, W])} with padding "valid", received an input of ${fmtShape([H, W])} (use padding "same" or a smaller pool)`);
-    }
-    return {
-      rows: windowRanges(H, ph, this.strides[0], this.padding, this.describe()),
-      cols: windowRanges(W, pw, this.strides[1], this.padding, this.describe()),
-    };
+    return this.windows.ranges(H, W, this.describe());
   }
 }
 

@@ -3,11 +3,11 @@
  * `[B, H, W, C]`, with strides and TensorFlow's padding (padded positions are `-∞`, never chosen).
  * @module
  */
-import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
+import { ConfigError, fmtValue } from '../errors.js';
 import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
-import { type Padding, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
+import { type Padding, PoolWindows, type WindowRanges, maxWindow } from './window.js';
 
 /** Keras config of {@link MaxPooling2D}. */
 export interface MaxPooling2DConfig {
@@ -53,6 +53,8 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   readonly strides: [number, number];
   /** `'valid'` or `'same'`. */
   readonly padding: Padding;
+  /** The windows: geometry and structure, shared with the other 2-D pooling. */
+  private readonly windows: PoolWindows;
 
   constructor(config: MaxPooling2DConfig = {}, name?: string) {
     super(name);
@@ -60,22 +62,16 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
       throw new ConfigError(`MaxPooling2D: expected a config object, received ${fmtValue(config)}`);
     }
     checkKeys(config as unknown as Record<string, unknown>, ['pool_size', 'strides', 'padding', ...BASE_KEYS], 'MaxPooling2D');
-    this.poolSize = pair(config.pool_size ?? 2, 'pool_size', 'MaxPooling2D');
-    // Keras: strides None means the windows tile the image (stride = pool size).
-    this.strides = pair(config.strides ?? this.poolSize, 'strides', 'MaxPooling2D');
-    this.padding = padding(config.padding, 'MaxPooling2D');
+    this.windows = new PoolWindows(config, 'MaxPooling2D');
+    ({ poolSize: this.poolSize, strides: this.strides, padding: this.padding } = this.windows);
   }
 
   computeOutputShape(inputShape: readonly number[]): number[] {
-    if (inputShape.length !== 3) {
-      throw new ShapeError(`${this.describe()}: expected a per-sample input of rank 3 ([H, W, C], NHWC), received ${fmtShape(inputShape)} (rank ${inputShape.length})`);
-    }
-    const { rows, cols } = this.geometry(inputShape[0], inputShape[1]);
-    return [rows.out, cols.out, inputShape[2]];
+    return this.windows.outputShape(inputShape, this.describe());
   }
 
   getConfig(): Record<string, unknown> {
-    return { pool_size: this.poolSize.slice(), strides: this.strides.slice(), padding: this.padding };
+    return this.windows.config();
   }
 
   /** Primal pass. Saves the winner of every window (`argmax`) and the input shape. */
@@ -155,17 +151,7 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
 
   /** Each output reads a window of rows and of columns, in its own channel. */
   inputStructure(): AxisStructure {
-    const [H, W] = this.inputShape;
-    const [ph, pw] = this.poolSize;
-    const [sh, sw] = this.strides;
-    return {
-      inDims: this.inputShape.slice(),
-      maps: [
-        { kind: 'matrix', pattern: windowPattern(H, ph, sh, this.padding, false, this.describe()) },
-        { kind: 'matrix', pattern: windowPattern(W, pw, sw, this.padding, false, this.describe()) },
-        { kind: 'identity' },
-      ],
-    };
+    return this.windows.structure(this.inputShape, this.describe());
   }
 
   /** Forward saves one int32 winner per output (see {@link MaxPooling2DSaved}). */
@@ -205,14 +191,7 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   }
 
   /** Window ranges; a 'valid' pool larger than the input is refused, quoting both. */
-  private geometry(H: number, W: number) {
-    const [ph, pw] = this.poolSize;
-    if (this.padding === 'valid' && (ph > H || pw > W)) {
-      throw new ShapeError(`${this.describe()}: expected pool_size ${fmtShape(this.poolSize)} to fit the input's spatial extent ${fmtShape([H, W])} with padding "valid", received an input of ${fmtShape([H, W])} (use padding "same" or a smaller pool)`);
-    }
-    return {
-      rows: windowRanges(H, ph, this.strides[0], this.padding, this.describe()),
-      cols: windowRanges(W, pw, this.strides[1], this.padding, this.describe()),
-    };
+  private geometry(H: number, W: number): { rows: WindowRanges; cols: WindowRanges } {
+    return this.windows.ranges(H, W, this.describe());
   }
 }

@@ -9,7 +9,7 @@
  * @module
  */
 import { ConfigError, ShapeError, fmtValue } from '../errors.js';
-import { SparsityPattern } from '../structure.js';
+import { type AxisStructure, SparsityPattern } from '../structure.js';
 
 /** Reads a positive integer or a pair of them (`3` or `[3, 3]`), as Keras accepts. */
 export function pair(v: unknown, what: string, layer: string): [number, number] {
@@ -121,4 +121,73 @@ export function maxWindow(n: number, k: number, s: number, pad: Padding, d = 1):
   let m = 0;
   for (let o = 0; o < w.out; o++) m = Math.max(m, w.hi[o] - w.lo[o]);
   return m;
+}
+
+/** The window options of a 2-D pooling layer, as Keras writes them. */
+export interface PoolConfig {
+  /** Window `[ph, pw]`, or one number for both; default 2. */
+  pool_size?: number | [number, number];
+  /** Steps; default (or null): the pool size. */
+  strides?: number | [number, number] | null;
+  /** `'valid'` (default) or `'same'`. */
+  padding?: Padding;
+}
+
+/**
+ * The windows of a 2-D pooling layer (MaxPooling2D, AveragePooling2D), read from its Keras config
+ * once: pool size, strides (Keras' default: the pool size, so the windows tile the image) and
+ * padding, with the geometry and the structural pattern both poolings share.
+ */
+export class PoolWindows {
+  /** Window `[ph, pw]`. */
+  readonly poolSize: [number, number];
+  /** Steps `[sh, sw]`. */
+  readonly strides: [number, number];
+  /** `'valid'` or `'same'`. */
+  readonly padding: Padding;
+
+  constructor(config: PoolConfig, layer: string) {
+    this.poolSize = pair(config.pool_size ?? 2, 'pool_size', layer);
+    this.strides = pair(config.strides ?? this.poolSize, 'strides', layer);
+    this.padding = padding(config.padding, layer);
+  }
+
+  /** The Keras config keys of these windows. */
+  config(): { pool_size: number[]; strides: number[]; padding: Padding } {
+    return { pool_size: this.poolSize.slice(), strides: this.strides.slice(), padding: this.padding };
+  }
+
+  /** Window ranges on an `H × W` image; a 'valid' pool larger than the image is refused, quoting both. */
+  ranges(H: number, W: number, layer: string): {
+    /** The windows along the rows. */
+    rows: WindowRanges;
+    /** The windows along the columns. */
+    cols: WindowRanges
+  } {
+    const [ph, pw] = this.poolSize;
+    if (this.padding === 'valid' && (ph > H || pw > W)) {
+      throw new ShapeError(`${layer}: expected pool_size [${ph}, ${pw}] to fit the input's spatial extent [${H}, ${W}] with padding "valid", received an input of [${H}, ${W}] (use padding "same" or a smaller pool)`);
+    }
+    return { rows: windowRanges(H, ph, this.strides[0], this.padding, layer), cols: windowRanges(W, pw, this.strides[1], this.padding, layer) };
+  }
+
+  /** The per-sample output shape `[Ho, Wo, C]` for an input `[H, W, C]` (NHWC, rank 3 refused otherwise). */
+  outputShape(inputShape: readonly number[], layer: string): number[] {
+    if (inputShape.length !== 3) throw new ShapeError(`${layer}: expected a per-sample input of rank 3 ([H, W, C], NHWC), received [${inputShape.join(', ')}] (rank ${inputShape.length})`);
+    const { rows, cols } = this.ranges(inputShape[0], inputShape[1], layer);
+    return [rows.out, cols.out, inputShape[2]];
+  }
+
+  /** Each output reads a window of rows and of columns, in its own channel. */
+  structure(inputShape: readonly number[], layer: string): AxisStructure {
+    const [H, W] = inputShape;
+    return {
+      inDims: inputShape.slice(),
+      maps: [
+        { kind: 'matrix', pattern: windowPattern(H, this.poolSize[0], this.strides[0], this.padding, false, layer) },
+        { kind: 'matrix', pattern: windowPattern(W, this.poolSize[1], this.strides[1], this.padding, false, layer) },
+        { kind: 'identity' },
+      ],
+    };
+  }
 }
