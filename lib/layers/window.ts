@@ -153,7 +153,12 @@ export class PoolWindows {
   }
 
   /** The Keras config keys of these windows. */
-  config(): { pool_size: number[]; strides: number[]; padding: Padding } {
+  config(): Required<Pick<PoolConfig, 'padding'>> & {
+    /** Window `[ph, pw]`. */
+    pool_size: number[];
+    /** Steps `[sh, sw]`. */
+    strides: number[]
+  } {
     return { pool_size: this.poolSize.slice(), strides: this.strides.slice(), padding: this.padding };
   }
 
