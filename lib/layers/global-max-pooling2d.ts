@@ -12,6 +12,7 @@
 import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
+import { selectCotangents, selectTangents, selectionLocal } from './select.js';
 import { globalOutputShape, keepdimsOf } from './global-average-pooling2d.js';
 
 /** Keras config of {@link GlobalMaxPooling2D}. */
@@ -94,12 +95,7 @@ export class GlobalMaxPooling2D extends Layer<GlobalMaxPooling2DSaved> {
     const dy = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
     if (!dx) return dy;
     assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    const src = contiguous(dx).data;
-    const d = dy.data;
-    for (let o = 0; o < argmax.length; o++) {
-      const s = argmax[o] * T;
-      for (let t = 0; t < T; t++) d[o * T + t] = src[s + t];
-    }
+    selectTangents(argmax, dx, T, dy);
     return dy;
   }
 
@@ -107,9 +103,8 @@ export class GlobalMaxPooling2D extends Layer<GlobalMaxPooling2DSaved> {
   vjp(saved: GlobalMaxPooling2DSaved, dy: Tensor): Cotangents {
     const { argmax, xShape } = saved;
     this.checkCotangent(dy, xShape[0]);
-    const g = contiguous(dy).data;
     const dx = zeros(xShape, saved.dtype);
-    for (let o = 0; o < argmax.length; o++) dx.data[argmax[o]] = g[o];
+    selectCotangents(argmax, dy, dx);
     return { dx, dParams: [] };
   }
 
@@ -133,20 +128,7 @@ export class GlobalMaxPooling2D extends Layer<GlobalMaxPooling2DSaved> {
   /** The selection at a recorded pass: row `c` is a 1 at its winner (`argmax`). */
   localJacobian(pass: LayerPass): LocalJacobian[] {
     const { argmax, xShape } = pass.saved as GlobalMaxPooling2DSaved;
-    const nIn = xShape[1] * xShape[2] * xShape[3];
-    const C = xShape[3];
-    return [
-      {
-        rows: C,
-        cols: nIn,
-        single: true,
-        maxRowNnz: 1,
-        row(b, o, idx, coef) {
-          idx[0] = argmax[b * C + o] - b * nIn;
-          coef[0] = 1;
-          return 1;
-        },
-      },
-    ];
+    return [selectionLocal(argmax, xShape[1] * xShape[2] * xShape[3], xShape[3])];
   }
+
 }

@@ -7,6 +7,7 @@ import { ConfigError, fmtValue } from '../errors.js';
 import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { selectCotangents, selectTangents, selectionLocal } from './select.js';
 import { type Padding, PoolWindows, type WindowRanges, maxWindow } from './window.js';
 
 /** Keras config of {@link MaxPooling2D}. */
@@ -126,13 +127,7 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
     const dy = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
     if (!dx) return dy;
     assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    const src = contiguous(dx).data;
-    const d = dy.data;
-    for (let o = 0; o < argmax.length; o++) {
-      const s = argmax[o] * T;
-      const t0 = o * T;
-      for (let t = 0; t < T; t++) d[t0 + t] = src[s + t];
-    }
+    selectTangents(argmax, dx, T, dy);
     return dy;
   }
 
@@ -140,10 +135,8 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   vjp(saved: MaxPooling2DSaved, dy: Tensor): Cotangents {
     const { argmax, xShape } = saved;
     this.checkCotangent(dy, xShape[0]);
-    const g = contiguous(dy).data;
     const dx = zeros(xShape, saved.dtype);
-    const d = dx.data;
-    for (let o = 0; o < argmax.length; o++) d[argmax[o]] += g[o];
+    selectCotangents(argmax, dy, dx);
     return { dx, dParams: [] };
   }
 
@@ -173,22 +166,9 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   /** The selection at a recorded pass: row `o` is a 1 at its winner (`argmax`). */
   localJacobian(pass: LayerPass): LocalJacobian[] {
     const { argmax, xShape } = pass.saved as MaxPooling2DSaved;
-    const nIn = xShape[1] * xShape[2] * xShape[3];
-    const nOut = argmax.length / xShape[0];
-    return [
-      {
-        rows: nOut,
-        cols: nIn,
-        single: true,
-        maxRowNnz: 1,
-        row(b, o, idx, coef) {
-          idx[0] = argmax[b * nOut + o] - b * nIn;
-          coef[0] = 1;
-          return 1;
-        },
-      },
-    ];
+    return [selectionLocal(argmax, xShape[1] * xShape[2] * xShape[3], argmax.length / xShape[0])];
   }
+
 
   /** Window ranges; a 'valid' pool larger than the input is refused, quoting both. */
   private geometry(H: number, W: number): { rows: WindowRanges; cols: WindowRanges } {
