@@ -35,7 +35,7 @@ export class Activation extends Layer<ActivationSaved> {
   readonly activation: ActivationName;
 
   constructor(config: ActivationConfig, name?: string) {
-    super(name);
+    super(name, config);
     // A missing activation is a mistake here, not a request for linear (as activationName reads
     // `undefined` for Dense and Conv2D): an Activation layer exists only to apply one.
     if (!config || typeof config !== 'object' || config.activation === undefined) {

@@ -48,7 +48,7 @@ export class AveragePooling2D extends Layer<AveragePooling2DSaved> {
   private readonly windows: PoolWindows;
 
   constructor(config: AveragePooling2DConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['pool_size', 'strides', 'padding', ...BASE_KEYS], 'AveragePooling2D');
     this.windows = new PoolWindows(config, 'AveragePooling2D');
     ({ poolSize: this.poolSize, strides: this.strides, padding: this.padding } = this.windows);

@@ -98,7 +98,7 @@ export class BatchNormalization extends Layer<BatchNormalizationSaved> {
   readonly recorded: Record<string, unknown>;
 
   constructor(config: BatchNormalizationConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     const known = ['axis', 'momentum', 'epsilon', 'center', 'scale', ...RECORDED, ...REFUSED_UNLESS_DEFAULT.map(([k]) => k), ...BASE_KEYS];
     checkKeys(config, known, 'BatchNormalization');
     const axis = Array.isArray(config.axis) && config.axis.length === 1 ? config.axis[0] : (config.axis ?? -1);

@@ -84,7 +84,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
   readonly useBias: boolean;
 
   constructor(config: Conv2DConfig, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config as unknown as Record<string, unknown>, ['filters', 'kernel_size', 'strides', 'padding', 'dilation_rate', 'activation', 'use_bias', ...BASE_KEYS], 'Conv2D');
     if (!Number.isInteger(config.filters) || config.filters <= 0) {
       throw new ConfigError(`Conv2D: expected filters to be a positive integer, received ${fmtValue(config.filters)}`);

@@ -38,7 +38,7 @@ export class Cropping2D extends Layer<Cropping2DSaved> {
   readonly cropping: [[number, number], [number, number]];
 
   constructor(config: Cropping2DConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['cropping', ...BASE_KEYS], 'Cropping2D');
     this.cropping = margins(config.cropping ?? 0, 'cropping', 'Cropping2D');
   }

@@ -49,7 +49,7 @@ export class Dense extends Layer<DenseSaved> {
   readonly useBias: boolean;
 
   constructor(config: DenseConfig, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config as unknown as Record<string, unknown>, ['units', 'activation', 'use_bias', ...BASE_KEYS], 'Dense');
     if (!Number.isInteger(config.units) || config.units <= 0) {
       throw new ConfigError(`Dense: expected units to be a positive integer, received ${fmtValue(config.units)}`);

@@ -56,7 +56,7 @@ export class Dropout extends Layer<DropoutSaved> {
   private readonly rng: Rng;
 
   constructor(config: DropoutConfig, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config as unknown as Record<string, unknown>, ['rate', 'noise_shape', 'seed', ...BASE_KEYS], 'Dropout');
     const { rate, noise_shape, seed } = config;
     if (typeof rate !== 'number' || !(rate >= 0 && rate < 1)) {

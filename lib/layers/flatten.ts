@@ -32,7 +32,7 @@ export class Flatten extends Layer<FlattenSaved> {
   readonly className = 'Flatten';
 
   constructor(config: FlattenConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config as unknown as Record<string, unknown>, ['data_format', ...BASE_KEYS], 'Flatten');
     // channels_first would permute axes before flattening; the engine is NHWC only.
     if (config.data_format !== undefined && config.data_format !== null && config.data_format !== 'channels_last') {

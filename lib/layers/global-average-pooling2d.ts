@@ -38,7 +38,7 @@ export class GlobalAveragePooling2D extends Layer<GlobalAveragePooling2DSaved> {
   readonly keepdims: boolean;
 
   constructor(config: GlobalAveragePooling2DConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['keepdims', ...BASE_KEYS], 'GlobalAveragePooling2D');
     this.keepdims = keepdimsOf(config.keepdims, 'GlobalAveragePooling2D');
   }

@@ -45,7 +45,7 @@ export class GlobalMaxPooling2D extends Layer<GlobalMaxPooling2DSaved> {
   readonly keepdims: boolean;
 
   constructor(config: GlobalMaxPooling2DConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['keepdims', ...BASE_KEYS], 'GlobalMaxPooling2D');
     this.keepdims = keepdimsOf(config.keepdims, 'GlobalMaxPooling2D');
   }

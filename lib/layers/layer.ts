@@ -270,8 +270,22 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   private _inputShape: number[] | null = null;
   private _outputShape: number[] | null = null;
 
-  constructor(name?: string) {
+  /**
+   * Names the layer and reads what every Keras layer config may carry besides the layer's own
+   * options: `trainable` (false freezes every parameter; the layer's constructor checks the other keys).
+   */
+  constructor(name?: string, config?: unknown) {
     this.name = name ?? '';
+    if (config !== null && typeof config === 'object' && Object.hasOwn(config, 'trainable')) {
+      const t = (config as { trainable: unknown }).trainable;
+      if (typeof t !== 'boolean') throw new ConfigError(`${this.describeConfig()}: expected trainable to be true or false, received ${fmtValue(t)}`);
+      this._trainable = t;
+    }
+  }
+
+  /** How a config error names the layer before `className` is set (subclass fields come after `super`). */
+  private describeConfig(): string {
+    return this.name ? `layer "${this.name}"` : 'layer';
   }
 
   /** Per-sample input shape; set by {@link Layer.build}. */

@@ -32,7 +32,7 @@ export class LeakyReLU extends PiecewiseLinearUnit {
   readonly negativeSlope: number;
 
   constructor(config: LeakyReLUConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['negative_slope', 'alpha', ...BASE_KEYS], 'LeakyReLU');
     // Keras 2 model files write `alpha`; both at once would leave the slope ambiguous.
     if (config.negative_slope !== undefined && config.alpha !== undefined) {

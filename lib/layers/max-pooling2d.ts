@@ -58,7 +58,7 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   private readonly windows: PoolWindows;
 
   constructor(config: MaxPooling2DConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     if (config === null || typeof config !== 'object') {
       throw new ConfigError(`MaxPooling2D: expected a config object, received ${fmtValue(config)}`);
     }

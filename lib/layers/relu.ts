@@ -146,7 +146,7 @@ export class ReLU extends PiecewiseLinearUnit {
   readonly threshold: number;
 
   constructor(config: ReLUConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['max_value', 'negative_slope', 'threshold', ...BASE_KEYS], 'ReLU');
     this.maxValue = config.max_value === null ? Infinity : nonNegative(config.max_value, Infinity, 'max_value (or null)', 'ReLU');
     this.negativeSlope = nonNegative(config.negative_slope, 0, 'negative_slope', 'ReLU');

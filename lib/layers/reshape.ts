@@ -34,7 +34,7 @@ export class Reshape extends Layer<ReshapeSaved> {
   readonly targetShape: number[];
 
   constructor(config: ReshapeConfig, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['target_shape', ...BASE_KEYS], 'Reshape');
     const t = config.target_shape;
     if (!Array.isArray(t) || t.length === 0 || t.some((d) => !(Number.isSafeInteger(d) && (d > 0 || d === -1))) || t.filter((d) => d === -1).length > 1) {

@@ -41,7 +41,7 @@ export class ZeroPadding2D extends Layer<ZeroPadding2DSaved> {
   readonly padding: [[number, number], [number, number]];
 
   constructor(config: ZeroPadding2DConfig = {}, name?: string) {
-    super(name);
+    super(name, config);
     checkKeys(config, ['padding', ...BASE_KEYS], 'ZeroPadding2D');
     this.padding = margins(config.padding ?? 1, 'padding', 'ZeroPadding2D');
   }

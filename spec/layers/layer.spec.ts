@@ -142,4 +142,11 @@ describe('layers/layer: the contract', () => {
     const loaded = new Dense({ units: 2, kernel_initializer: ortho } as never).build([3], { initialize: false });
     expect(Array.from(loaded.params[0].value.data)).to.deep.equal([0, 0, 0, 0, 0, 0]);
   });
+
+  it('a config\'s trainable: false freezes the layer built directly, as a model file does; a non-boolean is refused', () => {
+    const d = new Dense({ units: 2, trainable: false } as never).build([3]);
+    expect([d.trainable, ...d.params.map((p) => p.trainable)]).to.deep.equal([false, false, false]);
+    expect(new Dense({ units: 2, trainable: true } as never).build([3]).trainable).to.equal(true);
+    expect(() => new Dense({ units: 2, trainable: 'no' } as never)).to.throw(ConfigError, /expected trainable to be true or false, received "no"/);
+  });
 });
