@@ -212,7 +212,7 @@ async function prepare(op: OpName, c: BenchCase, b: BuiltCase, job: ChildJob): P
         const fwd = f.forward(x, fo);
         const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bpe);
         const dx = randomNormal([B, ...f.inputShape, T], new Rng(4), c.dtype);
-        return { run: () => f.jvp(fwd.saved, { dx, dParams: null, T }), isAsync: false, info: { T, columns: nIn, blocks: Math.ceil(nIn / T) } };
+        return { run: () => f.jvp(fwd.saved, { xDot: dx, paramDots: null, T }), isAsync: false, info: { T, columns: nIn, blocks: Math.ceil(nIn / T) } };
       }
       case 'writeJ': {
         // The floor of materializing the Jacobian w.r.t. the input: its buffer allocated and every element written once.

@@ -26,7 +26,7 @@ const xb = randomUniform([1, 3], new Rng(2)); // B = 1
 const seed = zeros([1, 3, 3]);
 for (let i = 0; i < 3; i++) seed.set(0, i, i, 1); // tangent t = basis direction e_t
 const { saved } = dense.forward(xb);
-const block = dense.jvp(saved, { dx: seed, dParams: null, T: 3 }); // [1, 2, 3]: row o, column t
+const block = dense.jvp(saved, { xDot: seed, paramDots: null, T: 3 }); // [1, 2, 3]: row o, column t
 console.log(`jvp block shape [${block.shape}]:`);
 for (let o = 0; o < 2; o++) console.log(`  [${[0, 1, 2].map((t) => block.get(0, o, t).toFixed(6)).join(', ')}]`);
 

@@ -199,7 +199,7 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
   const dLoss_dWeights: (Tensor | null)[][][] = new Array(S);
   const dLoss_dOut: Tensor[] = new Array(S);
   const memory: StageMemory[] = new Array(S);
-  let dLoss_dOutUpstream = last.gradient(lossT, last.output); // dLoss/dY
+  let dLoss_dOut_s = last.gradient(lossT, last.output); // dLoss/dY
   for (let s = S - 1; s >= 0; s--) {
     const stage = stages[s];
     const tape = tapes[s];
@@ -207,9 +207,9 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
     // The structured engines build per-sample Jacobians: a stage that couples its samples takes the dense builders.
     const jo = tape.samplesCoupled ? { tangents: jopts.tangents, memoryBudget: jopts.memoryBudget, onProgress: jopts.onProgress } : opts.jacobian;
     const dOut_dWeights = tape.jacobian(tape.output, params, jo);
-    const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOutUpstream));
+    const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOut_s));
     const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: J.shape.slice(), bytes: J.bytes, format: J.format }));
-    dLoss_dOut[s] = dLoss_dOutUpstream;
+    dLoss_dOut[s] = dLoss_dOut_s;
     dLoss_dWeights[s] = perLayer(stage, dLoss_dW);
     if (s > 0 && tape.samplesCoupled) {
       // A stage that couples its samples (BatchNormalization in training): the full Jacobian
@@ -217,11 +217,11 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
       // (the weights' contraction) to [B, ...in]. Exact, at B times the batch Jacobian's bytes.
       const dOut_dIn = tape.fullJacobian(tape.output, tape.input, jo);
       jacobians.unshift({ label: 'dOut/dIn (full, samples coupled)', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
-      dLoss_dOutUpstream = upstreamGradientLossWeights(dOut_dIn, dLoss_dOutUpstream);
+      dLoss_dOut_s = upstreamGradientLossWeights(dOut_dIn, dLoss_dOut_s);
     } else if (s > 0) {
       const dOut_dIn = tape.batchJacobian(tape.output, tape.input, opts.jacobian);
       jacobians.unshift({ label: 'dOut/dIn', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
-      dLoss_dOutUpstream = upstreamGradientLossOut(dOut_dIn, dLoss_dOutUpstream);
+      dLoss_dOut_s = upstreamGradientLossOut(dOut_dIn, dLoss_dOut_s);
     }
     memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dLoss_dW) };
   }
@@ -380,10 +380,10 @@ export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x:
   const yPred = stageOutputs[S - 1];
   const lossValue = lossFn.value(yTrue, yPred);
   const dLoss_dOut: Tensor[] = new Array(S);
-  let dy = toMessage(lossFn.gradient(yTrue, yPred)); // dLoss/dY
+  let dLoss_dOut_s = toMessage(lossFn.gradient(yTrue, yPred)); // dLoss/dY
   for (let s = S - 1; s >= 0; s--) {
-    dLoss_dOut[s] = fromMessage(dy, `dLoss/dOut${s}`);
-    dy = await runners[s].backward(dy); // dLoss/dIn of stage s = dLoss/dOut of stage s-1
+    dLoss_dOut[s] = fromMessage(dLoss_dOut_s, `dLoss/dOut${s}`);
+    dLoss_dOut_s = await runners[s].backward(dLoss_dOut_s); // dLoss/dIn of stage s = dLoss/dOut of stage s-1
   }
   const grads = await Promise.all(runners.map((r) => r.gradients()));
   const mem = await Promise.all(runners.map((r) => r.memory()));

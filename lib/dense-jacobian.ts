@@ -128,8 +128,8 @@ export function forwardJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts
     // of the previous block are cleared: a full fill would stream the whole block through memory.
     if (c0 > 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) seed.data[(b * nIn + c0 - T + t) * T + t] = 0;
     for (let b = 0; b < B; b++) for (let t = 0; t < Tc; t++) seed.data[(b * nIn + c0 + t) * T + t] = 1;
-    const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T, rows: { lo: c0, hi: c0 + Tc } }));
-    scatterColumns(dy, J.data, B * nOut, nIn, c0, Tc, T);
+    const yDot = contiguous(f.jvp(fwd.saved, { xDot: seed, paramDots: null, T, rows: { lo: c0, hi: c0 + Tc } }));
+    scatterColumns(yDot, J.data, B * nOut, nIn, c0, Tc, T);
     opts.onProgress?.(c0 + Tc, nIn);
   }
   return new DenseJacobian(J, B, f.outputShape, f.inputShape, 'w.r.t. input');
@@ -159,13 +159,13 @@ export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, op
     const J = zeros([B, ...f.outputShape, ...p.value.shape], dtype);
     const T = tangentBlockWidth(nP, (B * nOut + nP) * bytesPerElement(dtype), opts.tangents);
     const seed = zeros([...p.value.shape, T], dtype);
-    const dParams: (Tensor | null)[] = f.params.map((_, j) => (j === k ? seed : null));
+    const paramDots: (Tensor | null)[] = f.params.map((_, j) => (j === k ? seed : null));
     for (let c0 = 0; c0 < nP; c0 += T) {
       const Tc = Math.min(T, nP - c0);
       if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
       for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
-      const dy = contiguous(f.jvp(fwd.saved, { dx: null, dParams, T, rows: { lo: c0, hi: c0 + Tc } }));
-      scatterColumns(dy, J.data, B * nOut, nP, c0, Tc, T);
+      const yDot = contiguous(f.jvp(fwd.saved, { xDot: null, paramDots, T, rows: { lo: c0, hi: c0 + Tc } }));
+      scatterColumns(yDot, J.data, B * nOut, nP, c0, Tc, T);
       done += Tc;
       opts.onProgress?.(done, allCols);
     }
@@ -174,9 +174,9 @@ export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, op
   return out;
 }
 
-/** Copies the `Tc` tangent columns of `dy` (`[rows, T]`) into columns `c0..c0+Tc` of `J` (`[rows, cols]`). */
-function scatterColumns(dy: Tensor, J: Tensor['data'], rows: number, cols: number, c0: number, Tc: number, T: number): void {
-  const d = dy.data;
+/** Copies the `Tc` tangent columns of `yDot` (`[rows, T]`) into columns `c0..c0+Tc` of `J` (`[rows, cols]`). */
+function scatterColumns(yDot: Tensor, J: Tensor['data'], rows: number, cols: number, c0: number, Tc: number, T: number): void {
+  const d = yDot.data;
   for (let r = 0; r < rows; r++) {
     const src = r * T;
     const dst = r * cols + c0;
@@ -248,7 +248,7 @@ export function jvpAlong<S>(f: Differentiable<S>, x: Tensor, v: Tensor | null, d
   const fwd: Forward<S> = f.forward(x, opts);
   const dx = v === null ? null : tensor(contiguous(v).data.slice(0, v.size), [...v.shape, 1], dtypeOf(v));
   const dP = dParams?.map((p) => (p === null ? null : tensor(contiguous(p).data.slice(0, p.size), [...p.shape, 1], dtypeOf(p)))) ?? null;
-  const out = contiguous(f.jvp(fwd.saved, { dx, dParams: dP, T: 1 }));
+  const out = contiguous(f.jvp(fwd.saved, { xDot: dx, paramDots: dP, T: 1 }));
   return { y: fwd.y, jv: tensor(out.data, out.shape.slice(0, -1), dtypeOf(out)) };
 }
 
@@ -294,8 +294,8 @@ export function fullJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: D
     // Column c is one input element of one sample: the whole batch is the column space.
     if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
     for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
-    const dy = contiguous(f.jvp(fwd.saved, { dx: seed, dParams: null, T }));
-    scatterColumns(dy, J.data, nOut, nIn, c0, Tc, T);
+    const yDot = contiguous(f.jvp(fwd.saved, { xDot: seed, paramDots: null, T }));
+    scatterColumns(yDot, J.data, nOut, nIn, c0, Tc, T);
     opts.onProgress?.(c0 + Tc, nIn);
   }
   return new DenseJacobian(J, B, f.outputShape, [B, ...f.inputShape], 'w.r.t. input (full, samples coupled)');

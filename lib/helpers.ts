@@ -3,11 +3,11 @@
  * `upstream_gradient_loss_weights`, `upstream_gradient_loss_out`, as broadcast-and-reduce on
  * ndarray views.
  *
- * The seed writes `reduce_sum(J * add_missing_axes(g, J), axis=…)`: it extends the upstream
- * gradient `g = dLoss/dOut` (`[B, ...out]`) with trailing axes of extent 1, broadcasts it against
+ * The seed writes `reduce_sum(J * add_missing_axes(dLoss_dOutUpstream, J), axis=…)`: it extends
+ * the upstream gradient `dLoss_dOut` (`[B, ...out]`; the seed's `dLoss_dOutUpstream`) with trailing axes of extent 1, broadcasts it against
  * the Jacobian `J` (`[B, ...out, ...param]` or `[B, ...out, ...in]`) and sums the product over
  * the leading axes. Here the extension is a view, the broadcast is a view with stride 0 on the
- * broadcast axes, and the sum runs over both views at once: the broadcast copy of `g` (as large as
+ * broadcast axes, and the sum runs over both views at once: the broadcast copy of `dLoss_dOut` (as large as
  * `J`) is never materialized. The output is itself addressed through a stride-0 view on the
  * reduced axes, so one loop does the multiply and the reduction.
  *
@@ -24,8 +24,8 @@ import { type DType, type Tensor, assertFinite, dtypeOf, sizeOf, tensor } from '
  * `source[..., newaxis, newaxis]`. A view (stride 0 on the new axes), never a copy.
  * @throws ShapeError when `source` has a higher rank than `target`.
  * @example
- * const g = tensor([1, 2, 3], [3, 1]);              // dLoss/dOut, [B, 1]
- * addMissingAxes(g, { shape: [3, 1, 384, 1] }).shape; // [3, 1, 1, 1]
+ * const dLoss_dOut = tensor([1, 2, 3], [3, 1]);      // [B, 1]
+ * addMissingAxes(dLoss_dOut, { shape: [3, 1, 384, 1] }).shape; // [3, 1, 1, 1]
  */
 export function addMissingAxes(source: Tensor, target: { readonly shape: readonly number[] }): Tensor {
   const missing = target.shape.length - source.shape.length;
@@ -143,21 +143,22 @@ function isTensor(J: Tensor | ContractibleJacobian): J is Tensor {
 }
 
 /** Ranks and leading axes of `J` against `g`, checked before any work, quoting both shapes. */
-function checkContraction(fn: string, jName: string, J: { readonly shape: readonly number[] }, g: Tensor): void {
-  if (!g || !Array.isArray(g.shape)) throw new ShapeError(`${fn}: expected dLoss_dOutUpstream to be a tensor, received ${String(g)}`);
-  if (g.shape.length < 1) throw new ShapeError(`${fn}: expected dLoss_dOutUpstream of rank >= 1 ([B, ...out]), received ${fmtShape(g.shape)} (rank 0)`);
+function checkContraction(fn: string, jName: string, J: { readonly shape: readonly number[] }, dLoss_dOut: Tensor): void {
+  const g = dLoss_dOut;
+  if (!g || !Array.isArray(g.shape)) throw new ShapeError(`${fn}: expected dLoss_dOut to be a tensor, received ${String(g)}`);
+  if (g.shape.length < 1) throw new ShapeError(`${fn}: expected dLoss_dOut of rank >= 1 ([B, ...out]), received ${fmtShape(g.shape)} (rank 0)`);
   if (J.shape.length < g.shape.length) {
     throw new ShapeError(
-      `${fn}: expected ${jName} of rank >= ${g.shape.length} (it leads with the shape of dLoss_dOutUpstream ${fmtShape(g.shape)}), received ${fmtShape(J.shape)} (rank ${J.shape.length})`,
+      `${fn}: expected ${jName} of rank >= ${g.shape.length} (it leads with the shape of dLoss_dOut ${fmtShape(g.shape)}), received ${fmtShape(J.shape)} (rank ${J.shape.length})`,
     );
   }
   const lead = J.shape.slice(0, g.shape.length);
   if (lead.some((d, i) => d !== g.shape[i])) {
     throw new ShapeError(
-      `${fn}: mismatched leading axes: expected ${jName} to lead with ${fmtShape(g.shape)} (the shape of dLoss_dOutUpstream), received ${fmtShape(J.shape)} (leading ${fmtShape(lead)})`,
+      `${fn}: mismatched leading axes: expected ${jName} to lead with ${fmtShape(g.shape)} (the shape of dLoss_dOut), received ${fmtShape(J.shape)} (leading ${fmtShape(lead)})`,
     );
   }
-  assertFinite(g, `${fn} dLoss_dOutUpstream`);
+  assertFinite(g, `${fn} dLoss_dOut`);
 }
 
 /**
@@ -179,34 +180,36 @@ function range(from: number, to: number): number[] {
 
 /**
  * dLoss/dWeights from a stage's Jacobian w.r.t. one weight and the upstream gradient arriving at
- * its output: `Σ_{b, out} J[b, out, …p] · g[b, out]`, summed over the leading axes of `g`.
- * The seed's `upstream_gradient_loss_weights`.
- * @param dOutUpstream_dWeightsLocal `[B, ...out, ...param]` (tensor or Jacobian).
- * @param dLoss_dOutUpstream `[B, ...out]`.
+ * its output: `Σ_{b, out} J[b, out, …p] · dLoss_dOut[b, out]`, summed over the leading axes of `dLoss_dOut`.
+ * The seed's `upstream_gradient_loss_weights` (its arguments `dOutUpstream_dWeightsLocal`,
+ * `dLoss_dOutUpstream`).
+ * @param dOut_dWeights `[B, ...out, ...param]` (tensor or Jacobian).
+ * @param dLoss_dOut `[B, ...out]`.
  * @returns `[...param]`.
  * @example
  * const [Jk, Jb] = tape.jacobian(y, dense.params);      // [3, 1, 384, 1], [3, 1, 1]
  * const dLoss_dKernel = upstreamGradientLossWeights(Jk, dLoss_dY); // [384, 1]
  */
-export function upstreamGradientLossWeights(dOutUpstream_dWeightsLocal: Tensor | ContractibleJacobian, dLoss_dOutUpstream: Tensor): Tensor {
-  const J = dOutUpstream_dWeightsLocal;
-  checkContraction('upstreamGradientLossWeights', 'dOutUpstream_dWeightsLocal', J, dLoss_dOutUpstream);
-  return isTensor(J) ? contractDense(J, dLoss_dOutUpstream, true) : J.vjp(dLoss_dOutUpstream, true);
+export function upstreamGradientLossWeights(dOut_dWeights: Tensor | ContractibleJacobian, dLoss_dOut: Tensor): Tensor {
+  const J = dOut_dWeights;
+  checkContraction('upstreamGradientLossWeights', 'dOut_dWeights', J, dLoss_dOut);
+  return isTensor(J) ? contractDense(J, dLoss_dOut, true) : J.vjp(dLoss_dOut, true);
 }
 
 /**
  * dLoss/dIn from a stage's batch Jacobian and the upstream gradient arriving at its output:
- * `Σ_{out} J[b, out, …in] · g[b, out]`, summed over the non-batch axes of `g`. This is the
- * upstream gradient of the stage before. The seed's `upstream_gradient_loss_out`.
- * @param dOutUpstream_dOutLocal `[B, ...out, ...in]` (tensor or Jacobian).
- * @param dLoss_dOutUpstream `[B, ...out]`.
+ * `Σ_{out} J[b, out, …in] · dLoss_dOut[b, out]`, summed over its non-batch axes. This is the
+ * upstream gradient of the stage before. The seed's `upstream_gradient_loss_out` (its arguments
+ * `dOutUpstream_dOutLocal`, `dLoss_dOutUpstream`).
+ * @param dOut_dIn `[B, ...out, ...in]` (tensor or Jacobian).
+ * @param dLoss_dOut `[B, ...out]`.
  * @returns `[B, ...in]`.
  * @example
  * const J = tape_2.batchJacobian(out_layer_2, out_layer_1); // [3, 1, 8, 8, 6]
  * const dLoss_dOut1 = upstreamGradientLossOut(J, dLoss_dOut2);  // [3, 8, 8, 6]
  */
-export function upstreamGradientLossOut(dOutUpstream_dOutLocal: Tensor | ContractibleJacobian, dLoss_dOutUpstream: Tensor): Tensor {
-  const J = dOutUpstream_dOutLocal;
-  checkContraction('upstreamGradientLossOut', 'dOutUpstream_dOutLocal', J, dLoss_dOutUpstream);
-  return isTensor(J) ? contractDense(J, dLoss_dOutUpstream, false) : J.vjp(dLoss_dOutUpstream, false);
+export function upstreamGradientLossOut(dOut_dIn: Tensor | ContractibleJacobian, dLoss_dOut: Tensor): Tensor {
+  const J = dOut_dIn;
+  checkContraction('upstreamGradientLossOut', 'dOut_dIn', J, dLoss_dOut);
+  return isTensor(J) ? contractDense(J, dLoss_dOut, false) : J.vjp(dLoss_dOut, false);
 }

@@ -161,22 +161,22 @@ export class Sequential implements Differentiable<SequentialSaved> {
    * or parameter tangent is non-null: with only a deep layer's weights seeded, the layers before
    * it are skipped.
    */
-  jvp(saved: SequentialSaved, { dx, dParams, T, rows }: Tangents): Tensor {
-    if (dParams && dParams.length !== this.params.length) {
-      throw new ShapeError(`${this.describe()} jvp: expected ${this.params.length} parameter tangents (or null), received ${dParams.length}`);
+  jvp(saved: SequentialSaved, { xDot, paramDots, T, rows }: Tangents): Tensor {
+    if (paramDots && paramDots.length !== this.params.length) {
+      throw new ShapeError(`${this.describe()} jvp: expected ${this.params.length} parameter tangents (or null), received ${paramDots.length}`);
     }
-    let tangent: Tensor | null = dx;
+    let tangent: Tensor | null = xDot;
     let k = 0;
     // The caller's `rows` hint describes the caller's tangents only: it goes to the first layer
     // that receives them, never to a layer fed by another layer's output tangent.
     let hint = rows;
     this.layers.forEach((layer, i) => {
       const n = layer.params.length;
-      const mine = dParams ? dParams.slice(k, k + n) : null;
+      const mine = paramDots ? paramDots.slice(k, k + n) : null;
       k += n;
       const anyParam = mine !== null && mine.some((t) => t !== null);
       if (tangent === null && !anyParam) return;
-      tangent = layer.jvp(saved.perLayer[i], { dx: tangent, dParams: anyParam ? mine : null, T, rows: hint });
+      tangent = layer.jvp(saved.perLayer[i], { xDot: tangent, paramDots: anyParam ? mine : null, T, rows: hint });
       hint = undefined;
     });
     return tangent ?? zeros([saved.batch, ...this.outputShape, T], saved.dtype);

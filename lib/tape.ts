@@ -369,12 +369,12 @@ export class GradientTape {
         return recording;
       },
       jvp(s: SequentialSaved, t: Tangents): Tensor {
-        let dParams: (Tensor | null)[] | null = null;
-        if (t.dParams) {
-          dParams = new Array<Tensor | null>(nSeg).fill(null);
-          local.forEach((l, n) => (dParams![l] = t.dParams![n]));
+        let paramDots: (Tensor | null)[] | null = null;
+        if (t.paramDots) {
+          paramDots = new Array<Tensor | null>(nSeg).fill(null);
+          local.forEach((l, n) => (paramDots![l] = t.paramDots![n]));
         }
-        return seg.jvp(s, { dx: t.dx, dParams, T: t.T, rows: t.rows });
+        return seg.jvp(s, { xDot: t.xDot, paramDots, T: t.T, rows: t.rows });
       },
       vjp(s: SequentialSaved, dy: Tensor): Cotangents {
         const ct = seg.vjp(s, dy);

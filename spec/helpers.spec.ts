@@ -149,12 +149,12 @@ describe('helpers (the seed\'s add_missing_axes, upstream_gradient_loss_weights,
     it('a Jacobian of lower rank than the upstream gradient', () => {
       expect(() => upstreamGradientLossWeights(tensor([1, 2], [2]), tensor([1, 2, 3, 4], [2, 2]))).to.throw(
         ShapeError,
-        /upstreamGradientLossWeights: expected dOutUpstream_dWeightsLocal of rank >= 2 .*received \[2\] \(rank 1\)/,
+        /upstreamGradientLossWeights: expected dOut_dWeights of rank >= 2 .*received \[2\] \(rank 1\)/,
       );
     });
 
     it('mismatched leading axes, quoting both shapes', () => {
-      expect(() => upstreamGradientLossOut(J, tensor([1, 2, 3], [3, 1]))).to.throw(ShapeError, /mismatched leading axes: expected dOutUpstream_dOutLocal to lead with \[3, 1\].*received \[2, 2, 3\] \(leading \[2, 2\]\)/);
+      expect(() => upstreamGradientLossOut(J, tensor([1, 2, 3], [3, 1]))).to.throw(ShapeError, /mismatched leading axes: expected dOut_dIn to lead with \[3, 1\].*received \[2, 2, 3\] \(leading \[2, 2\]\)/);
       expect(() => upstreamGradientLossWeights(J, tensor([1, 2], [1, 2]))).to.throw(ShapeError, /lead with \[1, 2\]/);
     });
 

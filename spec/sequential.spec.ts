@@ -109,7 +109,7 @@ describe('Sequential', () => {
     for (const l of m.layers) {
       const orig = l.jvp.bind(l);
       (l as Layer).jvp = (s, t) => {
-        calls.push(`${l.name}:${t.dx === null ? 'null' : 'dx'}`);
+        calls.push(`${l.name}:${t.xDot === null ? 'null' : 'xDot'}`);
         return orig(s as never, t);
       };
     }
@@ -117,13 +117,13 @@ describe('Sequential', () => {
     const { saved } = m.forward(x);
     // Only the last Dense's kernel carries tangents: the two first layers must not run (they would allocate zeros).
     const dK = randomNormal([3, 2, 4], new Rng(2));
-    const dy = m.jvp(saved, { dx: null, dParams: [null, null, null, null, dK, null], T: 4 });
-    expect(calls).to.deep.equal(['dense_2:null', 'activation:dx']);
+    const dy = m.jvp(saved, { xDot: null, paramDots: [null, null, null, null, dK, null], T: 4 });
+    expect(calls).to.deep.equal(['dense_2:null', 'activation:xDot']);
     expect(dy.shape).to.deep.equal([2, 2, 4]);
     expect(Array.from(dy.data).some((v) => v !== 0)).to.equal(true);
     // All tangents null: zeros of [B, ...out, T], and no layer visited.
     calls.length = 0;
-    const z = m.jvp(saved, { dx: null, dParams: null, T: 3 });
+    const z = m.jvp(saved, { xDot: null, paramDots: null, T: 3 });
     expect(z.shape).to.deep.equal([2, 2, 3]);
     expect(Array.from(z.data).every((v) => v === 0)).to.equal(true);
     expect(calls).to.deep.equal([]);
@@ -196,7 +196,7 @@ describe('Sequential', () => {
       expect(() => m.forward(tensor([1, 2, 3], [1, 3]))).to.throw(ShapeError, /expected shape \[B, 5\] \(rank 2\), received \[1, 3\]/);
       const { saved } = m.forward(randomNormal([2, 5], new Rng(1)));
       expect(() => m.vjp(saved, tensor([1, 2], [1, 2]))).to.throw(ShapeError, /vjp dy: expected shape \[2, 2\]/);
-      expect(() => m.jvp(saved, { dx: null, dParams: [null], T: 1 })).to.throw(ShapeError, /expected 6 parameter tangents \(or null\), received 1/);
+      expect(() => m.jvp(saved, { xDot: null, paramDots: [null], T: 1 })).to.throw(ShapeError, /expected 6 parameter tangents \(or null\), received 1/);
     });
   });
 });

@@ -67,13 +67,13 @@ export class Activation extends Layer<ActivationSaved> {
   }
 
   /** Dual-number rule: `dy = act'(x) · dx` (softmax: `y ⊙ (dx − ⟨y, dx⟩)` per row). No parameters. */
-  jvp({ y, z }: ActivationSaved, { dx, T }: Tangents): Tensor {
-    const dy = zeros([...y.shape, T], dtypeOf(y));
-    if (!dx) return dy;
-    assertShape(dx, [...y.shape, T], `${this.describe()} jvp dx`);
-    dy.data.set(contiguous(dx).data.subarray(0, dy.size));
-    activationJvp(this.activation, z?.data ?? null, y.data, dy.data, y.size, T, this.rowLength);
-    return dy;
+  jvp({ y, z }: ActivationSaved, { xDot, T }: Tangents): Tensor {
+    const yDot = zeros([...y.shape, T], dtypeOf(y));
+    if (!xDot) return yDot;
+    assertShape(xDot, [...y.shape, T], `${this.describe()} jvp xDot`);
+    yDot.data.set(contiguous(xDot).data.subarray(0, yDot.size));
+    activationJvp(this.activation, z?.data ?? null, y.data, yDot.data, y.size, T, this.rowLength);
+    return yDot;
   }
 
   /** VJP rule: `dx = act'(x)ᵀ dy`. */

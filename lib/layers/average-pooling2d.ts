@@ -72,13 +72,13 @@ export class AveragePooling2D extends Layer<AveragePooling2DSaved> {
   }
 
   /** Dual-number rule: the tangents averaged as the primals are (`dy[o, t]` = the window mean of `dx[·, t]`). No parameters. */
-  jvp({ xShape }: AveragePooling2DSaved, { dx, T }: Tangents): Tensor {
-    const dy = zeros([xShape[0], ...this.outputShape, T], this.dtype);
-    if (!dx) return dy;
-    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    const dxc = contiguous(dx);
-    this.average(dxc.data, dxc.offset, xShape, T, dy.data);
-    return dy;
+  jvp({ xShape }: AveragePooling2DSaved, { xDot, T }: Tangents): Tensor {
+    const yDot = zeros([xShape[0], ...this.outputShape, T], this.dtype);
+    if (!xDot) return yDot;
+    assertShape(xDot, [...xShape, T], `${this.describe()} jvp xDot`);
+    const dxc = contiguous(xDot);
+    this.average(dxc.data, dxc.offset, xShape, T, yDot.data);
+    return yDot;
   }
 
   /** VJP rule: each output's cotangent spread over its window's in-bounds cells, `dy / count` each (the transpose of the average). */

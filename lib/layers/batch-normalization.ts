@@ -241,12 +241,12 @@ export class BatchNormalization extends Layer<BatchNormalizationSaved> {
 
   /**
    * Dual-number rule, per channel, for a block of `T` tangents. Inference:
-   * `dy = gamma·s·(dx − dmean) − ½·gamma·xhat·s²·dvar + xhat·dgamma + dbeta` with `s = 1/sqrt(var + eps)`.
+   * `yDot = gamma·s·(xDot − dmean) − ½·gamma·xhat·s²·dvar + xhat·dgamma + dbeta` with `s = 1/sqrt(var + eps)`.
    * Training (the batch statistics move with the tangent; the moving ones do not enter):
-   * `dy = gamma·s·(dx − mean(dx) − xhat·mean(xhat·dx)) + xhat·dgamma + dbeta`, means over the `N`
+   * `yDot = gamma·s·(xDot − mean(xDot) − xhat·mean(xhat·xDot)) + xhat·dgamma + dbeta`, means over the `N`
    * values of the channel in the batch.
    */
-  jvp(saved: BatchNormalizationSaved, { dx, dParams, T }: Tangents): Tensor {
+  jvp(saved: BatchNormalizationSaved, { xDot, paramDots, T }: Tangents): Tensor {
     const { x, stats, training } = saved;
     const C = this.C;
     const N = x.size / C;
@@ -256,9 +256,9 @@ export class BatchNormalization extends Layer<BatchNormalizationSaved> {
     const od = out.data;
     const tangentOf = (name: string) => {
       const k = this.indexOf(name);
-      const t = k < 0 || !dParams ? null : dParams[k];
+      const t = k < 0 || !paramDots ? null : paramDots[k];
       if (!t) return null;
-      assertShape(t, [C, T], `${this.describe()} jvp d${name}`);
+      assertShape(t, [C, T], `${this.describe()} jvp ${name}Dot`);
       const tc = contiguous(t);
       return { data: tc.data, offset: tc.offset };
     };
@@ -271,13 +271,13 @@ export class BatchNormalization extends Layer<BatchNormalizationSaved> {
     const xhatAt = training ? (i: number) => xd[xo + i] : (i: number, c: number) => (xd[xo + i] - stats[c]) * stats[C + c];
     let dxd: Tensor['data'] | null = null;
     let dxo = 0;
-    if (dx) {
-      assertShape(dx, [...x.shape, T], `${this.describe()} jvp dx`);
-      const dc = contiguous(dx);
+    if (xDot) {
+      assertShape(xDot, [...x.shape, T], `${this.describe()} jvp xDot`);
+      const dc = contiguous(xDot);
       dxd = dc.data;
       dxo = dc.offset;
     }
-    // Training: the per-channel means of dx and xhat·dx that the batch statistics contribute.
+    // Training: the per-channel means of xDot and xhat·xDot that the batch statistics contribute.
     let m1: Float64Array | null = null;
     let m2: Float64Array | null = null;
     if (training && dxd) {

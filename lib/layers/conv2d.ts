@@ -165,34 +165,34 @@ export class Conv2D extends Layer<Conv2DSaved> {
   }
 
   /**
-   * Dual-number rule: `dy = act'(z) · (conv(dx, W) + conv(x, dW) + db)`, for a block of `T`
+   * Dual-number rule: `yDot = act'(z) · (conv(xDot, W) + conv(x, kernelDot) + biasDot)`, for a block of `T`
    * tangents; the tangent axis is innermost, so every multiply-add runs over `T` contiguous values.
    */
-  jvp(saved: Conv2DSaved, { dx, dParams, T }: Tangents): Tensor {
+  jvp(saved: Conv2DSaved, { xDot, paramDots, T }: Tangents): Tensor {
     const { x, y } = saved;
     const g = this.geometry(x.shape);
     const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
     const nOut = B * rows.out * cols.out * Cout;
-    const dz = zeros([B, rows.out, cols.out, Cout, T], dtypeOf(x));
-    const d = dz.data;
-    if (dx) {
-      assertShape(dx, [B, H, W, Cin, T], `${this.describe()} jvp dx`);
-      addTangentTerm('input', g, this.kernelData(Cin), contiguous(dx).data, T, d);
+    const zDot = zeros([B, rows.out, cols.out, Cout, T], dtypeOf(x));
+    const d = zDot.data;
+    if (xDot) {
+      assertShape(xDot, [B, H, W, Cin, T], `${this.describe()} jvp xDot`);
+      addTangentTerm('input', g, this.kernelData(Cin), contiguous(xDot).data, T, d);
     }
-    const dW = dParams?.[0];
-    if (dW) {
-      assertShape(dW, [kh, kw, Cin, Cout, T], `${this.describe()} jvp dKernel`);
-      addTangentTerm('kernel', g, x.data, contiguous(dW).data, T, d);
+    const kernelDot = paramDots?.[0];
+    if (kernelDot) {
+      assertShape(kernelDot, [kh, kw, Cin, Cout, T], `${this.describe()} jvp kernelDot`);
+      addTangentTerm('kernel', g, x.data, contiguous(kernelDot).data, T, d);
     }
-    const db = this.useBias ? dParams?.[1] : null;
-    if (db) {
-      assertShape(db, [Cout, T], `${this.describe()} jvp dBias`);
-      const dbd = contiguous(db).data;
+    const biasDot = this.useBias ? paramDots?.[1] : null;
+    if (biasDot) {
+      assertShape(biasDot, [Cout, T], `${this.describe()} jvp biasDot`);
+      const biasDotData = contiguous(biasDot).data;
       const row = Cout * T;
-      for (let p = 0; p < nOut * T; p += row) for (let k = 0; k < row; k++) d[p + k] += dbd[k];
+      for (let p = 0; p < nOut * T; p += row) for (let k = 0; k < row; k++) d[p + k] += biasDotData[k];
     }
     activationJvp(this.activation, saved.z?.data ?? null, y.data, d, nOut, T, Cout);
-    return dz;
+    return zDot;
   }
 
   /**

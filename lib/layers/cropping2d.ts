@@ -68,12 +68,12 @@ export class Cropping2D extends Layer<Cropping2DSaved> {
   }
 
   /** Dual-number rule: the tangents cropped as the primals are. No parameters. */
-  jvp({ xShape }: Cropping2DSaved, { dx, T }: Tangents): Tensor {
-    const dy = zeros([xShape[0], ...this.outputShape, T], this.dtype);
-    if (!dx) return dy;
-    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    this.place(contiguous(dx).data, dy.data, xShape, T, 'crop');
-    return dy;
+  jvp({ xShape }: Cropping2DSaved, { xDot, T }: Tangents): Tensor {
+    const yDot = zeros([xShape[0], ...this.outputShape, T], this.dtype);
+    if (!xDot) return yDot;
+    assertShape(xDot, [...xShape, T], `${this.describe()} jvp xDot`);
+    this.place(contiguous(xDot).data, yDot.data, xShape, T, 'crop');
+    return yDot;
   }
 
   /** VJP rule: the cotangent put back at the kept cells, zero on the cut ones. */

@@ -107,16 +107,16 @@ export class Dense extends Layer<DenseSaved> {
   }
 
   /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents, row by row as forward. */
-  jvp(saved: DenseSaved, { dx, dParams, T, rows }: Tangents): Tensor {
+  jvp(saved: DenseSaved, { xDot, paramDots, T, rows }: Tangents): Tensor {
     const { x, y } = saved;
     const { B, nIn, lead } = rowsOf(x);
     const nOut = this.units;
-    const dz = zeros([...x.shape.slice(0, -1), nOut, T], dtypeOf(x));
-    const d = dz.data;
-    if (dx) {
-      assertShape(dx, [...x.shape, T], `${this.describe()} jvp dx`);
+    const zDot = zeros([...x.shape.slice(0, -1), nOut, T], dtypeOf(x));
+    const d = zDot.data;
+    if (xDot) {
+      assertShape(xDot, [...x.shape, T], `${this.describe()} jvp xDot`);
       const W = contiguous(this.params[0].value).data;
-      const dxd = contiguous(dx).data;
+      const dxd = contiguous(xDot).data;
       // The hint is per sample, over its flat `[...lead, in]`: only entries [r0, r1) of each sample contribute.
       const perSample = lead * nIn;
       const r0 = rows ? Math.max(0, rows.lo) : 0;
@@ -136,10 +136,10 @@ export class Dense extends Layer<DenseSaved> {
         }
       }
     }
-    const dW = dParams?.[0];
-    if (dW) {
-      assertShape(dW, [nIn, nOut, T], `${this.describe()} jvp dKernel`);
-      const dWd = contiguous(dW).data;
+    const kernelDot = paramDots?.[0];
+    if (kernelDot) {
+      assertShape(kernelDot, [nIn, nOut, T], `${this.describe()} jvp kernelDot`);
+      const dWd = contiguous(kernelDot).data;
       const xd = x.data;
       // Flat kernel rows r = i·out + o outside the hint are zero; a Jacobian block then costs B·T·T, not B·in·out·T.
       const r0 = rows ? Math.max(0, rows.lo) : 0;
@@ -155,13 +155,13 @@ export class Dense extends Layer<DenseSaved> {
         }
       }
     }
-    const db = this.useBias ? dParams?.[1] : null;
-    if (db) {
-      const dbd = contiguous(db).data;
-      for (let b = 0; b < B; b++) for (let k = 0; k < nOut * T; k++) d[b * nOut * T + k] += dbd[k];
+    const biasDot = this.useBias ? paramDots?.[1] : null;
+    if (biasDot) {
+      const biasDotData = contiguous(biasDot).data;
+      for (let b = 0; b < B; b++) for (let k = 0; k < nOut * T; k++) d[b * nOut * T + k] += biasDotData[k];
     }
     activationJvp(this.activation, saved.z?.data ?? null, y.data, d, B * nOut, T, nOut);
-    return dz;
+    return zDot;
   }
 
   /** VJP rule: `dz = act'ᵀ dy`, then `dx = dz Wᵀ`, `dW = xᵀ dz`, `db = Σ dz`, the sums over every row (batch and leading axes). */

@@ -115,19 +115,19 @@ export class Dropout extends Layer<DropoutSaved> {
   }
 
   /** Dual-number rule: `dy = m ⊙ dx` for each of the `T` tangents (`dy = dx` in inference). No parameters. */
-  jvp({ mask, inputShape }: DropoutSaved, { dx, T }: Tangents): Tensor {
-    if (!dx) return zeros([...inputShape, T], this.dtype);
-    assertShape(dx, [...inputShape, T], `${this.describe()} jvp dx`);
-    if (!mask) return dx;
-    const dxc = contiguous(dx);
-    const dy = zeros(dx.shape, dtypeOf(dx));
+  jvp({ mask, inputShape }: DropoutSaved, { xDot, T }: Tangents): Tensor {
+    if (!xDot) return zeros([...inputShape, T], this.dtype);
+    assertShape(xDot, [...inputShape, T], `${this.describe()} jvp xDot`);
+    if (!mask) return xDot;
+    const dxc = contiguous(xDot);
+    const yDot = zeros(xDot.shape, dtypeOf(xDot));
     for (let i = 0; i < mask.size; i++) {
       const m = mask.data[i];
       if (m === 0) continue;
       const o = i * T;
-      for (let t = 0; t < T; t++) dy.data[o + t] = m * dxc.data[dxc.offset + o + t];
+      for (let t = 0; t < T; t++) yDot.data[o + t] = m * dxc.data[dxc.offset + o + t];
     }
-    return dy;
+    return yDot;
   }
 
   /** VJP rule: `dx = m ⊙ dy` (`diag(m)` is symmetric); `dx = dy` in inference. */

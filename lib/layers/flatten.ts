@@ -56,12 +56,12 @@ export class Flatten extends Layer<FlattenSaved> {
   }
 
   /** Dual-number rule: the tangent block `[B, ...in, T]` reshaped to `[B, n, T]`, a view. No parameters. */
-  jvp({ inputShape }: FlattenSaved, { dx, T }: Tangents): Tensor {
+  jvp({ inputShape }: FlattenSaved, { xDot, T }: Tangents): Tensor {
     const B = inputShape[0];
     const n = this.outputShape[0];
-    if (!dx) return zeros([B, n, T], this.dtype);
-    assertShape(dx, [...inputShape, T], `${this.describe()} jvp dx`);
-    return reshape(dx, [B, n, T]);
+    if (!xDot) return zeros([B, n, T], this.dtype);
+    assertShape(xDot, [...inputShape, T], `${this.describe()} jvp xDot`);
+    return reshape(xDot, [B, n, T]);
   }
 
   /** VJP rule: the cotangent `[B, n]` reshaped back to `[B, ...in]`, a view (the Jacobian is orthogonal). */

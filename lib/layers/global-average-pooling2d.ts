@@ -61,12 +61,12 @@ export class GlobalAveragePooling2D extends Layer<GlobalAveragePooling2DSaved> {
   }
 
   /** Dual-number rule: the tangents averaged as the primals are (`dy[b, c, t]` = the mean of `dx[b, ·, ·, c, t]`). No parameters. */
-  jvp({ xShape }: GlobalAveragePooling2DSaved, { dx, T }: Tangents): Tensor {
-    const dy = zeros([xShape[0], ...this.outputShape, T], this.dtype);
-    if (!dx) return dy;
-    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    meanOverImage(contiguous(dx).data, xShape, T, dy.data);
-    return dy;
+  jvp({ xShape }: GlobalAveragePooling2DSaved, { xDot, T }: Tangents): Tensor {
+    const yDot = zeros([xShape[0], ...this.outputShape, T], this.dtype);
+    if (!xDot) return yDot;
+    assertShape(xDot, [...xShape, T], `${this.describe()} jvp xDot`);
+    meanOverImage(contiguous(xDot).data, xShape, T, yDot.data);
+    return yDot;
   }
 
   /** VJP rule: `dx[b, h, w, c] = dy[b, c] / (H·W)`, the transpose of the mean. */

@@ -90,13 +90,13 @@ export class GlobalMaxPooling2D extends Layer<GlobalMaxPooling2DSaved> {
   }
 
   /** Dual-number rule: each output's `T` tangents are its winner's (`dy[o, t] = dx[argmax[o], t]`). No parameters. */
-  jvp(saved: GlobalMaxPooling2DSaved, { dx, T }: Tangents): Tensor {
+  jvp(saved: GlobalMaxPooling2DSaved, { xDot, T }: Tangents): Tensor {
     const { argmax, xShape } = saved;
-    const dy = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
-    if (!dx) return dy;
-    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    selectTangents(argmax, dx, T, dy);
-    return dy;
+    const yDot = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
+    if (!xDot) return yDot;
+    assertShape(xDot, [...xShape, T], `${this.describe()} jvp xDot`);
+    selectTangents(argmax, xDot, T, yDot);
+    return yDot;
   }
 
   /** VJP rule: each output's cotangent goes to its winner (`dx[argmax[o]] = dy[o]`), zero elsewhere. */

@@ -5,12 +5,15 @@
  * Glossary, said once:
  * - **primal**: the values of the ordinary forward pass, `x` `[B, ...in]` → `y` `[B, ...out]`.
  * - **residuals** (`saved`): what `forward` keeps for the derivative rules; each layer says which.
- * - **tangent**: a direction pushed forward by `jvp` (forward mode, dual numbers). A block of `T`
- *   tangents rides along a primal as a trailing axis: the input tangent `dx` is `[B, ...in, T]`, a
- *   parameter tangent `[...param, T]`, and `jvp` returns the output tangent `[B, ...out, T]`.
- *   Every scalar thus carries a vector of `T` derivative parts: a vectorized dual number.
- * - **cotangent**: a gradient pulled back by `vjp` (reverse mode): `dy` `[B, ...out]` (dLoss/dy)
- *   in, `dx` `[B, ...in]` and one `[...param]` per parameter (summed over the batch) out.
+ * - **tangent** (a dot, `ẋ`, in names: `xDot`, `paramDots`, `yDot`): a direction pushed forward by
+ *   `jvp` (forward mode, dual numbers). A block of `T` tangents rides along a primal as a trailing
+ *   axis: the input tangent `xDot` is `[B, ...in, T]`, a parameter tangent `[...param, T]`, and
+ *   `jvp` returns the output tangent `yDot` `[B, ...out, T]`. Every scalar thus carries a vector of
+ *   `T` derivative parts: a vectorized dual number.
+ * - **cotangent** (a `d`, read "dLoss/d", in names: `dy`, `dx`, `dParams`): a gradient pulled back
+ *   by `vjp` (reverse mode): `dy` `[B, ...out]` (dLoss/dy) in, `dx` `[B, ...in]` and one
+ *   `[...param]` per parameter (summed over the batch) out. At a stage boundary the cotangent is
+ *   called `dLoss_dOut` (the seed's `dLoss_dOutUpstream`): what the stage after sends back.
  * - **Jacobian layout**: `[...out, ...in]`, row-major; a batch Jacobian leads with the batch axis
  *   once, `[B, ...out, ...in]` (see `lib/jacobian.ts`).
  *
@@ -81,15 +84,15 @@ export interface Forward<S> {
 
 /** A block of tangents pushed into `jvp`; `null` means a zero tangent (skipped, not allocated). */
 export interface Tangents {
-  /** Tangent of the input, `[B, ...in, T]`, or null. */
-  dx: Tensor | null;
-  /** Tangent of each parameter, `[...param, T]` each, or null for all-zero. */
-  dParams: (Tensor | null)[] | null;
+  /** Tangent of the input, `ẋ`, `[B, ...in, T]`, or null. */
+  xDot: Tensor | null;
+  /** Tangent of each parameter, `θ̇`, `[...param, T]` each (in `params` order), or null for all-zero. */
+  paramDots: (Tensor | null)[] | null;
   /** How many tangents ride in this block. */
   T: number;
   /**
    * Optional promise from the caller: every non-null tangent of this block is zero outside rows
-   * `[lo, hi)` of its flattened index (per sample for `dx`). The Jacobian builders seed basis
+   * `[lo, hi)` of its flattened index (per sample for `xDot`). The Jacobian builders seed basis
    * columns `c0..c0+T` and say so here, so that a layer may skip the zero rows; a layer that
    * ignores it is still right.
    */

@@ -122,13 +122,13 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   }
 
   /** Dual-number rule: each output's `T` tangents are its winner's (`dy[o, t] = dx[argmax[o], t]`). No parameters. */
-  jvp(saved: MaxPooling2DSaved, { dx, T }: Tangents): Tensor {
+  jvp(saved: MaxPooling2DSaved, { xDot, T }: Tangents): Tensor {
     const { argmax, xShape } = saved;
-    const dy = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
-    if (!dx) return dy;
-    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    selectTangents(argmax, dx, T, dy);
-    return dy;
+    const yDot = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
+    if (!xDot) return yDot;
+    assertShape(xDot, [...xShape, T], `${this.describe()} jvp xDot`);
+    selectTangents(argmax, xDot, T, yDot);
+    return yDot;
   }
 
   /** VJP rule: each output's cotangent is added to its winner (`dx[argmax[o]] += dy[o]`); overlapping windows may share a winner. */

@@ -71,12 +71,12 @@ export abstract class PiecewiseLinearUnit extends Layer<ReLUSaved> {
   }
 
   /** Dual-number rule: `dy[i, t] = f'(x[i]) · dx[i, t]`. No parameters. */
-  jvp({ x }: ReLUSaved, { dx, T }: Tangents): Tensor {
-    const dy = zeros([...x.shape, T], dtypeOf(x));
-    if (!dx) return dy;
-    assertShape(dx, [...x.shape, T], `${this.describe()} jvp dx`);
-    const src = contiguous(dx).data;
-    const d = dy.data;
+  jvp({ x }: ReLUSaved, { xDot, T }: Tangents): Tensor {
+    const yDot = zeros([...x.shape, T], dtypeOf(x));
+    if (!xDot) return yDot;
+    assertShape(xDot, [...x.shape, T], `${this.describe()} jvp xDot`);
+    const src = contiguous(xDot).data;
+    const d = yDot.data;
     const xd = x.data;
     for (let i = 0; i < xd.length; i++) {
       const s = this.slope(xd[i]);
@@ -84,7 +84,7 @@ export abstract class PiecewiseLinearUnit extends Layer<ReLUSaved> {
       const o = i * T;
       for (let k = 0; k < T; k++) d[o + k] = s * src[o + k];
     }
-    return dy;
+    return yDot;
   }
 
   /** VJP rule: `dx[i] = f'(x[i]) · dy[i]` (the Jacobian is diagonal, its own transpose). */

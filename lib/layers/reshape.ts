@@ -67,11 +67,11 @@ export class Reshape extends Layer<ReshapeSaved> {
   }
 
   /** Dual-number rule: the tangent block `[B, ...in, T]` reshaped to `[B, ...target, T]`, a view. No parameters. */
-  jvp({ inputShape }: ReshapeSaved, { dx, T }: Tangents): Tensor {
+  jvp({ inputShape }: ReshapeSaved, { xDot, T }: Tangents): Tensor {
     const out = [inputShape[0], ...this.outputShape, T];
-    if (!dx) return zeros(out, this.dtype);
-    assertShape(dx, [...inputShape, T], `${this.describe()} jvp dx`);
-    return reshape(dx, out);
+    if (!xDot) return zeros(out, this.dtype);
+    assertShape(xDot, [...inputShape, T], `${this.describe()} jvp xDot`);
+    return reshape(xDot, out);
   }
 
   /** VJP rule: the cotangent `[B, ...target]` reshaped back to `[B, ...in]`, a view (the Jacobian is the identity). */

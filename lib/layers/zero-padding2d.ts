@@ -66,12 +66,12 @@ export class ZeroPadding2D extends Layer<ZeroPadding2DSaved> {
   }
 
   /** Dual-number rule: the tangents padded as the primals are, with zeros (the frame is constant). No parameters. */
-  jvp({ xShape }: ZeroPadding2DSaved, { dx, T }: Tangents): Tensor {
-    const dy = zeros([xShape[0], ...this.outputShape, T], this.dtype);
-    if (!dx) return dy;
-    assertShape(dx, [...xShape, T], `${this.describe()} jvp dx`);
-    this.place(contiguous(dx).data, dy.data, xShape, T, 'pad');
-    return dy;
+  jvp({ xShape }: ZeroPadding2DSaved, { xDot, T }: Tangents): Tensor {
+    const yDot = zeros([xShape[0], ...this.outputShape, T], this.dtype);
+    if (!xDot) return yDot;
+    assertShape(xDot, [...xShape, T], `${this.describe()} jvp xDot`);
+    this.place(contiguous(xDot).data, yDot.data, xShape, T, 'pad');
+    return yDot;
   }
 
   /** VJP rule: the cotangent cropped back to the input's cells (the frame's cotangent has nowhere to go). */

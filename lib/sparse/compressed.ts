@@ -211,11 +211,11 @@ export function compressedForward<S>(f: Differentiable<S>, x: Tensor, opts: Comp
         else seed.data[j * Tc + (c - c0)] = 1;
       }
     }
-    const dParams: (Tensor | null)[] | null = wrt === 'input' ? null : f.params.map((_, k) => (k === wrt ? seed : null));
-    const dy = contiguous(f.jvp(fwd.saved, { dx: wrt === 'input' ? seed : null, dParams, T: Tc }));
-    assertShape(dy, [B, ...f.outputShape, Tc], 'compressedForward jvp output');
-    const d = dy.data;
-    const off = dy.offset;
+    const paramDots: (Tensor | null)[] | null = wrt === 'input' ? null : f.params.map((_, k) => (k === wrt ? seed : null));
+    const yDot = contiguous(f.jvp(fwd.saved, { xDot: wrt === 'input' ? seed : null, paramDots, T: Tc }));
+    assertShape(yDot, [B, ...f.outputShape, Tc], 'compressedForward jvp output');
+    const d = yDot.data;
+    const off = yDot.offset;
     if (comp) {
       copyBlock(d, off, Tc, comp, C, c0, Tc, B * nOut);
     } else {

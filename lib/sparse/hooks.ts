@@ -55,8 +55,8 @@ export function localJacobianOf(pass: LayerPass, wrt: Wrt): LocalJacobian[] {
   if (wrt === 'input' && inputStructureOf(l).maps.every((m) => m.kind === 'identity') && sizeOf(l.inputShape) === sizeOf(l.outputShape)) {
     const seed = zeros([...pass.x.shape, 1], dtypeOf(pass.x));
     seed.data.fill(1);
-    const dy = contiguous(l.jvp(pass.saved, { dx: seed, dParams: null, T: 1 }));
-    return [diagonalLocal(dy.data.subarray(dy.offset, dy.offset + dy.size), sizeOf(l.outputShape))];
+    const yDot = contiguous(l.jvp(pass.saved, { xDot: seed, paramDots: null, T: 1 }));
+    return [diagonalLocal(yDot.data.subarray(yDot.offset, yDot.offset + yDot.size), sizeOf(l.outputShape))];
   }
   const kron = layerKron(l, wrt);
   const J = compressedForward(l, pass.x, { wrt, forward: { y: pass.y, saved: pass.saved }, pattern: kron.expand(), colouring: kronColumnColouring(kron) });

@@ -37,14 +37,14 @@ class VjpKernelOff extends Dense {
 /** JVP forgets the bias tangent; the VJP is right. */
 class JvpMissesBias extends Dense {
   override jvp(saved: DenseSaved, t: Tangents): Tensor {
-    return super.jvp(saved, { ...t, dParams: t.dParams ? [t.dParams[0], null] : null });
+    return super.jvp(saved, { ...t, paramDots: t.paramDots ? [t.paramDots[0], null] : null });
   }
 }
 
 /** JVP and VJP wrong in the same way: transposes of each other, so only finite differences see it. */
 class ConsistentlyWrong extends Dense {
   override jvp(saved: DenseSaved, t: Tangents): Tensor {
-    return super.jvp(saved, { ...t, dx: t.dx ? scaled(t.dx, OFF) : null });
+    return super.jvp(saved, { ...t, xDot: t.xDot ? scaled(t.xDot, OFF) : null });
   }
   override vjp(saved: DenseSaved, dy: Tensor): Cotangents {
     const ct = super.vjp(saved, dy);
@@ -59,7 +59,7 @@ class BlockSwap extends Dense {
   }
   override jvp(saved: DenseSaved, t: Tangents): Tensor {
     const out = contiguous(super.jvp(saved, t));
-    const hit = this.which === 'input' ? t.dx !== null : t.dx === null;
+    const hit = this.which === 'input' ? t.xDot !== null : t.xDot === null;
     if (t.T > 1 && hit) {
       for (let r = 0; r < out.size / t.T; r++) {
         const a = out.data[r * t.T];
@@ -87,11 +87,11 @@ class Square implements Differentiable<{ x: Tensor }> {
     for (let i = 0; i < y.size; i++) y.data[i] **= 2;
     return { y, saved: { x: copy(x) } };
   }
-  jvp({ x }: { x: Tensor }, { dx, T }: Tangents): Tensor {
+  jvp({ x }: { x: Tensor }, { xDot, T }: Tangents): Tensor {
     const out = zeros([...x.shape, T]);
-    if (!dx) return out;
-    assertShape(dx, [...x.shape, T], 'Square jvp dx');
-    const d = contiguous(dx).data;
+    if (!xDot) return out;
+    assertShape(xDot, [...x.shape, T], 'Square jvp xDot');
+    const d = contiguous(xDot).data;
     for (let i = 0; i < x.size; i++) for (let t = 0; t < T; t++) out.data[i * T + t] = this.k * x.data[i] * d[i * T + t];
     return out;
   }

@@ -319,8 +319,8 @@ describe('Conv2D', () => {
       const layer = new Conv2D({ filters: 2, kernel_size: 3 }).build([6, 6, 1]);
       const { saved } = layer.forward(zeros([2, 6, 6, 1]));
       expect(() => layer.vjp(saved, zeros([2, 4, 4, 3]))).to.throw(/vjp dy: expected shape \[2, 4, 4, 2\] \(rank 4\), received \[2, 4, 4, 3\]/);
-      expect(() => layer.jvp(saved, { dx: zeros([2, 6, 6, 1]), dParams: null, T: 1 })).to.throw(/jvp dx: expected shape \[2, 6, 6, 1, 1\] \(rank 5\), received \[2, 6, 6, 1\]/);
-      expect(() => layer.jvp(saved, { dx: null, dParams: [zeros([3, 3, 1, 2, 2]), null], T: 1 })).to.throw(/jvp dKernel: expected shape \[3, 3, 1, 2, 1\]/);
+      expect(() => layer.jvp(saved, { xDot: zeros([2, 6, 6, 1]), paramDots: null, T: 1 })).to.throw(/jvp xDot: expected shape \[2, 6, 6, 1, 1\] \(rank 5\), received \[2, 6, 6, 1\]/);
+      expect(() => layer.jvp(saved, { xDot: null, paramDots: [zeros([3, 3, 1, 2, 2]), null], T: 1 })).to.throw(/jvp kernelDot: expected shape \[3, 3, 1, 2, 1\]/);
     });
   });
 });

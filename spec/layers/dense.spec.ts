@@ -144,8 +144,8 @@ describe('Dense', () => {
     expect(() => rank3.forward(zeros([2, 3, 4]))).to.throw(/expected shape \[B, 4, 3\] \(rank 3\), received \[2, 3, 4\]/);
     const { saved } = rank3.forward(zeros([2, 4, 3]));
     expect(() => rank3.vjp(saved, zeros([2, 4, 3]))).to.throw(/vjp dy: expected shape \[2, 4, 2\] \(rank 3\), received \[2, 4, 3\]/);
-    expect(() => rank3.jvp(saved, { dx: zeros([2, 4, 3]), dParams: null, T: 1 })).to.throw(/jvp dx: expected shape \[2, 4, 3, 1\] \(rank 4\), received \[2, 4, 3\]/);
-    expect(() => rank3.jvp(saved, { dx: null, dParams: [zeros([3, 2]), null], T: 1 })).to.throw(/jvp dKernel: expected shape \[3, 2, 1\] \(rank 3\), received \[3, 2\]/);
+    expect(() => rank3.jvp(saved, { xDot: zeros([2, 4, 3]), paramDots: null, T: 1 })).to.throw(/jvp xDot: expected shape \[2, 4, 3, 1\] \(rank 4\), received \[2, 4, 3\]/);
+    expect(() => rank3.jvp(saved, { xDot: null, paramDots: [zeros([3, 2]), null], T: 1 })).to.throw(/jvp kernelDot: expected shape \[3, 2, 1\] \(rank 3\), received \[3, 2\]/);
   });
 });
 

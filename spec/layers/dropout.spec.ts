@@ -84,7 +84,7 @@ describe('Dropout', () => {
     const mask = saved.mask!;
     const T = 3;
     const dx = randomNormal([4, 6, T], new Rng(4));
-    const dy = layer.jvp(saved, { dx, dParams: null, T });
+    const dy = layer.jvp(saved, { xDot: dx, paramDots: null, T });
     const ct = randomNormal([4, 6], new Rng(5));
     const back = layer.vjp(saved, ct);
     expect(rng.draws, 'jvp and vjp must not draw').to.equal(24);
@@ -153,6 +153,6 @@ describe('Dropout', () => {
     expect(() => layer.forward(zeros([2, 5]))).to.throw(/Dropout input: expected shape \[B, 4\] \(rank 2\), received \[2, 5\]/);
     const { saved } = layer.forward(zeros([2, 4]), { training: true });
     expect(() => layer.vjp(saved, zeros([2, 3]))).to.throw(/vjp dy: expected shape \[2, 4\] \(rank 2\), received \[2, 3\]/);
-    expect(() => layer.jvp(saved, { dx: zeros([2, 4]), dParams: null, T: 2 })).to.throw(/jvp dx: expected shape \[2, 4, 2\]/);
+    expect(() => layer.jvp(saved, { xDot: zeros([2, 4]), paramDots: null, T: 2 })).to.throw(/jvp xDot: expected shape \[2, 4, 2\]/);
   });
 });

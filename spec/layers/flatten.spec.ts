@@ -31,7 +31,7 @@ describe('Flatten', () => {
     expect(y.data).to.equal(x.data);
     expect(saved).to.deep.equal({ inputShape: [2, 2, 2, 3] });
     const dx = randomNormal([2, 2, 2, 3, 4], new Rng(3));
-    const dy = layer.jvp(saved, { dx, dParams: null, T: 4 });
+    const dy = layer.jvp(saved, { xDot: dx, paramDots: null, T: 4 });
     expect(dy.shape).to.deep.equal([2, 12, 4]);
     expect(dy.data).to.equal(dx.data);
     const ct = randomNormal([2, 12], new Rng(4));
@@ -40,7 +40,7 @@ describe('Flatten', () => {
     expect(back.dx.data).to.equal(ct.data);
     expect(back.dParams).to.deep.equal([]);
     // A zero tangent (null) comes back as explicit zeros of the output block shape.
-    expect(layer.jvp(saved, { dx: null, dParams: null, T: 3 })).to.be.allclose(zeros([2, 12, 3]));
+    expect(layer.jvp(saved, { xDot: null, paramDots: null, T: 3 })).to.be.allclose(zeros([2, 12, 3]));
   });
 
   it('exact case: the batch Jacobian is the identity in every sample', () => {
@@ -57,7 +57,7 @@ describe('Flatten', () => {
     const layer = new Flatten().build([2, 2], { dtype: 'float32' });
     const { y } = layer.forward(tensor([1, 2, 3, 4], [1, 2, 2], 'float32'));
     expect(y.data).to.be.instanceOf(Float32Array);
-    expect(layer.jvp({ inputShape: [1, 2, 2] }, { dx: null, dParams: null, T: 2 }).data).to.be.instanceOf(Float32Array);
+    expect(layer.jvp({ inputShape: [1, 2, 2] }, { xDot: null, paramDots: null, T: 2 }).data).to.be.instanceOf(Float32Array);
   });
 
   it('rejects bad configs and inputs, quoting what it received', () => {
@@ -68,6 +68,6 @@ describe('Flatten', () => {
     expect(() => layer.forward(tensor([1, 2, 3, 4, 5, 6], [1, 3, 2]))).to.throw(/expected shape \[B, 2, 3\] \(rank 3\), received \[1, 3, 2\]/);
     const { saved } = layer.forward(zeros([2, 2, 3]));
     expect(() => layer.vjp(saved, zeros([2, 5]))).to.throw(/vjp dy: expected shape \[2, 6\] \(rank 2\), received \[2, 5\]/);
-    expect(() => layer.jvp(saved, { dx: zeros([2, 2, 3]), dParams: null, T: 1 })).to.throw(/jvp dx: expected shape \[2, 2, 3, 1\]/);
+    expect(() => layer.jvp(saved, { xDot: zeros([2, 2, 3]), paramDots: null, T: 1 })).to.throw(/jvp xDot: expected shape \[2, 2, 3, 1\]/);
   });
 });

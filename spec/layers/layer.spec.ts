@@ -46,13 +46,13 @@ class Square extends Layer<SquareSaved> {
     for (let i = 0; i < y.size; i++) y.data[i] = xc.data[xc.offset + i] ** 2;
     return { y, saved: { x: xc } };
   }
-  jvp({ x }: SquareSaved, { dx, T }: Tangents): Tensor {
-    const dy = zeros([...x.shape, T], dtypeOf(x));
-    if (!dx) return dy;
-    assertShape(dx, [...x.shape, T], 'Square jvp dx');
-    const d = contiguous(dx);
-    for (let i = 0; i < x.size; i++) for (let t = 0; t < T; t++) dy.data[i * T + t] = 2 * x.data[x.offset + i] * d.data[d.offset + i * T + t];
-    return dy;
+  jvp({ x }: SquareSaved, { xDot, T }: Tangents): Tensor {
+    const yDot = zeros([...x.shape, T], dtypeOf(x));
+    if (!xDot) return yDot;
+    assertShape(xDot, [...x.shape, T], 'Square jvp xDot');
+    const d = contiguous(xDot);
+    for (let i = 0; i < x.size; i++) for (let t = 0; t < T; t++) yDot.data[i * T + t] = 2 * x.data[x.offset + i] * d.data[d.offset + i * T + t];
+    return yDot;
   }
   vjp({ x }: SquareSaved, dy: Tensor): Cotangents {
     const g = contiguous(dy);

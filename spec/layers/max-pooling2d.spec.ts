@@ -113,7 +113,7 @@ describe('MaxPooling2D', () => {
     const dx32 = l32.vjp(f32.saved, asType(dy, 'float32')).dx;
     expect(dx32.data).to.be.instanceOf(Float32Array);
     expect(dx32).to.be.allclose(l64.vjp(f64.saved, dy).dx, { rtol: 1e-6, atol: 1e-7 });
-    expect(l32.jvp(f32.saved, { dx: zeros([2, 7, 5, 3, 2], 'float32'), dParams: null, T: 2 }).data).to.be.instanceOf(Float32Array);
+    expect(l32.jvp(f32.saved, { xDot: zeros([2, 7, 5, 3, 2], 'float32'), paramDots: null, T: 2 }).data).to.be.instanceOf(Float32Array);
   });
 
   describe('bad input, quoting expected and received', () => {
@@ -138,7 +138,7 @@ describe('MaxPooling2D', () => {
       const layer = new MaxPooling2D().build([6, 6, 1]);
       const { saved } = layer.forward(zeros([2, 6, 6, 1]));
       expect(() => layer.vjp(saved, zeros([2, 3, 3, 2]))).to.throw(/vjp dy: expected shape \[2, 3, 3, 1\] \(rank 4\), received \[2, 3, 3, 2\]/);
-      expect(() => layer.jvp(saved, { dx: zeros([2, 6, 6, 1, 3]), dParams: null, T: 2 })).to.throw(/jvp dx: expected shape \[2, 6, 6, 1, 2\] \(rank 5\), received \[2, 6, 6, 1, 3\]/);
+      expect(() => layer.jvp(saved, { xDot: zeros([2, 6, 6, 1, 3]), paramDots: null, T: 2 })).to.throw(/jvp xDot: expected shape \[2, 6, 6, 1, 2\] \(rank 5\), received \[2, 6, 6, 1, 3\]/);
     });
   });
 });

@@ -60,7 +60,7 @@ describe('Reshape', () => {
     expect(y.shape).to.deep.equal([2, 3, 2]);
     expect(y.data).to.equal(x.data);
     const dx = randomNormal([2, 2, 3, 5], new Rng(83));
-    const dy = layer.jvp(saved, { dx, dParams: null, T: 5 });
+    const dy = layer.jvp(saved, { xDot: dx, paramDots: null, T: 5 });
     expect(dy.shape).to.deep.equal([2, 3, 2, 5]);
     expect(dy.data).to.equal(dx.data);
     const ct = randomNormal([2, 3, 2], new Rng(84));
