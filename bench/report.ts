@@ -7,6 +7,7 @@ import type { JacobianAccount } from '../lib/memory-report.js';
 import { fmtBytes } from '../lib/memory.js';
 import { type BenchCase, OP_LABELS, type OpName } from './cases.js';
 import type { OpResult } from './child.js';
+import type { Issue14Results, Series } from './issue14.js';
 import type { MeasuredPoint, SweepPoint } from './plot.js';
 
 /** One case's results: its analytic account (from shapes) and its measured ops. */
@@ -58,10 +59,12 @@ export interface Results {
   sweep: SweepPoint[];
   measured: MeasuredPoint[];
   targets: Target[];
+  /** Issue #14's measurements (ours beside PyTorch), when this run made them. */
+  issue14?: Issue14Results;
+  /** Issue #14's targets, from `issue14` and the forward-mode block ratios. */
+  issue14Targets?: Target[];
 }
 
-/** PyTorch on one core, float64, the same training step: the issue's quoted figure (not measured here). */
-export const PYTORCH_STEP_MS = 153;
 /** Below this, a Jacobian's bytes drown in the RSS noise of a Node process: its peak is shown, not checked. */
 export const PEAK_CHECK_MIN_BYTES = 64 * 1024 ** 2;
 
@@ -159,18 +162,6 @@ export function checkTargets(results: Results): Target[] {
   const targets: Target[] = [];
   const step = speedup(results, 'VJP training step, cats-vs-dogs CNN 64×64×3, batch 8: ours (float64) vs tfjs-core CPU (float32)', 'cnn64-model-b8', 'vjpChain', 'tfVjp', 30);
   targets.push(step);
-  const ours = op(results, 'cnn64-model-b8', 'vjpChain');
-  targets.push(
-    ours
-      ? {
-          name: `VJP training step, same case, against PyTorch on one core in float64 (${PYTORCH_STEP_MS} ms, quoted by the issue, not run here)`,
-          goal: '≤ 2× its time',
-          measured: `ours ${ms(ours.time!.meanMs)}: ${x(ours.time!.meanMs / PYTORCH_STEP_MS)} PyTorch's time`,
-          value: ours.time!.meanMs / PYTORCH_STEP_MS,
-          status: ours.time!.meanMs / PYTORCH_STEP_MS <= 2 ? 'met' : 'missed',
-        }
-      : { name: 'VJP training step against PyTorch (153 ms)', goal: '≤ 2× its time', measured: 'not measured (case cnn64-model-b8 not in this run)', value: null, status: 'n/a' },
-  );
   targets.push(speedup(results, "Batch Jacobian w.r.t. input, seed's first stage (Conv2D 6·2×2 on 3×10×10×1): ours vs tfjs row-by-row VJPs", 'seed-stage0-b3', 'jacobianWrtInput', 'tfJacobianWrtInput', 50));
   targets.push(speedup(results, "Jacobians w.r.t. weights, seed's first stage: ours vs tfjs row-by-row VJPs", 'seed-stage0-b3', 'jacobianWrtWeights', 'tfJacobianWrtWeights', 500));
   const bc = blockCosts(results);
@@ -260,9 +251,10 @@ export function toMarkdown(res: Results, plots: string[]): string {
       `${m.settings.heavyMs} ms: that single run). The tfjs row-by-row Jacobians stop after ${(m.settings.tfTimeCapMs / 1000).toFixed(1)} s and are extrapolated from the rows done; our Jacobian builds and chains stop after ${(m.settings.capMs / 1000).toFixed(1)} s (a split model's explicit chain after ${(m.settings.chainCapMs / 1000).toFixed(1)} s): the time is then shown as a lower bound, with a linear extrapolation in columns beside it — a rough figure, since columns differ in cost (a weight's column pushes a dense tangent through every later layer, an input column a sparse one) — and the peak memory is that of a partial build; each says so. Machine-readable: results.json.`,
   );
   out.push('');
+  out.push(...issue14Markdown(res));
   out.push('## Targets');
   out.push('');
-  out.push(table(['target', 'goal', 'measured', 'status'], res.targets.map((t) => [t.name, t.goal, t.measured, t.status === 'met' ? '✅ met' : t.status === 'missed' ? '❌ missed' : 'n/a'])));
+  out.push(table(['target', 'goal', 'measured', 'status'], res.targets.map((t) => [t.name, t.goal, t.measured, statusCell(t)])));
   out.push('');
   const bc = blockCosts(res);
   if (bc.length) {
@@ -329,4 +321,172 @@ export function toMarkdown(res: Results, plots: string[]): string {
     }
   }
   return `${out.join('\n')}\n`;
+}
+
+/** Issue #14's table of before numbers, quoted verbatim (not measured by this run): work, ours, torch 1 thread, torch 2 threads. */
+export const ISSUE14_BEFORE: readonly (readonly [string, string, string, string])[] = [
+  ['VJP training step, cats-vs-dogs CNN 64²×3, B=8, float64', '297 ms (246 ms compiled, plain node)', '185 ms', '128 ms'],
+  ['same step, float32', '319 ms: no faster than float64', '43 ms', '30 ms'],
+  ['step at 32²×3, B=8, float64', '60 ms', '41 ms', '30 ms'],
+  ['`model_0` input Jacobian at 32², B=1, dense', '5.0 s', 'jacrev 0.81 s', '0.54 s'],
+  ['`model_0` weight Jacobian at 32², B=1, dense', '8.5 s', 'jacrev 1.66 s', '0.93 s'],
+  ["the seed's explicit step at 64², B=8, structured", '23 s, 1.2 GiB', 'out of memory (jacrev asked for 10.9 GB more at 15.9 GiB)', '—'],
+];
+
+/** The layer classes whose block ratio #14 bounds, and how a layer case is recognized as one. */
+const BLOCK_LAYERS: readonly [string, (c: BenchCase) => boolean][] = [
+  ['Dense', (c) => c.target.kind === 'layer' && c.target.className === 'Dense'],
+  ['Conv2D', (c) => c.target.kind === 'layer' && c.target.className === 'Conv2D'],
+  ['ReLU', (c) => c.target.kind === 'layer' && c.target.className === 'Activation' && c.target.config.activation === 'relu'],
+  ['MaxPooling2D', (c) => c.target.kind === 'layer' && c.target.className === 'MaxPooling2D'],
+  ['Dropout', (c) => c.target.kind === 'layer' && c.target.className === 'Dropout'],
+  ['Flatten', (c) => c.target.kind === 'layer' && c.target.className === 'Flatten'],
+];
+
+function why(res: Results, ...ids: string[]): string {
+  const i = res.issue14;
+  if (!i) return 'not measured: the #14 jobs were not part of this run (`npm run bench` or `npm run bench -- --targets` runs them)';
+  for (const id of ids) if (i.notes[id]) return `not measured: ${i.notes[id]}`;
+  if (ids.some((id) => /\.torch\d$/.test(id)) && i.torch.skipped) return `not measured: the PyTorch peer was skipped (${i.torch.skipped})`;
+  if (i.errors.length) return `not measured: ${i.errors.join('; ').replace(/\|/g, '/').slice(0, 600)}`;
+  return `not measured (${ids.join(', ')} missing from this run)`;
+}
+
+function series(res: Results, id: string): Series | undefined {
+  return res.issue14?.series.find((s) => s.id === id);
+}
+
+function ratioTarget(res: Results, name: string, goal: number, a: string, b: string, la: string, lb: string): Target {
+  const sa = series(res, a);
+  const sb = series(res, b);
+  if (!sa || !sb) return { name, goal: `≤ ${goal}×`, measured: why(res, a, b), value: null, status: 'n/a' };
+  const v = sa.medianMs / sb.medianMs;
+  return { name, goal: `≤ ${goal}×`, measured: `${la} ${ms(sa.medianMs)} vs ${lb} ${ms(sb.medianMs)} (medians of ${sa.ms.length} and ${sb.ms.length} interleaved runs): ${v.toFixed(2)}×`, value: v, status: v <= goal ? 'met' : 'missed' };
+}
+
+/** Issue #14's targets, each a ratio of two series of this run (or why it is not measured). */
+export function issue14Targets(res: Results): Target[] {
+  const t: Target[] = [];
+  const T1 = 'PyTorch 1 thread';
+  t.push(ratioTarget(res, 'VJP step, CNN 64²×3, B=8, float64, one core: ours / PyTorch 1 thread', 0.8, 'step64f64.ours', 'step64f64.torch1', 'ours', T1));
+  t.push(ratioTarget(res, 'VJP step, same, both cores: ours multi-core / PyTorch 2 threads', 0.8, 'step64f64.multicore', 'step64f64.torch2', 'ours', 'PyTorch 2 threads'));
+  t.push(ratioTarget(res, 'float32 is genuinely faster: our float32 step / our float64 step (64², B=8)', 0.5, 'step64f32.ours', 'step64f64.ours', 'float32', 'float64'));
+  t.push(ratioTarget(res, 'float32 step: ours / PyTorch float32 1 thread (64², B=8)', 2, 'step64f32.ours', 'step64f32.torch1', 'ours', T1));
+  for (const wrt of ['input', 'weights'] as const) {
+    t.push(ratioTarget(res, `Dense Jacobian of model_0 w.r.t. its ${wrt}, 32², B=1: ours (forward mode, the design card's) / PyTorch jacrev 1 thread`, 1, `jac.${wrt}.forward`, `jac.${wrt}.torch1`, 'ours', 'jacrev'));
+    t.push(ratioTarget(res, `Dense Jacobian of model_0 w.r.t. its ${wrt}, 32², B=1: ours (mode: 'auto') / PyTorch jacrev 1 thread`, 1, `jac.${wrt}.auto`, `jac.${wrt}.torch1`, 'ours', 'jacrev'));
+  }
+  const bc = blockCosts(res);
+  const perClass = BLOCK_LAYERS.map(([name, is]) => {
+    const rows = bc.filter((b) => {
+      const c = res.cases.find((r) => r.case.id === b.id)?.case;
+      return c !== undefined && c.group === 'layer' && is(c);
+    });
+    return { name, worst: rows.length ? Math.max(...rows.map((r) => r.ratio)) : null, cases: rows.length };
+  });
+  const missing = perClass.filter((p) => p.worst === null).map((p) => p.name);
+  const measured = perClass.filter((p) => p.worst !== null);
+  const worst = measured.length ? Math.max(...measured.map((p) => p.worst!)) : null;
+  const over = measured.filter((p) => p.worst! > 1.5);
+  t.push({
+    name: 'Forward-mode block ratio, time(J) / (ceil(n/T) · time(one JVP pass of T tangents)), every layer (worst case per class)',
+    goal: '≤ 1.5 for each',
+    measured: measured.length
+      ? `${measured.map((p) => `${p.name} ${p.worst!.toFixed(2)}`).join(', ')}; ${measured.length - over.length} of ${BLOCK_LAYERS.length} layer classes ≤ 1.5${missing.length ? `; not measured: ${missing.join(', ')}` : ''}`
+      : 'not measured (no layer case in this run)',
+    value: worst,
+    status: worst === null ? 'n/a' : over.length ? 'missed' : missing.length ? 'n/a' : 'met',
+  });
+  const ex = series(res, 'explicit64');
+  if (ex) {
+    t.push({ name: "The seed's explicit step (jacobianChain, structured sparse, mode 'auto'), CNN 64²×3, B=8: time", goal: '≤ 6 s', measured: `${ms(ex.medianMs)} (median of ${ex.ms.length} run${ex.ms.length > 1 ? 's' : ''})`, value: ex.medianMs / 6000, status: ex.medianMs <= 6000 ? 'met' : 'missed' });
+    const peak = ex.peakRssDelta;
+    t.push({ name: "The same step: peak RSS growth", goal: '≤ 1 GiB', measured: peak === undefined ? 'not measured (the kernel refused to reset the peak)' : fmtBytes(peak), value: peak === undefined ? null : peak / 1024 ** 3, status: peak === undefined ? 'n/a' : peak <= 1024 ** 3 ? 'met' : 'missed' });
+  } else t.push({ name: "The seed's explicit step, structured, 64², B=8", goal: '≤ 6 s, ≤ 1 GiB', measured: why(res, 'explicit64'), value: null, status: 'n/a' });
+  for (const side of [64, 128]) {
+    const s = series(res, `streamed${side}`);
+    t.push(
+      s
+        ? { name: `The seed's explicit step, streamed, CNN ${side}²×3, B=8: time and peak RSS growth`, goal: 'reported (memory bounded by one block)', measured: `${ms(s.medianMs)}, peak ${s.peakRssDelta === undefined ? 'not measured' : fmtBytes(s.peakRssDelta)}`, value: s.medianMs, status: 'met' }
+        : { name: `The seed's explicit step, streamed, CNN ${side}²×3, B=8: time and peak RSS growth`, goal: 'reported (memory bounded by one block)', measured: why(res, `streamed${side}`), value: null, status: 'n/a' },
+    );
+  }
+  return t;
+}
+
+function statusCell(t: Target): string {
+  return t.status === 'met' ? '✅ met' : t.status === 'missed' ? '❌ missed' : 'n/a';
+}
+
+/** The #14 section of the markdown: targets, the side-by-side table, the peer's checks, the issue's before numbers. */
+export function issue14Markdown(res: Results): string[] {
+  const out: string[] = [];
+  const i = res.issue14;
+  out.push('## Issue #14 targets');
+  out.push('');
+  if (i) {
+    const th = i.torch.threads.length ? i.torch.threads.join(' and ') : '–';
+    out.push(
+      `Each a ratio of two medians of this run, measured side by side: our repeats and PyTorch’s interleaved one by one in the same child process (PyTorch in a python child it drives, bench/torch_peer.py). Ours ran ${i.ours}, on one thread. ` +
+        (i.torch.skipped ? `**The PyTorch peer was skipped**: ${i.torch.skipped}. ` : `PyTorch ${i.torch.version} (CPU, \`${i.torch.python}\`), torch.set_num_threads ${th}; Jacobians by ${i.torch.jacobian}. `) +
+        'The same model, weights and batch on both sides (Keras layouts converted to NCHW / OIHW / Linear [out, in]; Flatten in NHWC order), checked before timing: loss and every weight gradient, and the Jacobians, to 1e-10 relative to the largest value in float64 (1e-3 in float32). ' +
+        'The training step is forward, loss and backward (weight gradients) on both sides, without an optimizer update; ours (vjpChain) also returns the input gradient of the first stage and copies the stage messages, PyTorch does not. Dropout runs in inference mode on both sides.',
+    );
+  } else out.push('The #14 jobs were not part of this run (`npm run bench` or `npm run bench -- --targets` runs them).');
+  out.push('');
+  out.push(table(['target', 'goal', 'measured', 'status'], (res.issue14Targets ?? []).map((t) => [t.name, t.goal, t.measured, statusCell(t)])));
+  out.push('');
+  if (i) {
+    const cellOf = (id: string) => {
+      const s = series(res, id);
+      return s ? `${ms(s.medianMs)}${s.peakRssDelta !== undefined ? `, peak ${fmtBytes(s.peakRssDelta)}` : ''}` : i.notes[id] ? 'not measured' : /\.torch\d$/.test(id) && i.torch.skipped ? 'skipped' : '–';
+    };
+    out.push('### Side by side, this run (medians)');
+    out.push('');
+    const rows: [string, string, string][] = [
+      ['VJP training step, CNN 64²×3, B=8, float64', 'step64f64.ours', 'step64f64'],
+      ['same step, float32', 'step64f32.ours', 'step64f32'],
+      ['step at 32²×3, B=8, float64', 'step32f64.ours', 'step32f64'],
+      ["`model_0` input Jacobian at 32², B=1, dense, forward mode", 'jac.input.forward', 'jac.input'],
+      ["`model_0` input Jacobian, mode 'auto'", 'jac.input.auto', 'jac.input'],
+      ["`model_0` weight Jacobian at 32², B=1, dense, forward mode", 'jac.weights.forward', 'jac.weights'],
+      ["`model_0` weight Jacobian, mode 'auto'", 'jac.weights.auto', 'jac.weights'],
+    ];
+    out.push(
+      table(
+        ['work', 'ours, 1 thread', 'ours, both cores', 'PyTorch, 1 thread', 'PyTorch, 2 threads', 'runs'],
+        [
+          ...rows.map(([w, o, p]) => [w, cellOf(o), o === 'step64f64.ours' ? cellOf('step64f64.multicore') : '', cellOf(`${p}.torch1`), cellOf(`${p}.torch2`), String(series(res, o)?.ms.length ?? 0)]),
+          ["the seed's explicit step at 64², B=8, structured", cellOf('explicit64'), '', '', '', String(series(res, 'explicit64')?.ms.length ?? 0)],
+          ["the seed's explicit step at 64², B=8, streamed", cellOf('streamed64'), '', '', '', String(series(res, 'streamed64')?.ms.length ?? 0)],
+          ["the seed's explicit step at 128², B=8, streamed", cellOf('streamed128'), '', '', '', String(series(res, 'streamed128')?.ms.length ?? 0)],
+        ],
+      ),
+    );
+    out.push('');
+    const notes = Object.entries(i.notes);
+    if (notes.length) {
+      out.push('Not measured:');
+      out.push('');
+      for (const [id, n] of notes) out.push(`- \`${id}\`: ${n}`);
+      out.push('');
+    }
+    if (i.errors.length) {
+      out.push('**Failed jobs**:');
+      out.push('');
+      for (const e of i.errors) out.push(`- ${e}`);
+      out.push('');
+    }
+    if (i.checks.length) {
+      out.push('Checks before timing (max |ours − theirs| / max |theirs|):');
+      out.push('');
+      out.push(table(['check', 'max relative difference', 'tolerance', 'ok'], i.checks.map((c) => [c.what, c.maxRelDiff.toExponential(2), String(c.tolerance), c.ok ? 'yes' : '**no**'])));
+      out.push('');
+    }
+  }
+  out.push('### Before: the numbers quoted from issue #14 (not measured by this run)');
+  out.push('');
+  out.push(table(['work', 'ours', 'torch, 1 thread', 'torch, 2 threads'], ISSUE14_BEFORE.map((r) => [...r])));
+  out.push('');
+  return out;
 }

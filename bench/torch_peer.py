@@ -151,7 +151,7 @@ class Model:
         return loss, out
 
     def out_to_keras(self, J, lead):
-        """Moves a Jacobian's output axes (NCHW, after `lead` batch axes) to NHWC."""
+        """Moves a Jacobian's output axes (NCHW, starting at axis `lead`) to NHWC."""
         if J.dim() >= lead + 4 and self.out_dim == 4:
             perm = list(range(J.dim()))
             perm[lead : lead + 4] = [lead, lead + 2, lead + 3, lead + 1]
@@ -178,7 +178,7 @@ class Model:
             if B != 1:
                 raise ValueError("torch peer: the input Jacobian is compared at batch 1")
             J = J[(slice(None),) * out.dim() + (0,)]  # the one sample's block: [B, ...out, C, H, W]
-            J = self.out_to_keras(J, 1)
+            J = self.out_to_keras(J, 0)
             if self.x.dim() == 4:
                 n = J.dim()
                 J = J.permute(list(range(n - 3)) + [n - 2, n - 1, n - 3])  # CHW -> HWC
@@ -186,7 +186,7 @@ class Model:
             return res
         for layer, idx in zip(self.layers, self.slots):
             for w, k in zip(layer["weights"], idx):
-                Jk = self.out_to_keras(J[k], 1)
+                Jk = self.out_to_keras(J[k], 0)
                 n = Jk.dim()
                 if layer["class"] == "Conv2D" and w["name"] == "kernel":
                     Jk = Jk.permute(list(range(n - 4)) + [n - 2, n - 1, n - 3, n - 4])  # OIHW -> HWIO
