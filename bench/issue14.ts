@@ -10,7 +10,7 @@
  * @module
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TorchFound } from './torch-peer.js';
@@ -142,6 +142,7 @@ function runJob(job: Issue14Job): Promise<{ out: ChildOut | null; error: string 
  */
 export async function runIssue14(settings: Issue14Settings, torch: TorchFound, work: string, log: (s: string) => void = console.log): Promise<Issue14Results> {
   const res: Issue14Results = { torch: { python: torch.python, skipped: torch.reason, threads: [] }, series: [], checks: [], notes: {}, errors: [], ours: RUNS_COMPILED ? 'compiled (tsc), plain node' : 'through tsx (the TypeScript loader)' };
+  mkdirSync(work, { recursive: true });
   if (torch.reason) log(`bench: the PyTorch peer is skipped: ${torch.reason}`);
   const jobs: Pick<Issue14Job, 'kind' | 'side'>[] = [{ kind: 'step' }, { kind: 'jacobians' }, { kind: 'explicit', side: 64 }, { kind: 'streamed', side: 64 }, { kind: 'streamed', side: 128 }];
   for (const [i, j] of jobs.entries()) {
