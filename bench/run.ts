@@ -30,7 +30,7 @@ import { bytesPerElement } from '../lib/tensor.js';
 import { ANALYTIC_SIDES, type BenchCase, type OpName, buildCase, fullCases, quickCases } from './cases.js';
 import type { ChildJob, OpResult } from './child.js';
 import { type MeasuredPoint, type SweepPoint, writePlots } from './plot.js';
-import { type Issue14Settings, ROOT, childCommand, runIssue14 } from './issue14.js';
+import { type Issue14Settings, ROOT, RUNS_COMPILED, childCommand, runIssue14 } from './issue14.js';
 import { type CaseResult, type Results, checkTargets, issue14Targets, toMarkdown } from './report.js';
 import { findTorch } from './torch-peer.js';
 
@@ -213,6 +213,7 @@ async function main(): Promise<void> {
       memoryBudget: budget,
       settings,
       seconds: 0,
+      ours: RUNS_COMPILED ? 'compiled (tsc -p tsconfig.bench.json), plain node, children too' : 'through tsx (the TypeScript loader), children too',
     },
     cases: results,
     sweep,
