@@ -1,5 +1,5 @@
 /**
- * One case of the bench, in a process of its own: `node --expose-gc --import tsx bench/child.ts
+ * One case of the bench, in a process of its own: `node --expose-gc dist-bench/bench/child.js
  * <job.json>`. For each op: a measured run (peak memory: the kernel's RSS high-water mark, reset
  * just before, `process.resourceUsage().maxRSS`, and RSS sampled every millisecond by a thread,
  * beside the heap and ArrayBuffer bytes before and after), then its timing by benchmark.js (a

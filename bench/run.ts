@@ -1,7 +1,15 @@
 /**
- * The Jacobian-vs-VJP benchmark suite: `npm run bench` (full, ~15 minutes on 2 cores, into
- * docs/bench) or `npm run bench:quick` (CI, under a minute, into bench/results/tmp/quick, which git
- * ignores). Options: `--out DIR`, `--only REGEX` (case ids).
+ * The Jacobian-vs-VJP benchmark suite: `npm run bench` (full, ~17 minutes on 2 cores, into
+ * docs/bench), `npm run bench -- --targets` (only issue #14's target cases, a few minutes, into
+ * bench/results/tmp/targets) or `npm run bench:quick` (CI, under a minute, into
+ * bench/results/tmp/quick; no #14 jobs). Git ignores bench/results/tmp. Options: `--out DIR`,
+ * `--only REGEX` (case ids). The scripts run it compiled (`tsc -p tsconfig.bench.json` into
+ * dist-bench, then plain node, children too); run through tsx (`--import tsx bench/run.ts`) its
+ * children run through tsx as well, and the report says which.
+ *
+ * Issue #14's jobs (bench/issue14.ts) run after the cases: the training steps, model_0's dense
+ * Jacobians, the explicit structured and streamed steps, each beside PyTorch (bench/torch_peer.py)
+ * when a python3 with torch is present, else the report says that the peer was skipped and why.
  *
  * Every case runs in a child process of its own (bench/child.ts) so that its peak memory is its
  * own: per op, one measured run (peak RSS, heap), then benchmark.js timings; tfjs-core on its CPU
@@ -22,33 +30,49 @@ import { bytesPerElement } from '../lib/tensor.js';
 import { ANALYTIC_SIDES, type BenchCase, type OpName, buildCase, fullCases, quickCases } from './cases.js';
 import type { ChildJob, OpResult } from './child.js';
 import { type MeasuredPoint, type SweepPoint, writePlots } from './plot.js';
-import { type CaseResult, type Results, checkTargets, toMarkdown } from './report.js';
+import { type Issue14Settings, ROOT, RUNS_COMPILED, childCommand, runIssue14 } from './issue14.js';
+import { type CaseResult, type Results, checkTargets, issue14Targets, toMarkdown } from './report.js';
+import { findTorch } from './torch-peer.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '..');
+const root = ROOT;
 
 interface Args {
   quick: boolean;
+  targets: boolean;
   out: string;
   only: RegExp | null;
+  argv: string[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { quick: false, out: '', only: null };
+  const a: Args = { quick: false, targets: false, out: '', only: null, argv };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--quick') a.quick = true;
+    else if (k === '--targets') a.targets = true;
     else if (k === '--out') a.out = resolve(argv[++i] ?? '');
     else if (k === '--only') a.only = new RegExp(argv[++i] ?? '');
     else if (k === '--help' || k === '-h') {
-      console.log('usage: tsx bench/run.ts [--quick] [--out DIR] [--only REGEX]');
+      console.log('usage: npm run bench -- [--quick | --targets] [--out DIR] [--only REGEX]');
       process.exit(0);
-    } else throw new Error(`bench: unknown argument ${JSON.stringify(k)}; expected --quick, --out DIR, --only REGEX`);
+    } else throw new Error(`bench: unknown argument ${JSON.stringify(k)}; expected --quick, --targets, --out DIR, --only REGEX`);
   }
-  // The committed results are the full run's; a quick run goes where git ignores it unless told otherwise.
-  a.out ||= a.quick ? join(root, 'bench', 'results', 'tmp', 'quick') : join(root, 'docs', 'bench');
+  if (a.quick && a.targets) throw new Error('bench: expected one of --quick and --targets, received both');
+  // The committed results are the full run's; a quick or targets run goes where git ignores it unless told otherwise.
+  a.out ||= a.quick ? join(root, 'bench', 'results', 'tmp', 'quick') : a.targets ? join(root, 'bench', 'results', 'tmp', 'targets') : join(root, 'docs', 'bench');
   return a;
 }
+
+/** The #14 target cases among the full ones: every layer case, for its forward-mode block ratio only. */
+function targetCases(): BenchCase[] {
+  const blockOps: OpName[] = ['forward', 'jvpBlock', 'writeJ', 'jacobianWrtInput'];
+  return fullCases()
+    .filter((c) => c.group === 'layer')
+    .map((c) => ({ ...c, ops: c.ops.filter((o) => blockOps.includes(o)) }));
+}
+
+/** Repeats of the #14 jobs: the same in the full and the targets run, so that their numbers compare. */
+const ISSUE14: Issue14Settings = { rounds: 9, jacRounds: 3, explicitRounds: 3, timeoutMs: 900_000 };
 
 /** The analytic bytes of each op of a case, from shapes alone, with the shapes they are products of. */
 export interface Analytic {
@@ -84,7 +108,7 @@ function analyticOf(c: BenchCase): Analytic {
 function runChild(job: ChildJob, jobFile: string, timeoutMs: number): Promise<{ code: number | null; stderr: string }> {
   writeFileSync(jobFile, JSON.stringify(job));
   return new Promise((res) => {
-    const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(here, 'child.ts'), jobFile], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] });
+    const child = spawn(process.execPath, [...childCommand('child'), jobFile], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       const s = d.toString();
@@ -124,7 +148,7 @@ function analyticSweep(): SweepPoint[] {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const started = Date.now();
-  let cases = args.quick ? quickCases() : fullCases();
+  let cases = args.quick ? quickCases() : args.targets ? targetCases() : fullCases();
   if (args.only) cases = cases.filter((c) => args.only!.test(c.id));
   const settings = args.quick
     ? { maxTime: 0.05, minSamples: 2, heavyMs: 150, tfTimeCapMs: 200, capMs: 1_500, chainCapMs: 1_500, timeoutMs: 120_000 }
@@ -132,8 +156,9 @@ async function main(): Promise<void> {
   const budget = getMemoryBudget();
   mkdirSync(args.out, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'jc-bench-'));
-  console.log(`bench: ${cases.length} cases${args.quick ? ' (quick)' : ''}, one child process each; memory budget ${fmtBytes(budget)}; results into ${args.out}`);
+  console.log(`bench: ${cases.length} cases${args.quick ? ' (quick)' : args.targets ? ' (#14 targets)' : ''}, one child process each; memory budget ${fmtBytes(budget)}; results into ${args.out}`);
   const results: CaseResult[] = [];
+  let issue14: Results['issue14'];
   try {
     for (const [i, c] of cases.entries()) {
       const analytic = analyticOf(c);
@@ -153,6 +178,7 @@ async function main(): Promise<void> {
       }
       results.push({ case: c, analytic: { jacobianBytes: analytic.report.explicit.jacobianBytes, vjpBytes: analytic.report.vjp.bytes, residualBytes: analytic.report.vjp.residualBytes, cotangentBytes: analytic.report.vjp.cotangentBytes, ratio: analytic.report.ratio, tangentBlockBytes: analytic.report.explicit.tangentBlockBytes, jacobians: analytic.report.explicit.jacobians, stages: analytic.report.stages.map((s) => ({ what: s.what, jacobianBytes: s.explicit.jacobianBytes, vjpBytes: s.vjp.bytes, ratio: s.ratio })), ops: analytic.ops }, ops, childError, seconds: (Date.now() - t0) / 1000 });
     }
+    if (!args.quick && !args.only) issue14 = await runIssue14(ISSUE14, findTorch(), join(work, 'issue14'));
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -177,7 +203,7 @@ async function main(): Promise<void> {
   }
   const out: Results = {
     meta: {
-      generatedBy: args.quick ? 'npm run bench:quick' : 'npm run bench',
+      generatedBy: args.quick ? 'npm run bench:quick' : `npm run bench${args.argv.length ? ` -- ${args.argv.join(' ')}` : ''}`,
       date: new Date().toISOString(),
       quick: args.quick,
       node: process.version,
@@ -187,19 +213,27 @@ async function main(): Promise<void> {
       memoryBudget: budget,
       settings,
       seconds: 0,
+      ours: RUNS_COMPILED ? 'compiled (tsc -p tsconfig.bench.json), plain node, children too' : 'through tsx (the TypeScript loader), children too',
     },
     cases: results,
     sweep,
     measured,
     targets: [],
+    issue14,
   };
   out.targets = checkTargets(out);
+  out.issue14Targets = issue14Targets(out);
   const plots = await writePlots(args.out, sweep, measured);
   out.meta.seconds = (Date.now() - started) / 1000;
   writeFileSync(join(args.out, 'results.json'), `${JSON.stringify(out, null, 1)}\n`);
   writeFileSync(join(args.out, 'results.md'), toMarkdown(out, plots.map((p) => p.slice(args.out.length + 1))));
   console.log(`\nbench: done in ${out.meta.seconds.toFixed(0)} s; wrote results.json, results.md, ${plots.map((p) => p.slice(args.out.length + 1)).join(', ')} into ${args.out}`);
-  for (const t of out.targets) console.log(`  ${t.status.padEnd(7)} ${t.name}: ${t.measured}`);
+  for (const t of [...(out.issue14Targets ?? []), ...out.targets]) console.log(`  ${t.status.padEnd(7)} ${t.name}: ${t.measured}`);
+  // A peer that disagrees with us, or a #14 job that died, fails the run (after the report is written).
+  if (issue14?.errors.length) {
+    console.error(`bench: ${issue14.errors.length} #14 job(s) failed:\n  ${issue14.errors.join('\n  ')}`);
+    process.exitCode = 1;
+  }
 }
 
 // Only when run, not when imported (the spec imports nothing from here, but keep it inert).

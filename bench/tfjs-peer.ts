@@ -5,7 +5,7 @@
  * per output row.
  * @module
  */
-import { createRequire } from 'node:module';
+import { createRequire, register } from 'node:module';
 import type * as TF from '@tensorflow/tfjs-core';
 import type { ActivationName } from '../lib/activations.js';
 import { ConfigError } from '../lib/errors.js';
@@ -29,7 +29,12 @@ export function loadTfjs(): Promise<Tf> {
     try {
       const tf = await import('@tensorflow/tfjs-core');
       await import('@tensorflow/tfjs-backend-cpu');
-      createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+      if (import.meta.url.endsWith('.ts')) createRequire(import.meta.url)('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+      else {
+        // Compiled, under plain node: tfjs-core's per-file ESM needs its extensionless imports resolved (bench/tfjs-resolve.ts).
+        register('./tfjs-resolve.js', import.meta.url);
+        await import('@tensorflow/tfjs-core/dist/register_all_gradients.js');
+      }
       await tf.setBackend('cpu');
       await tf.ready();
       // The banner comes on the backend's first write: make it here, silenced.

@@ -113,6 +113,11 @@ describe('bench (quick mode)', function () {
   it('writes the markdown table and the SVG plots', () => {
     const md = readFileSync(join(dir, 'results.md'), 'utf8');
     expect(md).to.include('## Targets');
+    // The quick run skips issue #14's jobs and says so, with the run's own command and loader.
+    expect(md).to.include('## Issue #14 targets');
+    expect(md).to.include('The #14 jobs were not part of this run');
+    expect(res.meta.ours).to.match(/through tsx/);
+    for (const t of res.issue14Targets!.filter((x) => !/block ratio/.test(x.name))) expect(t.status, t.name).to.equal('n/a');
     for (const c of quickCases()) expect(md).to.include(`\`${c.id}\``);
     for (const t of res.targets) expect(md).to.include(t.name);
     expect(md).to.match(/\| op \| time \| ± \| samples \| how \| peak RSS growth \|/);
