@@ -59,15 +59,14 @@ function integerIn(v: unknown, lo: number, hi: number, key: string): number {
 /**
  * The worker beside this module. From the compiled build it is `worker.js`, run by plain node;
  * from TypeScript sources (specs, tsx) it is `worker.ts`, loaded through tsx's API by a small
- * bootstrap, since `--import tsx` in a worker's execArgv does not reach the worker's loader on Node 20.
+ * bootstrap beside it (`tsx-boot.mjs`), since `--import tsx` in a worker's execArgv does not reach
+ * the worker's loader on Node 20.
  */
 function spawnWorker(init: PoolInit): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
-  const entry = new URL('./worker.ts', import.meta.url).href;
-  // Resolved here, so that the worker finds tsx wherever the process was started.
-  const api = import.meta.resolve('tsx/esm/api');
-  const boot = `import(${JSON.stringify(api)}).then((m) => m.tsImport(${JSON.stringify(entry)}, ${JSON.stringify(import.meta.url)}))`;
-  return new Worker(boot, { eval: true, workerData: init });
+  // A worker inherits the process's flags; --input-type (of `node -e`) is refused for a file worker.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url), { workerData: init, execArgv });
+  return new Worker(new URL('./tsx-boot.mjs', import.meta.url), { workerData: { ...init, entry: new URL('./worker.ts', import.meta.url).href }, execArgv });
 }
 
 /**
