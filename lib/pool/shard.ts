@@ -122,6 +122,9 @@ export function bindWeights(model: Sequential, layout: ParamLayout, buf: ArrayBu
       if (!shape || shape.length !== p.value.shape.length || shape.some((d, i) => d !== p.value.shape[i])) {
         throw new ConfigError(`pool: expected parameter ${k} (${l.describe()}.${p.name}) of shape ${fmtShape(shape)}, received ${fmtShape(p.value.shape)} in the rebuilt model`);
       }
+      if ((layout.gradOffsets[k] >= 0) !== isTrainable(p)) {
+        throw new ConfigError(`pool: expected parameter ${k} (${l.describe()}.${p.name}) to be ${layout.gradOffsets[k] >= 0 ? 'trainable' : 'frozen'} as in the pool's model, received ${isTrainable(p) ? 'trainable' : 'frozen'} in the rebuilt model`);
+      }
       p.value = tensor(typedView(buf, layout.dtype, layout.offsets[k], p.value.size), shape, layout.dtype);
       k++;
     }

@@ -121,6 +121,25 @@ describe('pool: data-parallel VJP steps', function () {
     expectBitIdentical(weightsOf(m), weightsOf(ref), 'pool with 1 shard vs fit');
   });
 
+  it('float32, with a frozen layer: 1 and 2 threads bit-identical, the frozen weights untouched', async () => {
+    const build = () =>
+      new Sequential(
+        [new Flatten(), new Dense({ units: 5, activation: 'relu', trainable: false } as never), new Dropout({ rate: 0.5 }), new Dense({ units: 1, activation: 'sigmoid' })],
+        { inputShape: [6, 6, 2], rng: new Rng(8), dtype: 'float32' },
+      );
+    const x32 = { x: tensor(Float32Array.from(train.x.data), train.x.shape, 'float32'), y: tensor(Float32Array.from(train.y.data), train.y.shape, 'float32') };
+    const runs: Float64Array[] = [];
+    for (const threads of [1, 2]) {
+      const m = build();
+      const frozen = weightsOf(new Sequential([m.layers[1]]));
+      await fitParallel(m, x32, { split: [], loss: 'binary_crossentropy', optimizer: { name: 'adam', learning_rate: 0.01 }, batchSize: 8, seed: 2, threads, shards: 3 });
+      expect(m.params.every((p) => p.value.data instanceof Float32Array)).to.equal(true);
+      expectBitIdentical(weightsOf(new Sequential([m.layers[1]])), frozen, 'frozen layer');
+      runs.push(weightsOf(m));
+    }
+    expectBitIdentical(runs[1], runs[0], 'float32, 2 threads vs 1');
+  });
+
   it('in inference mode (training: false) the threads agree too', async () => {
     const base = smallCnn();
     const a = clone(base);
