@@ -18,6 +18,7 @@
 import { Worker } from 'node:worker_threads';
 import { ConfigError, JacobianChainError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import type { Loss } from '../losses.js';
+import { guardBytes } from '../memory.js';
 import { saveModel } from '../model-format.js';
 import { Sequential } from '../sequential.js';
 import { type DType, type Tensor, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, tensor } from '../tensor.js';
@@ -100,6 +101,8 @@ export class TrainingPool implements GradientPool {
     this.layout = paramLayout(model);
     const bpe = bytesPerElement(this.layout.dtype);
     this.weights = new SharedArrayBuffer(Math.max(1, this.layout.size) * bpe);
+    // One gradient slot per shard: the fixed-order sum needs every shard's cotangents at once.
+    guardBytes(`pool gradient slots (${shards} shards × ${this.layout.gradSize} trainable values)`, shards * this.layout.gradSize * bpe, undefined, 'use fewer shards (createPool(model, { shards }))');
     this.grads = new SharedArrayBuffer(Math.max(1, shards * this.layout.gradSize) * bpe);
     this.inline = threads === 1 ? new ShardRunner(model, this.layout) : null;
   }
@@ -137,9 +140,7 @@ export class TrainingPool implements GradientPool {
         pw.waiting = null;
       };
       worker.on('error', (e) => fail(new PoolError(`pool worker ${w} failed: ${e?.message ?? String(e)}`)));
-      worker.on('exit', (code) => {
-        if (!this.closed) fail(new PoolError(`pool worker ${w} exited (code ${code})`));
-      });
+      worker.on('exit', (code) => fail(new PoolError(this.closed ? `pool worker ${w}: the pool was closed during a step` : `pool worker ${w} exited (code ${code})`)));
       this.workers.push(pw);
     }
     try {
