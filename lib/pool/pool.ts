@@ -195,7 +195,7 @@ export class TrainingPool implements GradientPool {
         }
       } else {
         typedView(this.buffers!.dy, this.layout.dtype, 0, dy.size).set(dy.data.subarray(dy.offset, dy.offset + dy.size));
-        await Promise.all(this.workers.map((_, w) => this.call(w, { type: 'backward' })));
+        await settled(this.workers.map((_, w) => this.call(w, { type: 'backward' })));
       }
       return { loss: lossValue, yPred, dLoss_dWeights: reduceShards(this.model, this.layout, slots) };
     } finally {
@@ -226,7 +226,7 @@ export class TrainingPool implements GradientPool {
     // Shard k to worker k mod N: which thread runs a shard changes nothing in its numbers.
     const perWorker: ShardBounds[][] = this.workers.map(() => []);
     shards.forEach((s) => perWorker[s.index % this.threads].push(s));
-    await Promise.all(
+    await settled(
       perWorker.map((mine, w) => this.call(w, { type: 'forward', shards: mine, batch: B, dtype, x: bufs.x, y: bufs.y, dy: bufs.dy, training: opts.training, seed: opts.seed })),
     );
     return tensor(typedView(bufs.y, this.layout.dtype, 0, B * outRow).slice(), [B, ...this.model.outputShape], this.layout.dtype);
@@ -255,6 +255,16 @@ export class TrainingPool implements GradientPool {
     this.closed = true;
     await Promise.all(this.workers.map((pw) => pw.worker.terminate()));
   }
+}
+
+/**
+ * Waits for every worker's answer, then throws the first error: a worker still busy with a failed
+ * step would otherwise answer the next step's request with this one's reply.
+ */
+async function settled(calls: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(calls);
+  const bad = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
 }
 
 /** The model's topology in the library's model format (layers and configs); the weights live in shared memory. */
