@@ -152,7 +152,7 @@ export class Sequential implements Differentiable<SequentialSaved> {
   /** The forward options layer `i` sees: a generator of its own when a `seed` is given. */
   layerOptions(opts: SequentialForwardOptions, i: number): ForwardOptions {
     if (opts.seed === undefined) return opts;
-    return { training: opts.training, rng: layerRng(opts.seed, this.layerOffset + i) };
+    return { training: opts.training, rng: layerRng(opts.seed, this.layerOffset + i), ...(opts.batchSlice ? { batchSlice: opts.batchSlice } : {}) };
   }
 
   /**

@@ -65,6 +65,13 @@ export interface FitOptions {
   tangents?: number;
   /** Forwarded to the Jacobian builders of the `jacobian` method: refuse a Jacobian over this many bytes. */
   memoryBudget?: number;
+  /**
+   * A data-parallel gradient pool for the `vjp` step (`createPool` of `jacobian-chain/node`, built
+   * for this very model): each step's batch is cut into the pool's fixed shards, whose gradients
+   * are summed in shard order, so the weights are bit-identical for 1, 2 or N threads. Absent:
+   * the step runs here, on the whole batch (today's behaviour).
+   */
+  pool?: GradientPool;
   /** Called before each epoch with its number (1-based) and its batch count. */
   onEpochBegin?: (epoch: number, batches: number) => void;
   /** Called after each step with running means over the epoch so far. */
@@ -228,6 +235,35 @@ export function stepSeed(seed: number, step: number): number {
   return (Math.imul((seed >>> 0) ^ 0x2545f491, 0x9e3779b1) + Math.imul(step + 1, 0x85ebca77)) >>> 0;
 }
 
+/** What a {@link GradientPool} returns for one step: as {@link StepResult}, without the chain's report. */
+export interface PoolGradients {
+  /** The loss of the whole batch before the update (computed on the whole batch's prediction). */
+  loss: number;
+  /** The model's output on the batch (`[B, ...out]`). */
+  yPred: Tensor;
+  /** `dLoss_dWeights[i][k]`: dLoss/d(parameter k of model layer i), null for a non-trainable parameter. */
+  dLoss_dWeights: (Tensor | null)[][];
+}
+
+/**
+ * Something that computes one step's loss and weight gradients for {@link fit} elsewhere (worker
+ * threads: `createPool` of `jacobian-chain/node`). The core only knows this contract, so that the
+ * main entry never reaches `worker_threads`.
+ */
+export interface GradientPool {
+  /** The model whose layers the pool mirrors; {@link fit} refuses a pool built for another. */
+  readonly model: Sequential;
+  /** Threads the pool runs on. */
+  readonly threads: number;
+  /** dLoss/dWeights of the batch `x` `[B, ...in]`, `yTrue` `[B, ...out]` at the model's current weights. */
+  gradients(x: Tensor, yTrue: Tensor, loss: Loss, opts: {
+    /** Forward in training mode (Dropout active). */
+    training: boolean;
+    /** The step's seed of the per-layer generators (see {@link stepSeed}). */
+    seed: number
+  }): Promise<PoolGradients>;
+}
+
 /** One training step's outcome: the loss, the prediction, and the gradients of each stage. */
 export interface StepResult {
   /** The loss of the batch before the update. */
@@ -312,6 +348,12 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(seed)) throw new ConfigError(`fit: expected seed to be an integer, received ${fmtValue(seed)}`);
   const optimizers = makeOptimizers(opts, stages.length);
+  const pool = opts.pool;
+  if (pool !== undefined) {
+    if (!pool || typeof pool.gradients !== 'function') throw new ConfigError(`fit: expected pool to be a GradientPool (createPool of jacobian-chain/node), received ${fmtValue(pool)}`);
+    if (pool.model !== model) throw new ConfigError(`fit: expected a pool built for this model (createPool(model, ...)), received one built for "${pool.model?.name}"`);
+    if (method !== 'vjp') throw new ConfigError(`fit: a pool runs the vjp step only; expected method "vjp" with pool, received ${fmtValue(method)}`);
+  }
   checkDataset(model, data);
   let train = data;
   let val: Dataset | null = opts.validationData ?? null;
@@ -352,7 +394,7 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
         seed: stepSeed(seed, step),
         jacobian: { tangents: opts.tangents, memoryBudget: opts.memoryBudget },
       };
-      const out = await stepGradients(method, stages, x, y, lossFn, chainOpts);
+      const out = pool ? await poolStep(pool, stages, x, y, lossFn, chainOpts) : await stepGradients(method, stages, x, y, lossFn, chainOpts);
       if ('nonFinite' in out) {
         const bad = out.nonFinite;
         return { history, stages, steps: step, stopped: { epoch, batch: b + 1, ...bad, message: `non-finite ${bad.kind} at epoch ${epoch}, batch ${b + 1}: ${bad.message}; training stopped before the update` } };
@@ -371,6 +413,31 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
     opts.onEpochEnd?.(log);
   }
   return { history, stages, steps: step, stopped: null };
+}
+
+/** One step through a pool; a non-finite loss or gradient is traced here, as {@link stepGradients} does. */
+async function poolStep(pool: GradientPool, stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: Loss, opts: ChainOptions): Promise<PoolGradients | {
+  /** Where a non-finite value first appeared. */
+  nonFinite: NonFiniteOrigin
+}> {
+  const fwd: SequentialForwardOptions = { training: opts.training ?? false, seed: opts.seed ?? 0 };
+  let res: PoolGradients;
+  try {
+    res = await pool.gradients(x, yTrue, loss, { training: fwd.training ?? false, seed: fwd.seed ?? 0 });
+  } catch (err) {
+    const bad = findNonFinite(stages, x, fwd);
+    if (bad) return { nonFinite: bad };
+    throw err;
+  }
+  if (!Number.isFinite(res.loss)) {
+    const bad = findNonFinite(stages, x, fwd);
+    const S = stages.length;
+    const last = stages[S - 1];
+    return { nonFinite: bad ?? origin(stages, S - 1, last.layers.length - 1, `the loss is ${res.loss} on finite predictions of ${where(stages, S - 1, last.layers.length - 1)}`) };
+  }
+  const bad = nonFiniteGradient(stages, res.dLoss_dWeights, res.loss);
+  if (bad) return { nonFinite: bad };
+  return res;
 }
 
 function makeOptimizers(opts: FitOptions, n: number): Optimizer[] {

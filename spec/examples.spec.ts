@@ -246,6 +246,15 @@ const CHECKS: Record<string, (out: string) => void> = {
     expect(Number(n)).to.be.above(0);
   },
 
+  'examples/parallel-training.ts': (out) => {
+    const rows = matches(out, new RegExp(`^(\\d) threads?\\s*: loss per epoch ${NUM}, ${NUM}$`));
+    expect(rows.map((m) => m[1])).to.deep.equal(['1', '2']);
+    expect(rows[1].slice(2)).to.deep.equal(rows[0].slice(2));
+    expect(Number(rows[0][3])).to.be.below(Number(rows[0][2]));
+    expect(one(out, /^bit-identical weights, 1 and 2 threads: (\w+)$/)[1]).to.equal('true');
+    expect(Number(one(out, new RegExp(`^one-thread fit: max relative difference ${NUM}$`))[1])).to.be.below(1e-9);
+  },
+
   'examples/load-model.ts': (out) => {
     const rows = matches(out, new RegExp(`^(jacobian|vjp)\\s+loss ${NUM} \\(file: ${NUM}\\), gradients match the file: (\\w+) \\(max relative difference ${NUM}\\)$`));
     expect(rows.map((m) => m[1])).to.deep.equal(['jacobian', 'vjp']);

@@ -287,6 +287,24 @@ describe('train', () => {
       }
     });
 
+    it('--threads 1 and --threads 2 write bit-identical models (fixed shards, summed in shard order)', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'train-threads-'));
+      try {
+        const weights: number[][] = [];
+        for (const threads of ['1', '2']) {
+          const out = join(dir, `t${threads}.json`);
+          const r = await cli(['--digits', '0,1', '--limit', '16', '--epochs', '1', '--filters', '2,2,2', '--units', '4', '--batch-size', '8', '--threads', threads, '--no-progress', '--out', out, '--plot', join(dir, `t${threads}.svg`)]);
+          expect(r.err).to.equal('');
+          expect(r.code).to.equal(0);
+          expect(r.out).to.match(new RegExp(`method vjp on ${threads} thread`));
+          weights.push(loadModelFile(out).params.flatMap((p) => Array.from(p.value.data)));
+        }
+        expect(weights[1]).to.deep.equal(weights[0]);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it('refuses bad options with exit code 2 and a message, before training anything', async () => {
       const cases: [string[], RegExp][] = [
         [['--lr=-1'], /expected --lr to be a positive number, received "-1"/],
@@ -301,6 +319,10 @@ describe('train', () => {
         [['--epochs', '0'], /expected --epochs to be an integer >= 1, received "0"/],
         [['--batchsize', '3'], /unknown option "--batchsize"; expected one of --digits, --epochs, --batch-size,/],
         [['--optimizer', 'adam', '--momentum', '0.9'], /--momentum and --nesterov are sgd options/],
+        [['--threads', '0'], /expected --threads to be an integer in \[1, 64\], received "0"/],
+        [['--threads', '1.5'], /expected --threads to be an integer in \[1, 64\], received "1\.5"/],
+        [['--threads', 'all'], /expected --threads to be an integer in \[1, 64\], received "all"/],
+        [['--threads', '2', '--method', 'jacobian'], /--threads runs the vjp step; expected --method vjp with --threads, received --method jacobian/],
       ];
       for (const [argv, re] of cases) {
         const r = await cli([...argv, '--out', '/nonexistent/never-written.json']);

@@ -46,6 +46,8 @@ export class Dropout extends Layer<DropoutSaved> {
   readonly className = 'Dropout';
   /** Draws a fresh mask in every training pass. */
   readonly stochastic = true;
+  /** Honours `batchSlice`: a shard's mask is its rows of the whole batch's mask. */
+  readonly batchSliced = true;
   /** Fraction of elements dropped in training. */
   readonly rate: number;
   /** Shape of the mask (Keras' `noise_shape`), or null for the input's shape. */
@@ -107,7 +109,7 @@ export class Dropout extends Layer<DropoutSaved> {
     this.checkInput(x);
     const inputShape = x.shape.slice();
     if (!opts.training) return { y: x, saved: { mask: null, inputShape } };
-    const mask = this.drawMask(inputShape, opts.rng ?? this.rng);
+    const mask = this.sliceMask(inputShape, opts);
     const xc = contiguous(x);
     const y = zeros(inputShape, dtypeOf(x));
     for (let i = 0; i < y.size; i++) y.data[i] = xc.data[xc.offset + i] * mask.data[i];
@@ -158,6 +160,27 @@ export class Dropout extends Layer<DropoutSaved> {
     const { mask } = pass.saved as DropoutSaved;
     const n = this.inputShape.reduce((a, b) => a * b, 1);
     return [mask ? diagonalLocal(contiguous(mask).data, n) : identityLocal(n)];
+  }
+
+  /**
+   * The mask of this pass: drawn for the whole batch when the pass is a shard of one (a
+   * data-parallel step), then its rows kept, so that every shard sees the same mask as one pass
+   * over the batch, whatever the sharding.
+   */
+  private sliceMask(inputShape: number[], opts: ForwardOptions): Tensor {
+    const rng = opts.rng ?? this.rng;
+    const sl = opts.batchSlice;
+    if (!sl) return this.drawMask(inputShape, rng);
+    const B = inputShape[0];
+    if (!Number.isInteger(sl.start) || !Number.isInteger(sl.total) || sl.start < 0 || sl.start + B > sl.total) {
+      throw new ConfigError(`${this.describe()}: expected batchSlice rows [start, start + ${B}) within [0, total), received ${fmtValue(sl)}`);
+    }
+    if (sl.start === 0 && sl.total === B) return this.drawMask(inputShape, rng);
+    const whole = this.drawMask([sl.total, ...inputShape.slice(1)], rng);
+    const row = whole.size / sl.total;
+    const mask = zeros(inputShape, this.dtype);
+    mask.data.set(whole.data.subarray(sl.start * row, (sl.start + B) * row));
+    return mask;
   }
 
   /** One mask for one pass: `1/(1-rate)` with probability `1 - rate`, else 0; broadcast over noise_shape's 1s. */

@@ -72,6 +72,18 @@ export interface ForwardOptions {
   training?: boolean;
   /** Where Dropout draws its mask from in training; a layer falls back to its own seeded generator. */
   rng?: Rng;
+  /**
+   * This pass computes rows `[start, start + B)` of a batch of `total` rows (a shard of a
+   * data-parallel step). A stochastic layer that honours it ({@link Differentiable.batchSliced})
+   * draws its noise for the whole `[total, ...]` batch and keeps these rows, so that a sharded
+   * pass draws exactly what the whole batch would. Absent: the pass is the whole batch.
+   */
+  batchSlice?: {
+    /** First row of the whole batch that this pass computes. */
+    start: number;
+    /** Rows of the whole batch. */
+    total: number;
+  };
 }
 
 /** A forward pass's primal output and the residuals it saved for the derivative rules. */
@@ -229,6 +241,12 @@ export interface Differentiable<S = unknown> extends StructureHooks {
   vjp(saved: S, dy: Tensor): Cotangents;
   /** True for a layer that draws random numbers in training (Dropout's mask): the same seed must reach it in every way. */
   readonly stochastic?: boolean;
+  /**
+   * True when a stochastic forward honours {@link ForwardOptions.batchSlice} (draws for the whole
+   * batch, keeps its rows). A data-parallel pool refuses a stochastic layer without it, since its
+   * shards would draw other noise than one pass over the batch.
+   */
+  readonly batchSliced?: boolean;
   /** The layers of a stage, first to last; absent on a single layer. */
   readonly layers?: readonly Differentiable[];
   /** How errors name it: `Conv2D "conv2d_1"`. */

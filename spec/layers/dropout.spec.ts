@@ -129,6 +129,23 @@ describe('Dropout', () => {
     checkDerivatives(layer, randomNormal([5, 3, 4], new Rng(2)), { forwardOptions: () => ({ training: true, rng: new Rng(9) }) });
   });
 
+  it('a batchSlice pass draws its rows of the whole batch\'s mask, with and without noise_shape', () => {
+    for (const noise_shape of [null, [null, 1, 4], [1, 3, 4]]) {
+      const layer = new Dropout({ rate: 0.5, noise_shape }).build([3, 4]);
+      const x = randomNormal([7, 3, 4], new Rng(4));
+      const whole = layer.forward(x, { training: true, rng: new Rng(11) });
+      const row = 12;
+      for (const [start, count] of [[0, 2], [2, 4], [6, 1], [0, 7]]) {
+        const xs = tensor(x.data.slice(start * row, (start + count) * row), [count, 3, 4]);
+        const part = layer.forward(xs, { training: true, rng: new Rng(11), batchSlice: { start, total: 7 } });
+        expect(Array.from(part.saved.mask!.data), `noise_shape ${JSON.stringify(noise_shape)} rows ${start}+${count}`).to.deep.equal(Array.from(whole.saved.mask!.data.subarray(start * row, (start + count) * row)));
+        expect(Array.from(part.y.data)).to.deep.equal(Array.from(whole.y.data.subarray(start * row, (start + count) * row)));
+      }
+    }
+    const layer = new Dropout({ rate: 0.5 }).build([3, 4]);
+    expect(() => layer.forward(zeros([3, 3, 4]), { training: true, rng: new Rng(1), batchSlice: { start: 5, total: 7 } })).to.throw(/expected batchSlice rows \[start, start \+ 3\) within \[0, total\), received/);
+  });
+
   it('keeps float32', () => {
     const layer = new Dropout({ rate: 0.5 }).build([4], { dtype: 'float32' });
     const { y, saved } = layer.forward(tensor([1, 2, 3, 4], [1, 4], 'float32'), { training: true, rng: new Rng(1) });
