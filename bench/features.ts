@@ -12,7 +12,9 @@ import { type ChainOptions, jacobianChain, vjpChain } from '../lib/chain.js';
 import { Dense } from '../lib/layers/dense.js';
 import { jacobianWrtInput } from '../lib/jacobian.js';
 import { SEED_REFERENCE_SPLIT, seedReferenceModel, seededBatch } from '../lib/models.js';
-import type { Sequential } from '../lib/sequential.js';
+import { type Loss, type LossSpec, lossFrom } from '../lib/losses.js';
+import { Sequential } from '../lib/sequential.js';
+import type { PoolGradients } from '../lib/train.js';
 import { type Tensor, tensor } from '../lib/tensor.js';
 
 /** A detected feature, or why it is missing. */
@@ -22,17 +24,37 @@ export type Feature<T> = { supported: true; what: string; run: T } | { supported
 export type MultiCoreStep = (stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: string) => Promise<unknown>;
 
 /**
- * The multi-core VJP step, when `jacobian-chain/node` exports one. The worker pool is being built
- * (issue #14); when it lands, drive it here: find its export below and return a `run` that does
- * the same step as `vjpChain(stages, x, y, loss)` on `threads` workers (the bench checks its
- * gradients against vjpChain's before timing it).
+ * The multi-core VJP step: the worker pool of `jacobian-chain/node` (`createPool`, fixed shards
+ * of the batch so that any thread count gives the same bits), over the stages joined into one
+ * model. The pool is created once per model (workers boot outside the timed region); the step is
+ * `pool.gradients`: shards forward, the loss on the whole prediction, shards backward, the
+ * shards' cotangents summed in shard order. The bench checks its gradients against vjpChain's
+ * before timing it. `close()` ends the workers.
  */
-export async function multiCoreStep(threads: number): Promise<Feature<MultiCoreStep>> {
+export async function multiCoreStep(threads: number): Promise<Feature<MultiCoreStep> & { close?: () => Promise<void> }> {
   const node = (await import('../lib/node.js')) as Record<string, unknown>;
-  const names = Object.keys(node).sort();
-  const candidates = names.filter((n) => /pool|parallel|worker|thread/i.test(n) && typeof node[n] === 'function');
-  if (!candidates.length) return { supported: false, reason: `no multi-core path in this build (jacobian-chain/node exports ${names.join(', ')}; none is a pool, a worker or a parallel step)` };
-  return { supported: false, reason: `jacobian-chain/node exports ${candidates.join(', ')}, which the bench does not drive yet (${threads} threads): plug it into multiCoreStep() in bench/features.ts` };
+  if (typeof node.createPool !== 'function') {
+    return { supported: false, reason: `no multi-core path in this build (jacobian-chain/node exports ${Object.keys(node).sort().join(', ')}; none is createPool)` };
+  }
+  const createPool = node.createPool as (m: Sequential, o: { threads: number }) => Promise<{ gradients(x: Tensor, y: Tensor, l: Loss, o: { training: boolean; seed: number }): Promise<PoolGradients>; close(): Promise<void> }>;
+  const pools = new Map<readonly Sequential[], Awaited<ReturnType<typeof createPool>>>();
+  const run: MultiCoreStep = async (stages, x, yTrue, loss) => {
+    let pool = pools.get(stages);
+    if (!pool) {
+      pool = await createPool(Sequential.concat([...stages]), { threads });
+      pools.set(stages, pool);
+    }
+    return pool.gradients(x, yTrue, lossFrom(loss as LossSpec), { training: false, seed: 0 });
+  };
+  return {
+    supported: true,
+    what: `createPool(model, { threads: ${threads} }).gradients (jacobian-chain/node)`,
+    run,
+    close: async () => {
+      for (const p of pools.values()) await p.close();
+      pools.clear();
+    },
+  };
 }
 
 function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

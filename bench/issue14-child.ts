@@ -91,6 +91,13 @@ async function stepJob(job: Issue14Job, out: Out, peer: TorchPeer | null): Promi
       const flat = (arrs: ArrayLike<number>[]) => Float64Array.from(arrs.flatMap((a) => Array.from(a)));
       out.check(`${k.key} dLoss/dW (all ${mine.length} weights)`, flat(mine.map((t) => t.data)), flat(theirs.map((t) => readFloat64(t.file, t.shape))), k.tol);
     }
+    if (multi.supported && k.key === 'step64f64') {
+      // The pool's gradients against vjpChain's before it is timed (fixed shards: equal to rounding, not bit for bit).
+      const g = (await multi.run(k.b.stages!, k.b.x, k.b.yTrue, k.b.loss)) as { loss: number; dLoss_dWeights: (Tensor | null)[][] };
+      const flat = (ts: (Tensor | null)[]) => Float64Array.from(ts.filter((t): t is Tensor => t !== null).flatMap((t) => Array.from(t.data)));
+      out.check(`${k.key} multi-core loss vs vjpChain`, [g.loss], [res.loss], 1e-12);
+      out.check(`${k.key} multi-core dLoss/dW vs vjpChain`, flat(g.dLoss_dWeights.flat()), flat(res.dLoss_dWeights.flat()), 1e-10);
+    }
     Object.assign(k, { what, ours });
   }
   const runs = configs as (typeof configs[number] & { what: string; ours: () => Promise<unknown> })[];
@@ -99,6 +106,10 @@ async function stepJob(job: Issue14Job, out: Out, peer: TorchPeer | null): Promi
     for (const k of runs) {
       const ms = await timeOnce(k.ours);
       if (r >= 0) out.add(`${k.key}.ours`, `${k.what}, ours, 1 thread`, ms);
+      if (multi.supported && k.key === 'step64f64') {
+        const mc = await timeOnce(() => multi.run(k.b.stages!, k.b.x, k.b.yTrue, k.b.loss));
+        if (r >= 0) out.add(`${k.key}.multicore`, `${k.what}, ours on ${THREADS[THREADS.length - 1]} worker threads (${multi.what})`, mc);
+      }
       if (peer) {
         for (const t of THREADS) {
           const a = await peer.send({ cmd: 'step', name: k.key, threads: t });
@@ -108,6 +119,7 @@ async function stepJob(job: Issue14Job, out: Out, peer: TorchPeer | null): Promi
     }
     process.stderr.write(r < 0 ? `  step warm-up round ${r + 3}/2\n` : `  step round ${r + 1}/${job.settings.rounds}\n`);
   }
+  if (multi.supported) await multi.close?.();
 }
 
 async function jacobiansJob(job: Issue14Job, out: Out, peer: TorchPeer | null): Promise<void> {
