@@ -34,6 +34,9 @@ options:
   --method <m>           vjp (default) or jacobian; the explicit-Jacobian way builds every weight's
                          Jacobian column by column, seconds per example at the seed's widths:
                          pair it with narrow filters (e.g. --filters 4,8,8 --units 16)
+  --streamed             with --method jacobian: stream each Jacobian, one block of columns
+                         built, contracted with the upstream gradient and dropped at a time, so
+                         memory stays at one block; same time as the materialized way
   --optimizer <name>     adam (default) or sgd
   --lr <x>               learning rate, a positive number (default 0.001 for adam, 0.05 for sgd)
   --momentum <x>         sgd momentum in [0, 1] (default 0.9)
@@ -67,6 +70,7 @@ interface Options {
   epochs: number;
   batchSize: number;
   method: BackwardMethod;
+  streamed: boolean;
   optimizer: OptimizerConfig;
   seed: number;
   split: number[] | null;
@@ -86,6 +90,7 @@ const OPTIONS = {
   epochs: 'string',
   'batch-size': 'string',
   method: 'string',
+  streamed: 'boolean',
   optimizer: 'string',
   lr: 'string',
   'learning-rate': 'string',
@@ -116,6 +121,12 @@ const filters = check('to be three positive integers (one per Conv2D)', (text) =
   return f.length === 3 && f.every((n) => n !== undefined) ? (f as [number, number, number]) : undefined;
 });
 
+/** `--streamed` is a way of the explicit method: alone it would silently train by VJPs. */
+function streamedFlag(given: boolean, method: string | undefined): boolean {
+  if (given && method !== 'jacobian') throw new UsageError(`expected --streamed together with --method jacobian (it streams the explicit way), received --streamed with ${method === undefined ? 'the default method vjp' : `--method ${method}`}`);
+  return given;
+}
+
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
   if (v === 'help') return v;
@@ -130,6 +141,7 @@ function parse(argv: string[]): Options | 'help' {
     epochs: positiveInt(v.epochs, '--epochs') ?? 10,
     batchSize: positiveInt(v['batch-size'], '--batch-size') ?? 32,
     method: choice(['vjp', 'jacobian'])(v.method, '--method') ?? 'vjp',
+    streamed: streamedFlag(v.streamed === true, v.method),
     optimizer: optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: v.nesterov === true },
     seed: nonNegativeInt(v.seed, '--seed') ?? 0,
     split: splitPoints(v.split, '--split') ?? null,
@@ -208,6 +220,7 @@ export async function run(argv: string[]): Promise<number> {
       loss: 'binary_crossentropy',
       optimizer: opts.optimizer,
       method: opts.method,
+      streamed: opts.streamed,
       epochs: opts.epochs,
       batchSize: opts.batchSize,
       validationSplit: opts.validationSplit,
