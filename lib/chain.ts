@@ -192,9 +192,16 @@ export function recordStages(stages: readonly Sequential[], x: Tensor, opts: Cha
  * its input (`[B, ...out, ...in]`), and contract them with the upstream gradient:
  * `dLoss/dW = Σ_{b,out} J_W · dLoss/dOut`, `dLoss/dIn = Σ_out J_in · dLoss/dOut`, which is the
  * upstream gradient of the stage before.
+ *
+ * With `{ streamed: true }` no Jacobian is held: each block of `T` columns is built by dual numbers,
+ * contracted at once by the same helpers and dropped (`lib/streamed.ts`), so the memory is one block,
+ * the residuals and the gradients; the records then say `format: 'streamed'`, the whole Jacobian's
+ * shape and the bytes of the largest block held.
  * @example
  * const res = jacobianChain(model.split([1, 2]), x, y, 'mse');
  * res.memory[0].jacobians; // [{ label: 'dOut/d conv2d.kernel', shape: [3, 9, 9, 6, 2, 2, 1, 6], bytes: 93312 }, …]
+ * const str = jacobianChain(model.split([1, 2]), x, y, 'mse', { streamed: true }); // the same gradients
+ * str.memory[0].jacobians[0].format; // 'streamed'
  */
 export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: LossSpec, opts: ChainOptions = {}): ChainResult {
   checkStages(stages, 'jacobianChain');
