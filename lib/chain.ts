@@ -36,6 +36,14 @@ export interface ChainOptions {
    * `{ format: 'sparse', mode: 'auto' }` the explicit chain materializes structured sparse Jacobians.
    */
   jacobian?: JacobianOptions | SparseJacobianOptions;
+  /**
+   * Explicit way only: stream every Jacobian instead of materializing it. Each block of `T`
+   * columns (`jacobian.tangents`, default sized to about 64 MiB of tangents) is built by dual
+   * numbers, contracted with the upstream gradient at once and dropped (`lib/streamed.ts`), so
+   * the memory is one block plus the residuals and the gradients at any image size; the time is
+   * the dense forward builder's. Not with `jacobian.format`, `mode` or `engine`. Default false.
+   */
+  streamed?: boolean;
 }
 
 /** One materialized Jacobian, for the memory table. */
@@ -44,9 +52,13 @@ export interface JacobianRecord {
   label: string;
   /** `[B, ...out, ...in]` or `[B, ...out, ...param]`. */
   shape: number[];
-  /** Bytes of its values. */
+  /** Bytes of its values (streamed: of the largest block held). */
   bytes: number;
-  /** How it was stored: `dense`, or `csr` when the chain was asked for structured sparse Jacobians. */
+  /**
+   * How it was stored: `dense`; `sparse` when the chain was asked for structured sparse Jacobians;
+   * `streamed` when it was never stored whole (then `shape` is the whole Jacobian's and `bytes`
+   * the largest block's).
+   */
   format: string;
 }
 
@@ -180,15 +192,26 @@ export function recordStages(stages: readonly Sequential[], x: Tensor, opts: Cha
  * its input (`[B, ...out, ...in]`), and contract them with the upstream gradient:
  * `dLoss/dW = Σ_{b,out} J_W · dLoss/dOut`, `dLoss/dIn = Σ_out J_in · dLoss/dOut`, which is the
  * upstream gradient of the stage before.
+ *
+ * With `{ streamed: true }` no Jacobian is held: each block of `T` columns is built by dual numbers,
+ * contracted at once by the same helpers and dropped (`lib/streamed.ts`), so the memory is one block,
+ * the residuals and the gradients; the records then say `format: 'streamed'`, the whole Jacobian's
+ * shape and the bytes of the largest block held.
  * @example
  * const res = jacobianChain(model.split([1, 2]), x, y, 'mse');
  * res.memory[0].jacobians; // [{ label: 'dOut/d conv2d.kernel', shape: [3, 9, 9, 6, 2, 2, 1, 6], bytes: 93312 }, …]
+ * const str = jacobianChain(model.split([1, 2]), x, y, 'mse', { streamed: true }); // the same gradients
+ * str.memory[0].jacobians[0].format; // 'streamed'
  */
 export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: Tensor, loss: LossSpec, opts: ChainOptions = {}): ChainResult {
   checkStages(stages, 'jacobianChain');
   checkBatch(stages, x, yTrue, 'jacobianChain');
   const jopts = opts.jacobian ?? {};
-  if (jopts.format !== 'sparse') {
+  const streamed = checkStreamed(opts);
+  if (streamed) {
+    // One block, the residuals and the gradients against the budget: never a whole Jacobian.
+    guardExplicitWay(estimateMemory([...stages], x.shape[0], { dtype: dtypeOf(x), training: opts.training, tangents: jopts.tangents }), jopts.memoryBudget ?? getMemoryBudget(), { streamed: true });
+  } else if (jopts.format !== 'sparse') {
     // All the dense Jacobians this chain will hold, against the budget, before the first forward pass.
     guardExplicitWay(estimateMemory([...stages], x.shape[0], { dtype: dtypeOf(x), training: opts.training }), jopts.memoryBudget ?? getMemoryBudget());
   }
@@ -204,6 +227,21 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
     const stage = stages[s];
     const tape = tapes[s];
     const params = trainableParams(stage);
+    if (streamed) {
+      // Each block of columns is built, contracted with dLoss_dOut_s by the seed's helpers and dropped.
+      const so = { tangents: jopts.tangents, onProgress: jopts.onProgress };
+      const dW = tape.streamedJacobian(tape.output, params, dLoss_dOut_s, so);
+      const jacobians = dW.map((c, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: c.shape, bytes: c.blockBytes, format: 'streamed' }));
+      dLoss_dOut[s] = dLoss_dOut_s;
+      dLoss_dWeights[s] = perLayer(stage, dW.map((c) => c.gradient));
+      if (s > 0) {
+        const dIn = tape.streamedBatchJacobian(tape.output, tape.input, dLoss_dOut_s, so);
+        jacobians.unshift({ label: tape.samplesCoupled ? 'dOut/dIn (full, samples coupled)' : 'dOut/dIn', shape: dIn.shape, bytes: dIn.blockBytes, format: 'streamed' });
+        dLoss_dOut_s = dIn.gradient;
+      }
+      memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dW.map((c) => c.gradient)) };
+      continue;
+    }
     // The structured engines build per-sample Jacobians: a stage that couples its samples takes the dense builders.
     const jo = tape.samplesCoupled ? { tangents: jopts.tangents, memoryBudget: jopts.memoryBudget, onProgress: jopts.onProgress } : opts.jacobian;
     const dOut_dWeights = tape.jacobian(tape.output, params, jo);
@@ -226,6 +264,21 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
     memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dLoss_dW) };
   }
   return { method: 'jacobian', loss: last.lossValue, dLoss_dWeights: dLoss_dWeights.flat(), dLoss_dOut, stageOutputs: tapes.map((t) => t.output), memory };
+}
+
+/** Whether the chain streams; refuses the options a streamed chain cannot honour, before any work. */
+function checkStreamed(opts: ChainOptions): boolean {
+  const st = opts.streamed;
+  if (st === undefined || st === false) return false;
+  if (st !== true) throw new ConfigError(`jacobianChain: expected streamed to be a boolean, received ${fmtValue(st)}`);
+  const j = (opts.jacobian ?? {}) as JacobianOptions & { format?: string };
+  const asked = (['format', 'mode', 'engine'] as const).filter((k) => j[k] !== undefined && !(k === 'format' && j.format === 'dense') && !(k === 'mode' && j.mode === 'forward'));
+  if (asked.length > 0) {
+    throw new ConfigError(
+      `jacobianChain: streamed builds dense blocks by forward-mode dual numbers, so it takes no ${asked.map((k) => `jacobian.${k}`).join(', ')}; expected { streamed: true } alone (with jacobian.tangents to size the blocks) or a structured chain without streamed, received ${asked.map((k) => `${k}: ${fmtValue(j[k])}`).join(', ')}`,
+    );
+  }
+  return true;
 }
 
 /** `conv2d.kernel`: the layer and name of a parameter of a stage. */

@@ -36,3 +36,4 @@ export * from './train.js';
 export * from './forensics.js';
 export * from './sparse/index.js';
 export * from './memory-report.js';
+export * from './streamed.js';

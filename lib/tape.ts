@@ -16,6 +16,7 @@ import { DenseJacobian, type Jacobian, type JacobianOptions, type SparseJacobian
 import { type Cotangents, type Differentiable, type Forward, type Layer, type Param, type Tangents, isTrainable } from './layers/layer.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
 import { type SequentialForwardOptions, type SequentialSaved, Sequential } from './sequential.js';
+import { type StreamedContraction, type StreamedOptions, streamedInputGradient, streamedWeightGradients } from './streamed.js';
 import { type Tensor, assertShape, contiguous, dtypeOf, tensor, zeros } from './tensor.js';
 
 /** A tape was misused: nothing recorded, a tensor it never saw, or weights changed since recording. */
@@ -199,6 +200,54 @@ export class GradientTape {
       const shape = o.param.value.shape;
       return new DenseJacobian(zeros([B, ...outShape, ...shape], saved.dtype), B, outShape, shape, `w.r.t. ${o.param.name} (unconnected: zeros)`);
     });
+  }
+
+  /**
+   * The contraction of the Jacobian of a recorded tensor w.r.t. each of `weights` with
+   * `dLoss_dOut`, streamed (`lib/streamed.ts`): block by block of `T` columns by dual numbers over
+   * the recorded residuals, each block contracted at once and dropped; never more than one block
+   * held. One {@link StreamedContraction} per weight, its `gradient` shaped like the weight (zeros
+   * for a weight the output does not depend on).
+   * @param dLoss_dOut `[B, ...out]`, the upstream gradient at `output`.
+   * @example
+   * const [dKernel, dBias] = tape.streamedJacobian(tape.output, conv.params, dLoss_dOut).map((c) => c.gradient);
+   */
+  streamedJacobian(output: Tensor, weights: readonly Source[], dLoss_dOut: Tensor, opts: StreamedOptions = {}): StreamedContraction[] {
+    this.assertFresh();
+    const k = this.indexOf(output, 'last', 'streamedJacobian output');
+    const owners = weights.map((w, n) => this.paramOf(w, `streamedJacobian weights[${n}]`));
+    const connected = owners.filter((o) => o.layer < k);
+    const { saved } = this.recorded();
+    const view = this.segment(0, k, connected.map((o) => o.flat));
+    const built = connected.length > 0 ? streamedWeightGradients(view, saved.input, dLoss_dOut, { ...opts, training: this.training }) : [];
+    const outShape = this.shapeOf(k);
+    let c = 0;
+    return owners.map((o) => {
+      if (o.layer < k) return built[c++];
+      const shape = o.param.value.shape;
+      return { gradient: zeros(shape, saved.dtype), shape: [saved.batch, ...outShape, ...shape], tangents: 0, blockBytes: 0 };
+    });
+  }
+
+  /**
+   * The contraction of the Jacobian of a recorded tensor w.r.t. an earlier one with `dLoss_dOut`,
+   * streamed (`lib/streamed.ts`): `[B, ...in]`. Where the pass couples the samples
+   * ({@link GradientTape.samplesCoupled}), the full Jacobian `[B, ...out, B, ...in]` is streamed,
+   * so the result stays exact.
+   * @param dLoss_dOut `[B, ...out]`, the upstream gradient at `output`.
+   * @example
+   * const { gradient: dLoss_dIn } = tape.streamedBatchJacobian(tape.output, tape.input, dLoss_dOut);
+   */
+  streamedBatchJacobian(output: Tensor, input: Tensor, dLoss_dOut: Tensor, opts: StreamedOptions = {}): StreamedContraction {
+    this.assertFresh();
+    const k = this.indexOf(output, 'last', 'streamedBatchJacobian output');
+    const j = this.indexOf(input, 'first', 'streamedBatchJacobian input');
+    if (j >= k) {
+      throw new TapeError(`${this.describe()} streamedBatchJacobian: expected the output to be recorded after the input, received output = ${this.nameOf(k)} and input = ${this.nameOf(j)}`);
+    }
+    const view = this.segment(j, k, []);
+    const samplesCoupled = this.model.layers.slice(j, k).some((l: Differentiable) => l.samplesIndependent?.({ training: this.training }) === false);
+    return streamedInputGradient(view, input, dLoss_dOut, { ...opts, training: this.training, samplesCoupled });
   }
 
   /**

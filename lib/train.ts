@@ -72,6 +72,8 @@ export interface FitOptions {
    * the step runs here, on the whole batch (today's behaviour).
    */
   pool?: GradientPool;
+  /** The `jacobian` method streamed (`ChainOptions.streamed`): one block of columns held at a time. Default false. */
+  streamed?: boolean;
   /** Called before each epoch with its number (1-based) and its batch count. */
   onEpochBegin?: (epoch: number, batches: number) => void;
   /** Called after each step with running means over the epoch so far. */
@@ -372,7 +374,9 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
   if (val) checkDataset(model, val, 'validation data');
   const N = train.x.shape[0];
   // The explicit way's whole peak (its Jacobians, a tangent block, the tapes' residuals), from shapes, before the first step.
-  if (method === 'jacobian') guardExplicitWay(estimateMemory(stages, Math.min(batchSize, N), { training: opts.training ?? true }), opts.memoryBudget ?? getMemoryBudget());
+  if (opts.streamed !== undefined && typeof opts.streamed !== 'boolean') throw new ConfigError(`fit: expected streamed to be a boolean, received ${fmtValue(opts.streamed)}`);
+  if (opts.streamed && method !== 'jacobian') throw new ConfigError(`fit: streamed is a way of the jacobian method; expected method 'jacobian' with streamed, received method ${fmtValue(method)}`);
+  if (method === 'jacobian') guardExplicitWay(estimateMemory(stages, Math.min(batchSize, N), { training: opts.training ?? true, tangents: opts.tangents }), opts.memoryBudget ?? getMemoryBudget(), { streamed: opts.streamed });
 
   const batches = Math.ceil(N / batchSize);
   const shuffleRng = new Rng(seed);
@@ -393,6 +397,7 @@ export async function fit(model: Sequential, data: Dataset, opts: FitOptions): P
         training: opts.training ?? true,
         seed: stepSeed(seed, step),
         jacobian: { tangents: opts.tangents, memoryBudget: opts.memoryBudget },
+        streamed: opts.streamed,
       };
       const out = pool ? await poolStep(pool, stages, x, y, lossFn, chainOpts) : await stepGradients(method, stages, x, y, lossFn, chainOpts);
       if ('nonFinite' in out) {

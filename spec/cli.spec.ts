@@ -44,6 +44,23 @@ describe('cli: jacobian-chain seed (npm start)', () => {
     expect(out.trim().endsWith('all valid')).to.equal(true);
   });
 
+  it('--streamed runs the explicit chain streamed: every line valid, the table gives the largest block held; the clashing flags of jacobian and train are refused', () => {
+    const { code, out, err } = seed('--streamed', '--model', 'spec/fixtures/seed_reference.json');
+    expect(err, 'stderr').to.equal('');
+    expect(code).to.equal(0);
+    expect(out).to.match(/explicit-Jacobian chain, streamed vs one tape/);
+    expect(validLines(out).filter((l) => !l.endsWith('valid: true')), 'lines not valid').to.deep.equal([]);
+    expect(out).to.match(/Jacobians the explicit way streamed \(bytes: the largest block held\)/);
+    expect(out).to.match(/dOut\/dIn\s+\[3, 8, 8, 6, 9, 9, 6\]\s+5.10 MiB/);
+    expect(out).to.match(/largest block held\s+5.10 MiB/);
+    const run = (...a: string[]) => spawnSync('npx', ['tsx', 'bin/cli.ts', ...a], { cwd: ROOT, encoding: 'utf8', timeout: 180_000 });
+    const j = run('jacobian', '--streamed', '--format', 'dense');
+    expect([j.status, j.stderr]).to.deep.equal([2, 'jacobian-chain jacobian: expected --streamed without --format (it streams dense blocks by dual numbers and stores no Jacobian), received --format dense; run "jacobian-chain jacobian --help" for the options\n']);
+    const t = run('train', '--streamed', '--method', 'vjp');
+    expect(t.status).to.equal(2);
+    expect(t.stderr).to.match(/expected --streamed together with --method jacobian .*received --streamed with --method vjp/);
+  });
+
   it('--model runs a model file (a golden fixture, with its own batch, loss and stages)', () => {
     const { code, out } = seed('--model', 'spec/fixtures/dense_mlp.json');
     expect(code).to.equal(0);

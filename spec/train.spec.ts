@@ -83,8 +83,9 @@ describe('train', () => {
         const jac = await run('jacobian', [4]);
         const vjp3 = await run('vjp', [2, 6]); // three stages, Dropout first in the last one
         const jac3 = await run('jacobian', [2, 6]);
+        const streamed = await run('jacobian', [4], { streamed: true });
         const perStage = await run('vjp', [4], { optimizerPerStage: true });
-        for (const other of [vjp, jac, vjp3, jac3, perStage]) {
+        for (const other of [vjp, jac, vjp3, jac3, streamed, perStage]) {
           expect(maxRel(other.w, whole.w)).to.be.below(1e-9);
           expect(other.losses).to.be.allclose(whole.losses, { rtol: 1e-9, atol: 0 });
         }
@@ -223,6 +224,9 @@ describe('train', () => {
       await expectReject(fit(model, data, { ...opts, batchSize: 2.5 }), /expected batchSize to be a positive integer, received 2.5/);
       await expectReject(fit(model, data, { ...opts, loss: 'hinge' }), /unknown loss "hinge"/);
       await expectReject(fit(model, data, { ...opts, method: 'jacobian', memoryBudget: 1000 }), /explicit-Jacobian way for 2 stages at batch 6 .*: needs an estimated .* over the memory budget of 1000 B; use the VJP way/);
+      await expectReject(fit(model, data, { ...opts, method: 'jacobian', streamed: true, memoryBudget: 1000 }), /streamed explicit-Jacobian way for 2 stages at batch 6 .*: needs an estimated .* over the memory budget of 1000 B/);
+      await expectReject(fit(model, data, { ...opts, streamed: true }), /streamed is a way of the jacobian method; expected method 'jacobian' with streamed, received method "vjp"/);
+      await expectReject(fit(model, data, { ...opts, method: 'jacobian', streamed: 1 as never }), /expected streamed to be a boolean, received 1/);
       expect(touched()).to.equal(false);
     });
   });

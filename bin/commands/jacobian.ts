@@ -7,13 +7,15 @@
 import { maxDifference } from '../../lib/allclose.js';
 import { fmtShape } from '../../lib/errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from '../../lib/helpers.js';
-import { DenseJacobian, type Jacobian } from '../../lib/jacobian.js';
+import { DenseJacobian, type Jacobian, firstCouplingLayer } from '../../lib/jacobian.js';
+import { trainableParams } from '../../lib/layers/layer.js';
 import { LOSSES, lossFrom } from '../../lib/losses.js';
 import { fmtBytes, getMemoryBudget } from '../../lib/memory.js';
 import { catsVsDogsCnn, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import type { SequentialForwardOptions } from '../../lib/sequential.js';
 import { type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from '../../lib/sparse/auto.js';
 import type { JacobianPlan } from '../../lib/sparse/csr.js';
+import { type StreamedContraction, streamedInputGradient, streamedWeightGradients } from '../../lib/streamed.js';
 import { type DType, type Tensor, sizeOf } from '../../lib/tensor.js';
 import { UsageError, choice, dtype, nonNegativeInt, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
 import { type Case, modelFileCase } from '../cases.js';
@@ -44,6 +46,9 @@ options:
   --engine <e>         force an engine: propagate, compressed or dense
   --pattern <p>        what compressed engines colour: structural (default) or values
   --wrt <w>            input (default), weights, or all
+  --streamed           stream the Jacobian instead of building it: blocks of columns by dual
+                       numbers, each contracted with dLoss/dOut at once and dropped (the explicit
+                       way in the memory of one block); reports the block and the time
   --dtype <type>       float64 (default) or float32
   --seed <n>           seed of the weights and the batch (default 0)
   --loss <name>        loss for a model file that names none: ${LOSSES.join(', ')}
@@ -78,6 +83,7 @@ interface Options {
   memoryBudget?: number;
   tol: number;
   json: boolean;
+  streamed: boolean;
 }
 
 const OPTIONS = {
@@ -100,6 +106,7 @@ const OPTIONS = {
   'memory-budget': 'string',
   tol: 'string',
   json: 'boolean',
+  streamed: 'boolean',
 } as const;
 
 function parse(argv: string[]): Options | 'help' {
@@ -129,7 +136,16 @@ function parse(argv: string[]): Options | 'help' {
     memoryBudget: gib === undefined ? undefined : gib * 1024 ** 3,
     tol: positiveNumber(v.tol, '--tol') ?? (dt === 'float32' ? 1e-4 : 1e-10),
     json: v.json === true,
+    streamed: streamedFlag(v),
   };
+}
+
+/** `--streamed` builds no Jacobian, so the options that choose how one is built or stored do not apply. */
+function streamedFlag(v: { streamed?: true; mode?: string; format?: string; engine?: string; pattern?: string }): boolean {
+  if (v.streamed !== true) return false;
+  const clash = (['mode', 'format', 'engine', 'pattern'] as const).filter((k) => v[k] !== undefined);
+  if (clash.length > 0) throw new UsageError(`expected --streamed without ${clash.map((k) => `--${k}`).join(', ')} (it streams dense blocks by dual numbers and stores no Jacobian), received ${clash.map((k) => `--${k} ${v[k]}`).join(', ')}`);
+  return true;
 }
 
 function cnnCase(o: Options): Case {
@@ -190,6 +206,17 @@ function report(label: string, J: Jacobian, ms: number, chained: Tensor, ref: Te
   return { wrt: label, shape: J.shape.slice(), format: J.format, nnz: typeof nnz === 'number' ? nnz : null, bytes: J.bytes, denseBytes, mode: plan?.mode, engine: plan?.engine, colours: plan?.colours, ms, maxAbsDiff: d.maxAbs, relDiff: d.rel, pass };
 }
 
+function reportStreamed(label: string, c: StreamedContraction, ms: number, ref: Tensor, tol: number, dtype: DType): Measured {
+  const denseBytes = sizeOf(c.shape) * (dtype === 'float32' ? 4 : 8);
+  const d = maxDifference(c.gradient, ref);
+  const pass = d.maxAbs <= tol * d.maxRef || d.maxAbs === 0;
+  console.log(`\nJacobian ${label}: shape ${fmtShape(c.shape)}, streamed in blocks of ${c.tangents} columns, never stored`);
+  console.log(`  largest block held ${fmtBytes(c.blockBytes)} (the whole Jacobian, dense: ${fmtBytes(denseBytes)})`);
+  console.log(`  time ${fmtMs(ms)}${label.startsWith('w.r.t. input') ? '' : ' (the weights\' total, shared evenly)'}`);
+  console.log(`  gradient contracted block by block vs the VJP gradient: max |difference| ${d.maxAbs.toExponential(2)}, relative to max |gradient| ${d.rel.toExponential(2)} (tol ${tol}): ${pass ? 'equal' : 'DIFFERENT'}`);
+  return { wrt: label, shape: c.shape.slice(), format: 'streamed', nnz: null, bytes: c.blockBytes, denseBytes, ms, maxAbsDiff: d.maxAbs, relDiff: d.rel, pass };
+}
+
 /** Entry point: returns the exit code (bin/exit-codes.ts: 0 equal, 1 a gradient differs, 2 bad options, 3 bad model file, 4 over the memory budget). */
 export async function run(argv: string[]): Promise<number> {
   // The model is built with the options: a model file or a stage that does not fit is refused like a bad option.
@@ -229,14 +256,34 @@ export async function run(argv: string[]): Promise<number> {
   const jo: StructuredJacobianOptions = { mode: o.mode, format: o.format, engine: o.engine, pattern: o.pattern, memoryBudget: o.memoryBudget, training: o.training, seed: o.seed } as StructuredJacobianOptions;
   const results: Measured[] = [];
   try {
-    if (o.wrt === 'input' || o.wrt === 'all') {
+    if (o.streamed) {
+      const so = { training: o.training, seed: o.seed };
+      if (o.wrt === 'input' || o.wrt === 'all') {
+        const t = performance.now();
+        const c = streamedInputGradient(stage, stageInput, g, { ...so, samplesCoupled: firstCouplingLayer(stage, so) !== null });
+        results.push(reportStreamed('w.r.t. input', c, performance.now() - t, ref.dx, o.tol, o.dtype));
+      }
+      if (o.wrt === 'weights' || o.wrt === 'all') {
+        const t = performance.now();
+        const cs = streamedWeightGradients(stage, stageInput, g, so);
+        const ms = performance.now() - t;
+        const names = trainableParams(stage).map((p) => {
+          const { layer, param } = stage.paramOwners[stage.params.indexOf(p)];
+          return `${stage.layers[layer].name}.${stage.layers[layer].params[param].name}`;
+        });
+        const grads = trainableParams(stage).map((p) => ref.dParams[stage.params.indexOf(p)]);
+        cs.forEach((c, k) => results.push(reportStreamed(`w.r.t. ${names[k]}`, c, ms / cs.length, grads[k], o.tol, o.dtype)));
+        console.log(`\n(all ${cs.length} weight Jacobians streamed: ${fmtMs(ms)})`);
+      }
+    }
+    if (!o.streamed && (o.wrt === 'input' || o.wrt === 'all')) {
       const t = performance.now();
       const J = structuredJacobianWrtInput(stage, stageInput, jo);
       const ms = performance.now() - t;
       const chained = upstreamGradientLossOut(J, g);
       results.push(report('w.r.t. input', J, ms, chained, ref.dx, o.tol, o.dtype));
     }
-    if (o.wrt === 'weights' || o.wrt === 'all') {
+    if (!o.streamed && (o.wrt === 'weights' || o.wrt === 'all')) {
       const t = performance.now();
       const Js = structuredJacobianWrtWeights(stage, stageInput, jo);
       const ms = performance.now() - t;

@@ -47,6 +47,10 @@ options:
   --rtol <x>           relative tolerance of "valid" (default 1e-5, NumPy's allclose as in the
                        seed; 1e-4 in float32, whose rounding the seed saw as errors near 1e-7)
   --atol <x>           absolute tolerance of "valid" (default 1e-8; 1e-6 in float32)
+  --streamed           stream the explicit way: each Jacobian block of columns is built by dual
+                       numbers, contracted with the upstream gradient at once and dropped, so it
+                       holds one block (plus residuals and gradients) instead of every Jacobian;
+                       as slow as the dense forward builder, one tangent per column
   --memory-budget <g>  memory budget in GiB (default ${(getMemoryBudget() / 1024 ** 3).toFixed(0)}): the explicit-Jacobian chain's
                        Jacobians (estimated from the shapes) and the VJP way's buffers must fit,
                        checked before anything runs
@@ -68,9 +72,10 @@ interface Options {
   rtol: number;
   atol: number;
   memoryBudget: number;
+  streamed: boolean;
 }
 
-const OPTIONS = { model: 'string', 'init-weights': 'boolean', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string', 'memory-budget': 'string' } as const;
+const OPTIONS = { model: 'string', 'init-weights': 'boolean', split: 'string', batch: 'string', side: 'string', channels: 'string', dtype: 'string', seed: 'string', loss: 'string', inference: 'boolean', rtol: 'string', atol: 'string', 'memory-budget': 'string', streamed: 'boolean' } as const;
 
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
@@ -93,6 +98,7 @@ function parse(argv: string[]): Options | 'help' {
     rtol: nonNegativeNumber(v.rtol, '--rtol') ?? (dt === 'float32' ? 1e-4 : 1e-5),
     atol: nonNegativeNumber(v.atol, '--atol') ?? (dt === 'float32' ? 1e-6 : 1e-8),
     memoryBudget: (positiveNumber(v['memory-budget'], '--memory-budget') ?? getMemoryBudget() / 1024 ** 3) * 1024 ** 3,
+    streamed: v.streamed === true,
   };
 }
 
@@ -152,8 +158,8 @@ function printValid(title: string, res: Timed, ref: ChainResult, stages: Sequent
 }
 
 /** The memory table: per stage, each Jacobian the explicit way materialized, against what the VJP way held. */
-function printMemory(jac: ChainResult, vjp: ChainResult, stages: Sequential[], B: number): void {
-  console.log('\nmemory per stage: Jacobians the explicit way materialized vs what the VJP way held');
+function printMemory(jac: ChainResult, vjp: ChainResult, stages: Sequential[], B: number, streamed: boolean): void {
+  console.log(`\nmemory per stage: Jacobians the explicit way ${streamed ? 'streamed (bytes: the largest block held)' : 'materialized'} vs what the VJP way held`);
   const w0 = 34;
   const w1 = 36;
   stages.forEach((st, s) => {
@@ -163,15 +169,16 @@ function printMemory(jac: ChainResult, vjp: ChainResult, stages: Sequential[], B
     console.log(`  ${'explicit-Jacobian way'.padEnd(w0)}${'shape'.padEnd(w1)}bytes`);
     for (const J of mj.jacobians) console.log(`    ${J.label.padEnd(w0 - 2)}${fmtShape(J.shape).padEnd(w1)}${fmtBytes(J.bytes)}`);
     if (s === 0) console.log(`    ${'(dOut/dIn: not needed at stage 0)'.padEnd(w0 - 2)}`);
-    const jBytes = mj.jacobians.reduce((n, J) => n + J.bytes, 0);
-    console.log(`    ${'Jacobians in all'.padEnd(w0 - 2)}${''.padEnd(w1)}${fmtBytes(jBytes)}`);
+    // Streamed, one block at a time is alive: the stage's peak is its largest block, not a sum.
+    const jBytes = streamed ? Math.max(0, ...mj.jacobians.map((J) => J.bytes)) : mj.jacobians.reduce((n, J) => n + J.bytes, 0);
+    console.log(`    ${(streamed ? 'largest block held' : 'Jacobians in all').padEnd(w0 - 2)}${''.padEnd(w1)}${fmtBytes(jBytes)}`);
     console.log(`  ${'VJP way'.padEnd(w0)}`);
     console.log(`    ${'cotangents (dy in, dx out)'.padEnd(w0 - 2)}${`${fmtShape([B, ...st.outputShape])}, ${fmtShape([B, ...st.inputShape])}`.padEnd(w1)}${fmtBytes(mv.cotangentBytes)}`);
     console.log(`  ${'both ways'.padEnd(w0)}`);
     console.log(`    ${'residuals saved by the tape'.padEnd(w0 - 2)}${''.padEnd(w1)}${fmtBytes(mv.residualBytes)}`);
     console.log(`    ${'weight gradients'.padEnd(w0 - 2)}${''.padEnd(w1)}${fmtBytes(mv.gradientBytes)}`);
     const ratio = mv.cotangentBytes > 0 ? jBytes / mv.cotangentBytes : 0;
-    console.log(`  Jacobians / cotangents: ${ratio >= 10 ? ratio.toFixed(0) : ratio.toFixed(1)}x`);
+    console.log(`  ${streamed ? 'largest block' : 'Jacobians'} / cotangents: ${ratio >= 10 ? ratio.toFixed(0) : ratio.toFixed(1)}x`);
   });
 }
 
@@ -189,7 +196,7 @@ async function timed(f: () => ChainResult | Promise<ChainResult>): Promise<Timed
 }
 
 async function runCase(c: Case, o: Options): Promise<boolean> {
-  const opts: ChainOptions = { training: o.training, seed: o.seed, jacobian: { memoryBudget: o.memoryBudget } };
+  const opts: ChainOptions = { training: o.training, seed: o.seed, jacobian: { memoryBudget: o.memoryBudget }, streamed: o.streamed };
   const hasDropout = c.stages.some((s) => leavesOf(s).some((l) => l.stochastic));
   const stageList = c.stages.map((s) => `[${s.layers.map((_, i) => s.layerOffset + i).join(', ')}]`).join(' ');
   console.log(`\n=== ${c.title}: input ${fmtShape(c.x.shape)}, stages ${stageList}, loss ${c.loss}, ${o.dtype}${hasDropout ? `, Dropout in ${o.training ? 'training (one seeded mask, shared by all three ways)' : 'inference'}` : ''} ===`);
@@ -198,10 +205,10 @@ async function runCase(c: Case, o: Options): Promise<boolean> {
   const ref = await timed(() => referenceGradients(c.stages, c.x, c.y, c.loss, opts));
   console.log(`\nloss ${ref.loss} (one tape over the whole model, ${ref.ms.toFixed(0)} ms)`);
   const jac = await timed(() => jacobianChain(c.stages, c.x, c.y, c.loss, opts));
-  const okJ = printValid('explicit-Jacobian chain', jac, ref, c.stages, o);
+  const okJ = printValid(o.streamed ? 'explicit-Jacobian chain, streamed' : 'explicit-Jacobian chain', jac, ref, c.stages, o);
   const vjp = await timed(() => vjpChain(c.stages, c.x, c.y, c.loss, opts));
   const okV = printValid('VJP chain', vjp, ref, c.stages, o);
-  printMemory(jac, vjp, c.stages, c.x.shape[0]);
+  printMemory(jac, vjp, c.stages, c.x.shape[0], o.streamed);
   return okJ && okV;
 }
 
@@ -213,7 +220,7 @@ async function runCase(c: Case, o: Options): Promise<boolean> {
 function guardCase(c: Case, o: Options): void {
   const report = estimateMemory([...c.stages], c.x.shape[0], { dtype: o.dtype, training: o.training });
   guardBytes(`${c.title}: the single tape and the VJP way at batch ${c.x.shape[0]} (residuals and cotangents)`, report.vjp.bytes, o.memoryBudget, 'use a smaller batch or image side');
-  guardExplicitWay(report, o.memoryBudget);
+  guardExplicitWay(report, o.memoryBudget, { streamed: o.streamed });
 }
 
 /** Entry point: returns the exit code (bin/exit-codes.ts: 0 all valid, 1 some invalid, 2 bad options, 3 bad model file, 4 over the memory budget). */

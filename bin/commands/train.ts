@@ -40,6 +40,9 @@ options:
                          order, so any n gives bit-identical weights (--threads 1 runs the same
                          shards inline); without it, one step over the whole batch (today's way,
                          equal to the sharded one up to rounding)
+  --streamed             with --method jacobian: stream each Jacobian, one block of columns
+                         built, contracted with the upstream gradient and dropped at a time, so
+                         memory stays at one block; same time as the materialized way
   --optimizer <name>     adam (default) or sgd
   --lr <x>               learning rate, a positive number (default 0.001 for adam, 0.05 for sgd)
   --momentum <x>         sgd momentum in [0, 1] (default 0.9)
@@ -75,6 +78,7 @@ interface Options {
   method: BackwardMethod;
   /** Pool threads, or null for the one-process step. */
   threads: number | null;
+  streamed: boolean;
   optimizer: OptimizerConfig;
   seed: number;
   split: number[] | null;
@@ -95,6 +99,7 @@ const OPTIONS = {
   'batch-size': 'string',
   method: 'string',
   threads: 'string',
+  streamed: 'boolean',
   optimizer: 'string',
   lr: 'string',
   'learning-rate': 'string',
@@ -125,6 +130,12 @@ const filters = check('to be three positive integers (one per Conv2D)', (text) =
   return f.length === 3 && f.every((n) => n !== undefined) ? (f as [number, number, number]) : undefined;
 });
 
+/** `--streamed` is a way of the explicit method: alone it would silently train by VJPs. */
+function streamedFlag(given: boolean, method: string | undefined): boolean {
+  if (given && method !== 'jacobian') throw new UsageError(`expected --streamed together with --method jacobian (it streams the explicit way), received --streamed with ${method === undefined ? 'the default method vjp' : `--method ${method}`}`);
+  return given;
+}
+
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
   if (v === 'help') return v;
@@ -143,6 +154,7 @@ function parse(argv: string[]): Options | 'help' {
     batchSize: positiveInt(v['batch-size'], '--batch-size') ?? 32,
     method,
     threads,
+    streamed: streamedFlag(v.streamed === true, v.method),
     optimizer: optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: v.nesterov === true },
     seed: nonNegativeInt(v.seed, '--seed') ?? 0,
     split: splitPoints(v.split, '--split') ?? null,
@@ -224,6 +236,7 @@ export async function run(argv: string[]): Promise<number> {
       loss: 'binary_crossentropy',
       optimizer: opts.optimizer,
       method: opts.method,
+      streamed: opts.streamed,
       epochs: opts.epochs,
       batchSize: opts.batchSize,
       validationSplit: opts.validationSplit,

@@ -39,6 +39,12 @@ export interface JacobianAccount {
   tangents: number;
   /** Bytes of one block of `T` tangents: the seed plus every layer's tangent output in one pass. */
   tangentBlockBytes: number;
+  /** Streamed way (`ChainOptions.streamed`): tangents per block (`streamedBlockWidth` in `lib/streamed.ts`). */
+  streamedTangents: number;
+  /** Streamed way: bytes of one block, the only part of this Jacobian ever held. */
+  streamedBlockBytes: number;
+  /** Bytes of this Jacobian's contraction with the upstream gradient: the weight's gradient `[...param]`, or dLoss/dIn `[B, ...in]`. */
+  gradientBytes: number;
 }
 
 /** What the explicit way materializes. */
@@ -49,6 +55,28 @@ export interface ExplicitAccount {
   jacobianBytes: number;
   /** The largest single block of tangents (only one block is alive at a time). */
   tangentBlockBytes: number;
+  /**
+   * The streamed way (`jacobianChain(…, { streamed: true })`): one block at a time, contracted and
+   * dropped, so it holds the largest block, the tapes' residuals and the gradients, never a Jacobian.
+   */
+  streamed: StreamedAccount;
+}
+
+/** What the streamed explicit way holds at its peak. */
+export interface StreamedAccount {
+  /** The largest streamed block. */
+  blockBytes: number;
+  /** Every contraction it returns: the weights' gradients and each stage's dLoss/dIn. */
+  gradientBytes: number;
+  /** `blockBytes + gradientBytes + ` the tapes' residuals: what its guard checks. */
+  bytes: number;
+}
+
+/** The streamed account from the Jacobians it streams and the residuals of the tapes. */
+export function streamedAccount(jacobians: readonly JacobianAccount[], residualBytes: number): StreamedAccount {
+  const blockBytes = Math.max(0, ...jacobians.map((j) => j.streamedBlockBytes));
+  const gradientBytes = sum(jacobians.map((j) => j.gradientBytes));
+  return { blockBytes, gradientBytes, bytes: blockBytes + gradientBytes + residualBytes };
 }
 
 /** What the VJP way holds. */

@@ -11,7 +11,8 @@ import { denseJacobianBytes, firstCouplingLayer, tangentBlockWidth } from '../de
 import { type Differentiable, type ForwardOptions, type Residuals, describeOf, leavesOf, trainableParams } from '../layers/layer.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type DType, bytesPerElement, sizeOf, zeros } from '../tensor.js';
-import { type Accountable, type BufferAccount, BufferSet, type JacobianAccount, type MemoryEstimateOptions, type MemoryReport, asStages, fmtRatio, largest, leafName, modelDtype, sum, viewDtype, vjpAccount } from './account.js';
+import { streamedBlockWidth, streamedBytesPerTangent } from '../streamed.js';
+import { type Accountable, type BufferAccount, BufferSet, type JacobianAccount, type MemoryEstimateOptions, type MemoryReport, asStages, fmtRatio, largest, leafName, modelDtype, streamedAccount, sum, viewDtype, vjpAccount } from './account.js';
 
 /**
  * The account from shapes alone, before anything is allocated.
@@ -39,7 +40,20 @@ export function estimateMemory(model: Accountable, batch: number, opts: MemoryEs
  * @example
  * guardExplicitWay(estimateMemory(stages, 8)); // throws before jacobianChain allocates anything
  */
-export function guardExplicitWay(report: MemoryReport, budgetBytes: number = getMemoryBudget()): void {
+export function guardExplicitWay(report: MemoryReport, budgetBytes: number = getMemoryBudget(), opts: {
+  /** Guard the streamed way (one block, the residuals and the gradients) instead of the materialized one. */
+  streamed?: boolean
+} = {}): void {
+  if (opts.streamed) {
+    const s = report.explicit.streamed;
+    guardBytes(
+      `streamed explicit-Jacobian way for ${report.what} at batch ${report.batch} (${report.explicit.jacobians.length} Jacobians streamed, the largest block ${fmtBytes(s.blockBytes)}; gradients ${fmtBytes(s.gradientBytes)}; the tapes' residuals ${fmtBytes(report.vjp.residualBytes)})`,
+      explicitWayBytes(report, true),
+      budgetBytes,
+      `use the VJP way (vjpChain), which holds ${fmtBytes(report.vjp.bytes)} (${report.vjp.bytes} bytes) here, or narrower blocks ({ jacobian: { tangents } })`,
+    );
+    return;
+  }
   guardBytes(
     `explicit-Jacobian way for ${report.what} at batch ${report.batch} (${report.explicit.jacobians.length} Jacobians, the largest ${fmtShape(largest(report.explicit.jacobians).shape)}, ${fmtBytes(report.explicit.jacobianBytes)}; one tangent block ${fmtBytes(report.explicit.tangentBlockBytes)}; the tapes' residuals ${fmtBytes(report.vjp.residualBytes)})`,
     explicitWayBytes(report),
@@ -51,8 +65,13 @@ export function guardExplicitWay(report: MemoryReport, budgetBytes: number = get
 /**
  * Everything the explicit way holds at its peak, the one figure every guard checks: its Jacobians,
  * one block of tangents while the largest is built, and the residuals of the tapes it records.
+ * Streamed (`streamed`): no Jacobian is held, only the largest block, the residuals and the
+ * gradients ({@link StreamedAccount}).
+ * @example
+ * explicitWayBytes(estimateMemory(stages, 8), true) < explicitWayBytes(estimateMemory(stages, 8)); // true for any CNN
  */
-export function explicitWayBytes(report: MemoryReport): number {
+export function explicitWayBytes(report: MemoryReport, streamed = false): number {
+  if (streamed) return report.explicit.streamed.bytes;
   return report.explicit.jacobianBytes + report.explicit.tangentBlockBytes + report.vjp.residualBytes;
 }
 
@@ -170,6 +189,8 @@ function estimateOne(model: Differentiable | readonly Differentiable[], B: numbe
       bytes: (coupled ? B : 1) * denseJacobianBytes(B, st.outputShape, st.inputShape, dtype),
       tangents: T,
       tangentBlockBytes: T * bpe * B * (nIn + outs(0)),
+      ...streamedOf(st, cols, B * nIn, B, dtype, opts.tangents),
+      gradientBytes: B * nIn * bpe,
     });
     sl.forEach((l, j) => {
       for (const p of trainableParams(l)) {
@@ -183,6 +204,8 @@ function estimateOne(model: Differentiable | readonly Differentiable[], B: numbe
           tangents: Tp,
           // Layers before the seeded one are skipped (null tangents stay null).
           tangentBlockBytes: Tp * bpe * (nP + B * outs(j)),
+          ...streamedOf(st, nP, nP, B, dtype, opts.tangents),
+          gradientBytes: nP * bpe,
         });
       }
     });
@@ -196,7 +219,7 @@ function estimateOne(model: Differentiable | readonly Differentiable[], B: numbe
     dtype,
     inputShape: inShape,
     outputShape: outShape,
-    explicit: { jacobians, jacobianBytes, tangentBlockBytes: Math.max(0, ...jacobians.map((j) => j.tangentBlockBytes)) },
+    explicit: { jacobians, jacobianBytes, tangentBlockBytes: Math.max(0, ...jacobians.map((j) => j.tangentBlockBytes)), streamed: streamedAccount(jacobians, vjp.residualBytes) },
     vjp,
     ratio: jacobianBytes / vjp.bytes,
     stages: [],
@@ -212,10 +235,17 @@ export function combine(kind: 'estimate' | 'measured', whole: MemoryReport, stag
   return {
     ...whole,
     kind,
-    explicit: { jacobians, jacobianBytes, tangentBlockBytes: Math.max(0, ...stages.map((r) => r.explicit.tangentBlockBytes)) },
+    explicit: { jacobians, jacobianBytes, tangentBlockBytes: Math.max(0, ...stages.map((r) => r.explicit.tangentBlockBytes)), streamed: streamedAccount(jacobians, whole.vjp.residualBytes) },
     ratio: jacobianBytes / whole.vjp.bytes,
     stages,
   };
+}
+
+/** The streamed way's block for one Jacobian: the same width and bytes as `lib/streamed.ts` holds. */
+function streamedOf(st: Differentiable, columns: number, seedElements: number, B: number, dtype: DType, tangents?: number): { streamedTangents: number; streamedBlockBytes: number } {
+  const perTangent = streamedBytesPerTangent(st, seedElements, B, dtype);
+  const T = streamedBlockWidth(columns, perTangent, tangents);
+  return { streamedTangents: T, streamedBlockBytes: T * perTangent };
 }
 
 function account(b: SymBuffer): BufferAccount {

@@ -7,7 +7,8 @@ import { fmtBytes } from '../memory.js';
 import { type MemoryReport, fmtRatio } from './account.js';
 
 /**
- * A report as a markdown table: every Jacobian, then the VJP way's residuals and cotangents.
+ * A report as a markdown table: every Jacobian, then the VJP way's residuals and cotangents; then
+ * the totals of the materialized and of the streamed explicit way.
  * @example
  * console.log(formatMemoryReport(estimateMemory(conv, 3)));
  */
@@ -23,6 +24,7 @@ export function formatMemoryReport(r: MemoryReport): string {
     ...r.vjp.cotangents.map((b) => `| vjp | ${b.what} | ${fmtShape(b.shape)} | ${fmtBytes(b.bytes)} |`),
     '',
     `Jacobians ${fmtBytes(r.explicit.jacobianBytes)} vs VJP ${fmtBytes(r.vjp.bytes)} (residuals ${fmtBytes(r.vjp.residualBytes)} + cotangents ${fmtBytes(r.vjp.cotangentBytes)}): ratio ${fmtRatio(r.ratio)}`,
+    `Streamed explicit way (no Jacobian held): the largest block ${fmtBytes(r.explicit.streamed.blockBytes)} + gradients ${fmtBytes(r.explicit.streamed.gradientBytes)} + residuals ${fmtBytes(r.vjp.residualBytes)} = ${fmtBytes(r.explicit.streamed.bytes)}`,
   ];
   return lines.join('\n');
 }

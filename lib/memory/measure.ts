@@ -57,7 +57,7 @@ export function measureMemory(model: Accountable, x: Tensor, opts: MemoryMeasure
     }
     const { account, y } = measureVjpWay([stage], h, fo, s === stages.length - 1 ? opts.dy : undefined);
     const jacobianBytes = sum(jac.map((j) => j.bytes));
-    reports.push({ ...estS, kind: 'measured', explicit: { jacobians: jac, jacobianBytes, tangentBlockBytes: estS.explicit.tangentBlockBytes }, vjp: account, ratio: opts.jacobians === false ? NaN : jacobianBytes / account.bytes, stages: [] });
+    reports.push({ ...estS, kind: 'measured', explicit: { jacobians: jac, jacobianBytes, tangentBlockBytes: estS.explicit.tangentBlockBytes, streamed: estS.explicit.streamed }, vjp: account, ratio: opts.jacobians === false ? NaN : jacobianBytes / account.bytes, stages: [] });
     h = y;
   }
   if (!Array.isArray(model)) return reports[0];
