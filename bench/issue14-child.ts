@@ -11,7 +11,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { jacobianChain, vjpChain } from '../lib/chain.js';
 import { jacobianWrtInput, jacobianWrtWeights } from '../lib/jacobian.js';
-import type { Tensor } from '../lib/tensor.js';
+import { type Tensor, sizeOf } from '../lib/tensor.js';
+import { trainableParams } from '../lib/layers/layer.js';
 import { type BenchCase, buildCase } from './cases.js';
 import { autoDenseSupport, multiCoreStep, streamedSupport } from './features.js';
 import { type Check, type ChildOut, type Issue14Job, type Series, median } from './issue14.js';
@@ -179,7 +180,35 @@ async function explicitJob(job: Issue14Job, out: Out, streamed: boolean): Promis
       return;
     }
     const b = buildCase(cnnCase(side, 8, 'float64'));
-    run = () => s.run(b.stages!, b.x, b.yTrue, b.loss, FO);
+    // Every column of the step: each stage's trainable weights, and its input (per sample) but the first's.
+    const columns = b.stages!.reduce((n, st, k) => n + trainableParams(st).reduce((m, p) => m + p.value.size, 0) + (k > 0 ? sizeOf(st.inputShape) : 0), 0);
+    const cap = job.settings.streamedCapMs ?? 120_000;
+    let base = 0;
+    let lastDone = 0;
+    let lastTotal = 0;
+    let t0 = 0;
+    const progress = (done: number, total: number) => {
+      if (lastDone === lastTotal) base += lastTotal; // the last Jacobian ended: this block begins the next
+      lastDone = done;
+      lastTotal = total;
+      if (performance.now() - t0 > cap) throw new StreamCap();
+    };
+    run = () => {
+      t0 = performance.now();
+      base = lastDone = lastTotal = 0;
+      try {
+        return s.run(b.stages!, b.x, b.yTrue, b.loss, { ...FO, jacobian: { onProgress: progress } });
+      } catch (e) {
+        if (e instanceof StreamCap) return { capped: base + lastDone };
+        throw e;
+      }
+    };
+    const m = await measurePeak(run);
+    const what = `the seed's explicit step, streamed (jacobianChain, { streamed: true }), cats-vs-dogs CNN ${side}²×3, B=8, float64`;
+    out.add(id, what, m.ms, m.peakRssDelta);
+    const done = (m.result as { capped?: number }).capped;
+    if (done !== undefined) out.series.get(id)!.capped = { columnsDone: done, columns };
+    return;
   } else {
     const b = buildCase(cnnCase(side, 8, 'float64'));
     const opts = { ...FO, jacobian: { format: 'sparse', mode: 'auto' } as const };
@@ -200,9 +229,10 @@ async function explicitJob(job: Issue14Job, out: Out, streamed: boolean): Promis
     }
     return;
   }
-  const m = await measurePeak(run);
-  out.add(id, `the seed's explicit step, streamed (jacobianChain, { streamed: true }), cats-vs-dogs CNN ${side}²×3, B=8, float64`, m.ms, m.peakRssDelta);
 }
+
+/** Thrown from the streamed step's progress callback at the time cap. */
+class StreamCap extends Error {}
 
 async function main(): Promise<void> {
   const job = JSON.parse(readFileSync(process.argv[2], 'utf8')) as Issue14Job;

@@ -42,6 +42,8 @@ export interface Issue14Settings {
   explicitRounds: number;
   /** A job's child is killed after this long. */
   timeoutMs: number;
+  /** The streamed explicit step stops after this long (the time is then a lower bound, with an extrapolation in columns beside it). Default 120 s. */
+  streamedCapMs?: number;
 }
 
 /** A job of one child. */
@@ -69,6 +71,18 @@ export interface Series {
   medianMs: number;
   /** Peak RSS growth over the run (the largest of the repeats), when measured. */
   peakRssDelta?: number;
+  /**
+   * Stopped at the cap before the end: `ms` is then a lower bound, and the peak that of a partial
+   * run (for the streamed way, whose memory is one block, reached in the first block). No
+   * extrapolation: columns differ too much in cost (a first conv layer's weight column pushes a
+   * tangent through the whole stage, a Dense weight's through one layer) for a count to say it.
+   */
+  capped?: {
+    /** Jacobian columns built and contracted before the cap. */
+    columnsDone: number;
+    /** Columns of every Jacobian of the step. */
+    columns: number;
+  };
 }
 
 /** A check of the peer (or a mode) against ours, before anything was timed. */
