@@ -6,11 +6,12 @@
  * is not blank (its pixels read back vary), that the memory chart drew, and saves the screenshot
  * the README shows (docs/explorer.png).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Page } from 'puppeteer-core';
+import type { ElementHandle, Page } from 'puppeteer-core';
+import { saveTfjsModel, seedReferenceModel } from 'jacobian-chain';
 import { execFileSync } from 'node:child_process';
 import { type Chromium, type StaticServer, launchChromium, requireChromium, serveStatic } from '../helpers/chromium.js';
 import { expect } from '../helpers/setup.js';
@@ -108,5 +109,23 @@ describe('the Jacobian explorer in a browser', function () {
     await page.click('#run');
     const state = await result(page);
     expect(state).to.match(/^error: refused by the memory guard: explicit-Jacobian way .* over the memory budget of 1\.00 MiB; use the VJP way/);
+  });
+
+  it('computes a TF.js model.json dropped with its weights.bin: both ways valid', async () => {
+    const { modelJson, weightData } = saveTfjsModel(seedReferenceModel({ seed: 3 }));
+    writeFileSync(join(out!, 'model.json'), JSON.stringify(modelJson));
+    writeFileSync(join(out!, 'weights.bin'), new Uint8Array(weightData));
+    const page = await chromium!.open(`${server!.url}/`);
+    expect(await result(page)).to.equal('done');
+    const input = (await page.$('#files')) as ElementHandle<HTMLInputElement>;
+    await input.uploadFile(join(out!, 'model.json'), join(out!, 'weights.bin'));
+    await page.waitForFunction(() => (document.getElementById('model') as HTMLSelectElement).value === 'file' && document.getElementById('drop')!.textContent!.includes('weights.bin'), { timeout: 10_000 });
+    await page.click('#run');
+    expect(await result(page)).to.equal('done');
+    const lines = await stepThrough(page);
+    // Split after two layers: [conv2d, conv2d_1] [flatten, dense, activation]; 6 weights, one boundary, the loss.
+    expect(lines).to.have.length(16);
+    for (const l of lines) expect(l).to.match(/ valid: true$/);
+    expect(chromium!.errors, 'page errors').to.deep.equal([]);
   });
 });
