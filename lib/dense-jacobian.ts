@@ -15,9 +15,11 @@
  */
 import { ConfigError, ShapeError, fmtShape } from './errors.js';
 import { contractDense } from './helpers.js';
-import { type Differentiable, type ForwardOptions, type Forward, describeOf, leavesOf, trainableIndices } from './layers/layer.js';
+import { type Differentiable, type ForwardOptions, type Forward, type Tangents, describeOf, leavesOf, trainableIndices } from './layers/layer.js';
+import { TangentPool, deliverTangent } from './layers/out.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
-import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, tensor, zeros } from './tensor.js';
+import ndarray from 'ndarray';
+import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, stridesOf, tensor, zeros } from './tensor.js';
 
 /**
  * What every Jacobian format offers; the chain helpers accept any of them: `dense` here, `sparse`
@@ -121,15 +123,14 @@ export function forwardJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts
   const fwd = f.forward(x, opts);
   const J = zeros([B, ...f.outputShape, ...f.inputShape], dtype);
   const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bytesPerElement(dtype), opts.tangents);
-  const seed = zeros([B, ...f.inputShape, T], dtype);
+  const seeds = new BasisSeeds([B, ...f.inputShape], nIn, dtype);
+  const pool = new TangentPool();
   for (let c0 = 0; c0 < nIn; c0 += T) {
     const Tc = Math.min(T, nIn - c0);
-    // Each tangent t is the basis direction e_{c0+t}, set in every sample at once. Only the ones
-    // of the previous block are cleared: a full fill would stream the whole block through memory.
-    if (c0 > 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) seed.data[(b * nIn + c0 - T + t) * T + t] = 0;
-    for (let b = 0; b < B; b++) for (let t = 0; t < Tc; t++) seed.data[(b * nIn + c0 + t) * T + t] = 1;
-    const yDot = contiguous(f.jvp(fwd.saved, { xDot: seed, paramDots: null, T, rows: { lo: c0, hi: c0 + Tc } }));
-    scatterColumns(yDot, J.data, B * nOut, nIn, c0, Tc, T);
+    // Each tangent t is the basis direction e_{c0+t}, set in every sample at once; the output
+    // tangents go straight into columns c0..c0+Tc of J.
+    const seed = seeds.at(c0, Tc, B);
+    jvpInto(f, fwd.saved, { xDot: seed, paramDots: null, T: Tc, rows: { lo: c0, hi: c0 + Tc }, pool }, columnBlock(J, nIn, c0, Tc, [B, ...f.outputShape]));
     opts.onProgress?.(c0 + Tc, nIn);
   }
   return new DenseJacobian(J, B, f.outputShape, f.inputShape, 'w.r.t. input');
@@ -153,25 +154,59 @@ export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, op
   const out: DenseJacobian[] = [];
   const allCols = wrt.reduce((s, k) => s + f.params[k].value.size, 0);
   let done = 0;
+  const pool = new TangentPool();
   wrt.forEach((k) => {
     const p = f.params[k];
     const nP = p.value.size;
     const J = zeros([B, ...f.outputShape, ...p.value.shape], dtype);
     const T = tangentBlockWidth(nP, (B * nOut + nP) * bytesPerElement(dtype), opts.tangents);
-    const seed = zeros([...p.value.shape, T], dtype);
-    const paramDots: (Tensor | null)[] = f.params.map((_, j) => (j === k ? seed : null));
+    const seeds = new BasisSeeds(p.value.shape, nP, dtype);
     for (let c0 = 0; c0 < nP; c0 += T) {
       const Tc = Math.min(T, nP - c0);
-      if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
-      for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
-      const yDot = contiguous(f.jvp(fwd.saved, { xDot: null, paramDots, T, rows: { lo: c0, hi: c0 + Tc } }));
-      scatterColumns(yDot, J.data, B * nOut, nP, c0, Tc, T);
+      const paramDots: (Tensor | null)[] = f.params.map((_, j) => (j === k ? seeds.at(c0, Tc, 1) : null));
+      jvpInto(f, fwd.saved, { xDot: null, paramDots, T: Tc, rows: { lo: c0, hi: c0 + Tc }, pool }, columnBlock(J, nP, c0, Tc, [B, ...f.outputShape]));
       done += Tc;
       opts.onProgress?.(done, allCols);
     }
     out.push(new DenseJacobian(J, B, f.outputShape, p.value.shape, `w.r.t. ${p.name}`));
   });
   return out;
+}
+
+/**
+ * Basis seeds `[...shape, T]` for columns `c0..c0+T` of `cols` per sample, kept across blocks:
+ * one buffer per block width (the last block may be narrower), where only the ones of the block
+ * before are cleared, never the whole block.
+ */
+class BasisSeeds {
+  private readonly bufs = new Map<number, { seed: Tensor; c0: number; B: number }>();
+  constructor(
+    private readonly shape: readonly number[],
+    private readonly cols: number,
+    private readonly dtype: DType,
+  ) {}
+  /** The seed `[...shape, T]` holding `e_{c0+t}` in tangent `t` of each of the `B` samples. */
+  at(c0: number, T: number, B: number): Tensor {
+    let s = this.bufs.get(T);
+    if (!s) this.bufs.set(T, (s = { seed: zeros([...this.shape, T], this.dtype), c0: -1, B }));
+    const d = s.seed.data;
+    if (s.c0 >= 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + s.c0 + t) * T + t] = 0;
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + c0 + t) * T + t] = 1;
+    s.c0 = c0;
+    return s.seed;
+  }
+}
+
+/** Columns `c0..c0+Tc` of `J` (rows of `cols`), as the strided view `[...lead, Tc]` a `jvp` writes into. */
+function columnBlock(J: Tensor, cols: number, c0: number, Tc: number, lead: readonly number[]): Tensor {
+  return ndarray(J.data, [...lead, Tc], [...stridesOf(lead).map((s) => s * cols), 1], c0) as Tensor;
+}
+
+/** Pushes one block of basis tangents through `f` into its column block `out` of J (copying, when `f` returned a tensor of its own). */
+function jvpInto<S>(f: Differentiable<S>, saved: S, tangents: Tangents, out: Tensor): void {
+  const yDot = f.jvp(saved, tangents, out);
+  assertShape(yDot, out.shape, 'jacobian jvp output');
+  if (yDot !== out) deliverTangent(out, yDot);
 }
 
 /** Copies the `Tc` tangent columns of `yDot` (`[rows, T]`) into columns `c0..c0+Tc` of `J` (`[rows, cols]`). */

@@ -9,6 +9,7 @@
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import type { Cotangents, Differentiable, Forward, ForwardOptions, Layer, Param, Tangents } from './layers/layer.js';
+import { deliverTangent } from './layers/out.js';
 import { Rng } from './rng.js';
 import { type DType, type Tensor, assertShape, dtypeOf, sizeOf, zeros } from './tensor.js';
 
@@ -161,7 +162,7 @@ export class Sequential implements Differentiable<SequentialSaved> {
    * or parameter tangent is non-null: with only a deep layer's weights seeded, the layers before
    * it are skipped.
    */
-  jvp(saved: SequentialSaved, { xDot, paramDots, T, rows }: Tangents): Tensor {
+  jvp(saved: SequentialSaved, { xDot, paramDots, T, rows, pool }: Tangents, out?: Tensor): Tensor {
     if (paramDots && paramDots.length !== this.params.length) {
       throw new ShapeError(`${this.describe()} jvp: expected ${this.params.length} parameter tangents (or null), received ${paramDots.length}`);
     }
@@ -170,16 +171,26 @@ export class Sequential implements Differentiable<SequentialSaved> {
     // The caller's `rows` hint describes the caller's tangents only: it goes to the first layer
     // that receives them, never to a layer fed by another layer's output tangent.
     let hint = rows;
+    // With a pool, each layer but the last writes into a pooled buffer, and the buffer it read is
+    // given back once it is read (unless the layer returned a view of it); the last writes into `out`.
+    let pooled: Tensor | null = null;
+    const last = this.layers.length - 1;
     this.layers.forEach((layer, i) => {
       const n = layer.params.length;
       const mine = paramDots ? paramDots.slice(k, k + n) : null;
       k += n;
       const anyParam = mine !== null && mine.some((t) => t !== null);
       if (tangent === null && !anyParam) return;
-      tangent = layer.jvp(saved.perLayer[i], { xDot: tangent, paramDots: anyParam ? mine : null, T, rows: hint });
+      const into = i === last ? out : pool?.acquire([saved.batch, ...layer.outputShape, T], saved.dtype);
+      const next: Tensor = layer.jvp(saved.perLayer[i], { xDot: tangent, paramDots: anyParam ? mine : null, T, rows: hint, pool }, into);
+      if (pool && into && next.data !== into.data) pool.release(into);
+      if (pool && pooled && next.data !== pooled.data) pool.release(pooled);
+      pooled = pool && into && next.data === into.data ? into : pooled && next.data === pooled.data ? pooled : null;
+      tangent = next;
       hint = undefined;
     });
-    return tangent ?? zeros([saved.batch, ...this.outputShape, T], saved.dtype);
+    if (tangent === null) return out ?? zeros([saved.batch, ...this.outputShape, T], saved.dtype);
+    return deliverTangent(out, tangent);
   }
 
   /** VJP rule: pulls `dy` (`[B, ...out]`) back through every layer; parameter cotangents in `params` order. */

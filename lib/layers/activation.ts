@@ -9,6 +9,7 @@ import { type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../t
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
 import { elementwiseLocal } from './local.js';
+import { deliverTangent, rowBlock, tangentBuffer } from './out.js';
 
 /** Keras config of {@link Activation}. */
 export interface ActivationConfig {
@@ -67,13 +68,37 @@ export class Activation extends Layer<ActivationSaved> {
   }
 
   /** Dual-number rule: `dy = act'(x) · dx` (softmax: `y ⊙ (dx − ⟨y, dx⟩)` per row). No parameters. */
-  jvp({ y, z }: ActivationSaved, { xDot, T }: Tangents): Tensor {
-    const yDot = zeros([...y.shape, T], dtypeOf(y));
-    if (!xDot) return yDot;
+  jvp({ y, z }: ActivationSaved, { xDot, T, rows }: Tangents, out?: Tensor): Tensor {
+    if (!xDot) return out ?? zeros([...y.shape, T], dtypeOf(y));
     assertShape(xDot, [...y.shape, T], `${this.describe()} jvp xDot`);
-    yDot.data.set(contiguous(xDot).data.subarray(0, yDot.size));
-    activationJvp(this.activation, z?.data ?? null, y.data, yDot.data, y.size, T, this.rowLength);
-    return yDot;
+    const src = contiguous(xDot).data;
+    const n = y.size / y.shape[0];
+    const dst = out && !couplesRow(this.activation) ? rowBlock(out) : null;
+    if (out && dst && dst.stride !== T) {
+      // A column block of J: each row of T tangents is copied to its place and scaled there.
+      const lo = rows ? Math.max(0, rows.lo) : 0;
+      const hi = rows ? Math.min(n, rows.hi) : n;
+      for (let b = 0; b < y.shape[0]; b++) {
+        for (let i = b * n + lo; i < b * n + hi; i++) {
+          const w = dst.offset + i * dst.stride;
+          const row = dst.data.subarray(w, w + T);
+          row.set(src.subarray(i * T, i * T + T));
+          activationJvp(this.activation, z ? z.data.subarray(i) : null, y.data.subarray(i), row, 1, T, this.rowLength);
+        }
+      }
+      return out;
+    }
+    const yDot = tangentBuffer(out, [...y.shape, T], dtypeOf(y));
+    // An element-wise activation keeps zero rows zero: with the caller's hint only rows [lo, hi) of each sample are copied and scaled (a row-coupling one, softmax, takes them all).
+    const lo = rows && !couplesRow(this.activation) ? Math.max(0, rows.lo) : 0;
+    const hi = rows && !couplesRow(this.activation) ? Math.min(n, rows.hi) : n;
+    for (let b = 0; b < y.shape[0]; b++) {
+      const r0 = b * n + lo;
+      if (hi <= lo) continue;
+      yDot.data.set(src.subarray(r0 * T, (b * n + hi) * T), r0 * T);
+      activationJvp(this.activation, z ? z.data.subarray(r0) : null, y.data.subarray(r0), yDot.data.subarray(r0 * T), hi - lo, T, this.rowLength);
+    }
+    return deliverTangent(out, yDot);
   }
 
   /** VJP rule: `dx = act'(x)ᵀ dy`. */

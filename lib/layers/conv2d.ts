@@ -9,6 +9,7 @@ import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
@@ -168,12 +169,13 @@ export class Conv2D extends Layer<Conv2DSaved> {
    * Dual-number rule: `yDot = act'(z) · (conv(xDot, W) + conv(x, kernelDot) + biasDot)`, for a block of `T`
    * tangents; the tangent axis is innermost, so every multiply-add runs over `T` contiguous values.
    */
-  jvp(saved: Conv2DSaved, { xDot, paramDots, T }: Tangents): Tensor {
+  jvp(saved: Conv2DSaved, { xDot, paramDots, T }: Tangents, out?: Tensor): Tensor {
     const { x, y } = saved;
     const g = this.geometry(x.shape);
     const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
     const nOut = B * rows.out * cols.out * Cout;
-    const zDot = zeros([B, rows.out, cols.out, Cout, T], dtypeOf(x));
+    // A pooled (zero, contiguous) `out` is accumulated in directly; any other is copied into at the end.
+    const zDot = tangentBuffer(out, [B, rows.out, cols.out, Cout, T], dtypeOf(x));
     const d = zDot.data;
     if (xDot) {
       assertShape(xDot, [B, H, W, Cin, T], `${this.describe()} jvp xDot`);
@@ -192,7 +194,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
       for (let p = 0; p < nOut * T; p += row) for (let k = 0; k < row; k++) d[p + k] += biasDotData[k];
     }
     activationJvp(this.activation, saved.z?.data ?? null, y.data, d, nOut, T, Cout);
-    return zDot;
+    return deliverTangent(out, zDot);
   }
 
   /**

@@ -8,6 +8,7 @@ import { ConfigError, fmtValue } from '../errors.js';
 import { type AxisMap, type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 
 /** Keras config of {@link Dense}. */
@@ -107,11 +108,12 @@ export class Dense extends Layer<DenseSaved> {
   }
 
   /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents, row by row as forward. */
-  jvp(saved: DenseSaved, { xDot, paramDots, T, rows }: Tangents): Tensor {
+  jvp(saved: DenseSaved, { xDot, paramDots, T, rows }: Tangents, out?: Tensor): Tensor {
     const { x, y } = saved;
     const { B, nIn, lead } = rowsOf(x);
     const nOut = this.units;
-    const zDot = zeros([...x.shape.slice(0, -1), nOut, T], dtypeOf(x));
+    // A pooled (zero, contiguous) `out` is accumulated in directly; any other is copied into at the end.
+    const zDot = tangentBuffer(out, [...x.shape.slice(0, -1), nOut, T], dtypeOf(x));
     const d = zDot.data;
     if (xDot) {
       assertShape(xDot, [...x.shape, T], `${this.describe()} jvp xDot`);
@@ -161,7 +163,7 @@ export class Dense extends Layer<DenseSaved> {
       for (let b = 0; b < B; b++) for (let k = 0; k < nOut * T; k++) d[b * nOut * T + k] += biasDotData[k];
     }
     activationJvp(this.activation, saved.z?.data ?? null, y.data, d, B * nOut, T, nOut);
-    return zDot;
+    return deliverTangent(out, zDot);
   }
 
   /** VJP rule: `dz = act'ᵀ dy`, then `dx = dz Wᵀ`, `dW = xᵀ dz`, `db = Σ dz`, the sums over every row (batch and leading axes). */

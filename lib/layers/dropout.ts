@@ -8,10 +8,11 @@
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { Rng } from '../rng.js';
-import { type Tensor, assertShape, contiguous, dtypeOf, stridesOf, zeros } from '../tensor.js';
+import { type Tensor, assertShape, contiguous, dtypeOf, sizeOf, stridesOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, type ForwardOptions, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
 import { diagonalLocal, identityLocal } from './local.js';
+import { deliverTangent, rowBlock } from './out.js';
 
 /** Keras config of {@link Dropout}. */
 export interface DropoutConfig {
@@ -117,17 +118,26 @@ export class Dropout extends Layer<DropoutSaved> {
   }
 
   /** Dual-number rule: `dy = m ⊙ dx` for each of the `T` tangents (`dy = dx` in inference). No parameters. */
-  jvp({ mask, inputShape }: DropoutSaved, { xDot, T }: Tangents): Tensor {
-    if (!xDot) return zeros([...inputShape, T], this.dtype);
+  jvp({ mask, inputShape }: DropoutSaved, { xDot, T, rows }: Tangents, out?: Tensor): Tensor {
+    if (!xDot) return out ?? zeros([...inputShape, T], this.dtype);
     assertShape(xDot, [...inputShape, T], `${this.describe()} jvp xDot`);
-    if (!mask) return xDot;
+    if (!mask && !out) return xDot;
     const dxc = contiguous(xDot);
-    const yDot = zeros(xDot.shape, dtypeOf(xDot));
-    for (let i = 0; i < mask.size; i++) {
-      const m = mask.data[i];
-      if (m === 0) continue;
-      const o = i * T;
-      for (let t = 0; t < T; t++) yDot.data[o + t] = m * dxc.data[dxc.offset + o + t];
+    const yDot = out ?? zeros(xDot.shape, dtypeOf(xDot));
+    const dst = rowBlock(yDot);
+    if (!dst) return deliverTangent(out, this.jvp({ mask, inputShape }, { xDot, T, paramDots: null, rows }));
+    // The output is zero on entry: only the rows the caller's hint allows, and only kept units, are written.
+    const n = sizeOf(inputShape) / inputShape[0];
+    const lo = rows ? Math.max(0, rows.lo) : 0;
+    const hi = rows ? Math.min(n, rows.hi) : n;
+    for (let b = 0; b < inputShape[0]; b++) {
+      for (let i = b * n + lo; i < b * n + hi; i++) {
+        const m = mask ? mask.data[i] : 1;
+        if (m === 0) continue;
+        const o = dxc.offset + i * T;
+        const w = dst.offset + i * dst.stride;
+        for (let t = 0; t < T; t++) dst.data[w + t] = m * dxc.data[o + t];
+      }
     }
     return yDot;
   }

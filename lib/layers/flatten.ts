@@ -4,7 +4,8 @@
  * @module
  */
 import { ConfigError, fmtValue } from '../errors.js';
-import { type Tensor, assertShape, reshape, sizeOf, zeros } from '../tensor.js';
+import { type Tensor, assertShape, contiguous, reshape, sizeOf, zeros } from '../tensor.js';
+import { deliverTangent, rowBlock } from './out.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
 import { identityLocal } from './local.js';
@@ -56,12 +57,25 @@ export class Flatten extends Layer<FlattenSaved> {
   }
 
   /** Dual-number rule: the tangent block `[B, ...in, T]` reshaped to `[B, n, T]`, a view. No parameters. */
-  jvp({ inputShape }: FlattenSaved, { xDot, T }: Tangents): Tensor {
+  jvp({ inputShape }: FlattenSaved, { xDot, T, rows }: Tangents, out?: Tensor): Tensor {
     const B = inputShape[0];
     const n = this.outputShape[0];
-    if (!xDot) return zeros([B, n, T], this.dtype);
+    if (!xDot) return out ?? zeros([B, n, T], this.dtype);
     assertShape(xDot, [...inputShape, T], `${this.describe()} jvp xDot`);
-    return reshape(xDot, [B, n, T]);
+    const view = reshape(xDot, [B, n, T]);
+    const dst = out ? rowBlock(out) : null;
+    if (!out || !dst) return deliverTangent(out, view);
+    // Into a zero out (a column block of J): only the rows the caller's hint allows are copied.
+    const src = contiguous(view);
+    const lo = rows ? Math.max(0, rows.lo) : 0;
+    const hi = rows ? Math.min(n, rows.hi) : n;
+    for (let b = 0; b < B; b++) {
+      for (let i = b * n + lo; i < b * n + hi; i++) {
+        const w = dst.offset + i * dst.stride;
+        for (let t = 0, o = i * T; t < T; t++) dst.data[w + t] = src.data[o + t];
+      }
+    }
+    return out;
   }
 
   /** VJP rule: the cotangent `[B, n]` reshaped back to `[B, ...in]`, a view (the Jacobian is orthogonal). */

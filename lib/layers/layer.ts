@@ -29,6 +29,7 @@ import { guardBytes } from '../memory.js';
 import { type InitializerSpec, initialize } from '../initializers.js';
 import { Rng } from '../rng.js';
 import type { AxisStructure, KronPattern } from '../structure.js';
+import type { TangentPool } from './out.js';
 import { type DType, type Tensor, assertShape, bytesPerElement, dtypeOf, sizeOf, zeros } from '../tensor.js';
 
 export { type Padding, type WindowRanges, pair, padding, windowAxis, windowRanges } from './window.js';
@@ -114,6 +115,12 @@ export interface Tangents {
     /** One past the last row that may be non-zero. */
     hi: number;
   };
+  /**
+   * Optional: where a stage takes its intermediate tangent blocks from and gives them back, so
+   * that successive blocks of one Jacobian build reuse them (see `TangentPool` in
+   * `lib/layers/out.ts`). A single layer may ignore it.
+   */
+  pool?: TangentPool;
 }
 
 /** What `vjp` returns: the cotangent of the input and of each parameter. */
@@ -235,8 +242,13 @@ export interface Differentiable<S = unknown> extends StructureHooks {
   readonly params: readonly Param[];
   /** Primal pass; returns the output and the residuals saved for the derivatives. */
   forward(x: Tensor, opts?: ForwardOptions): Forward<S>;
-  /** Pushes a block of tangents through: returns the output tangent `[B, ...out, T]`. */
-  jvp(saved: S, tangents: Tangents): Tensor;
+  /**
+   * Pushes a block of tangents through: returns the output tangent `[B, ...out, T]`. With `out`
+   * (a view `[B, ...out, T]`, possibly strided, e.g. a column block of the Jacobian being built,
+   * holding zeros on entry) the layer may write `yDot` straight there and return `out`; a layer
+   * that returns anything else has it copied into `out` by the caller (`deliverTangent`).
+   */
+  jvp(saved: S, tangents: Tangents, out?: Tensor): Tensor;
   /** Pulls an output cotangent `dy` of shape `[B, ...out]` back to the input and parameters. */
   vjp(saved: S, dy: Tensor): Cotangents;
   /** True for a layer that draws random numbers in training (Dropout's mask): the same seed must reach it in every way. */
@@ -396,7 +408,7 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   abstract getConfig(): Record<string, unknown>;
 
   abstract forward(x: Tensor, opts?: ForwardOptions): Forward<S>;
-  abstract jvp(saved: S, tangents: Tangents): Tensor;
+  abstract jvp(saved: S, tangents: Tangents, out?: Tensor): Tensor;
   abstract vjp(saved: S, dy: Tensor): Cotangents;
 
   /**

@@ -7,6 +7,7 @@ import { ConfigError, fmtValue } from '../errors.js';
 import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { deliverTangent, rowBlock } from './out.js';
 import { selectCotangents, selectTangents, selectionLocal } from './select.js';
 import { type Padding, PoolWindows, type WindowRanges, maxWindow } from './window.js';
 
@@ -122,13 +123,14 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   }
 
   /** Dual-number rule: each output's `T` tangents are its winner's (`dy[o, t] = dx[argmax[o], t]`). No parameters. */
-  jvp(saved: MaxPooling2DSaved, { xDot, T }: Tangents): Tensor {
+  jvp(saved: MaxPooling2DSaved, { xDot, T, rows }: Tangents, out?: Tensor): Tensor {
     const { argmax, xShape } = saved;
-    const yDot = zeros([xShape[0], ...this.outputShape, T], saved.dtype);
-    if (!xDot) return yDot;
+    const yDot = out && rowBlock(out) ? out : zeros([xShape[0], ...this.outputShape, T], saved.dtype);
+    if (!xDot) return deliverTangent(out, yDot);
     assertShape(xDot, [...xShape, T], `${this.describe()} jvp xDot`);
-    selectTangents(argmax, xDot, T, yDot);
-    return yDot;
+    const nIn = xShape[1] * xShape[2] * xShape[3];
+    selectTangents(argmax, xDot, T, yDot, rows ? { nIn, lo: rows.lo, hi: rows.hi } : undefined);
+    return deliverTangent(out, yDot);
   }
 
   /** VJP rule: each output's cotangent is added to its winner (`dx[argmax[o]] += dy[o]`); overlapping windows may share a winner. */

@@ -18,6 +18,7 @@
  */
 import { ConfigError, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { deliverTangent, rowBlock } from './out.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
 import { diagonalLocal } from './local.js';
@@ -71,18 +72,27 @@ export abstract class PiecewiseLinearUnit extends Layer<ReLUSaved> {
   }
 
   /** Dual-number rule: `dy[i, t] = f'(x[i]) · dx[i, t]`. No parameters. */
-  jvp({ x }: ReLUSaved, { xDot, T }: Tangents): Tensor {
-    const yDot = zeros([...x.shape, T], dtypeOf(x));
-    if (!xDot) return yDot;
+  jvp({ x }: ReLUSaved, { xDot, T, rows }: Tangents, out?: Tensor): Tensor {
+    if (!xDot) return out ?? zeros([...x.shape, T], dtypeOf(x));
     assertShape(xDot, [...x.shape, T], `${this.describe()} jvp xDot`);
-    const src = contiguous(xDot).data;
-    const d = yDot.data;
+    const yDot = out ?? zeros([...x.shape, T], dtypeOf(x));
+    const dst = rowBlock(yDot);
+    if (!dst) return deliverTangent(out, this.jvp({ x }, { xDot, T, paramDots: null, rows }));
+    const s0 = contiguous(xDot);
+    const src = s0.data;
     const xd = x.data;
-    for (let i = 0; i < xd.length; i++) {
-      const s = this.slope(xd[i]);
-      if (s === 0) continue;
-      const o = i * T;
-      for (let k = 0; k < T; k++) d[o + k] = s * src[o + k];
+    // The output is zero on entry, so only rows the caller's hint says may be non-zero are visited.
+    const n = x.size / x.shape[0];
+    const lo = rows ? Math.max(0, rows.lo) : 0;
+    const hi = rows ? Math.min(n, rows.hi) : n;
+    for (let b = 0; b < x.shape[0]; b++) {
+      for (let i = b * n + lo; i < b * n + hi; i++) {
+        const s = this.slope(xd[i]);
+        if (s === 0) continue;
+        const o = i * T;
+        const w = dst.offset + i * dst.stride;
+        for (let k = 0; k < T; k++) dst.data[w + k] = s * src[o + k];
+      }
     }
     return yDot;
   }

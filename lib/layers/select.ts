@@ -9,16 +9,29 @@
 import type { LocalJacobian } from './layer.js';
 import type { Tensor } from '../tensor.js';
 import { contiguous } from '../tensor.js';
+import { rowBlock } from './out.js';
 
-/** Dual-number rule: `dy[o, t] = dx[winner[o], t]` for a tangent block `dx` `[B, ...in, T]` into `dy` `[B, ...out, T]`. */
-export function selectTangents(winner: Int32Array, dx: Tensor, T: number, dy: Tensor): void {
+/**
+ * Dual-number rule: `dy[o, t] = dx[winner[o], t]` for a tangent block `dx` `[B, ...in, T]` into a
+ * zero `dy` `[B, ...out, T]` (contiguous, or rows of `T` a uniform stride apart: a column block of
+ * J). With `hint` (`nIn` inputs per sample, rows `[lo, hi)` of each sample's input the only
+ * non-zero ones), outputs whose winner lies outside are left zero.
+ */
+export function selectTangents(winner: Int32Array, dx: Tensor, T: number, dy: Tensor, hint?: { nIn: number; lo: number; hi: number }): void {
   const s = contiguous(dx);
   const src = s.data;
   const off = s.offset;
-  const d = dy.data;
+  const r = rowBlock(dy) ?? { data: dy.data, offset: dy.offset, stride: T };
+  const d = r.data;
+  const nOut = hint ? winner.length / Math.max(1, Math.round(dx.size / (hint.nIn * T))) : winner.length;
   for (let o = 0; o < winner.length; o++) {
-    const from = off + winner[o] * T;
-    const to = o * T;
+    const w = winner[o];
+    if (hint) {
+      const i = w - Math.floor(o / nOut) * hint.nIn;
+      if (i < hint.lo || i >= hint.hi) continue;
+    }
+    const from = off + w * T;
+    const to = r.offset + o * r.stride;
     for (let t = 0; t < T; t++) d[to + t] = src[from + t];
   }
 }

@@ -391,7 +391,10 @@ export function structuredJacobianWrtWeights(f: Differentiable, x: Tensor, opts:
   guardBytes(`Jacobians w.r.t. ${wrt.length} parameters`, wrt.reduce((a, k) => a + denseJacobianBytes(B, f.outputShape, f.params[k].value.shape, dtype), 0), budget);
   const settings = wrt.map((k) => setting(f, B, dtype, k, opts));
   const plans = settings.map((s) => choose(s, opts, 'dense'));
-  if (plans.every((p) => p.engine === 'dense' && p.mode === plans[0].mode)) {
+  // Stacked VJPs give every parameter's rows at once: when every plan is reverse and one of them
+  // needs all the rows anyway (engine dense), one pass serves them all rather than one per parameter.
+  const allReverse = plans.every((p) => p.mode === 'reverse') && plans.some((p) => p.engine === 'dense');
+  if (allReverse || plans.every((p) => p.engine === 'dense' && p.mode === plans[0].mode)) {
     const jo = { ...opts, mode: undefined, format: undefined, engine: undefined, memoryBudget: budget };
     return plans[0]?.mode === 'reverse' ? jacobianWrtWeightsByVjp(f, x, jo) : denseJacobianWrtWeights(f, x, jo);
   }
