@@ -72,7 +72,7 @@ const OPTIONS = {
   out: 'string',
 } as const;
 
-/** Runs the command; returns the exit code (0 trained, 2 bad options or a refusal by the server, 3 bad model file, 5 non-finite). */
+/** Runs the command; returns the exit code (0 trained, 2 bad options or a refusal by the server, 3 bad model file, 5 non-finite, 6 a server refused, unreachable or stalled). */
 export async function run(argv: string[]): Promise<number> {
   const o = parseCommand('train', HELP, () => {
     const v = parseOptions(argv, OPTIONS);

@@ -145,7 +145,10 @@ export class StageServer {
       assertFinite(opts.labels, 'StageServer labels');
     }
     // The limit is gRPC's too, so an oversized message is refused from its length prefix, before it is read.
-    this.server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max });
+    // The token is checked on the call's metadata, before gRPC reads a byte of the message: a caller
+    // without it never gets a message parsed, a tensor decoded, or a size judged.
+    const interceptors = opts.token === undefined ? [] : [tokenInterceptor(opts.token)];
+    this.server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max, interceptors });
     this.server.addService(this.countingService(), {
       Open: this.unary('Open', (r) => this.open(r)),
       Forward: this.unary('Forward', (r) => this.forward(r)),
@@ -211,14 +214,9 @@ export class StageServer {
     return out;
   }
 
-  /** A handler: the token first, then `fn`; any error becomes a status whose details quote it. */
+  /** A handler (the token was checked before the request was read, see {@link tokenInterceptor}): any error of `fn` becomes a status whose details quote it. */
   private unary<Req, Rep>(method: string, fn: (req: Req) => Rep | Promise<Rep>): grpc.handleUnaryCall<Req, Rep> {
     return (call, callback) => {
-      if (this.opts.token !== undefined) {
-        const got = call.metadata.get(TOKEN_KEY);
-        if (got.length === 0) return callback({ code: grpc.status.UNAUTHENTICATED, details: `${method}: this server needs a token (metadata ${TOKEN_KEY}), received none` });
-        if (!tokenMatches(this.opts.token, got[0].toString())) return callback({ code: grpc.status.UNAUTHENTICATED, details: `${method}: wrong token` });
-      }
       Promise.resolve()
         .then(() => fn(call.request))
         .then(
@@ -411,6 +409,28 @@ export class StageServer {
     const id = this.stepIdOf(req, 'Weights');
     return { step_id: id, layers: this.stages.flatMap((s) => s.layers.map((l) => ({ params: l.params.map((p) => encodeTensor(p.value)) }))), applied_steps: this.appliedSteps };
   }
+}
+
+/**
+ * A server interceptor that refuses, with UNAUTHENTICATED, a call whose metadata lacks `token`
+ * (compared in constant time) as soon as the metadata arrives: the call's stream stays paused, so
+ * its message is never read, parsed nor size-checked, and a caller without the token learns
+ * nothing about what the server would have made of it.
+ */
+function tokenInterceptor(token: string): grpc.ServerInterceptor {
+  return (method, call) =>
+    new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, pass) => {
+            const name = method.path.slice(method.path.lastIndexOf('/') + 1);
+            const got = metadata.get(TOKEN_KEY);
+            if (got.length === 0) return call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: `${name}: this server needs a token (metadata ${TOKEN_KEY}), received none` });
+            if (!tokenMatches(token, got[0].toString())) return call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: `${name}: wrong token` });
+            pass(metadata);
+          },
+        }),
+    });
 }
 
 /** `dense_1.kernel: NaN at flat index 3`, for the first non-finite gradient of the hosted layers, or null. */
