@@ -186,6 +186,22 @@ export class RemoteStageRunner implements StageRunner {
     }
   }
 
+  /**
+   * Tells the server this client resumes after `steps` steps (from its own checkpoint): a server
+   * that has applied another number restores its checkpoint at `steps`, or refuses with
+   * FAILED_PRECONDITION when it has none. Answers whether it restored and where it stands.
+   */
+  async resume(steps: number, optimizer: OptimizerConfig): Promise<{
+    /** True when the server rolled back to its checkpoint at `steps`. */
+    restored: boolean;
+    /** Steps the server has applied now (`steps`). */
+    appliedSteps: number
+  }> {
+    if (!Number.isSafeInteger(steps) || steps < 0) throw new ConfigError(`RemoteStageRunner.resume: expected a non-negative integer step count, received ${fmtValue(steps)}`);
+    const rep = (await this.call('Open', steps, { step_id: steps, optimizer_json: JSON.stringify(optimizer), loss: this.opts.loss ?? '', resume: true, resume_steps: steps })) as { restored: boolean; applied_steps: number };
+    return { restored: rep.restored, appliedSteps: rep.applied_steps };
+  }
+
   /** The hosted stages' names, `model_1+model_2`. */
   get name(): string {
     return this.stages.map((s) => s.name).join('+');
