@@ -10,9 +10,10 @@
  * | 3 | `badInput` | a bad input file (`--model` missing, a directory, malformed JSON, a bad model or tensor in it) |
  * | 4 | `memory` | refused by the memory guard before allocating (the estimate and the budget are printed) |
  * | 5 | `nonFinite` | `train` stopped on a non-finite loss or gradient |
+ * | 6 | `peer` | `train --connect`: the stage server refused the connection, could not be reached, or did not answer within the deadline (one line names the address and the deadline) |
  * | 70 | `internal` | anything unexpected: a bug (set `JACOBIAN_CHAIN_DEBUG=1` for its stack trace) |
  */
-import { ConfigError, JacobianChainError, MemoryBudgetError, ShapeError } from '../lib/errors.js';
+import { ConfigError, JacobianChainError, MemoryBudgetError, PeerError, ShapeError } from '../lib/errors.js';
 
 /** Exit codes by name. */
 export const EXIT = {
@@ -22,6 +23,7 @@ export const EXIT = {
   badInput: 3,
   memory: 4,
   nonFinite: 5,
+  peer: 6,
   internal: 70,
 } as const;
 
@@ -36,6 +38,7 @@ export const EXIT_CODES: readonly { code: ExitCode; meaning: string }[] = [
   { code: EXIT.badInput, meaning: 'bad input file (--model: missing, a directory, malformed, or a bad model or tensor in it)' },
   { code: EXIT.memory, meaning: 'refused by the memory guard, before allocating (the estimate and the budget are printed)' },
   { code: EXIT.nonFinite, meaning: 'train stopped on a non-finite loss or gradient' },
+  { code: EXIT.peer, meaning: 'train --connect: the stage server refused, was unreachable, or did not answer within the deadline' },
   { code: EXIT.internal, meaning: `internal error (a bug; set JACOBIAN_CHAIN_DEBUG=1 for the stack trace)` },
 ];
 
@@ -67,6 +70,7 @@ export function exitCodeOf(e: unknown): ExitCode {
   if (e instanceof ExitError) return e.code;
   if (e instanceof InputFileError) return EXIT.badInput;
   if (e instanceof MemoryBudgetError) return EXIT.memory;
+  if (e instanceof PeerError) return EXIT.peer;
   if (e instanceof ConfigError) return EXIT.usage;
   // A tensor of the wrong shape or contents reaching a command came from its input.
   if (e instanceof ShapeError) return EXIT.badInput;

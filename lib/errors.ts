@@ -32,6 +32,23 @@ export class MemoryBudgetError extends JacobianChainError {
 }
 
 /**
+ * A peer (a stage server) that refused the connection, could not be reached, or did not answer
+ * within the deadline: nothing was wrong with the request, the other side is gone, stalled or
+ * overloaded. The message names the address and the deadline.
+ */
+export class PeerError extends JacobianChainError {
+  constructor(
+    message: string,
+    /** The peer's `host:port`. */
+    readonly address: string,
+    /** The deadline of the call that failed, in milliseconds. */
+    readonly deadlineMs: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
  * Formats a shape the way errors quote it, `[3, 10, 10, 1]`, each extent by {@link fmtValue}, so
  * that a received `["2"]` reads `["2"]` and `[NaN]` reads `[NaN]` (never `[2]` or `[null]`);
  * anything that is not an array is quoted whole.

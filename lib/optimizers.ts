@@ -28,6 +28,20 @@ export interface Optimizer {
   iterationsOf(param: Param): number;
   /** The Keras config (snake_case) that rebuilds this optimizer. */
   getConfig(): Record<string, unknown>;
+  /** The state this optimizer holds for `params` (its slots, in order; null for a parameter never stepped), for a checkpoint. */
+  saveState(params: readonly Param[]): (OptimizerSlots | null)[];
+  /** Restores what {@link Optimizer.saveState} returned for the same `params` (shapes checked), replacing their slots. */
+  loadState(params: readonly Param[], state: readonly (OptimizerSlots | null)[]): void;
+}
+
+/** What an optimizer holds for one parameter: its step count and slot buffers (copies). */
+export interface OptimizerSlots {
+  /** Steps taken by the parameter. */
+  t: number;
+  /** SGD velocity, or Adam's first moment, `[...param]` flattened. */
+  a: Float64Array;
+  /** Adam's second moment (empty for SGD). */
+  b: Float64Array;
 }
 
 /** Keras config of {@link SGD}. */
@@ -139,6 +153,31 @@ abstract class BaseOptimizer implements Optimizer {
 
   iterationsOf(param: Param): number {
     return this.slots.get(param)?.t ?? 0;
+  }
+
+  saveState(params: readonly Param[]): (OptimizerSlots | null)[] {
+    return params.map((p) => {
+      const s = this.slots.get(p);
+      return s ? { t: s.t, a: s.a.slice(), b: s.b.slice() } : null;
+    });
+  }
+
+  loadState(params: readonly Param[], state: readonly (OptimizerSlots | null)[]): void {
+    if (!Array.isArray(state) || state.length !== params.length) throw new ShapeError(`${this.name}.loadState: expected one entry per parameter (${params.length}), received ${Array.isArray(state) ? state.length : fmtValue(state)}`);
+    // Everything checked before any slot is replaced.
+    state.forEach((s, k) => {
+      if (s === null) return;
+      const n = params[k].value.size;
+      const nb = this.usesSecondMoment() ? n : 0;
+      if (!Number.isSafeInteger(s.t) || s.t < 0 || !(s.a instanceof Float64Array) || s.a.length !== n || !(s.b instanceof Float64Array) || s.b.length !== nb) {
+        throw new ShapeError(`${this.name}.loadState: parameter ${k} (${params[k].name}): expected {t, a: ${n} values, b: ${nb} values}, received {t: ${fmtValue(s.t)}, a: ${s.a?.length}, b: ${s.b?.length}}`);
+      }
+    });
+    params.forEach((p, k) => {
+      const s = state[k];
+      if (s === null) this.slots.delete(p);
+      else this.slots.set(p, { t: s.t, a: s.a.slice(), b: s.b.slice() });
+    });
   }
 
   /** Whether the slots need a second buffer. */

@@ -361,6 +361,56 @@ describe('remote stages over gRPC (issue #15)', function () {
         await guarded.close();
       }
     });
+
+    it('the token is checked before any byte of the request is read: a wrong token with a bad tensor, an oversized message or junk bytes gets UNAUTHENTICATED', async () => {
+      const guarded = new StageServer(hosted, { token: 's3cret', maxMessageBytes: 4096 });
+      const { port: p } = await guarded.listen();
+      const def = stageService();
+      // Sends raw bytes as the Forward request: no protobuf encoding on the client's side.
+      const Junk = grpc.makeGenericClientConstructor({ Forward: { ...def.Forward, requestSerialize: (b: Buffer) => b } }, 'Stage');
+      const junk = new Junk(`127.0.0.1:${p}`, grpc.credentials.createInsecure()) as unknown as Record<string, (req: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void> & grpc.Client;
+      const sendJunk = (bytes: Buffer, token?: string) => {
+        const md = new grpc.Metadata();
+        if (token !== undefined) md.set(TOKEN_KEY, token);
+        return new Promise<grpc.ServiceError | null>((r) => junk.Forward(bytes, md, { deadline: Date.now() + 10_000 }, r));
+      };
+      const raw = rawClient(p);
+      try {
+        await raw.call('Open', { step_id: 0, optimizer_json: JSON.stringify(sgd) }, 's3cret');
+        const good = encodeTensor(zeros([2, 48]));
+        const forward = (x: Partial<WireTensor>, token: string) => raw.call('Forward', { step_id: 0, training: true, seed: 1, x: { ...good, ...x } }, token);
+        const nan = zeros([2, 48]);
+        nan.data[3] = NaN;
+        const hostile: [string, Partial<WireTensor>][] = [
+          ['a wrong shape', { shape: [2, 47] }],
+          ['a wrong byte length', { data: good.data.subarray(0, 100) }],
+          ['a NaN', { data: encodeTensor(nan).data }],
+          ['a claimed size over the maximum', { shape: [100000, 48] }],
+          ['a message over the maximum', { shape: [12, 48], data: encodeTensor(zeros([12, 48])).data }],
+        ];
+        for (const [, x] of hostile) {
+          // With the right token each is a decode or size error: the request is read...
+          await expectReject(forward(x, 's3cret'), /INVALID_ARGUMENT|RESOURCE_EXHAUSTED/);
+          // ...with a wrong one, it never is.
+          await expectReject(forward(x, 'wrong'), /^UNAUTHENTICATED: Forward: wrong token$/);
+        }
+        const bytes = Buffer.from([0x22, 0x10, 0x0a]); // a truncated field: no protobuf message
+        expect((await sendJunk(bytes, 's3cret'))?.details).to.match(/Error deserializing request/);
+        const refused = await sendJunk(bytes, 'wrong');
+        expect(refused?.code).to.equal(grpc.status.UNAUTHENTICATED);
+        expect(refused?.details).to.equal('Forward: wrong token');
+        const big = await sendJunk(Buffer.alloc(1 << 20, 0xff));
+        expect(big?.code).to.equal(grpc.status.UNAUTHENTICATED);
+        expect(big?.details).to.equal('Forward: this server needs a token (metadata jc-token), received none');
+        // Still serving the client with the token.
+        const y = (await forward({}, 's3cret')) as { y: WireTensor };
+        expect(y.y.shape).to.deep.equal([2, 1]);
+      } finally {
+        raw.close();
+        junk.close();
+        await guarded.close();
+      }
+    });
   });
 
   describe('TLS with a throwaway certificate', () => {
@@ -397,8 +447,8 @@ describe('remote stages over gRPC (issue #15)', function () {
         } finally {
           remote.close();
         }
-        await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, retries: 0, timeoutMs: 3000 }, sgd), /stage server 127\.0\.0\.1:\d+: Open of step 0 could not reach it \(1 try\): UNAVAILABLE: No connection established/);
-        await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, tls: { ca: other.cert }, retries: 0, timeoutMs: 3000 }, sgd), /Open of step 0 could not reach it \(1 try\): UNAVAILABLE: .*self-signed certificate/);
+        await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, retries: 0, timeoutMs: 3000 }, sgd), /stage server 127\.0\.0\.1:\d+: Open of step 0 could not reach it \(1 try, deadline 3000 ms each\): UNAVAILABLE: No connection established/);
+        await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, tls: { ca: other.cert }, retries: 0, timeoutMs: 3000 }, sgd), /Open of step 0 could not reach it \(1 try, deadline 3000 ms each\): UNAVAILABLE: .*self-signed certificate/);
         expect(server.steps).to.equal(1);
       } finally {
         await server.close();
@@ -442,6 +492,30 @@ describe('remote stages over gRPC (issue #15)', function () {
       const b = await runQuiet(trainRun, ['--connect', 'localhost', '--model', file, '--split', '3']);
       expect(b.code).to.equal(EXIT.usage);
       expect(b.err).to.match(/expected host:port like 127\.0\.0\.1:50051, received "localhost"/);
+    });
+    it('train --connect: a refused, an unreachable or a stalled peer exits with the peer code and one line naming the address and the deadline', async () => {
+      // A port nobody listens on: the connection is refused.
+      const probe: NetServer = createServer();
+      await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+      const closedPort = (probe.address() as { port: number }).port;
+      await new Promise((r) => probe.close(r));
+      const refused = await runQuiet(trainRun, ['--connect', `127.0.0.1:${closedPort}`, '--model', file, '--split', '3', '--timeout-ms', '2000']);
+      expect(refused.code, refused.err).to.equal(EXIT.peer);
+      expect(refused.err.split('\n')).to.have.length(1);
+      expect(refused.err).to.match(new RegExp(`^jacobian-chain train: stage server 127\\.0\\.0\\.1:${closedPort}: Open of step 0 could not reach it \\(3 tries, deadline 2000 ms each\\): UNAVAILABLE`));
+      // A peer that accepts the connection and never answers: the deadline.
+      const sockets: Socket[] = [];
+      const silent: NetServer = createServer((s) => sockets.push(s));
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+      const silentPort = (silent.address() as { port: number }).port;
+      try {
+        const stalled = await runQuiet(trainRun, ['--connect', `127.0.0.1:${silentPort}`, '--model', file, '--split', '3', '--timeout-ms', '500']);
+        expect(stalled.code, stalled.err).to.equal(EXIT.peer);
+        expect(stalled.err).to.equal(`jacobian-chain train: stage server 127.0.0.1:${silentPort}: Open of step 0 got no answer within the deadline of 500 ms (DEADLINE_EXCEEDED); the server is stalled, overloaded or gone`);
+      } finally {
+        sockets.forEach((s) => s.destroy());
+        await new Promise((r) => silent.close(r));
+      }
     });
   });
 });

@@ -33,6 +33,9 @@ options:
   --tls-cert <file>         serve TLS with this PEM certificate chain (and --tls-key)
   --tls-key <file>          the certificate's PEM private key
   --max-message-bytes <n>   largest message and tensor accepted (default ${DEFAULT_MAX_MESSAGE_BYTES})
+  --checkpoint <dir>        checkpoint the hosted weights, optimizer state and applied-step record here
+                            (atomically); started on a folder with checkpoints, resume from the newest
+  --checkpoint-every <k>    steps between checkpoints (default 10)
   --max-seconds <s>         stop after s seconds (default: run until a signal)
   --dtype <type>            float64 (default) or float32
   -h, --help                this text
@@ -53,6 +56,8 @@ const OPTIONS = {
   'tls-key': 'string',
   'max-message-bytes': 'string',
   'max-seconds': 'string',
+  checkpoint: 'string',
+  'checkpoint-every': 'string',
   dtype: 'string',
 } as const;
 
@@ -70,6 +75,17 @@ export function pickStages(stages: Sequential[], range: { from: number; to: numb
   const to = range.to ?? stages.length - 1;
   if (range.from >= stages.length || to >= stages.length) throw new UsageError(`expected ${flag} within the ${stages.length} stages (0..${stages.length - 1}) of the split, received ${range.from}..${range.to ?? ''}`);
   return stages.slice(range.from, to + 1);
+}
+
+/** `--checkpoint <dir>` and `--checkpoint-every <k>` (default 10) as checkpoint options, or undefined without `--checkpoint`. */
+export function checkpointOption(dir: string | undefined, every: string | undefined): { dir: string; every: number } | undefined {
+  const k = positiveInt(every, '--checkpoint-every');
+  if (dir === undefined) {
+    if (k !== undefined) throw new UsageError('expected --checkpoint <dir> with --checkpoint-every, received only --checkpoint-every');
+    return undefined;
+  }
+  if (dir === '') throw new UsageError('expected --checkpoint to be a folder, received ""');
+  return { dir, every: k ?? 10 };
 }
 
 /** A file's bytes, or an {@link InputFileError} naming the flag and the path. */
@@ -104,6 +120,7 @@ export async function run(argv: string[]): Promise<number> {
       token: v.token,
       maxBytes: positiveInt(v['max-message-bytes'], '--max-message-bytes') ?? DEFAULT_MAX_MESSAGE_BYTES,
       maxSeconds: positiveNumber(v['max-seconds'], '--max-seconds') ?? null,
+      checkpoint: checkpointOption(v.checkpoint, v['checkpoint-every']),
       dtype: dtype(v.dtype, '--dtype') ?? 'float64',
     };
   });
@@ -131,7 +148,8 @@ export async function run(argv: string[]): Promise<number> {
         throw e instanceof InputFileError ? e : new InputFileError(`--labels ${JSON.stringify(o.labels)}: expected a JSON tensor {"shape": [N, ...], "data": [...]} (${(e as Error).message})`);
       }
     }
-    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, tls, labels, log: (line) => console.log(line) });
+    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, tls, labels, checkpoint: o.checkpoint, log: (line) => console.log(line) });
+    if (server.resumedFrom !== null) console.log(`resumed from the checkpoint at step ${server.resumedFrom} in ${o.checkpoint!.dir}`);
   } catch (e) {
     return refuse('serve', e);
   }

@@ -11,8 +11,9 @@ import { fmtBytes } from '../../lib/memory.js';
 import type { OptimizerConfig } from '../../lib/optimizers.js';
 import { RemoteStageRunner } from '../../lib/remote/client.js';
 import { fitRemote } from '../../lib/remote/fit.js';
+import { listCheckpoints } from '../../lib/remote/checkpoint.js';
 import { LOSSES, type LossName } from '../../lib/losses.js';
-import { readInput } from './serve.js';
+import { checkpointOption, readInput } from './serve.js';
 import { UsageError, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
 import { EXIT, InputFileError } from '../exit-codes.js';
 
@@ -44,6 +45,10 @@ options:
   --seed <n>             seed of the examples, the shuffles and the Dropout masks (default 0)
   --dtype <type>         float64 (default) or float32, as the server's
   --out <path>           write the trained model (both sides' weights) here
+  --checkpoint <dir>     checkpoint the local weights, optimizer state, step count and data order here
+                         every --checkpoint-every steps (atomically); with checkpoints in it, resume from
+                         the newest, the server (serve --checkpoint) rolled to the same step
+  --checkpoint-every <k> steps between checkpoints (default 10)
   -h, --help             this text
 
 example:
@@ -70,9 +75,11 @@ const OPTIONS = {
   seed: 'string',
   dtype: 'string',
   out: 'string',
+  checkpoint: 'string',
+  'checkpoint-every': 'string',
 } as const;
 
-/** Runs the command; returns the exit code (0 trained, 2 bad options or a refusal by the server, 3 bad model file, 5 non-finite). */
+/** Runs the command; returns the exit code (0 trained, 2 bad options or a refusal by the server, 3 bad model file, 5 non-finite, 6 a server refused, unreachable or stalled). */
 export async function run(argv: string[]): Promise<number> {
   const o = parseCommand('train', HELP, () => {
     const v = parseOptions(argv, OPTIONS);
@@ -100,6 +107,7 @@ export async function run(argv: string[]): Promise<number> {
       seed: nonNegativeInt(v.seed, '--seed') ?? 0,
       dtype: dtype(v.dtype, '--dtype') ?? 'float64',
       out: v.out === undefined ? null : writablePath(v.out, '--out'),
+      checkpoint: checkpointOption(v.checkpoint, v['checkpoint-every']),
     };
   });
   if (typeof o === 'number') return o;
@@ -122,6 +130,8 @@ export async function run(argv: string[]): Promise<number> {
     if (remote.outputShape.length !== 1) throw new UsageError(`expected the model to output a vector per example (its labels are seeded 0/1 vectors), received output [B, ${remote.outputShape.join(', ')}]`);
     console.log(`local: ${local.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}; remote at ${o.connect}: ${remote.stages.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}`);
     console.log(`training: ${o.examples} seeded examples, ${o.epochs} epochs, batch ${o.batchSize}, vjp across the wire, ${JSON.stringify(o.optimizer)}, seed ${o.seed}, ${o.dtype}`);
+    const saved = o.checkpoint ? listCheckpoints(o.checkpoint.dir, 'client') : [];
+    if (saved.length > 0) console.log(`resuming from the checkpoint at step ${saved[saved.length - 1]} in ${o.checkpoint!.dir}`);
     const totals = { sent: 0, received: 0, wire: 0, here: 0, there: 0 };
     const res = await fitRemote(local, remote, o.labelsOnServer ? { x: data.x } : data, {
       labels: o.labelsOnServer ? 'server' : 'here',
@@ -130,7 +140,9 @@ export async function run(argv: string[]): Promise<number> {
       epochs: o.epochs,
       batchSize: o.batchSize,
       seed: o.seed,
-      firstStepId: remote.lastApplied + 1,
+      // With checkpoints, step ids are the step count both sides save; without, the server's count continues.
+      firstStepId: o.checkpoint ? 0 : remote.lastApplied + 1,
+      checkpoint: o.checkpoint,
       onStep: (s) => {
         totals.sent += s.wire.sentBytes;
         totals.received += s.wire.receivedBytes;

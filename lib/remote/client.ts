@@ -9,7 +9,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { StageRunner, TensorMessage } from '../chain.js';
 import { fromMessage, toMessage } from '../chain.js';
-import { ConfigError, fmtShape, fmtValue } from '../errors.js';
+import { ConfigError, PeerError, fmtShape, fmtValue } from '../errors.js';
 import type { OptimizerConfig } from '../optimizers.js';
 import type { LossName } from '../losses.js';
 import type { DType, Tensor } from '../tensor.js';
@@ -186,6 +186,22 @@ export class RemoteStageRunner implements StageRunner {
     }
   }
 
+  /**
+   * Tells the server this client resumes after `steps` steps (from its own checkpoint): a server
+   * that has applied another number restores its checkpoint at `steps`, or refuses with
+   * FAILED_PRECONDITION when it has none. Answers whether it restored and where it stands.
+   */
+  async resume(steps: number, optimizer: OptimizerConfig): Promise<{
+    /** True when the server rolled back to its checkpoint at `steps`. */
+    restored: boolean;
+    /** Steps the server has applied now (`steps`). */
+    appliedSteps: number
+  }> {
+    if (!Number.isSafeInteger(steps) || steps < 0) throw new ConfigError(`RemoteStageRunner.resume: expected a non-negative integer step count, received ${fmtValue(steps)}`);
+    const rep = (await this.call('Open', steps, { step_id: steps, optimizer_json: JSON.stringify(optimizer), loss: this.opts.loss ?? '', resume: true, resume_steps: steps })) as { restored: boolean; applied_steps: number };
+    return { restored: rep.restored, appliedSteps: rep.applied_steps };
+  }
+
   /** The hosted stages' names, `model_1+model_2`. */
   get name(): string {
     return this.stages.map((s) => s.name).join('+');
@@ -348,7 +364,7 @@ export class RemoteStageRunner implements StageRunner {
         const err = e as grpc.ServiceError;
         const where = `stage server ${this.opts.address}`;
         if (err.code === grpc.status.DEADLINE_EXCEEDED) {
-          throw new RemoteError(`${where}: ${method} of step ${stepId} got no answer within the deadline of ${this.timeoutMs} ms (DEADLINE_EXCEEDED); the server is stalled, overloaded or gone`, err.code);
+          throw new PeerError(`${where}: ${method} of step ${stepId} got no answer within the deadline of ${this.timeoutMs} ms (DEADLINE_EXCEEDED); the server is stalled, overloaded or gone`, this.opts.address, this.timeoutMs);
         }
         if (err.code === grpc.status.UNAVAILABLE && attempt < this.retries) {
           // Bounded: at most `retries` more tries, 100 ms then 200 ms... apart.
@@ -356,7 +372,7 @@ export class RemoteStageRunner implements StageRunner {
           continue;
         }
         if (err.code === grpc.status.UNAVAILABLE) {
-          throw new RemoteError(`${where}: ${method} of step ${stepId} could not reach it (${attempt + 1} ${attempt === 0 ? 'try' : 'tries'}): UNAVAILABLE: ${err.details || err.message}`, err.code);
+          throw new PeerError(`${where}: ${method} of step ${stepId} could not reach it (${attempt + 1} ${attempt === 0 ? 'try' : 'tries'}, deadline ${this.timeoutMs} ms each): UNAVAILABLE: ${err.details || err.message}`, this.opts.address, this.timeoutMs);
         }
         if (typeof err.code === 'number') {
           throw new RemoteError(`${where} refused ${method} of step ${stepId}${attempt > 0 ? ` after ${attempt + 1} tries` : ''}: ${statusName(err.code)}: ${err.details || err.message}`, err.code);

@@ -15,7 +15,28 @@ import { Sequential } from '../sequential.js';
 import { type Dataset, checkDataset, correctCount, stepSeed, takeRows } from '../train.js';
 import { type Tensor, assertFinite, assertShape } from '../tensor.js';
 import type { RemoteStageRunner, WireTraffic } from './client.js';
+import { type CheckpointOptions, type CheckpointSlots, type CheckpointTensor, checkCheckpointOptions, listCheckpoints, paramsFromCheckpoint, paramsToCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { RemoteError } from './wire.js';
+
+/** What the client's checkpoint holds besides the weights and the optimizer's slots. */
+interface ClientCheckpoint {
+  /** The stages' names, to refuse another model's checkpoint. */
+  stages: string[];
+  seed: number;
+  /** Epoch in progress (1-based) and the next batch in it (0-based; `batches` when the epoch's steps are all done). */
+  epoch: number;
+  nextBatch: number;
+  /** The epoch's order of examples, and the shuffle generator's state after drawing it. */
+  order: number[];
+  rng: [number, number, number, number];
+  /** The epoch's running sums, and the finished epochs. */
+  lossSum: number;
+  correct: number;
+  seen: number;
+  history: RemoteEpochLog[];
+  weights: CheckpointTensor[];
+  slots: (CheckpointSlots | null)[];
+}
 
 /** Options of {@link fitRemote}: `fit`'s, less what needs the whole model in one process. */
 export interface RemoteFitOptions {
@@ -41,6 +62,14 @@ export interface RemoteFitOptions {
   labels?: 'here' | 'server';
   /** The id of the first step on the wire; default 0 (a resumed run continues the server's count). */
   firstStepId?: number;
+  /**
+   * Checkpoint the local weights, the optimizer's state, the step count, the data order (the
+   * shuffle generator's state and the epoch's order) and the epoch's running sums every `every`
+   * steps into `dir`, atomically. When `dir` holds a checkpoint, training resumes from the newest
+   * (the server, started with its own checkpoint folder, is rolled back or forward to the same
+   * step) and ends bit-identical to an uninterrupted run. Step ids then start at 0.
+   */
+  checkpoint?: CheckpointOptions;
   /** Called after each step with its loss and what crossed the wire. */
   onStep?: (info: RemoteStepInfo) => void;
 }
@@ -79,6 +108,8 @@ export interface RemoteEpochLog {
 export interface RemoteFitResult {
   /** Steps applied on both sides. */
   steps: number;
+  /** The step count of the checkpoint this run resumed from, or null for a run from the start. */
+  resumedFrom: number | null;
   /** Per epoch, the example-weighted mean loss and accuracy. */
   history: RemoteEpochLog[];
   /** Why training stopped early (a non-finite loss or gradient, before its update), or null. */
@@ -126,14 +157,38 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
   const batches = Math.ceil(N / batchSize);
   // fit's generator, drawn the same way, so the batches are fit's.
   const shuffleRng = new Rng(seed);
-  const history: RemoteFitResult['history'] = [];
+  let history: RemoteFitResult['history'] = [];
   let step = 0;
-  for (let epoch = 1; epoch <= epochs; epoch++) {
-    const order = opts.shuffle === false ? Array.from({ length: N }, (_, i) => i) : Array.from(shuffleRng.permutation(N));
-    let lossSum = 0;
-    let correct = 0;
-    let seen = 0;
-    for (let b = 0; b < batches; b++) {
+  const localLayers = local.flatMap((s) => s.layers);
+  const localParams = localLayers.flatMap((l) => l.params);
+  const names = [...local.map((s) => s.name), ...remote.stages.map((s) => s.name)];
+  const cp = opts.checkpoint === undefined ? null : checkCheckpointOptions(opts.checkpoint, 'fitRemote');
+  if (cp && firstStepId !== 0) throw new ConfigError(`fitRemote: with checkpoint, step ids start at 0 (the step count both sides save); received firstStepId ${firstStepId}`);
+  let resumed: ClientCheckpoint | null = null;
+  let resumedFrom: number | null = null;
+  if (cp) {
+    const saved = listCheckpoints(cp.dir, 'client');
+    if (saved.length > 0) {
+      resumedFrom = saved[saved.length - 1];
+      resumed = readCheckpoint<ClientCheckpoint>(cp.dir, 'client', resumedFrom);
+      if (resumed.stages.join('+') !== names.join('+') || resumed.seed !== seed || resumed.order.length !== N) {
+        throw new ConfigError(`fitRemote: the checkpoint at step ${resumedFrom} in ${JSON.stringify(cp.dir)} is of stages ${resumed.stages.join('+')}, seed ${resumed.seed}, ${resumed.order.length} examples; expected ${names.join('+')}, seed ${seed}, ${N} examples`);
+      }
+      paramsFromCheckpoint(localParams, optimizer, resumed, `fitRemote checkpoint at step ${resumedFrom}`);
+      shuffleRng.setState(resumed.rng);
+      history = resumed.history;
+      step = resumedFrom;
+    }
+    // The server meets us at our step: rolled back to its own checkpoint there if it went further.
+    await remote.resume(step, opts.optimizer);
+  }
+  for (let epoch = resumed ? resumed.epoch : 1; epoch <= epochs; epoch++) {
+    const fromCheckpoint = resumed !== null && epoch === resumed.epoch;
+    const order = fromCheckpoint ? resumed!.order : opts.shuffle === false ? Array.from({ length: N }, (_, i) => i) : Array.from(shuffleRng.permutation(N));
+    let lossSum = fromCheckpoint ? resumed!.lossSum : 0;
+    let correct = fromCheckpoint ? resumed!.correct : 0;
+    let seen = fromCheckpoint ? resumed!.seen : 0;
+    for (let b = fromCheckpoint ? resumed!.nextBatch : 0; b < batches; b++) {
       const t0 = performance.now();
       const idx = order.slice(b * batchSize, Math.min(N, (b + 1) * batchSize));
       const x = takeRows(data.x, idx);
@@ -141,7 +196,7 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       const stepId = firstStepId + step;
       remote.beginStep(stepId, chainOpts);
       remote.takeTraffic();
-      const stop = (why: string): RemoteFitResult => ({ steps: step, history, stopped: `non-finite ${why} at epoch ${epoch}, batch ${b + 1} (step ${stepId}); training stopped before the update` });
+      const stop = (why: string): RemoteFitResult => ({ steps: step, resumedFrom, history, stopped: `non-finite ${why} at epoch ${epoch}, batch ${b + 1} (step ${stepId}); training stopped before the update` });
       let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][] };
       if (labelsThere) {
         // vjpChain's steps, with the loss where the labels are.
@@ -167,7 +222,6 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       if (!Number.isFinite(res.loss)) return stop(`loss (${res.loss})`);
       const remoteFinite = remote.gradientsFinite;
       if (!remoteFinite.ok) return stop(`gradient on the server: ${remoteFinite.where}`);
-      const localLayers = local.flatMap((s) => s.layers);
       for (let i = 0; i < localLayers.length; i++) {
         for (let k = 0; k < localLayers[i].params.length; k++) {
           const g = res.dLoss_dWeights[i][k];
@@ -181,13 +235,16 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       lossSum += res.loss * idx.length;
       correct += res.correct;
       seen += idx.length;
+      if (cp && step % cp.every === 0) {
+        writeCheckpoint(cp, 'client', step, { stages: names, seed, epoch, nextBatch: b + 1, order, rng: shuffleRng.state(), lossSum, correct, seen, history, ...paramsToCheckpoint(localParams, optimizer) } satisfies Omit<ClientCheckpoint, 'weights' | 'slots'> & object);
+      }
       const wire = remote.takeTraffic();
       const stepMs = performance.now() - t0;
       opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs });
     }
     history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen });
   }
-  return { steps: step, history, stopped: null };
+  return { steps: step, resumedFrom, history, stopped: null };
 }
 
 function positiveInt(v: unknown, key: string): number {

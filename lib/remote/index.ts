@@ -8,3 +8,4 @@ export * from './wire.js';
 export * from './server.js';
 export * from './client.js';
 export * from './fit.js';
+export * from './checkpoint.js';

@@ -15,6 +15,8 @@ import { Sequential } from '../sequential.js';
 import { type Loss, type LossName, lossFrom } from '../losses.js';
 import { type DType, type Tensor, assertFinite, assertShape, bytesOf, zeros } from '../tensor.js';
 import { correctCount, takeRows } from '../train.js';
+import { type CheckpointOptions, type CheckpointSlots, type CheckpointTensor, checkCheckpointOptions, listCheckpoints, paramsFromCheckpoint, paramsToCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
+import type { Param } from '../layers/layer.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, type LoopbackAddress, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
 
 /** Options of {@link StageServer}. */
@@ -34,6 +36,12 @@ export interface StageServerOptions {
    * loss here, from the rows the client names by index, and the labels never cross the wire.
    */
   labels?: Tensor;
+  /**
+   * Checkpoint the hosted weights, the optimizer's state and the applied-step record every
+   * `every` applied steps into `dir` (atomically); a server started on a folder that holds
+   * checkpoints resumes from the newest, and a resuming client can roll it back to an older one.
+   */
+  checkpoint?: CheckpointOptions;
   /** TLS: the server's certificate chain and private key, PEM; without it the wire is plaintext. */
   tls?: {
     /** The certificate chain, PEM. */
@@ -117,6 +125,9 @@ export class StageServer {
   private current: StepState | null = null;
   private traffic: Traffic = { received: 0, sent: 0, computeMs: 0 };
   private bound: LoopbackAddress | null = null;
+  private readonly checkpoint: Required<CheckpointOptions> | null;
+  /** The step count of the checkpoint this server was started from, or null. */
+  readonly resumedFrom: number | null = null;
 
   constructor(
     /** The hosted stages, in order. */
@@ -145,7 +156,18 @@ export class StageServer {
       assertFinite(opts.labels, 'StageServer labels');
     }
     // The limit is gRPC's too, so an oversized message is refused from its length prefix, before it is read.
-    this.server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max });
+    this.checkpoint = opts.checkpoint === undefined ? null : checkCheckpointOptions(opts.checkpoint, 'StageServer');
+    if (this.checkpoint) {
+      const saved = listCheckpoints(this.checkpoint.dir, 'server');
+      if (saved.length > 0) {
+        this.restore(saved[saved.length - 1]);
+        this.resumedFrom = saved[saved.length - 1];
+      }
+    }
+    // The token is checked on the call's metadata, before gRPC reads a byte of the message: a caller
+    // without it never gets a message parsed, a tensor decoded, or a size judged.
+    const interceptors = opts.token === undefined ? [] : [tokenInterceptor(opts.token)];
+    this.server = new grpc.Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max, interceptors });
     this.server.addService(this.countingService(), {
       Open: this.unary('Open', (r) => this.open(r)),
       Forward: this.unary('Forward', (r) => this.forward(r)),
@@ -190,6 +212,40 @@ export class StageServer {
     return this.appliedSteps;
   }
 
+  /** Every hosted parameter, in order: what the optimizer's slots and a checkpoint are keyed by. */
+  private get params(): Param[] {
+    return this.stages.flatMap((s) => s.layers.flatMap((l) => l.params));
+  }
+
+  /** Writes the checkpoint of the steps applied so far. */
+  private saveCheckpoint(): void {
+    const cp = this.checkpoint!;
+    writeCheckpoint(cp, 'server', this.appliedSteps, {
+      stages: this.stages.map((s) => s.name),
+      lastApplied: this.lastApplied,
+      optimizer: this.optimizerJson,
+      loss: this.lossName,
+      ...paramsToCheckpoint(this.params, this.optimizer!),
+    });
+  }
+
+  /** Restores the checkpoint at `steps`: weights, optimizer state, the applied-step record; the step in progress is dropped. */
+  private restore(steps: number): void {
+    const j = readCheckpoint<{ stages: string[]; lastApplied: number; optimizer: string; loss: string; weights: CheckpointTensor[]; slots: (CheckpointSlots | null)[] }>(this.checkpoint!.dir, 'server', steps);
+    const names = this.stages.map((s) => s.name).join('+');
+    if (!Array.isArray(j.stages) || j.stages.join('+') !== names) throw new ConfigError(`StageServer checkpoint at step ${steps}: expected stages ${names}, received ${fmtValue(j.stages)}`);
+    if (this.optimizerJson !== null && this.optimizerJson !== j.optimizer) throw new ConfigError(`StageServer checkpoint at step ${steps}: saved with optimizer ${j.optimizer}, the session runs ${this.optimizerJson}`);
+    const optimizer = optimizerFromConfig(JSON.parse(j.optimizer) as OptimizerConfig);
+    paramsFromCheckpoint(this.params, optimizer, j, `StageServer checkpoint at step ${steps}`);
+    this.optimizer = optimizer;
+    this.optimizerJson = j.optimizer;
+    this.lossName = j.loss;
+    this.loss = j.loss === '' ? null : lossFrom(j.loss as LossName);
+    this.lastApplied = j.lastApplied;
+    this.appliedSteps = steps;
+    this.current = null;
+  }
+
   /** The service with byte counters around its (de)serializers: what crossed the wire, message by message. */
   private countingService(): grpc.ServiceDefinition {
     const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
@@ -211,14 +267,9 @@ export class StageServer {
     return out;
   }
 
-  /** A handler: the token first, then `fn`; any error becomes a status whose details quote it. */
+  /** A handler (the token was checked before the request was read, see {@link tokenInterceptor}): any error of `fn` becomes a status whose details quote it. */
   private unary<Req, Rep>(method: string, fn: (req: Req) => Rep | Promise<Rep>): grpc.handleUnaryCall<Req, Rep> {
     return (call, callback) => {
-      if (this.opts.token !== undefined) {
-        const got = call.metadata.get(TOKEN_KEY);
-        if (got.length === 0) return callback({ code: grpc.status.UNAUTHENTICATED, details: `${method}: this server needs a token (metadata ${TOKEN_KEY}), received none` });
-        if (!tokenMatches(this.opts.token, got[0].toString())) return callback({ code: grpc.status.UNAUTHENTICATED, details: `${method}: wrong token` });
-      }
       Promise.resolve()
         .then(() => fn(call.request))
         .then(
@@ -240,7 +291,7 @@ export class StageServer {
     return id;
   }
 
-  private open(req: { step_id: number; optimizer_json: string; loss: string }) {
+  private open(req: { step_id: number; optimizer_json: string; loss: string; resume: boolean; resume_steps: number }) {
     let config: unknown;
     try {
       config = JSON.parse(req.optimizer_json);
@@ -259,7 +310,20 @@ export class StageServer {
       // Another optimizer would silently change the moments the applied steps built up.
       throw new RemoteError(`the session was opened with optimizer ${this.optimizerJson}, received ${canonical}`, grpc.status.FAILED_PRECONDITION);
     }
+    let restored = false;
+    if (req.resume && req.resume_steps !== this.appliedSteps) {
+      const saved = this.checkpoint ? listCheckpoints(this.checkpoint.dir, 'server') : [];
+      if (!saved.includes(req.resume_steps)) {
+        throw new RemoteError(`cannot resume at step ${req.resume_steps}: this server has applied ${this.appliedSteps} steps and ${this.checkpoint ? `holds checkpoints at ${saved.length ? saved.join(', ') : 'none'}` : 'keeps no checkpoints (serve --checkpoint)'}`, grpc.status.FAILED_PRECONDITION);
+      }
+      this.restore(req.resume_steps);
+      restored = true;
+      this.opts.log?.(`restored the checkpoint at step ${req.resume_steps} for a resuming client`);
+    }
+    // The state at the session's start, so that a client resuming from scratch can roll the server back to it.
+    if (this.checkpoint && listCheckpoints(this.checkpoint.dir, 'server').length === 0) this.saveCheckpoint();
     return {
+      restored,
       step_id: req.step_id,
       stages: this.stages.map((s) => ({ name: s.name, first_layer: s.layerOffset, layers: s.layers.length, input_shape: s.inputShape.slice(), output_shape: s.outputShape.slice() })),
       dtype: this.dtype,
@@ -391,6 +455,8 @@ export class StageServer {
     for (const stage of this.stages) for (const l of stage.layers) this.optimizer!.step(l.params, cur.grads[k++]);
     this.lastApplied = id;
     this.appliedSteps++;
+    // Written before the reply: the client checkpoints after it, so the server's newest checkpoint is never older than the client's.
+    if (this.checkpoint && this.appliedSteps % this.checkpoint.every === 0) this.saveCheckpoint();
     const compute = performance.now() - t0;
     this.traffic.computeMs += compute;
     const t = this.traffic;
@@ -411,6 +477,28 @@ export class StageServer {
     const id = this.stepIdOf(req, 'Weights');
     return { step_id: id, layers: this.stages.flatMap((s) => s.layers.map((l) => ({ params: l.params.map((p) => encodeTensor(p.value)) }))), applied_steps: this.appliedSteps };
   }
+}
+
+/**
+ * A server interceptor that refuses, with UNAUTHENTICATED, a call whose metadata lacks `token`
+ * (compared in constant time) as soon as the metadata arrives: the call's stream stays paused, so
+ * its message is never read, parsed nor size-checked, and a caller without the token learns
+ * nothing about what the server would have made of it.
+ */
+function tokenInterceptor(token: string): grpc.ServerInterceptor {
+  return (method, call) =>
+    new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, pass) => {
+            const name = method.path.slice(method.path.lastIndexOf('/') + 1);
+            const got = metadata.get(TOKEN_KEY);
+            if (got.length === 0) return call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: `${name}: this server needs a token (metadata ${TOKEN_KEY}), received none` });
+            if (!tokenMatches(token, got[0].toString())) return call.sendStatus({ code: grpc.status.UNAUTHENTICATED, details: `${name}: wrong token` });
+            pass(metadata);
+          },
+        }),
+    });
 }
 
 /** `dense_1.kernel: NaN at flat index 3`, for the first non-finite gradient of the hosted layers, or null. */
