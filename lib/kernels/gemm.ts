@@ -4,6 +4,7 @@
  * @module
  */
 import type { Data } from '../tensor.js';
+import { GEMM_WASM } from './gemm-wasm.js';
 
 /**
  * The operands of {@link gemm}: `A(i, t) = a[a0 + i·ai + t·at]`, `B(t, j) = b[b0 + t·bt + j·bj]`,
@@ -53,6 +54,26 @@ export interface GemmOperands {
  * gemm({ n: 2, m: 3, k: 4, a: A, a0: 0, ai: 4, at: 1, b: B, b0: 0, bt: 3, bj: 1, c: C, c0: 0, ci: 3 }, false);
  */
 export function gemm(o: GemmOperands, accumulate: boolean): void {
+  if (backend === 'wasm' && o.bj === 1 && gemmWasm(o, accumulate)) return;
+  gemmJs(o, accumulate);
+}
+
+/**
+ * Which implementation {@link gemm} runs: `'wasm'` (the SIMD kernels of `gemm.wat` where the operands
+ * allow, the default when this JS engine has WebAssembly SIMD) or `'js'` (the pure-JS block,
+ * everywhere). Returns the one in force before; asking for `'wasm'` without SIMD keeps `'js'`.
+ * @example
+ * const before = setGemmBackend('js'); // e.g. to compare both paths
+ * setGemmBackend(before);
+ */
+export function setGemmBackend(which: 'wasm' | 'js'): 'wasm' | 'js' {
+  const before = backend;
+  backend = which === 'wasm' && wasm() ? 'wasm' : 'js';
+  return before;
+}
+
+/** The pure-JS {@link gemm}: one dot product per accumulator, summed in a JS number. */
+export function gemmJs(o: GemmOperands, accumulate: boolean): void {
   const { n, m, k, a, a0, ai, at, b, b0, bt, bj, c, c0, ci } = o;
   const n4 = n - (n % 4);
   const m4 = m - (m % 4);
@@ -122,4 +143,72 @@ function edge(o: GemmOperands, i0: number, i1: number, j0: number, j1: number, a
       else c[r] = s;
     }
   }
+}
+
+/** The instantiated SIMD module, or null where WebAssembly (or its SIMD) is missing: then everything runs in JS. */
+interface GemmModule {
+  memory: WebAssembly.Memory;
+  gemm64: (n: number, m: number, k: number, pa: number, ai: number, at: number, pb: number, bt: number, pc: number, ci: number, acc: number) => void;
+  gemm32: GemmModule['gemm64'];
+}
+
+let instance: GemmModule | null | undefined;
+let backend: 'wasm' | 'js' = wasm() ? 'wasm' : 'js';
+
+function wasm(): GemmModule | null {
+  if (instance !== undefined) return instance;
+  try {
+    // Synchronous compile: the module is under the 4 KiB that browsers allow on the main thread.
+    const inst = new WebAssembly.Instance(new WebAssembly.Module(GEMM_WASM as BufferSource), {});
+    instance = inst.exports as unknown as GemmModule;
+  } catch {
+    instance = null;
+  }
+  return instance;
+}
+
+/**
+ * {@link gemm} by the SIMD kernels: the spans of `A`, `B` (and `C`) copied into the module's one
+ * memory (grown as needed), the 4-row blocks of whole vector pairs computed there, `C`'s span
+ * copied back, the edge rows and columns then done in JS on the caller's arrays. The float64
+ * kernel sums each dot product in the order of {@link gemmJs}, so its results are the same bits;
+ * the float32 one sums in float32 lanes. False (nothing done) when the operands are not all of
+ * one element type.
+ */
+export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
+  const mod = wasm();
+  const { n, m, k, a, a0, ai, at, b, b0, bt, c, c0, ci } = o;
+  if (!mod || o.bj !== 1 || k === 0) return false;
+  const f64 = a instanceof Float64Array;
+  if (f64 ? !(b instanceof Float64Array && c instanceof Float64Array) : !(a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array)) return false;
+  const width = f64 ? 4 : 8;
+  const n4 = n - (n % 4);
+  const mw = m - (m % width);
+  if (n4 === 0 || mw === 0) {
+    gemmJs(o, accumulate);
+    return true;
+  }
+  const esz = f64 ? 8 : 4;
+  const aLen = (n - 1) * ai + (k - 1) * at + 1;
+  const bLen = (k - 1) * bt + m;
+  const cLen = (n - 1) * ci + m;
+  const align = (v: number) => (v + 15) & ~15;
+  const pa = 0;
+  const pb = align(aLen * esz);
+  const pc = pb + align(bLen * esz);
+  const need = pc + cLen * esz;
+  const have = mod.memory.buffer.byteLength;
+  if (need > have) mod.memory.grow(Math.ceil((need - have) / 65536));
+  const buf = mod.memory.buffer;
+  const View = f64 ? Float64Array : Float32Array;
+  new View(buf, pa, aLen).set(a.subarray(a0, a0 + aLen));
+  new View(buf, pb, bLen).set(b.subarray(b0, b0 + bLen));
+  const cView = new View(buf, pc, cLen);
+  // With accumulate the kernel adds onto C's values; without, the gaps between rows must still come back unchanged.
+  cView.set(c.subarray(c0, c0 + cLen));
+  (f64 ? mod.gemm64 : mod.gemm32)(n4, mw, k, pa, ai * esz, at * esz, pb, bt * esz, pc, ci * esz, accumulate ? 1 : 0);
+  c.set(cView, c0);
+  if (mw < m) edge(o, 0, n4, mw, m, accumulate);
+  if (n4 < n) edge(o, n4, n, 0, m, accumulate);
+  return true;
 }
