@@ -238,9 +238,11 @@ export class GradientTape {
     // Each source is an activation index (≤ k to be connected) or a parameter of a layer before k.
     const wanted = list.map((s, n) => this.resolveSource(s, k, `gradient sources[${n}]`));
     const lowest = Math.min(k, ...wanted.map((w) => (w.kind === 'act' ? w.index : w.layer < k ? w.layer : k)));
-    const { activations, perLayer } = this.model.backward(saved, dy, lowest, k);
+    // The lowest activation's cotangent is computed only when it is a source (a training step asks for the weights alone).
+    const needInputCotangent = wanted.some((w) => w.kind === 'act' && w.index === lowest);
+    const { activations, perLayer } = this.model.backward(saved, dy, lowest, k, { needInputCotangent });
     const out = wanted.map((w) => {
-      if (w.kind === 'act') return w.index <= k ? activations[w.index - lowest] : zeros(this.shapeOf(w.index), saved.dtype);
+      if (w.kind === 'act') return w.index <= k ? activations[w.index - lowest]! : zeros(this.shapeOf(w.index), saved.dtype);
       return w.layer < k ? perLayer[w.layer - lowest][w.param] : zeros(w.shape, saved.dtype);
     });
     return Array.isArray(sources) ? out : out[0];

@@ -209,7 +209,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
   }
 
   /** {@link Conv2D.vjp} without the input cotangent: the parameter cotangents only, skipping `dP = dz Wᵀ` and its scatter (a first layer in training). */
-  vjpParams(saved: Conv2DSaved, dy: Tensor): Tensor[] {
+  override vjpParams(saved: Conv2DSaved, dy: Tensor): Tensor[] {
     return this.pullBack(saved, dy, false).dParams;
   }
 
@@ -299,20 +299,30 @@ export class Conv2D extends Layer<Conv2DSaved> {
     }
     const Wk = this.kernelData(Cin);
     const dx = withInput ? zeros([B, H, W, Cin], dtypeOf(x)) : null;
+    // The kernel transposed to [cout, K] (small, once per call): dz Wᵀ then reads B's columns contiguously, as the SIMD kernels need.
+    const Wt = withInput ? newLike(Wk, K * Cout) : null;
+    if (Wt) for (let q = 0; q < K; q++) for (let co = 0; co < Cout; co++) Wt[co * K + q] = Wk[q * Cout + co];
+    // dW is summed over the batch in float64; a float32 pass sums each chunk in float32 (dWc) first, then adds it in.
     const dWacc = new Float64Array(K * Cout);
+    const dWc = x.data instanceof Float32Array ? new Float32Array(K * Cout) : null;
     const chunk = chunkPixels(K);
     const P = newLike(x.data, chunk * K);
     const dP = withInput ? newLike(x.data, chunk * K) : null;
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
       movePatches('gather', x.data, g, p0, n, P);
-      if (dx && dP) {
+      if (dx && dP && Wt) {
         // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window.
-        gemm({ n, m: K, k: Cout, a: dz, a0: p0 * Cout, ai: Cout, at: 1, b: Wk, b0: 0, bt: 1, bj: Cout, c: dP, c0: 0, ci: K }, false);
+        gemm({ n, m: K, k: Cout, a: dz, a0: p0 * Cout, ai: Cout, at: 1, b: Wt, b0: 0, bt: K, bj: 1, c: dP, c0: 0, ci: K }, false);
         movePatches('scatter', dx.data, g, p0, n, dP);
       }
       // dW += Pᵀ dz: four taps by four output channels, both read four contiguous values per pixel.
-      gemm({ n: K, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWacc, c0: 0, ci: Cout }, true);
+      if (dWc) {
+        gemm({ n: K, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWc, c0: 0, ci: Cout }, false);
+        for (let q = 0; q < K * Cout; q++) dWacc[q] += dWc[q];
+      } else {
+        gemm({ n: K, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWacc, c0: 0, ci: Cout }, true);
+      }
     }
     const dW = zeros([kh, kw, Cin, Cout], dtypeOf(x));
     dW.data.set(dWacc);

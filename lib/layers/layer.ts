@@ -227,6 +227,13 @@ export interface Differentiable<S = unknown> extends StructureHooks {
   jvp(saved: S, tangents: Tangents): Tensor;
   /** Pulls an output cotangent `dy` of shape `[B, ...out]` back to the input and parameters. */
   vjp(saved: S, dy: Tensor): Cotangents;
+  /**
+   * Optional: the parameter cotangents of {@link Differentiable.vjp} alone (`dParams`, the same
+   * values), without `dx`. A layer whose `dx` costs real work (Conv2D, Dense) gives it, so that a
+   * backward pass that discards `dx` (the first layer of a model in training) skips that work.
+   * Fallback: `vjp(saved, dy).dParams`.
+   */
+  vjpParams?(saved: S, dy: Tensor): Tensor[];
   /** True for a layer that draws random numbers in training (Dropout's mask): the same seed must reach it in every way. */
   readonly stochastic?: boolean;
   /** The layers of a stage, first to last; absent on a single layer. */
@@ -380,6 +387,8 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   abstract forward(x: Tensor, opts?: ForwardOptions): Forward<S>;
   abstract jvp(saved: S, tangents: Tangents): Tensor;
   abstract vjp(saved: S, dy: Tensor): Cotangents;
+  /** Optional: the parameter cotangents alone (see {@link Differentiable.vjpParams}). */
+  vjpParams?(saved: S, dy: Tensor): Tensor[];
 
   /**
    * Records the `<param>_initializer` keys of a Keras config (`kernel_initializer` → `kernel`),
