@@ -151,7 +151,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const nPix = B * rows.out * cols.out;
     if (this.useBias) {
       const bias = this.biasData();
-      for (let p = 0; p < nPix * Cout; p += Cout) yd.set(bias, p);
+      for (let p = 0; p < nPix * Cout; p += Cout) for (let co = 0; co < Cout; co++) yd[p + co] = bias[co];
     }
     const chunk = chunkPixels(K);
     const P = newLike(yd, chunk * K);
@@ -406,7 +406,6 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
   const gather = direction === 'gather';
   const dh = rows.step;
   const dw = cols.step;
-  if (gather) P.fill(0, 0, n * K);
   let b = Math.floor(p0 / perImage);
   let oh = Math.floor((p0 - b * perImage) / cols.out);
   let ow = p0 - b * perImage - oh * cols.out;
@@ -415,6 +414,8 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
     const iw0 = cols.start[ow];
     const j0 = cols.lo[ow];
     const j1 = cols.hi[ow];
+    // Only a window that reaches into the padding has taps left zero; a full one is overwritten whole.
+    if (gather && (j0 !== 0 || j1 !== kw || rows.lo[oh] !== 0 || rows.hi[oh] !== kh)) P.fill(0, p * K, p * K + K);
     for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
       const xo = ((b * H + ih0 + i * dh) * W + iw0) * Cin;
       const po = p * K + i * rowLen;
