@@ -15,6 +15,7 @@ import { JacobianChainError, fmtShape } from './errors.js';
 import { DenseJacobian, type Jacobian, type JacobianOptions, type SparseJacobianOptions, fullJacobianWrtInput, jacobianWrtInput, jacobianWrtWeights } from './jacobian.js';
 import { type Cotangents, type Differentiable, type Forward, type Layer, type Param, type Tangents, isTrainable } from './layers/layer.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
+import { recycleBuffer } from './buffer-pool.js';
 import { type SequentialForwardOptions, type SequentialSaved, Sequential } from './sequential.js';
 import { type Tensor, assertShape, contiguous, dtypeOf, tensor, zeros } from './tensor.js';
 
@@ -245,6 +246,12 @@ export class GradientTape {
       if (w.kind === 'act') return w.index <= k ? activations[w.index - lowest]! : zeros(this.shapeOf(w.index), saved.dtype);
       return w.layer < k ? perLayer[w.layer - lowest][w.param] : zeros(w.shape, saved.dtype);
     });
+    // The cotangents met on the way down and not returned are dropped here: those a layer declared its own go back to the pool for the next step.
+    const kept = new Set<unknown>([dy.data, ...out.map((t) => t.data), ...perLayer.flat().map((t) => t.data)]);
+    for (let i = lowest; i < k; i++) {
+      const ct = activations[i - lowest];
+      if (ct && layers[i].freshCotangent && !kept.has(ct.data)) recycleBuffer(ct.data);
+    }
     return Array.isArray(sources) ? out : out[0];
   }
 

@@ -31,6 +31,8 @@ export interface ActivationSaved {
  */
 export class Activation extends Layer<ActivationSaved> {
   readonly className = 'Activation';
+  /** `vjp` returns `dx` in a new buffer of its own. */
+  override readonly freshCotangent = true;
   /** The activation applied. */
   readonly activation: ActivationName;
 

@@ -69,6 +69,8 @@ interface Geometry {
  */
 export class Conv2D extends Layer<Conv2DSaved> {
   readonly className = 'Conv2D';
+  /** `vjp` returns `dx` in a new buffer of its own. */
+  override readonly freshCotangent = true;
   /** Output channels (`cout`). */
   readonly filters: number;
   /** Window `[kh, kw]`. */

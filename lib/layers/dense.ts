@@ -42,6 +42,8 @@ export interface DenseSaved {
  */
 export class Dense extends Layer<DenseSaved> {
   readonly className = 'Dense';
+  /** `vjp` returns `dx` in a new buffer of its own. */
+  override readonly freshCotangent = true;
   /** Output size (`out`). */
   readonly units: number;
   /** Activation applied after the bias. */

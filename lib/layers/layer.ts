@@ -234,6 +234,12 @@ export interface Differentiable<S = unknown> extends StructureHooks {
    * Fallback: `vjp(saved, dy).dParams`.
    */
   vjpParams?(saved: S, dy: Tensor): Tensor[];
+  /**
+   * True when `vjp` always returns `dx` in a new buffer of its own (no view of `dy`, of a residual
+   * or of anything else): a tape may then give that buffer back for reuse once the next layer
+   * down has consumed it. Default (absent) false.
+   */
+  readonly freshCotangent?: boolean;
   /** True for a layer that draws random numbers in training (Dropout's mask): the same seed must reach it in every way. */
   readonly stochastic?: boolean;
   /** The layers of a stage, first to last; absent on a single layer. */
@@ -389,6 +395,8 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   abstract vjp(saved: S, dy: Tensor): Cotangents;
   /** Optional: the parameter cotangents alone (see {@link Differentiable.vjpParams}). */
   vjpParams?(saved: S, dy: Tensor): Tensor[];
+  /** `vjp`'s `dx` is always a new buffer of its own (see {@link Differentiable.freshCotangent}). */
+  readonly freshCotangent?: boolean;
 
   /**
    * Records the `<param>_initializer` keys of a Keras config (`kernel_initializer` → `kernel`),
