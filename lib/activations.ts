@@ -223,6 +223,13 @@ export function activationForward(name: ActivationName, z: Data, y: Data, n: num
         for (let k = 0; k < rowLength; k++) y[r + k] /= s;
       }
       return;
+    case 'relu':
+      // The commonest activation in a loop of its own (activationScalar's rule, NaN kept): no per-element dispatch.
+      for (let i = 0; i < n; i++) {
+        const v = z[i];
+        y[i] = v <= 0 ? 0 : v;
+      }
+      return;
     default:
       for (let i = 0; i < n; i++) y[i] = activationScalar(name, z[i]);
   }

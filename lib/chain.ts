@@ -334,6 +334,11 @@ export interface StageRunner {
   forward(x: TensorMessage): Promise<TensorMessage>;
   /** The VJP of the recorded pass: `dy` (`[B, ...out]`) in, `dx` (`[B, ...in]`) out; weight gradients kept locally. */
   backward(dy: TensorMessage): Promise<TensorMessage>;
+  /**
+   * Optional: `backward` for a caller that discards `dx` (the first stage of a chain), keeping the
+   * weight gradients only and skipping the first layer's input cotangent. Fallback: `backward`.
+   */
+  backwardParams?(dy: TensorMessage): Promise<void>;
   /** The weight gradients of the last backward, per layer per parameter (Keras order), null for a non-trainable parameter. */
   gradients(): Promise<(TensorMessage | null)[][]>;
   /** Bytes the stage held: the tape's residuals, the cotangents in and out, the weight gradients. */
@@ -388,6 +393,16 @@ export class LocalStageRunner implements StageRunner {
     return toMessage(dx);
   }
 
+  /** {@link LocalStageRunner.backward} without `dx`: `tape.gradient(output, params, { outputGradients: dy })`. */
+  async backwardParams(dy: TensorMessage): Promise<void> {
+    if (!this.tape) throw new ConfigError(`stage runner "${this.name}": backward before forward; run forward(x) first`);
+    const t = this.tape;
+    const dyT = fromMessage(dy, `${this.name} backward dy`);
+    assertFinite(dyT, `stage runner "${this.name}" backward dy`);
+    this.grads = perLayer(this.stage, t.gradient(t.output, trainableParams(this.stage), { outputGradients: dyT }));
+    this.cotangentBytes = bytesOf(dyT);
+  }
+
   async gradients(): Promise<(TensorMessage | null)[][]> {
     if (!this.grads) throw new ConfigError(`stage runner "${this.name}": no gradients yet; run forward(x) then backward(dy)`);
     return this.grads.map((l) => l.map((g) => (g === null ? null : toMessage(g))));
@@ -436,7 +451,10 @@ export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x:
   let dLoss_dOut_s = toMessage(lossFn.gradient(yTrue, yPred)); // dLoss/dY
   for (let s = S - 1; s >= 0; s--) {
     dLoss_dOut[s] = fromMessage(dLoss_dOut_s, `dLoss/dOut${s}`);
-    dLoss_dOut_s = await runners[s].backward(dLoss_dOut_s); // dLoss/dIn of stage s = dLoss/dOut of stage s-1
+    const runner = runners[s];
+    // Stage 0's dLoss/dIn is nobody's dLoss/dOut: a runner that can skip it does.
+    if (s === 0 && runner.backwardParams) await runner.backwardParams(dLoss_dOut_s);
+    else dLoss_dOut_s = await runner.backward(dLoss_dOut_s); // dLoss/dIn of stage s = dLoss/dOut of stage s-1
   }
   const grads = await Promise.all(runners.map((r) => r.gradients()));
   const mem = await Promise.all(runners.map((r) => r.memory()));

@@ -197,7 +197,7 @@ export class Sequential implements Differentiable<SequentialSaved> {
   vjp(saved: SequentialSaved, dy: Tensor): Cotangents {
     assertShape(dy, [saved.batch, ...this.outputShape], `${this.describe()} vjp dy`);
     const { activations, perLayer } = this.backward(saved, dy, 0, this.layers.length);
-    return { dx: activations[0], dParams: perLayer.flat() };
+    return { dx: activations[0]!, dParams: perLayer.flat() };
   }
 
   /**
@@ -205,19 +205,31 @@ export class Sequential implements Differentiable<SequentialSaved> {
    * layers `to - 1` down to `from`, each by its own VJP rule on its recorded residuals. Returns the
    * cotangent of every activation met (`activations[i - from]` is that of layer `i`'s input) and
    * each layer's parameter cotangents (`perLayer[i - from]`). {@link Sequential.vjp} is the whole
-   * range; a tape's `gradient` asks for the part between its target and its sources.
+   * range; a tape's `gradient` asks for the part between its target and its sources. With
+   * `needInputCotangent: false` the caller promises not to read `activations[0]` (dLoss/d(input of
+   * layer `from`)): it is then null, and layer `from` gives only its parameter cotangents
+   * ({@link Differentiable.vjpParams} where it has one), as a training step's first layer.
+   * @example
+   * const { perLayer } = model.backward(saved, dLoss_dY, 0, model.layers.length, { needInputCotangent: false });
    */
-  backward(saved: SequentialSaved, dy: Tensor, from: number, to: number): {
-    /** `activations[i - from]`: dLoss/d(input of layer i), for `from <= i <= to` (the last is `dy`). */
-    activations: Tensor[];
+  backward(saved: SequentialSaved, dy: Tensor, from: number, to: number, opts: { /** False: `activations[0]` is not wanted (default true). */ needInputCotangent?: boolean } = {}): {
+    /** `activations[i - from]`: dLoss/d(input of layer i), for `from <= i <= to` (the last is `dy`); `activations[0]` null with `needInputCotangent: false`. */
+    activations: (Tensor | null)[];
     /** `perLayer[i - from]`: the parameter cotangents of layer `i`, in Keras order. */
     perLayer: Tensor[][];
   } {
-    const activations: Tensor[] = new Array(to - from + 1);
+    const activations: (Tensor | null)[] = new Array(to - from + 1);
     const perLayer: Tensor[][] = new Array(to - from);
     activations[to - from] = dy;
     for (let i = to - 1; i >= from; i--) {
-      const ct = this.layers[i].vjp(saved.perLayer[i], activations[i + 1 - from]);
+      const layer = this.layers[i];
+      const dyi = activations[i + 1 - from]!;
+      if (i === from && opts.needInputCotangent === false) {
+        perLayer[0] = layer.vjpParams ? layer.vjpParams(saved.perLayer[i], dyi) : layer.vjp(saved.perLayer[i], dyi).dParams;
+        activations[0] = null;
+        break;
+      }
+      const ct = layer.vjp(saved.perLayer[i], dyi);
       perLayer[i - from] = ct.dParams;
       activations[i - from] = ct.dx;
     }

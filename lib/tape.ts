@@ -15,6 +15,7 @@ import { JacobianChainError, fmtShape } from './errors.js';
 import { DenseJacobian, type Jacobian, type JacobianOptions, type SparseJacobianOptions, fullJacobianWrtInput, jacobianWrtInput, jacobianWrtWeights } from './jacobian.js';
 import { type Cotangents, type Differentiable, type Forward, type Layer, type Param, type Tangents, isTrainable } from './layers/layer.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
+import { recycleBuffer } from './buffer-pool.js';
 import { type SequentialForwardOptions, type SequentialSaved, Sequential } from './sequential.js';
 import { type StreamedContraction, type StreamedOptions, streamedInputGradient, streamedWeightGradients } from './streamed.js';
 import { type Tensor, assertShape, contiguous, dtypeOf, tensor, zeros } from './tensor.js';
@@ -287,11 +288,19 @@ export class GradientTape {
     // Each source is an activation index (≤ k to be connected) or a parameter of a layer before k.
     const wanted = list.map((s, n) => this.resolveSource(s, k, `gradient sources[${n}]`));
     const lowest = Math.min(k, ...wanted.map((w) => (w.kind === 'act' ? w.index : w.layer < k ? w.layer : k)));
-    const { activations, perLayer } = this.model.backward(saved, dy, lowest, k);
+    // The lowest activation's cotangent is computed only when it is a source (a training step asks for the weights alone).
+    const needInputCotangent = wanted.some((w) => w.kind === 'act' && w.index === lowest);
+    const { activations, perLayer } = this.model.backward(saved, dy, lowest, k, { needInputCotangent });
     const out = wanted.map((w) => {
-      if (w.kind === 'act') return w.index <= k ? activations[w.index - lowest] : zeros(this.shapeOf(w.index), saved.dtype);
+      if (w.kind === 'act') return w.index <= k ? activations[w.index - lowest]! : zeros(this.shapeOf(w.index), saved.dtype);
       return w.layer < k ? perLayer[w.layer - lowest][w.param] : zeros(w.shape, saved.dtype);
     });
+    // The cotangents met on the way down and not returned are dropped here: those a layer declared its own go back to the pool for the next step.
+    const kept = new Set<unknown>([dy.data, ...out.map((t) => t.data), ...perLayer.flat().map((t) => t.data)]);
+    for (let i = lowest; i < k; i++) {
+      const ct = activations[i - lowest];
+      if (ct && layers[i].freshCotangent && !kept.has(ct.data)) recycleBuffer(ct.data);
+    }
     return Array.isArray(sources) ? out : out[0];
   }
 

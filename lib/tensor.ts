@@ -10,6 +10,7 @@ import ndarray from 'ndarray';
 import type { NdArray } from 'ndarray';
 import { MemoryBudgetError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from './memory.js';
+import { takeBuffer } from './buffer-pool.js';
 import type { Rng } from './rng.js';
 
 /** Element types: float64 by default, float32 on request. */
@@ -83,6 +84,9 @@ export function allocData(n: number, dtype: DType = 'float64', what = `buffer of
   checkDtype(dtype, 'allocData');
   const bytes = n * bytesPerElement(dtype);
   guardBytes(what, bytes, getMemoryBudget(), 'use a smaller shape or batch');
+  // A buffer a finished backward pass gave back (already touched: no page faults), zero-filled.
+  const reused = takeBuffer(n, dtype);
+  if (reused) return reused;
   try {
     return dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
   } catch (e) {

@@ -32,6 +32,8 @@ export interface ActivationSaved {
  */
 export class Activation extends Layer<ActivationSaved> {
   readonly className = 'Activation';
+  /** `vjp` returns `dx` in a new buffer of its own. */
+  override readonly freshCotangent = true;
   /** The activation applied. */
   readonly activation: ActivationName;
 
@@ -58,12 +60,17 @@ export class Activation extends Layer<ActivationSaved> {
     return this.inputShape[this.inputShape.length - 1];
   }
 
-  /** Primal pass. Saves `y` (and `z`, a copy of the input, when the activation needs it). */
+  /**
+   * Primal pass, `act(x)` written straight into a new `y` (no copy of `x` first). Saves `y` (its
+   * own buffer, never the input's), and `z`, a copy of the input, when the activation's rules
+   * read it (a copy: the caller may change `x` afterwards).
+   */
   forward(x: Tensor): Forward<ActivationSaved> {
     this.checkInput(x);
-    const y = copy(x);
-    const z = activationNeeds(this.activation) === 'z' ? copy(x) : null;
-    activationForward(this.activation, y.data, y.data, y.size, this.rowLength);
+    const xc = contiguous(x);
+    const y = zeros(xc.shape, dtypeOf(xc));
+    const z = activationNeeds(this.activation) === 'z' ? copy(xc) : null;
+    activationForward(this.activation, xc.data, y.data, y.size, this.rowLength);
     return { y, saved: { y, z } };
   }
 

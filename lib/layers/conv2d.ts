@@ -11,6 +11,7 @@ import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.j
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
+import { gemm } from '../kernels/gemm.js';
 import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
 /** Keras config of {@link Conv2D}. */
@@ -69,6 +70,8 @@ interface Geometry {
  */
 export class Conv2D extends Layer<Conv2DSaved> {
   readonly className = 'Conv2D';
+  /** `vjp` returns `dx` in a new buffer of its own. */
+  override readonly freshCotangent = true;
   /** Output channels (`cout`). */
   readonly filters: number;
   /** Window `[kh, kw]`. */
@@ -133,32 +136,32 @@ export class Conv2D extends Layer<Conv2DSaved> {
 
   /**
    * Primal pass, as a product of patch matrices: chunks of output pixels gather their input
-   * windows into rows `P` (`[n, kh·kw·cin]`, zeros at padded taps), then `z = P W + b`. Saves `x`
-   * (contiguous) and `y`.
+   * windows into rows `P` (`[n, kh·kw·cin]`, zeros at padded taps), then `z = P W + b` by the
+   * shared register-blocked {@link gemm} straight into `y` (the kernel `[K, cout]` read as stored),
+   * and the activation applied in place. A float32 layer stays float32: patches, kernel and `y`
+   * (each dot product summed in a JS number, then rounded once). Saves `x` (contiguous), `y`, and
+   * `z` only for an activation whose rules read it.
    */
   forward(x: Tensor): Forward<Conv2DSaved> {
     this.checkInput(x);
     const xc = contiguous(x);
     const g = this.geometry(xc.shape);
-    const { B, Cin, Cout, rows, cols } = g;
-    const K = g.kh * g.kw * Cin;
-    const Wk = this.kernelData(Cin);
-    // The kernel transposed to [cout, K]: each output channel's weights become one contiguous row for the dot products below.
-    const Wt = new Float64Array(Cout * K);
-    for (let q = 0; q < K; q++) for (let co = 0; co < Cout; co++) Wt[co * K + q] = Wk[q * Cout + co];
-    const bias = this.useBias ? this.biasData() : null;
+    const { B, Cout, rows, cols } = g;
+    const K = g.kh * g.kw * g.Cin;
+    const Wk = this.kernelData(g.Cin);
     const y = zeros([B, rows.out, cols.out, Cout], dtypeOf(x));
     const yd = y.data;
     const nPix = B * rows.out * cols.out;
+    if (this.useBias) {
+      const bias = this.biasData();
+      for (let p = 0; p < nPix * Cout; p += Cout) for (let co = 0; co < Cout; co++) yd[p + co] = bias[co];
+    }
     const chunk = chunkPixels(K);
-    const P = new Float64Array(chunk * K);
-    // A float32 layer's chunks go through a float64 buffer: rowsTimesTransposed sees one element type and stays monomorphic.
-    const z = yd instanceof Float64Array ? yd : new Float64Array(chunk * Cout);
+    const P = newLike(yd, chunk * K);
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
       movePatches('gather', xc.data, g, p0, n, P);
-      rowsTimesTransposed(P, 0, n, K, Wt, Cout, bias, z, z === yd ? p0 * Cout : 0);
-      if (z !== yd) yd.set(z.subarray(0, n * Cout), p0 * Cout);
+      gemm({ n, m: Cout, k: K, a: P, a0: 0, ai: K, at: 1, b: Wk, b0: 0, bt: Cout, bj: 1, c: yd, c0: p0 * Cout, ci: Cout }, true);
     }
     const zSaved = activationNeeds(this.activation) === 'z' ? copy(y) : null;
     activationForward(this.activation, yd, yd, y.size, Cout);
@@ -198,74 +201,20 @@ export class Conv2D extends Layer<Conv2DSaved> {
   }
 
   /**
-   * VJP rule: `dz = act'ᵀ dy`, then per chunk of output pixels with patch rows `P`:
-   * `dP = dz Wᵀ` scattered back onto the windows (`dx`, the transposed convolution),
-   * `dW += Pᵀ dz`, and `db = Σ_{b,h,w} dz`.
+   * VJP rule: `dz = act'ᵀ dy` (for `'linear'`, `dy` itself, read only), then per chunk of output
+   * pixels with patch rows `P`: `dP = dz Wᵀ` scattered back onto the windows (`dx`, the
+   * transposed convolution), `dW += Pᵀ dz`, and `db = Σ_{b,h,w} dz`; both products by the shared
+   * {@link gemm}. `dW` and `db` are summed over the whole batch in float64 (a float32 layer's
+   * gradient stays accurate), then rounded once to the layer's dtype.
    */
   vjp(saved: Conv2DSaved, dy: Tensor): Cotangents {
-    const { x, y } = saved;
-    const g = this.geometry(x.shape);
-    const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
-    this.checkCotangent(dy, B);
-    const K = kh * kw * Cin;
-    const nPix = B * rows.out * cols.out;
-    const nOut = nPix * Cout;
-    const dz = new Float64Array(nOut);
-    activationVjp(this.activation, saved.z?.data ?? null, y.data, contiguous(dy).data, dz, nOut, Cout);
-    const kernel = this.kernelData(Cin);
-    // As in forward: rowsTimesTransposed sees float64 operands only.
-    const Wk = kernel instanceof Float64Array ? kernel : Float64Array.from(kernel);
-    const dx = zeros([B, H, W, Cin], dtypeOf(x));
-    // Summed over every window of the batch: float64 keeps a float32 layer's gradient accurate.
-    const dWacc = new Float64Array(K * Cout);
-    const chunk = chunkPixels(K);
-    const P = new Float64Array(chunk * K);
-    const dP = new Float64Array(chunk * K);
-    for (let p0 = 0; p0 < nPix; p0 += chunk) {
-      const n = Math.min(chunk, nPix - p0);
-      movePatches('gather', x.data, g, p0, n, P);
-      // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window.
-      rowsTimesTransposed(dz, p0 * Cout, n, Cout, Wk, K, null, dP, 0);
-      movePatches('scatter', dx.data, g, p0, n, dP);
-      // dW += Pᵀ dz, four output channels at a time over the chunk's pixels.
-      for (let q = 0; q < K; q++) {
-        let co = 0;
-        for (; co + 4 <= Cout; co += 4) {
-          let a0 = 0;
-          let a1 = 0;
-          let a2 = 0;
-          let a3 = 0;
-          for (let p = 0, pq = q, zo = p0 * Cout + co; p < n; p++, pq += K, zo += Cout) {
-            const v = P[pq];
-            a0 += v * dz[zo];
-            a1 += v * dz[zo + 1];
-            a2 += v * dz[zo + 2];
-            a3 += v * dz[zo + 3];
-          }
-          const wo = q * Cout + co;
-          dWacc[wo] += a0;
-          dWacc[wo + 1] += a1;
-          dWacc[wo + 2] += a2;
-          dWacc[wo + 3] += a3;
-        }
-        for (; co < Cout; co++) {
-          let a = 0;
-          for (let p = 0, pq = q, zo = p0 * Cout + co; p < n; p++, pq += K, zo += Cout) a += P[pq] * dz[zo];
-          dWacc[q * Cout + co] += a;
-        }
-      }
-    }
-    const dW = zeros([kh, kw, Cin, Cout], dtypeOf(x));
-    dW.data.set(dWacc);
-    const dParams = [dW];
-    if (this.useBias) {
-      const dbAcc = new Float64Array(Cout);
-      for (let p = 0; p < nOut; p += Cout) for (let co = 0; co < Cout; co++) dbAcc[co] += dz[p + co];
-      const db = zeros([Cout], dtypeOf(x));
-      db.data.set(dbAcc);
-      dParams.push(db);
-    }
-    return { dx, dParams };
+    const { dx, dParams } = this.pullBack(saved, dy, true);
+    return { dx: dx!, dParams };
+  }
+
+  /** {@link Conv2D.vjp} without the input cotangent: the parameter cotangents only, skipping `dP = dz Wᵀ` and its scatter (a first layer in training). */
+  override vjpParams(saved: Conv2DSaved, dy: Tensor): Tensor[] {
+    return this.pullBack(saved, dy, false).dParams;
   }
 
   // Structure hooks: what the sparse engines and the memory estimate know of a convolution.
@@ -337,6 +286,61 @@ export class Conv2D extends Layer<Conv2DSaved> {
     return [linear, act];
   }
 
+  /** The VJP's work; the input cotangent only when `withInput`. */
+  private pullBack(saved: Conv2DSaved, dy: Tensor, withInput: boolean): { dx: Tensor | null; dParams: Tensor[] } {
+    const { x, y } = saved;
+    const g = this.geometry(x.shape);
+    const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
+    this.checkCotangent(dy, B);
+    const K = kh * kw * Cin;
+    const nPix = B * rows.out * cols.out;
+    const nOut = nPix * Cout;
+    const dyd = contiguous(dy).data;
+    let dz = dyd;
+    if (this.activation !== 'linear') {
+      dz = newLike(y.data, nOut);
+      activationVjp(this.activation, saved.z?.data ?? null, y.data, dyd, dz, nOut, Cout);
+    }
+    const Wk = this.kernelData(Cin);
+    const dx = withInput ? zeros([B, H, W, Cin], dtypeOf(x)) : null;
+    // The kernel transposed to [cout, K] (small, once per call): dz Wᵀ then reads B's columns contiguously, as the SIMD kernels need.
+    const Wt = withInput ? newLike(Wk, K * Cout) : null;
+    if (Wt) for (let q = 0; q < K; q++) for (let co = 0; co < Cout; co++) Wt[co * K + q] = Wk[q * Cout + co];
+    // dW is summed over the batch in float64; a float32 pass sums each chunk in float32 (dWc) first, then adds it in.
+    const dWacc = new Float64Array(K * Cout);
+    const dWc = x.data instanceof Float32Array ? new Float32Array(K * Cout) : null;
+    const chunk = chunkPixels(K);
+    const P = newLike(x.data, chunk * K);
+    const dP = withInput ? newLike(x.data, chunk * K) : null;
+    for (let p0 = 0; p0 < nPix; p0 += chunk) {
+      const n = Math.min(chunk, nPix - p0);
+      movePatches('gather', x.data, g, p0, n, P);
+      if (dx && dP && Wt) {
+        // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window.
+        gemm({ n, m: K, k: Cout, a: dz, a0: p0 * Cout, ai: Cout, at: 1, b: Wt, b0: 0, bt: K, bj: 1, c: dP, c0: 0, ci: K }, false);
+        movePatches('scatter', dx.data, g, p0, n, dP);
+      }
+      // dW += Pᵀ dz: four taps by four output channels, both read four contiguous values per pixel.
+      if (dWc) {
+        gemm({ n: K, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWc, c0: 0, ci: Cout }, false);
+        for (let q = 0; q < K * Cout; q++) dWacc[q] += dWc[q];
+      } else {
+        gemm({ n: K, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWacc, c0: 0, ci: Cout }, true);
+      }
+    }
+    const dW = zeros([kh, kw, Cin, Cout], dtypeOf(x));
+    dW.data.set(dWacc);
+    const dParams = [dW];
+    if (this.useBias) {
+      const dbAcc = new Float64Array(Cout);
+      for (let p = 0; p < nOut; p += Cout) for (let co = 0; co < Cout; co++) dbAcc[co] += dz[p + co];
+      const db = zeros([Cout], dtypeOf(x));
+      db.data.set(dbAcc);
+      dParams.push(db);
+    }
+    return { dx, dParams };
+  }
+
   /** Checks the channel count first (the usual mistake), quoting expected and received, then rank, extents and dtype. */
   protected override checkInput(x: Tensor): void {
     const cin = this.inputShape[2];
@@ -380,56 +384,14 @@ export class Conv2D extends Layer<Conv2DSaved> {
   }
 }
 
-/** Output pixels per chunk: enough to amortize the loops, few enough that a chunk's patch rows (`n · K` values) stay in cache. */
+/** Output pixels per chunk: enough to amortize the loops (`dW`'s dot products run over a chunk's pixels), few enough that a chunk's patch rows (`n · K` values) stay in cache. */
 function chunkPixels(K: number): number {
-  return Math.max(8, Math.min(256, Math.floor(8192 / K)));
+  return Math.max(16, Math.min(512, Math.floor(32768 / K)));
 }
 
-/**
- * `C[c0 + i·m + j] = Σ_t A[a0 + i·k + t] · B[j·k + t] (+ bias[j])` for `i < n`, `j < m`: `n` rows of
- * `A` times the transpose of `B` (`[m, k]`), both read along contiguous rows. Forward's `P Wᵀ` (the
- * kernel pre-transposed) and the VJP's `dz Wᵀ` (the kernel as stored) are both this product.
- */
-function rowsTimesTransposed(A: Float64Array, a0: number, n: number, k: number, B: Float64Array, m: number, bias: Data | null, C: Float64Array, c0: number): void {
-  for (let i = 0; i < n; i++) {
-    const ar = a0 + i * k;
-    const cr = c0 + i * m;
-    let j = 0;
-    // Four columns at once: four accumulators stay in registers and each value of A is loaded once for four multiply-adds.
-    for (; j + 4 <= m; j += 4) {
-      const b0 = j * k;
-      const b1 = b0 + k;
-      const b2 = b1 + k;
-      const b3 = b2 + k;
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
-      for (let t = 0; t < k; t++) {
-        const v = A[ar + t];
-        s0 += v * B[b0 + t];
-        s1 += v * B[b1 + t];
-        s2 += v * B[b2 + t];
-        s3 += v * B[b3 + t];
-      }
-      if (bias) {
-        s0 += bias[j];
-        s1 += bias[j + 1];
-        s2 += bias[j + 2];
-        s3 += bias[j + 3];
-      }
-      C[cr + j] = s0;
-      C[cr + j + 1] = s1;
-      C[cr + j + 2] = s2;
-      C[cr + j + 3] = s3;
-    }
-    for (; j < m; j++) {
-      const b0 = j * k;
-      let s = 0;
-      for (let t = 0; t < k; t++) s += A[ar + t] * B[b0 + t];
-      C[cr + j] = bias ? s + bias[j] : s;
-    }
-  }
+/** A zero-filled buffer of `n` elements of `like`'s element type: a float32 pass stays float32. */
+function newLike(like: Data, n: number): Data {
+  return like instanceof Float32Array ? new Float32Array(n) : new Float64Array(n);
 }
 
 /**
@@ -440,7 +402,7 @@ function rowsTimesTransposed(A: Float64Array, a0: number, n: number, k: number, 
  * the padding left zero; `'scatter'`, its transpose, adds each row back onto its window, taps in
  * the padding dropped.
  */
-function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0: number, n: number, P: Float64Array): void {
+function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0: number, n: number, P: Data): void {
   const { H, W, Cin, kh, kw, rows, cols } = g;
   const K = kh * kw * Cin;
   const rowLen = kw * Cin;
@@ -448,7 +410,6 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
   const gather = direction === 'gather';
   const dh = rows.step;
   const dw = cols.step;
-  if (gather) P.fill(0, 0, n * K);
   let b = Math.floor(p0 / perImage);
   let oh = Math.floor((p0 - b * perImage) / cols.out);
   let ow = p0 - b * perImage - oh * cols.out;
@@ -457,6 +418,8 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
     const iw0 = cols.start[ow];
     const j0 = cols.lo[ow];
     const j1 = cols.hi[ow];
+    // Only a window that reaches into the padding has taps left zero; a full one is overwritten whole.
+    if (gather && (j0 !== 0 || j1 !== kw || rows.lo[oh] !== 0 || rows.hi[oh] !== kh)) P.fill(0, p * K, p * K + K);
     for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
       const xo = ((b * H + ih0 + i * dh) * W + iw0) * Cin;
       const po = p * K + i * rowLen;

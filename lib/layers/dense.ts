@@ -10,6 +10,7 @@ import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros }
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
+import { gemm } from '../kernels/gemm.js';
 
 /** Keras config of {@link Dense}. */
 export interface DenseConfig {
@@ -42,6 +43,8 @@ export interface DenseSaved {
  */
 export class Dense extends Layer<DenseSaved> {
   readonly className = 'Dense';
+  /** `vjp` returns `dx` in a new buffer of its own. */
+  override readonly freshCotangent = true;
   /** Output size (`out`). */
   readonly units: number;
   /** Activation applied after the bias. */
@@ -82,7 +85,7 @@ export class Dense extends Layer<DenseSaved> {
     return { units: this.units, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
   }
 
-  /** Primal pass, row by row over the `B · prod(lead)` rows of `[in]`. Saves `x` and `y`. */
+  /** Primal pass, `z = x W + b` over the `B · prod(lead)` rows of `[in]` by the shared {@link gemm}, then the activation in place. Saves `x` and `y` (and `z` where the activation's rules read it). */
   forward(x: Tensor): Forward<DenseSaved> {
     this.checkInput(x);
     const xc = contiguous(x);
@@ -91,17 +94,11 @@ export class Dense extends Layer<DenseSaved> {
     const W = contiguous(this.params[0].value).data;
     const y = zeros([...xc.shape.slice(0, -1), nOut], dtypeOf(x));
     const yd = y.data;
-    const xd = xc.data;
-    for (let b = 0; b < B; b++) {
-      const yo = b * nOut;
-      if (this.useBias) yd.set(contiguous(this.params[1].value).data, yo);
-      for (let i = 0; i < nIn; i++) {
-        const xi = xd[b * nIn + i];
-        if (xi === 0) continue;
-        const wo = i * nOut;
-        for (let o = 0; o < nOut; o++) yd[yo + o] += xi * W[wo + o];
-      }
+    if (this.useBias) {
+      const bias = contiguous(this.params[1].value).data;
+      for (let r = 0; r < B * nOut; r += nOut) for (let o = 0; o < nOut; o++) yd[r + o] = bias[o];
     }
+    gemm({ n: B, m: nOut, k: nIn, a: xc.data, a0: 0, ai: nIn, at: 1, b: W, b0: 0, bt: nOut, bj: 1, c: yd, c0: 0, ci: nOut }, true);
     const z = activationNeeds(this.activation) === 'z' ? copy(y) : null;
     activationForward(this.activation, yd, yd, y.size, nOut);
     return { y, saved: { x: xc, y, z } };
@@ -166,30 +163,41 @@ export class Dense extends Layer<DenseSaved> {
     return deliverTangent(out, zDot);
   }
 
-  /** VJP rule: `dz = act'ᵀ dy`, then `dx = dz Wᵀ`, `dW = xᵀ dz`, `db = Σ dz`, the sums over every row (batch and leading axes). */
+  /**
+   * VJP rule: `dz = act'ᵀ dy` (for `'linear'`, `dy` itself, read only), then `dx = dz Wᵀ`,
+   * `dW = xᵀ dz`, `db = Σ dz`, the sums over every row (batch and leading axes); both products by
+   * the shared {@link gemm}.
+   */
   vjp(saved: DenseSaved, dy: Tensor): Cotangents {
+    const { dx, dParams } = this.pullBack(saved, dy, true);
+    return { dx: dx!, dParams };
+  }
+
+  /** {@link Dense.vjp} without the input cotangent: `dW` and `db` only. */
+  override vjpParams(saved: DenseSaved, dy: Tensor): Tensor[] {
+    return this.pullBack(saved, dy, false).dParams;
+  }
+
+  /** The VJP's work; the input cotangent only when `withInput`. */
+  private pullBack(saved: DenseSaved, dy: Tensor, withInput: boolean): { dx: Tensor | null; dParams: Tensor[] } {
     const { x, y } = saved;
     const { B, nIn } = rowsOf(x);
     const nOut = this.units;
     this.checkCotangent(dy, x.shape[0]);
-    const dz = new (y.data.constructor as Float64ArrayConstructor)(B * nOut);
-    activationVjp(this.activation, saved.z?.data ?? null, y.data, contiguous(dy).data, dz, B * nOut, nOut);
-    const W = contiguous(this.params[0].value).data;
-    const dx = zeros(x.shape, dtypeOf(x));
-    const dW = zeros([nIn, nOut], dtypeOf(x));
-    const xd = x.data;
-    for (let b = 0; b < B; b++) {
-      for (let i = 0; i < nIn; i++) {
-        let s = 0;
-        const xi = xd[b * nIn + i];
-        for (let o = 0; o < nOut; o++) {
-          const g = dz[b * nOut + o];
-          s += g * W[i * nOut + o];
-          dW.data[i * nOut + o] += xi * g;
-        }
-        dx.data[b * nIn + i] = s;
-      }
+    const dyd = contiguous(dy).data;
+    let dz = dyd;
+    if (this.activation !== 'linear') {
+      dz = new (y.data.constructor as Float64ArrayConstructor)(B * nOut);
+      activationVjp(this.activation, saved.z?.data ?? null, y.data, dyd, dz, B * nOut, nOut);
     }
+    const W = contiguous(this.params[0].value).data;
+    let dx: Tensor | null = null;
+    if (withInput) {
+      dx = zeros(x.shape, dtypeOf(x));
+      gemm({ n: B, m: nIn, k: nOut, a: dz, a0: 0, ai: nOut, at: 1, b: W, b0: 0, bt: 1, bj: nOut, c: dx.data, c0: 0, ci: nIn }, false);
+    }
+    const dW = zeros([nIn, nOut], dtypeOf(x));
+    gemm({ n: nIn, m: nOut, k: B, a: x.data, a0: 0, ai: 1, at: nIn, b: dz, b0: 0, bt: nOut, bj: 1, c: dW.data, c0: 0, ci: nOut }, false);
     const dParams = [dW];
     if (this.useBias) {
       const db = zeros([nOut], dtypeOf(x));

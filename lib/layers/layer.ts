@@ -251,6 +251,19 @@ export interface Differentiable<S = unknown> extends StructureHooks {
   jvp(saved: S, tangents: Tangents, out?: Tensor): Tensor;
   /** Pulls an output cotangent `dy` of shape `[B, ...out]` back to the input and parameters. */
   vjp(saved: S, dy: Tensor): Cotangents;
+  /**
+   * Optional: the parameter cotangents of {@link Differentiable.vjp} alone (`dParams`, the same
+   * values), without `dx`. A layer whose `dx` costs real work (Conv2D, Dense) gives it, so that a
+   * backward pass that discards `dx` (the first layer of a model in training) skips that work.
+   * Fallback: `vjp(saved, dy).dParams`.
+   */
+  vjpParams?(saved: S, dy: Tensor): Tensor[];
+  /**
+   * True when `vjp` always returns `dx` in a new buffer of its own (no view of `dy`, of a residual
+   * or of anything else): a tape may then give that buffer back for reuse once the next layer
+   * down has consumed it. Default (absent) false.
+   */
+  readonly freshCotangent?: boolean;
   /** True for a layer that draws random numbers in training (Dropout's mask): the same seed must reach it in every way. */
   readonly stochastic?: boolean;
   /**
@@ -410,6 +423,10 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   abstract forward(x: Tensor, opts?: ForwardOptions): Forward<S>;
   abstract jvp(saved: S, tangents: Tangents, out?: Tensor): Tensor;
   abstract vjp(saved: S, dy: Tensor): Cotangents;
+  /** Optional: the parameter cotangents alone (see {@link Differentiable.vjpParams}). */
+  vjpParams?(saved: S, dy: Tensor): Tensor[];
+  /** `vjp`'s `dx` is always a new buffer of its own (see {@link Differentiable.freshCotangent}). */
+  readonly freshCotangent?: boolean;
 
   /**
    * Records the `<param>_initializer` keys of a Keras config (`kernel_initializer` → `kernel`),

@@ -49,6 +49,8 @@ export interface MaxPooling2DSaved {
  */
 export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   readonly className = 'MaxPooling2D';
+  /** `vjp` returns `dx` in a new buffer of its own. */
+  override readonly freshCotangent = true;
   /** Window `[ph, pw]`. */
   readonly poolSize: [number, number];
   /** Steps `[sh, sw]`. */

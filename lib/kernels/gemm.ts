@@ -1,0 +1,214 @@
+/**
+ * Shared GEMM-like micro-kernels of the layers whose passes are matrix products (Conv2D's three
+ * convolution passes, Dense's three matmuls): one strided product, register-blocked.
+ * @module
+ */
+import type { Data } from '../tensor.js';
+import { GEMM_WASM } from './gemm-wasm.js';
+
+/**
+ * The operands of {@link gemm}: `A(i, t) = a[a0 + i·ai + t·at]`, `B(t, j) = b[b0 + t·bt + j·bj]`,
+ * `C(i, j) = c[c0 + i·ci + j]` (rows of `C` contiguous). Any of the transposes is a choice of
+ * strides: `A` row-major `[n, k]` is `ai = k, at = 1`; its transpose `ai = 1, at = n`.
+ */
+export interface GemmOperands {
+  /** Rows of `C` (and of `A`). */
+  n: number;
+  /** Columns of `C` (and of `B`). */
+  m: number;
+  /** Length of every dot product (columns of `A`, rows of `B`). */
+  k: number;
+  /** `A`'s values. */
+  a: Data;
+  /** Offset of `A(0, 0)`. */
+  a0: number;
+  /** Step between rows of `A`. */
+  ai: number;
+  /** Step along a row of `A`. */
+  at: number;
+  /** `B`'s values. */
+  b: Data;
+  /** Offset of `B(0, 0)`. */
+  b0: number;
+  /** Step between rows of `B` (along the dot product). */
+  bt: number;
+  /** Step between columns of `B`. */
+  bj: number;
+  /** `C`'s values. */
+  c: Data;
+  /** Offset of `C(0, 0)`. */
+  c0: number;
+  /** Step between rows of `C`. */
+  ci: number;
+}
+
+/**
+ * `C (+)= A B` over strided operands (see {@link GemmOperands}), by a 4×4 register block: each
+ * step along `k` loads four values of `A` and four of `B` for sixteen multiply-adds, where a
+ * row-times-four-columns loop loads five for four. Each dot product is summed in `t` order from
+ * 0 in a JS number (float64, also for float32 operands), then added to `C` when `accumulate`,
+ * else stored: a block's result does not depend on how `C` is tiled, so the edges (rows or
+ * columns past a multiple of 4) give the same bits as the blocks.
+ * @example
+ * // C [2, 3] = A [2, 4] · B [4, 3], all row-major:
+ * gemm({ n: 2, m: 3, k: 4, a: A, a0: 0, ai: 4, at: 1, b: B, b0: 0, bt: 3, bj: 1, c: C, c0: 0, ci: 3 }, false);
+ */
+export function gemm(o: GemmOperands, accumulate: boolean): void {
+  if (backend === 'wasm' && o.bj === 1 && gemmWasm(o, accumulate)) return;
+  gemmJs(o, accumulate);
+}
+
+/**
+ * Which implementation {@link gemm} runs: `'wasm'` (the SIMD kernels of `gemm.wat` where the operands
+ * allow, the default when this JS engine has WebAssembly SIMD) or `'js'` (the pure-JS block,
+ * everywhere). Returns the one in force before; asking for `'wasm'` without SIMD keeps `'js'`.
+ * @example
+ * const before = setGemmBackend('js'); // e.g. to compare both paths
+ * setGemmBackend(before);
+ */
+export function setGemmBackend(which: 'wasm' | 'js'): 'wasm' | 'js' {
+  const before = backend;
+  backend = which === 'wasm' && wasm() ? 'wasm' : 'js';
+  return before;
+}
+
+/** The pure-JS {@link gemm}: one dot product per accumulator, summed in a JS number. */
+export function gemmJs(o: GemmOperands, accumulate: boolean): void {
+  const { n, m, k, a, a0, ai, at, b, b0, bt, bj, c, c0, ci } = o;
+  const n4 = n - (n % 4);
+  const m4 = m - (m % 4);
+  for (let i = 0; i < n4; i += 4) {
+    for (let j = 0; j < m4; j += 4) {
+      let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
+      let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+      let c20 = 0, c21 = 0, c22 = 0, c23 = 0;
+      let c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+      let pa = a0 + i * ai;
+      let pb = b0 + j * bj;
+      for (let t = 0; t < k; t++, pa += at, pb += bt) {
+        const x0 = a[pa];
+        const x1 = a[pa + ai];
+        const x2 = a[pa + 2 * ai];
+        const x3 = a[pa + 3 * ai];
+        const y0 = b[pb];
+        const y1 = b[pb + bj];
+        const y2 = b[pb + 2 * bj];
+        const y3 = b[pb + 3 * bj];
+        c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3;
+        c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3;
+        c20 += x2 * y0; c21 += x2 * y1; c22 += x2 * y2; c23 += x2 * y3;
+        c30 += x3 * y0; c31 += x3 * y1; c32 += x3 * y2; c33 += x3 * y3;
+      }
+      const r = c0 + i * ci + j;
+      if (accumulate) {
+        put4(c, r, c00, c01, c02, c03, true);
+        put4(c, r + ci, c10, c11, c12, c13, true);
+        put4(c, r + 2 * ci, c20, c21, c22, c23, true);
+        put4(c, r + 3 * ci, c30, c31, c32, c33, true);
+      } else {
+        put4(c, r, c00, c01, c02, c03, false);
+        put4(c, r + ci, c10, c11, c12, c13, false);
+        put4(c, r + 2 * ci, c20, c21, c22, c23, false);
+        put4(c, r + 3 * ci, c30, c31, c32, c33, false);
+      }
+    }
+    if (m4 < m) edge(o, i, i + 4, m4, m, accumulate);
+  }
+  if (n4 < n) edge(o, n4, n, 0, m, accumulate);
+}
+
+function put4(c: Data, r: number, v0: number, v1: number, v2: number, v3: number, accumulate: boolean): void {
+  if (accumulate) {
+    c[r] += v0;
+    c[r + 1] += v1;
+    c[r + 2] += v2;
+    c[r + 3] += v3;
+  } else {
+    c[r] = v0;
+    c[r + 1] = v1;
+    c[r + 2] = v2;
+    c[r + 3] = v3;
+  }
+}
+
+/** Rows `[i0, i1)` × columns `[j0, j1)` of {@link gemm}, one dot product at a time, in the same `t` order. */
+function edge(o: GemmOperands, i0: number, i1: number, j0: number, j1: number, accumulate: boolean): void {
+  const { k, a, a0, ai, at, b, b0, bt, bj, c, c0, ci } = o;
+  for (let i = i0; i < i1; i++) {
+    for (let j = j0; j < j1; j++) {
+      let s = 0;
+      for (let t = 0, pa = a0 + i * ai, pb = b0 + j * bj; t < k; t++, pa += at, pb += bt) s += a[pa] * b[pb];
+      const r = c0 + i * ci + j;
+      if (accumulate) c[r] += s;
+      else c[r] = s;
+    }
+  }
+}
+
+/** The instantiated SIMD module, or null where WebAssembly (or its SIMD) is missing: then everything runs in JS. */
+interface GemmModule {
+  memory: WebAssembly.Memory;
+  gemm64: (n: number, m: number, k: number, pa: number, ai: number, at: number, pb: number, bt: number, pc: number, ci: number, acc: number) => void;
+  gemm32: GemmModule['gemm64'];
+}
+
+let instance: GemmModule | null | undefined;
+let backend: 'wasm' | 'js' = wasm() ? 'wasm' : 'js';
+
+function wasm(): GemmModule | null {
+  if (instance !== undefined) return instance;
+  try {
+    // Synchronous compile: the module is under the 4 KiB that browsers allow on the main thread.
+    const inst = new WebAssembly.Instance(new WebAssembly.Module(GEMM_WASM as BufferSource), {});
+    instance = inst.exports as unknown as GemmModule;
+  } catch {
+    instance = null;
+  }
+  return instance;
+}
+
+/**
+ * {@link gemm} by the SIMD kernels: the spans of `A`, `B` (and `C`) copied into the module's one
+ * memory (grown as needed), the 4-row blocks of whole vector pairs computed there, `C`'s span
+ * copied back, the edge rows and columns then done in JS on the caller's arrays. The float64
+ * kernel sums each dot product in the order of {@link gemmJs}, so its results are the same bits;
+ * the float32 one sums in float32 lanes. False (nothing done) when the operands are not all of
+ * one element type.
+ */
+export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
+  const mod = wasm();
+  const { n, m, k, a, a0, ai, at, b, b0, bt, c, c0, ci } = o;
+  if (!mod || o.bj !== 1 || k === 0) return false;
+  const f64 = a instanceof Float64Array;
+  if (f64 ? !(b instanceof Float64Array && c instanceof Float64Array) : !(a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array)) return false;
+  const width = f64 ? 4 : 8;
+  const n4 = n - (n % 4);
+  const mw = m - (m % width);
+  if (n4 === 0 || mw === 0) {
+    gemmJs(o, accumulate);
+    return true;
+  }
+  const esz = f64 ? 8 : 4;
+  const aLen = (n - 1) * ai + (k - 1) * at + 1;
+  const bLen = (k - 1) * bt + m;
+  const cLen = (n - 1) * ci + m;
+  const align = (v: number) => (v + 15) & ~15;
+  const pa = 0;
+  const pb = align(aLen * esz);
+  const pc = pb + align(bLen * esz);
+  const need = pc + cLen * esz;
+  const have = mod.memory.buffer.byteLength;
+  if (need > have) mod.memory.grow(Math.ceil((need - have) / 65536));
+  const buf = mod.memory.buffer;
+  const View = f64 ? Float64Array : Float32Array;
+  new View(buf, pa, aLen).set(a.subarray(a0, a0 + aLen));
+  new View(buf, pb, bLen).set(b.subarray(b0, b0 + bLen));
+  const cView = new View(buf, pc, cLen);
+  // With accumulate the kernel adds onto C's values; without, the gaps between rows must still come back unchanged.
+  cView.set(c.subarray(c0, c0 + cLen));
+  (f64 ? mod.gemm64 : mod.gemm32)(n4, mw, k, pa, ai * esz, at * esz, pb, bt * esz, pc, ci * esz, accumulate ? 1 : 0);
+  c.set(cView, c0);
+  if (mw < m) edge(o, 0, n4, mw, m, accumulate);
+  if (n4 < n) edge(o, n4, n, 0, m, accumulate);
+  return true;
+}
