@@ -46,7 +46,7 @@ describe('bin/args: the options of every command', () => {
     expect(r.value).to.equal(0);
     expect(r.err).to.equal('');
     // Every command's help ends with the exit-code table.
-    expect(r.out).to.match(/^usage: demo\n\nexit codes:\n {3}0 {2}success\n {3}1 {2}a check failed.*\n {3}2 {2}usage error.*\n {3}3 {2}bad input file.*\n {3}4 {2}refused by the memory guard.*\n {3}5 {2}train stopped on a non-finite.*\n {2}70 {2}internal error.*\n$/);
+    expect(r.out).to.match(/^usage: demo\n\nexit codes:\n {3}0 {2}success\n {3}1 {2}a check failed.*\n {3}2 {2}usage error.*\n {3}3 {2}bad input file.*\n {3}4 {2}refused by the memory guard.*\n {3}5 {2}train stopped on a non-finite.*\n {3}6 {2}train --connect: the stage server refused.*\n {2}70 {2}internal error.*\n$/);
     r = await captureConsole(() => parseCommand('demo', 'usage: demo', () => ({ lr: positiveNumber('-1', '--lr') })));
     expect(r).to.deep.equal({ value: 2, out: '', err: 'jacobian-chain demo: expected --lr to be a positive number, received "-1"; run "jacobian-chain demo --help" for the options' });
     expect(parseCommand('demo', '', () => ({ ok: true }))).to.deep.equal({ ok: true });
