@@ -418,7 +418,7 @@ export function issue14Targets(res: Results): Target[] {
     const s = series(res, `streamed${side}`);
     t.push(
       s
-        ? { name: `The seed's explicit step, streamed, CNN ${side}²×3, B=8: time and peak RSS growth`, goal: 'reported (memory bounded by one block)', measured: `${s.capped ? `stopped at the cap after ${ms(s.medianMs)} (a lower bound: ${s.capped.columnsDone} of ${s.capped.columns} Jacobian columns done; not extrapolated, since columns differ widely in cost)` : ms(s.medianMs)}, peak ${s.peakRssDelta === undefined ? 'not measured' : fmtBytes(s.peakRssDelta)}`, value: s.medianMs, status: 'met' }
+        ? { name: `The seed's explicit step, streamed, CNN ${side}²×3, B=8: time and peak RSS growth`, goal: 'reported (memory bounded by one block)', measured: `${s.capped ? `stopped at the cap after ${ms(s.medianMs)} (a lower bound: ${s.capped.columnsDone} of ${s.capped.columns} Jacobian columns done; not extrapolated, since columns differ widely in cost)` : ms(s.medianMs)}, peak ${s.peakRssDelta === undefined ? 'not measured' : fmtBytes(s.peakRssDelta)}`, value: s.medianMs, status: s.capped ? 'missed' : 'met' }
         : { name: `The seed's explicit step, streamed, CNN ${side}²×3, B=8: time and peak RSS growth`, goal: 'reported (memory bounded by one block)', measured: why(res, `streamed${side}`), value: null, status: 'n/a' },
     );
   }

@@ -64,8 +64,10 @@ function integerIn(v: unknown, lo: number, hi: number, key: string): number {
  * the worker's loader on Node 20.
  */
 function spawnWorker(init: PoolInit): Worker {
-  // A worker inherits the process's flags; --input-type (of `node -e`) is refused for a file worker.
-  const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+  // A worker inherits the process's flags, but Node refuses per-process ones in a worker's
+  // execArgv: --input-type (of `node -e`) and V8's heap, stack and gc flags (`node --expose-gc`).
+  const perProcess = /^--(input-type|expose[-_]gc|max[-_]old[-_]space[-_]size|max[-_]semi[-_]space[-_]size|stack[-_]size)\b/;
+  const execArgv = process.execArgv.filter((a) => !perProcess.test(a));
   if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url), { workerData: init, execArgv });
   return new Worker(new URL('./tsx-boot.mjs', import.meta.url), { workerData: { ...init, entry: new URL('./worker.ts', import.meta.url).href }, execArgv });
 }
