@@ -57,7 +57,9 @@ export async function multiCoreStep(threads: number): Promise<Feature<MultiCoreS
   };
 }
 
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+/** max |a − b| / max |b| (Infinity when the lengths differ, so a truncated result never passes a check). */
+export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
   let d = 0;
   let s = 0;
   for (let i = 0; i < a.length; i++) {

@@ -14,7 +14,7 @@ import { jacobianWrtInput, jacobianWrtWeights } from '../lib/jacobian.js';
 import { type Tensor, sizeOf } from '../lib/tensor.js';
 import { trainableParams } from '../lib/layers/layer.js';
 import { type BenchCase, buildCase } from './cases.js';
-import { autoDenseSupport, multiCoreStep, streamedSupport } from './features.js';
+import { autoDenseSupport, maxRelDiff, multiCoreStep, streamedSupport } from './features.js';
 import { type Check, type ChildOut, type Issue14Job, type Series, median } from './issue14.js';
 import { measurePeak, timeOnce } from './peak.js';
 import { TorchPeer, readFloat64, writeModel } from './torch-peer.js';
@@ -23,17 +23,6 @@ const FO = { training: false, seed: 7 };
 
 function cnnCase(side: number, batch: number, dtype: 'float64' | 'float32', stage?: number): BenchCase {
   return { id: `issue14-cnn${side}-b${batch}-${dtype}`, group: 'model', title: '', target: { kind: 'cnn', side, channels: 3, ...(stage === undefined ? {} : { stage }) }, batch, dtype, ops: [] };
-}
-
-function relDiff(ours: ArrayLike<number>, theirs: ArrayLike<number>): number {
-  if (ours.length !== theirs.length) return Infinity;
-  let d = 0;
-  let s = 0;
-  for (let i = 0; i < ours.length; i++) {
-    d = Math.max(d, Math.abs(ours[i] - theirs[i]));
-    s = Math.max(s, Math.abs(theirs[i]));
-  }
-  return d / (s || 1);
 }
 
 class Out {
@@ -49,11 +38,11 @@ class Out {
     this.series.set(id, s);
   }
   check(what: string, ours: ArrayLike<number>, theirs: ArrayLike<number>, tolerance: number): void {
-    const maxRelDiff = relDiff(ours, theirs);
-    const ok = maxRelDiff <= tolerance;
-    this.checks.push({ what, maxRelDiff, tolerance, ok });
-    process.stderr.write(`  check ${what}: ${maxRelDiff.toExponential(2)} (tolerance ${tolerance})${ok ? '' : ' FAILED'}\n`);
-    if (!ok) throw new Error(`bench: PyTorch and ours disagree on ${what}: max relative difference ${maxRelDiff} > ${tolerance}; nothing of it is timed`);
+    const diff = maxRelDiff(ours, theirs);
+    const ok = diff <= tolerance;
+    this.checks.push({ what, maxRelDiff: diff, tolerance, ok });
+    process.stderr.write(`  check ${what}: ${diff.toExponential(2)} (tolerance ${tolerance})${ok ? '' : ' FAILED'}\n`);
+    if (!ok) throw new Error(`bench: PyTorch and ours disagree on ${what}: max relative difference ${diff} > ${tolerance}; nothing of it is timed`);
   }
   json(error?: string): ChildOut & { error?: string } {
     return { series: [...this.series.values()], checks: this.checks, notes: this.notes, torch: this.torch, ...(error ? { error } : {}) };
