@@ -6,28 +6,11 @@
  * @example
  * const lines = await seedCheckLines(); // 18 lines: 9 for the explicit-Jacobian chain, 9 for the VJP chain
  */
-import { type ChainResult, type Sequential, SEED_REFERENCE_SPLIT, allcloseReport, isTrainable, jacobianChain, referenceGradients, seedReferenceModel, seededBatch, vjpChain } from 'jacobian-chain';
-
-/** The seed's names of the trainable parameters, last stage first: `dLoss_dWeights2`, `dLoss_dBias2`, ... */
-export function paramLabels(stages: readonly Sequential[]): { label: string; layer: number; param: number }[] {
-  const out: { label: string; layer: number; param: number }[] = [];
-  const offsets = stages.map((_, s) => stages.slice(0, s).reduce((n, st) => n + st.layers.length, 0));
-  for (let s = stages.length - 1; s >= 0; s--) {
-    const withParams = stages[s].layers.filter((l) => l.params.length > 0).length;
-    stages[s].layers.forEach((l, i) => {
-      l.params.forEach((p, k) => {
-        if (!isTrainable(p)) return; // state and frozen weights have no gradient to check
-        const kind = p.name === 'kernel' ? 'Weights' : p.name === 'bias' ? 'Bias' : p.name;
-        out.push({ label: `dLoss_d${kind}${s}${withParams > 1 ? `_${l.name}` : ''}`, layer: offsets[s] + i, param: k });
-      });
-    });
-  }
-  return out;
-}
+import { type ChainResult, type Sequential, SEED_REFERENCE_SPLIT, allcloseReport, jacobianChain, referenceGradients, seedGradientLabels, seedReferenceModel, seededBatch, vjpChain } from 'jacobian-chain';
 
 /** One way's `valid` lines against the single tape `ref`: every trainable parameter, every boundary cotangent, the loss. */
 export function validLines(res: ChainResult, ref: ChainResult, stages: readonly Sequential[]): string[] {
-  const lines = paramLabels(stages).map(({ label, layer, param }) => `${label} valid: ${allcloseReport(res.dLoss_dWeights[layer][param], ref.dLoss_dWeights[layer][param]).pass}`);
+  const lines = seedGradientLabels(stages).map(({ label, layer, param }) => `${label} valid: ${allcloseReport(res.dLoss_dWeights[layer][param], ref.dLoss_dWeights[layer][param]).pass}`);
   for (let s = stages.length - 2; s >= 0; s--) lines.push(`dLoss_dOut${s} valid: ${allcloseReport(res.dLoss_dOut[s], ref.dLoss_dOut[s]).pass}`);
   lines.push(`loss valid: ${Math.abs(res.loss - ref.loss) <= 1e-8 + 1e-5 * Math.abs(ref.loss)}`);
   return lines;

@@ -10,6 +10,7 @@ import { Conv2D } from './layers/conv2d.js';
 import { Dense } from './layers/dense.js';
 import { Dropout } from './layers/dropout.js';
 import { Flatten } from './layers/flatten.js';
+import { isTrainable } from './layers/layer.js';
 import { MaxPooling2D } from './layers/max-pooling2d.js';
 import { Rng } from './rng.js';
 import { Sequential } from './sequential.js';
@@ -46,6 +47,40 @@ export function seedReferenceModel(opts: ModelOptions = {}): Sequential {
 
 /** Where the seed's reference model splits: `[0] [1] [2, 3, 4]`. */
 export const SEED_REFERENCE_SPLIT: readonly number[] = [1, 2];
+
+/** One trainable parameter under the seed's name, and where its gradient is in a `ChainResult` (`dLoss_dWeights[layer][param]`). */
+export interface SeedGradientLabel {
+  /** `dLoss_dWeights2`, `dLoss_dBias2`; a stage with several layers with weights adds the layer's name: `dLoss_dWeights1_dense_1`. */
+  label: string;
+  /** Global layer index (over all stages). */
+  layer: number;
+  /** Index in the layer's `params`. */
+  param: number;
+}
+
+/**
+ * The seed's names of the trainable parameters of split `stages`, last stage first, as the seed's
+ * answer prints its `valid` lines.
+ * @example
+ * seedGradientLabels(seedReferenceModel().split(SEED_REFERENCE_SPLIT)).map((l) => l.label);
+ * // ['dLoss_dWeights2', 'dLoss_dBias2', 'dLoss_dWeights1', 'dLoss_dBias1', 'dLoss_dWeights0', 'dLoss_dBias0']
+ */
+export function seedGradientLabels(stages: readonly Sequential[]): SeedGradientLabel[] {
+  const out: SeedGradientLabel[] = [];
+  const offsets = stages.map((_, s) => stages.slice(0, s).reduce((n, st) => n + st.layers.length, 0));
+  for (let s = stages.length - 1; s >= 0; s--) {
+    const withParams = stages[s].layers.filter((l) => l.params.length > 0).length;
+    stages[s].layers.forEach((l, i) => {
+      l.params.forEach((p, k) => {
+        // State (BatchNormalization's moving statistics) and frozen weights have no gradient to check.
+        if (!isTrainable(p)) return;
+        const kind = p.name === 'kernel' ? 'Weights' : p.name === 'bias' ? 'Bias' : p.name;
+        out.push({ label: `dLoss_d${kind}${s}${withParams > 1 ? `_${l.name}` : ''}`, layer: offsets[s] + i, param: k });
+      });
+    });
+  }
+  return out;
+}
 
 /** A batch and its labels. */
 export interface Batch {

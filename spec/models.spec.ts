@@ -1,5 +1,5 @@
 import { ConfigError } from '../lib/errors.js';
-import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../lib/models.js';
+import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedGradientLabels, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../lib/models.js';
 import { Sequential } from '../lib/sequential.js';
 import { expect } from './helpers/setup.js';
 
@@ -31,6 +31,20 @@ describe('models: the seed\'s two models', () => {
     expect(m.paramCount).to.equal(896 + 9248 + 18496 + 16448 + 65);
     expect(() => catsVsDogsCnn({ side: 21 })).to.throw(ConfigError, /expected side to be an integer >= 22 .*received 21/);
     expect(() => splitAfterLastPooling(seedReferenceModel())).to.throw(ConfigError, /expected a pooling layer followed by more layers/);
+  });
+
+  it('the seed\'s gradient names, last stage first, pointing at each trainable parameter', () => {
+    const stages = seedReferenceModel().split(SEED_REFERENCE_SPLIT);
+    expect(seedGradientLabels(stages)).to.deep.equal([
+      { label: 'dLoss_dWeights2', layer: 3, param: 0 }, { label: 'dLoss_dBias2', layer: 3, param: 1 },
+      { label: 'dLoss_dWeights1', layer: 1, param: 0 }, { label: 'dLoss_dBias1', layer: 1, param: 1 },
+      { label: 'dLoss_dWeights0', layer: 0, param: 0 }, { label: 'dLoss_dBias0', layer: 0, param: 1 },
+    ]);
+    // Two layers with weights in one stage: the layer's name tells them apart.
+    const cnn = catsVsDogsCnn({ side: 24, channels: 1 });
+    const labels = seedGradientLabels(cnn.split(splitAfterLastPooling(cnn))).map((l) => l.label);
+    expect(labels.filter((l) => l.startsWith('dLoss_dWeights1_'))).to.have.length(2);
+    expect(labels.every((l) => /^dLoss_d(Weights|Bias)[01]_\w+$/.test(l))).to.equal(true);
   });
 
   it('seeded weights and batches: same seed same values; labels are 0 or 1', () => {

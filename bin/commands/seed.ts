@@ -8,11 +8,11 @@
 import { allcloseReport, describeReport } from '../../lib/allclose.js';
 import { type ChainOptions, type ChainResult, jacobianChain, referenceGradients, vjpChain } from '../../lib/chain.js';
 import { fmtShape } from '../../lib/errors.js';
-import { isTrainable, leavesOf } from '../../lib/layers/layer.js';
+import { leavesOf } from '../../lib/layers/layer.js';
 import { LOSSES, lossFrom } from '../../lib/losses.js';
 import { fmtBytes, getMemoryBudget, guardBytes } from '../../lib/memory.js';
 import { estimateMemory, guardExplicitWay } from '../../lib/memory-report.js';
-import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
+import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedGradientLabels, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../../lib/models.js';
 import { Sequential } from '../../lib/sequential.js';
 import type { DType } from '../../lib/tensor.js';
 import { UsageError, dtype, nonNegativeInt, nonNegativeNumber, parseCommand, parseOptions, positiveInt, positiveNumber, splitPoints } from '../args.js';
@@ -114,31 +114,13 @@ function cnnCase(o: Options): Case {
   return { title: "the seed's cats-vs-dogs CNN", stages: model.split(o.split ?? splitAfterLastPooling(model)), x, y, loss: 'binary_crossentropy' };
 }
 
-/** The seed's names: `dLoss_dWeights2`, `dLoss_dBias2`; a stage with several layers with weights adds the layer name. */
-function paramLines(stages: Sequential[]): { label: string; layer: number; param: number }[] {
-  const out: { label: string; layer: number; param: number }[] = [];
-  const offsets = stages.map((_, s) => stages.slice(0, s).reduce((n, st) => n + st.layers.length, 0));
-  for (let s = stages.length - 1; s >= 0; s--) {
-    const withParams = stages[s].layers.filter((l) => l.params.length > 0).length;
-    stages[s].layers.forEach((l, i) => {
-      l.params.forEach((p, k) => {
-        // State (BatchNormalization's moving statistics) and frozen weights have no gradient to check.
-        if (!isTrainable(p)) return;
-        const kind = p.name === 'kernel' ? 'Weights' : p.name === 'bias' ? 'Bias' : p.name;
-        out.push({ label: `dLoss_d${kind}${s}${withParams > 1 ? `_${l.name}` : ''}`, layer: offsets[s] + i, param: k });
-      });
-    });
-  }
-  return out;
-}
-
 /** Prints the seed's `valid` lines of one chain against the reference; returns whether all hold. */
 function printValid(title: string, res: Timed, ref: ChainResult, stages: Sequential[], o: Options): boolean {
   const tol = { rtol: o.rtol, atol: o.atol };
   console.log(`\n${title} vs one tape over the whole model (${res.ms.toFixed(0)} ms; valid = allclose with rtol ${fmtTol(tol.rtol)}, atol ${fmtTol(tol.atol)}):`);
   let ok = true;
   let worst = 0;
-  for (const { label, layer, param } of paramLines(stages)) {
+  for (const { label, layer, param } of seedGradientLabels(stages)) {
     const r = allcloseReport(res.dLoss_dWeights[layer][param], ref.dLoss_dWeights[layer][param], tol);
     worst = Math.max(worst, r.maxRelError);
     ok &&= r.pass;
