@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { maxRelDiff as tensorRelDiff } from '../../bench/features.js';
 import { LocalStageRunner, fromMessage, toMessage } from '../../lib/chain.js';
 import { Conv2D } from '../../lib/layers/conv2d.js';
 import { Dense } from '../../lib/layers/dense.js';
@@ -20,7 +21,8 @@ import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
 import { type Tensor, contiguous, tensor, zeros } from '../../lib/tensor.js';
 import { fit } from '../../lib/train.js';
-import { serve, stop } from '../helpers/remote.js';
+import { cli, serve, stop } from '../helpers/remote.js';
+import { EXIT } from '../../bin/exit-codes.js';
 import { expect, expectReject } from '../helpers/setup.js';
 
 const LOSS = 'binary_crossentropy';
@@ -41,26 +43,13 @@ function cnn(): Sequential {
   );
 }
 
-/** Largest |a - b| of a tensor over its largest |b|, worst over every tensor: a relative difference that a near-zero entry cannot inflate. */
+/** The worst over every tensor of bench's maxRelDiff (largest |a - b| over the largest |b|): a relative difference that a near-zero entry cannot inflate. */
 function maxRelDiff(a: readonly (readonly (Tensor | null)[])[], b: readonly (readonly (Tensor | null)[])[]): number {
   let worst = 0;
   a.forEach((ps, i) =>
     ps.forEach((t, k) => {
       const u = b[i][k];
-      if (t === null || u === null) {
-        if (t !== u) worst = Infinity;
-        return;
-      }
-      const x = contiguous(t).data;
-      const y = contiguous(u).data;
-      if (x.length !== y.length) worst = Infinity;
-      let diff = 0;
-      let scale = 0;
-      for (let j = 0; j < y.length; j++) {
-        diff = Math.max(diff, Math.abs(x[j] - y[j]));
-        scale = Math.max(scale, Math.abs(y[j]));
-      }
-      worst = Math.max(worst, scale === 0 ? (diff === 0 ? 0 : Infinity) : diff / scale);
+      worst = Math.max(worst, t === null || u === null ? (t === u ? 0 : Infinity) : tensorRelDiff(contiguous(t).data, contiguous(u).data));
     }),
   );
   return worst;
@@ -271,6 +260,69 @@ describe('the explicit way across the wire (issue #15)', function () {
       } finally {
         raw.close();
         await server.close();
+      }
+    });
+  });
+
+  describe('command line: serve --cnn and train --connect --digits, as train --digits in one process', () => {
+    const CNN = ['--cnn', '--filters', '2,2,2', '--units', '4'];
+    const TASK = ['--digits', '3,8', '--limit', '30', '--epochs', '1', '--batch-size', '8'];
+
+    /** `held-out test: loss L | accuracy A% (k/n)` of a run's output: what the two ways must agree on. */
+    function heldOut(text: string): string {
+      const m = /held-out test: loss ([\d.]+) \| accuracy ([\d.]+%) \((\d+\/\d+)\)/.exec(text);
+      expect(m, text).to.not.equal(null);
+      return `${m![1]} ${m![2]} ${m![3]}`;
+    }
+
+    async function single(args: string[]): Promise<string> {
+      const c = cli(['train', ...TASK, ...args.filter((a) => a !== '--cnn'), '--no-progress', '--out', join(dir, 'single.json'), '--plot', join(dir, 'single.svg')]);
+      const { code } = await c.exited(120_000);
+      expect(code, c.out.join('')).to.equal(0);
+      return heldOut(c.out.join(''));
+    }
+
+    async function across(serveArgs: string[], trainArgs: string[]): Promise<{ text: string; served: string }> {
+      const server = await serve([...CNN, '--stages', '1..', ...serveArgs]);
+      try {
+        const c = cli(['train', '--connect', `127.0.0.1:${server.port}`, ...CNN, ...TASK, '--timeout-ms', '60000', ...trainArgs]);
+        const { code } = await c.exited(150_000);
+        expect(code, c.out.join('')).to.equal(0);
+        return { text: c.out.join(''), served: server.out.join('') };
+      } finally {
+        await stop(server);
+      }
+    }
+
+    it('--method jacobian --ship-jacobian: per step the bytes, wire and compute, and the bytes held on each side; the held-out accuracy of one process', async () => {
+      const { text, served } = await across([], ['--method', 'jacobian', '--ship-jacobian']);
+      expect(text).to.match(/training: \d+ MNIST examples, 1 epochs, batch 8, jacobian, the server's batch Jacobian shipped/);
+      const bytes = String.raw`[\d.]+ (?:[KM]i)?B`;
+      expect(text).to.match(new RegExp(String.raw`step 0 \(epoch 1, batch 1/\d+\): loss [\d.]+ \| sent ${bytes}, received ${bytes} in 4 calls \| wire [\d.]+ ms, compute [\d.]+ ms here \+ [\d.]+ ms there \| held ${bytes} here, ${bytes} there`));
+      expect(served).to.match(new RegExp(String.raw`step 0: received \d+ B, sent \d+ B \(messages\), compute [\d.]+ ms, held ${bytes} \(residuals ${bytes}, cotangents 0 B, Jacobians ${bytes}, gradients ${bytes}\)`));
+      expect(heldOut(text)).to.equal(await single([...CNN, '--method', 'jacobian']));
+    });
+
+    it('the labels held by serve --digits, the VJP way: the held-out accuracy of one process', async () => {
+      const { text } = await across(['--digits', '3,8', '--limit', '30'], ['--labels-on-server']);
+      expect(heldOut(text)).to.equal(await single(CNN));
+    });
+
+    it('options that do not go together are refused before connecting', async () => {
+      const cases: [string[], RegExp][] = [
+        [['--cnn', '--ship-jacobian'], /expected --ship-jacobian together with --method jacobian \(it is a way of the explicit method\), received --ship-jacobian with the default method vjp/],
+        [['--cnn', '--method', 'jacobian', '--ship-jacobian', '--labels-on-server'], /expected --ship-jacobian without --labels-on-server/],
+        [['--cnn', '--digits', '3,8', '--examples', '8'], /expected --examples \(seeded data\) or --digits \(MNIST\), received both/],
+        [['--model', file, '--filters', '2,2,2'], /--filters and --units shape the CNN of --cnn; received --filters with --model/],
+        [['--model', file, '--cnn'], /expected --model <file> or --cnn, received both/],
+        [['--cnn', '--limit', '5'], /--validation-split, --test-fraction and --limit are options of --digits/],
+        [['--cnn', '--method', 'explicit'], /expected --method vjp or jacobian, received "explicit"/],
+      ];
+      for (const [argv, re] of cases) {
+        const c = cli(['train', '--connect', '127.0.0.1:1', ...argv]);
+        const { code } = await c.exited(60_000);
+        expect(code, argv.join(' ')).to.equal(EXIT.usage);
+        expect(c.out.join(''), argv.join(' ')).to.match(re);
       }
     });
   });
