@@ -228,7 +228,7 @@ export async function run(argv: string[]): Promise<number> {
       },
     });
     for (const h of res.history) console.log(`epoch ${h.epoch}/${o.epochs}: loss ${h.loss.toFixed(6)} | acc ${h.accuracy.toFixed(4)}`);
-    console.log(`total: ${res.steps} steps, sent ${fmtBytes(totals.sent)}, received ${fmtBytes(totals.received)} | wire ${totals.wire.toFixed(1)} ms, compute ${totals.here.toFixed(1)} ms here + ${totals.there.toFixed(1)} ms there | held at most ${fmtBytes(totals.heldHere)} here, ${fmtBytes(totals.heldThere)} there`);
+    console.log(`total: ${res.steps} steps, sent ${fmtBytes(totals.sent)} (${totals.sent} B), received ${fmtBytes(totals.received)} (${totals.received} B) | wire ${totals.wire.toFixed(1)} ms, compute ${totals.here.toFixed(1)} ms here + ${totals.there.toFixed(1)} ms there | held at most ${fmtBytes(totals.heldHere)} here, ${fmtBytes(totals.heldThere)} there`);
     if (res.stopped) {
       console.error(`jacobian-chain train: ${res.stopped}; no model written`);
       return EXIT.nonFinite;
