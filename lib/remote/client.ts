@@ -3,6 +3,8 @@
  * live in a {@link StageServer}, so that `vjpChain([localStage, remote], x, y, loss)` trains across
  * the wire unchanged. Only the activation (forward) and the cotangents `dy`/`dx` (backward) cross;
  * the weight gradients stay on the server, whose optimizer {@link RemoteStageRunner.apply} steps.
+ * For the explicit way with the Jacobian shipped, {@link RemoteStageRunner.jacobians} and
+ * {@link RemoteStageRunner.backwardWeights} take the server's batch Jacobians instead of `dx`.
  * Every call has a deadline; every reply's tensor is checked as the server checks the client's.
  * @module
  */

@@ -149,7 +149,9 @@ export interface RemoteFitResult {
 /**
  * Trains `local` (the upstream stages, from `model.split`) and `remote` (the stages after them)
  * as one model: each step runs `vjpChain([...local, remote], x, y, loss)` (the cotangent crosses
- * the wire), then the server applies its step, then the local stages step. The server's step
+ * the wire), or with `method: 'jacobian'` the explicit way (the local stages' Jacobians contracted
+ * with the dLoss/dOut that comes back, or with `shipJacobian` the server's batch Jacobians
+ * contracted here), then the server applies its step, then the local stages step. The server's step
  * comes first so that a lost Apply reply can be retried (same step id, applied once) before
  * anything here moves.
  * @example

@@ -3,8 +3,11 @@
  * model behind `proto/stage.proto`'s `Stage` service. Forward records a pass through the hosted
  * stages, each on its own tape (as `vjpChain` runs them in one process); Backward feeds the
  * cotangent `dy` in and answers `dx`, keeping the weight gradients; Apply steps the server's own
- * optimizer, once per step id however often it is asked. Every incoming tensor is checked before a
- * tensor is made of it, and a refused call leaves the server serving.
+ * optimizer, once per step id however often it is asked. For the explicit way with the Jacobian
+ * shipped, Jacobian answers each hosted stage's batch Jacobian dOut/dIn of the recorded pass and
+ * BackwardWeights contracts the stages' weight Jacobians with the dLoss/dOut the client sends.
+ * Every incoming tensor is checked before a tensor is made of it, and a refused call leaves the
+ * server serving.
  * @module
  */
 import * as grpc from '@grpc/grpc-js';
