@@ -12,8 +12,8 @@
  * @module
  */
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
-import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
-import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
+import { type ContractibleJacobian, upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
+import type { Jacobian, JacobianOptions, SparseJacobianOptions } from './jacobian.js';
 import { type Param, isTrainable, trainableParams } from './layers/layer.js';
 import { type Loss, type LossSpec, lossFrom } from './losses.js';
 import { Sequential, type SequentialForwardOptions } from './sequential.js';
@@ -224,46 +224,95 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
   const memory: StageMemory[] = new Array(S);
   let dLoss_dOut_s = last.gradient(lossT, last.output); // dLoss/dY
   for (let s = S - 1; s >= 0; s--) {
-    const stage = stages[s];
-    const tape = tapes[s];
-    const params = trainableParams(stage);
-    if (streamed) {
-      // Each block of columns is built, contracted with dLoss_dOut_s by the seed's helpers and dropped.
-      const so = { tangents: jopts.tangents, onProgress: jopts.onProgress };
-      const dW = tape.streamedJacobian(tape.output, params, dLoss_dOut_s, so);
-      const jacobians = dW.map((c, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: c.shape, bytes: c.blockBytes, format: 'streamed' }));
-      dLoss_dOut[s] = dLoss_dOut_s;
-      dLoss_dWeights[s] = perLayer(stage, dW.map((c) => c.gradient));
-      if (s > 0) {
-        const dIn = tape.streamedBatchJacobian(tape.output, tape.input, dLoss_dOut_s, so);
-        jacobians.unshift({ label: tape.samplesCoupled ? 'dOut/dIn (full, samples coupled)' : 'dOut/dIn', shape: dIn.shape, bytes: dIn.blockBytes, format: 'streamed' });
-        dLoss_dOut_s = dIn.gradient;
-      }
-      memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dW.map((c) => c.gradient)) };
-      continue;
-    }
-    // The structured engines build per-sample Jacobians: a stage that couples its samples takes the dense builders.
-    const jo = tape.samplesCoupled ? { tangents: jopts.tangents, memoryBudget: jopts.memoryBudget, onProgress: jopts.onProgress } : opts.jacobian;
-    const dOut_dWeights = tape.jacobian(tape.output, params, jo);
-    const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOut_s));
-    const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: J.shape.slice(), bytes: J.bytes, format: J.format }));
+    const step = explicitStageBackward(stages[s], tapes[s], dLoss_dOut_s, s, s > 0, { ...opts, streamed });
     dLoss_dOut[s] = dLoss_dOut_s;
-    dLoss_dWeights[s] = perLayer(stage, dLoss_dW);
-    if (s > 0 && tape.samplesCoupled) {
-      // A stage that couples its samples (BatchNormalization in training): the full Jacobian
-      // [B, ...out, B, ...in], contracted over the batch and output axes of the upstream gradient
-      // (the weights' contraction) to [B, ...in]. Exact, at B times the batch Jacobian's bytes.
-      const dOut_dIn = tape.fullJacobian(tape.output, tape.input, jo);
-      jacobians.unshift({ label: 'dOut/dIn (full, samples coupled)', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
-      dLoss_dOut_s = upstreamGradientLossWeights(dOut_dIn, dLoss_dOut_s);
-    } else if (s > 0) {
-      const dOut_dIn = tape.batchJacobian(tape.output, tape.input, opts.jacobian);
-      jacobians.unshift({ label: 'dOut/dIn', shape: dOut_dIn.shape.slice(), bytes: dOut_dIn.bytes, format: dOut_dIn.format });
-      dLoss_dOut_s = upstreamGradientLossOut(dOut_dIn, dLoss_dOut_s);
-    }
-    memory[s] = { stage: s, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dLoss_dW) };
+    dLoss_dWeights[s] = step.dLoss_dWeights;
+    memory[s] = step.memory;
+    if (step.dLoss_dIn) dLoss_dOut_s = step.dLoss_dIn;
   }
   return { method: 'jacobian', loss: last.lossValue, dLoss_dWeights: dLoss_dWeights.flat(), dLoss_dOut, stageOutputs: tapes.map((t) => t.output), memory };
+}
+
+/** What {@link explicitStageBackward} returns for one stage. */
+export interface ExplicitStageStep {
+  /** Per layer of the stage, per parameter (Keras order): dLoss/dW, null for a non-trainable parameter. */
+  dLoss_dWeights: (Tensor | null)[][];
+  /** dLoss/dIn `[B, ...in]`, the upstream gradient of the stage before; null when not asked for. */
+  dLoss_dIn: Tensor | null;
+  /** What the stage held: its residuals, every Jacobian built, its gradients. */
+  memory: StageMemory;
+}
+
+/**
+ * One stage of the explicit chain, by the seed's method: builds the stage's Jacobians from its
+ * recorded tape (w.r.t. each weight and, when `needInput`, w.r.t. its input; dense, structured
+ * or streamed as `opts` says) and contracts them with `dLoss_dOut` (`[B, ...out]`, the gradient
+ * arriving at the stage's output) by `upstreamGradientLossWeights` / `upstreamGradientLossOut`.
+ * {@link jacobianChain} runs it for every stage; a remote chain runs it for the stages it holds.
+ * @param index the stage's index, for the memory record.
+ * @example
+ * const [tape0] = recordStages([model_0], x, opts);
+ * const { dLoss_dWeights } = explicitStageBackward(model_0, tape0, dLoss_dOut0, 0, false, opts);
+ */
+export function explicitStageBackward(stage: Sequential, tape: GradientTape, dLoss_dOut: Tensor, index: number, needInput: boolean, opts: ChainOptions = {}): ExplicitStageStep {
+  const jopts = opts.jacobian ?? {};
+  const params = trainableParams(stage);
+  if (checkStreamed(opts)) {
+    // Each block of columns is built, contracted with dLoss_dOut by the seed's helpers and dropped.
+    const so = { tangents: jopts.tangents, onProgress: jopts.onProgress };
+    const dW = tape.streamedJacobian(tape.output, params, dLoss_dOut, so);
+    const jacobians = dW.map((c, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: c.shape, bytes: c.blockBytes, format: 'streamed' }));
+    let dLoss_dIn: Tensor | null = null;
+    if (needInput) {
+      const dIn = tape.streamedBatchJacobian(tape.output, tape.input, dLoss_dOut, so);
+      jacobians.unshift({ label: tape.samplesCoupled ? 'dOut/dIn (full, samples coupled)' : 'dOut/dIn', shape: dIn.shape, bytes: dIn.blockBytes, format: 'streamed' });
+      dLoss_dIn = dIn.gradient;
+    }
+    const grads = dW.map((c) => c.gradient);
+    return { dLoss_dWeights: perLayer(stage, grads), dLoss_dIn, memory: { stage: index, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(grads) } };
+  }
+  // The structured engines build per-sample Jacobians: a stage that couples its samples takes the dense builders.
+  const jo = tape.samplesCoupled ? { tangents: jopts.tangents, memoryBudget: jopts.memoryBudget, onProgress: jopts.onProgress } : opts.jacobian;
+  const dOut_dWeights = tape.jacobian(tape.output, params, jo);
+  const dLoss_dW = dOut_dWeights.map((J) => upstreamGradientLossWeights(J, dLoss_dOut));
+  const jacobians = dOut_dWeights.map((J, k) => ({ label: `dOut/d ${ownerName(stage, params[k])}`, shape: J.shape.slice(), bytes: J.bytes, format: J.format }));
+  let dLoss_dIn: Tensor | null = null;
+  if (needInput) {
+    const { J, coupled } = inputJacobian(tape, opts);
+    jacobians.unshift({ label: coupled ? 'dOut/dIn (full, samples coupled)' : 'dOut/dIn', shape: J.shape.slice(), bytes: J.bytes, format: J.format });
+    dLoss_dIn = contractInputJacobian(J, coupled, dLoss_dOut);
+  }
+  return { dLoss_dWeights: perLayer(stage, dLoss_dW), dLoss_dIn, memory: { stage: index, name: stage.name, residualBytes: tape.residualBytes(), jacobians, cotangentBytes: 0, gradientBytes: sumBytes(dLoss_dW) } };
+}
+
+/**
+ * The stage's Jacobian w.r.t. its input, materialized from its recorded tape: the batch Jacobian
+ * `[B, ...out, ...in]`, or, for a stage that couples its samples (BatchNormalization in
+ * training), the full one `[B, ...out, B, ...in]` (`coupled`), built by the dense builders.
+ * @example
+ * const { J, coupled } = inputJacobian(tape_1); // J.shape [B, 1, 3, 3, 8], coupled false
+ */
+export function inputJacobian(tape: GradientTape, opts: ChainOptions = {}): {
+  /** The Jacobian. */
+  J: Jacobian;
+  /** True when it is the full `[B, ...out, B, ...in]` one. */
+  coupled: boolean
+} {
+  const jopts = opts.jacobian ?? {};
+  if (tape.samplesCoupled) return { J: tape.fullJacobian(tape.output, tape.input, { tangents: jopts.tangents, memoryBudget: jopts.memoryBudget, onProgress: jopts.onProgress }), coupled: true };
+  return { J: tape.batchJacobian(tape.output, tape.input, opts.jacobian), coupled: false };
+}
+
+/**
+ * dLoss/dIn `[B, ...in]` from a stage's input Jacobian and dLoss/dOut `[B, ...out]`: the seed's
+ * `upstreamGradientLossOut` for a batch Jacobian; for a full one (`coupled`, `[B, ...out, B, ...in]`)
+ * the weights' contraction `upstreamGradientLossWeights`, summed over the batch and output axes.
+ * @example
+ * const dLoss_dOut0 = contractInputJacobian(dOut1_dOut0, false, dLoss_dOut1); // [B, 3, 3, 8]
+ */
+export function contractInputJacobian(J: Tensor | ContractibleJacobian, coupled: boolean, dLoss_dOut: Tensor): Tensor {
+  // Exact for a coupled stage, at B times the batch Jacobian's bytes.
+  return coupled ? upstreamGradientLossWeights(J, dLoss_dOut) : upstreamGradientLossOut(J, dLoss_dOut);
 }
 
 /** Whether the chain streams; refuses the options a streamed chain cannot honour, before any work. */
@@ -374,6 +423,11 @@ export class LocalStageRunner implements StageRunner {
   /** The stage's name. */
   get name(): string {
     return this.stage.name;
+  }
+
+  /** The tape of the last forward pass (null before the first): what the explicit way builds its Jacobians from. */
+  get recordedTape(): GradientTape | null {
+    return this.tape;
   }
 
   async forward(x: TensorMessage): Promise<TensorMessage> {

@@ -1,7 +1,8 @@
 /**
  * `jacobian-chain serve`: hosts the downstream stages of a model file behind the gRPC `Stage`
  * service (proto/stage.proto) on a loopback port, for `jacobian-chain train --connect` to train
- * across processes by the VJP way; one line per step: bytes in and out, compute time.
+ * across processes (by the VJP way, or by the explicit way, shipping its batch Jacobian when asked);
+ * one line per step: bytes in and out, compute time, the bytes the hosted stages held.
  */
 import { readFileSync } from 'node:fs';
 import { loadModelFile } from '../../lib/model-io.js';
@@ -10,19 +11,27 @@ import { StageServer } from '../../lib/remote/server.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, LOOPBACK_HOSTS } from '../../lib/remote/wire.js';
 import type { Sequential } from '../../lib/sequential.js';
 import { type Tensor, fromJSON } from '../../lib/tensor.js';
-import { UsageError, check, choice, dtype, integer, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
+import { UsageError, check, choice, dtype, integer, nonNegativeInt, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints } from '../args.js';
+import { cnnWidths, mnistCnn, mnistRows, mnistTask } from './mnist-data.js';
 import { EXIT, InputFileError } from '../exit-codes.js';
 
 const HELP = `usage: jacobian-chain serve --model <file> --stages <a..> [options]
 
 Hosts stages of a model file, split at --split, behind the gRPC Stage service (proto/stage.proto):
 a client (jacobian-chain train --connect) runs the stages before them and sends the activation;
-the cotangent comes back the same way, and this server's optimizer steps its own weights, once per
-step id. Every incoming tensor is checked (shape, dtype, byte length, size, finite values) and a
-refused call leaves the server serving. Stops on SIGINT or SIGTERM, or after --max-seconds.
+the cotangent comes back the same way (or, with train --ship-jacobian, this server answers its
+stages' batch Jacobian dOut/dIn and gets dLoss/dOut back), and this server's optimizer steps its
+own weights, once per step id. Every incoming tensor is checked (shape, dtype, byte length, size,
+finite values) and a refused call leaves the server serving. One line per step: bytes received
+and sent, compute time, bytes held. Stops on SIGINT or SIGTERM, or after --max-seconds.
 
 options:
   --model <file>            the model file, weights included (the client loads the same file)
+  --cnn                     instead of --model: the cats-vs-dogs CNN on 28x28x1 images that
+                            "train --digits" trains, its weights from --seed, --filters, --units
+  --filters <a,b,c>         with --cnn: filters of the three Conv2D layers (default 32,32,64)
+  --units <n>               with --cnn: units of the hidden Dense layer (default 64)
+  --seed <n>                seed of --cnn's weights and of --digits' split (default 0)
   --split <i[,j...]>        layer indices where a new stage starts (default: after the last pooling layer)
   --stages <a..[b]>         the stages hosted: "1.." (stage 1 to the last), "1..2", "2"
   --port <n>                port on the host (default 50051; 0 picks a free one, printed)
@@ -30,9 +39,16 @@ options:
   --token <t>               a shared token every call must carry (compared in constant time)
   --labels <file>           hold the labels here: a JSON tensor {"shape": [N, ...out], "data": [...]},
                             row i the label of example i; the client sends example ids, never labels
+  --digits <a,b>            hold MNIST labels here: those of the training rows "train --connect
+                            --digits" trains on (same --digits, --seed, --validation-split,
+                            --test-fraction, --limit), for train --labels-on-server
+  --validation-split <x>    with --digits (default 0.1)
+  --test-fraction <x>       with --digits (default 0.2)
+  --limit <n>               with --digits: at most n images per digit (default: all)
   --tls-cert <file>         serve TLS with this PEM certificate chain (and --tls-key)
   --tls-key <file>          the certificate's PEM private key
-  --max-message-bytes <n>   largest message and tensor accepted (default ${DEFAULT_MAX_MESSAGE_BYTES})
+  --max-message-bytes <n>   largest message and tensor accepted or sent (default ${DEFAULT_MAX_MESSAGE_BYTES}); a batch
+                            Jacobian that would not fit is refused from its shape, before it is built
   --checkpoint <dir>        checkpoint the hosted weights, optimizer state and applied-step record here
                             (atomically); started on a folder with checkpoints, resume from the newest
   --checkpoint-every <k>    steps between checkpoints (default 10)
@@ -40,8 +56,9 @@ options:
   --dtype <type>            float64 (default) or float32
   -h, --help                this text
 
-example:
+examples:
   npx tsx bin/cli.ts serve --model m.json --split 3 --stages 1.. --port 50051
+  npx tsx bin/cli.ts serve --cnn --stages 1.. --port 50051
 `;
 
 const OPTIONS = {
@@ -59,6 +76,14 @@ const OPTIONS = {
   checkpoint: 'string',
   'checkpoint-every': 'string',
   dtype: 'string',
+  cnn: 'boolean',
+  filters: 'string',
+  units: 'string',
+  seed: 'string',
+  digits: 'string',
+  'validation-split': 'string',
+  'test-fraction': 'string',
+  limit: 'string',
 } as const;
 
 /** `1..`, `1..2` or `2`: a range of stage indices, the end open or inclusive. */
@@ -102,7 +127,11 @@ export async function run(argv: string[]): Promise<number> {
   const o = parseCommand('serve', HELP, () => {
     const v = parseOptions(argv, OPTIONS);
     if (v === 'help') return v;
-    if (v.model === undefined) throw new UsageError('expected --model <file>, received none');
+    if (v.model === undefined && !v.cnn) throw new UsageError('expected --model <file>, received none (or --cnn, the CNN train --digits trains)');
+    if (v.model !== undefined && v.cnn) throw new UsageError('expected --model <file> or --cnn, received both');
+    if (!v.cnn && (v.filters !== undefined || v.units !== undefined)) throw new UsageError(`--filters and --units shape the CNN of --cnn; received ${v.filters !== undefined ? '--filters' : '--units'} with --model`);
+    if (v.digits !== undefined && v.labels !== undefined) throw new UsageError('expected --labels <file> or --digits, received both');
+    if (v.digits === undefined && (v['validation-split'] !== undefined || v['test-fraction'] !== undefined || v.limit !== undefined)) throw new UsageError('--validation-split, --test-fraction and --limit are options of --digits; received them without --digits');
     const range = stageRange(v.stages, '--stages');
     if (!range) throw new UsageError('expected --stages, like "1..", received none');
     const host = choice([...LOOPBACK_HOSTS])(v.host, '--host') ?? '127.0.0.1';
@@ -112,7 +141,10 @@ export async function run(argv: string[]): Promise<number> {
       labels: v.labels,
       tlsCert: v['tls-cert'],
       tlsKey: v['tls-key'],
-      model: v.model,
+      model: v.model ?? null,
+      cnn: v.cnn ? cnnWidths(v) : null,
+      seed: nonNegativeInt(v.seed, '--seed') ?? 0,
+      mnist: v.digits === undefined ? null : mnistTask(v),
       split: splitPoints(v.split, '--split') ?? null,
       range,
       port: integer(0)(v.port, '--port') ?? 50051,
@@ -133,7 +165,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     let model;
     try {
-      model = loadModelFile(o.model, { dtype: o.dtype });
+      model = o.cnn ? mnistCnn({ ...o.cnn, seed: o.seed, dtype: o.dtype }) : loadModelFile(o.model!, { dtype: o.dtype });
     } catch (e) {
       throw new InputFileError((e as Error).message);
     }
@@ -141,6 +173,7 @@ export async function run(argv: string[]): Promise<number> {
     hosted = pickStages(all, o.range, '--stages');
     if (hosted[0] === all[0]) throw new UsageError('expected --stages to leave stage 0 to the client (it holds the input), received a range from 0');
     const tls = o.tlsCert !== undefined && o.tlsKey !== undefined ? { cert: readInput(o.tlsCert, '--tls-cert'), key: readInput(o.tlsKey, '--tls-key') } : undefined;
+    if (o.mnist) labels = mnistRows(o.mnist, o.seed, o.dtype).train.y;
     if (o.labels !== undefined) {
       try {
         labels = fromJSON(JSON.parse(readInput(o.labels, '--labels').toString('utf8')), o.dtype);

@@ -11,12 +11,13 @@ import { loadMnistBinary } from '../../lib/data/mnist.js';
 import { fmtShape } from '../../lib/errors.js';
 import { loadModelFile, saveModelFile } from '../../lib/model-io.js';
 import { MAX_POOL_THREADS, type TrainingPool, createPool } from '../../lib/pool/pool.js';
-import { catsVsDogsCnn, splitAfterLastPooling } from '../../lib/models.js';
+import { splitAfterLastPooling } from '../../lib/models.js';
 import type { OptimizerConfig } from '../../lib/optimizers.js';
 import { historyChartSpec, writeSvg } from '../../lib/plot.js';
 import type { DType } from '../../lib/tensor.js';
 import { type BackwardMethod, evaluate, fit } from '../../lib/train.js';
-import { UsageError, check, choice, dtype, integer, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
+import { UsageError, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
+import { cnnWidths, mnistCnn, mnistTask } from './mnist-data.js';
 import { EXIT } from '../exit-codes.js';
 
 const HELP = `usage: jacobian-chain train [options]
@@ -118,18 +119,6 @@ const OPTIONS = {
   'no-progress': 'boolean',
 } as const;
 
-const digits = check('like "3,8", "7,rest" or "3+5,8"', (text) => {
-  const m = /^\s*([0-9](?:\+[0-9])*)\s*,\s*([0-9](?:\+[0-9])*|rest)\s*$/.exec(text);
-  if (!m) return undefined;
-  const list = (s: string) => s.split('+').map(Number);
-  return { positive: list(m[1]), negative: m[2] === 'rest' ? ('rest' as const) : list(m[2]) };
-});
-
-const filters = check('to be three positive integers (one per Conv2D)', (text) => {
-  const f = text.split(',').map((s) => positiveInt.convert(s.trim()));
-  return f.length === 3 && f.every((n) => n !== undefined) ? (f as [number, number, number]) : undefined;
-});
-
 /** `--streamed` is a way of the explicit method: alone it would silently train by VJPs. */
 function streamedFlag(given: boolean, method: string | undefined): boolean {
   if (given && method !== 'jacobian') throw new UsageError(`expected --streamed together with --method jacobian (it streams the explicit way), received --streamed with ${method === undefined ? 'the default method vjp' : `--method ${method}`}`);
@@ -139,7 +128,7 @@ function streamedFlag(given: boolean, method: string | undefined): boolean {
 function parse(argv: string[]): Options | 'help' {
   const v = parseOptions(argv, OPTIONS);
   if (v === 'help') return v;
-  const d = digits(v.digits, '--digits') ?? { positive: [3], negative: [8] };
+  const d = mnistTask(v);
   const optName = choice(['adam', 'sgd'])(v.optimizer, '--optimizer') ?? 'adam';
   const lr = positiveNumber(v.lr ?? v['learning-rate'], '--lr') ?? (optName === 'adam' ? 0.001 : 0.05);
   const momentum = numeric('to be a number in [0, 1]', (n) => n >= 0 && n <= 1)(v.momentum, '--momentum') ?? 0.9;
@@ -150,6 +139,7 @@ function parse(argv: string[]): Options | 'help' {
   const tag = `${d.positive.join('+')}v${d.negative === 'rest' ? 'rest' : d.negative.join('+')}`;
   return {
     ...d,
+    ...cnnWidths(v),
     epochs: positiveInt(v.epochs, '--epochs') ?? 10,
     batchSize: positiveInt(v['batch-size'], '--batch-size') ?? 32,
     method,
@@ -158,11 +148,6 @@ function parse(argv: string[]): Options | 'help' {
     optimizer: optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: v.nesterov === true },
     seed: nonNegativeInt(v.seed, '--seed') ?? 0,
     split: splitPoints(v.split, '--split') ?? null,
-    validationSplit: numeric('to be a number in [0, 1)', (n) => n >= 0 && n < 1)(v['validation-split'], '--validation-split') ?? 0.1,
-    testFraction: numeric('to be a number in (0, 1)', (n) => n > 0 && n < 1)(v['test-fraction'], '--test-fraction') ?? 0.2,
-    limit: integer(2)(v.limit, '--limit'),
-    filters: filters(v.filters, '--filters') ?? [32, 32, 64],
-    units: positiveInt(v.units, '--units') ?? 64,
     dtype: dtype(v.dtype, '--dtype') ?? 'float64',
     out: writablePath(v.out ?? `out/mnist-${tag}.model.json`, '--out'),
     plot: writablePath(v.plot ?? `out/mnist-${tag}.svg`, '--plot'),
@@ -200,7 +185,7 @@ export async function run(argv: string[]): Promise<number> {
   let setup;
   try {
     const data = loadMnistBinary({ positive: opts.positive, negative: opts.negative, testFraction: opts.testFraction, limit: opts.limit, seed: opts.seed, dtype: opts.dtype });
-    const model = catsVsDogsCnn({ side: 28, channels: 1, filters: opts.filters, units: opts.units, seed: opts.seed, dtype: opts.dtype });
+    const model = mnistCnn(opts);
     const split = opts.split ?? splitAfterLastPooling(model);
     const stages = model.split(split);
     setup = { data, model, split, stages };

@@ -3,6 +3,8 @@
  * live in a {@link StageServer}, so that `vjpChain([localStage, remote], x, y, loss)` trains across
  * the wire unchanged. Only the activation (forward) and the cotangents `dy`/`dx` (backward) cross;
  * the weight gradients stay on the server, whose optimizer {@link RemoteStageRunner.apply} steps.
+ * For the explicit way with the Jacobian shipped, {@link RemoteStageRunner.jacobians} and
+ * {@link RemoteStageRunner.backwardWeights} take the server's batch Jacobians instead of `dx`.
  * Every call has a deadline; every reply's tensor is checked as the server checks the client's.
  * @module
  */
@@ -13,6 +15,7 @@ import { ConfigError, PeerError, fmtShape, fmtValue } from '../errors.js';
 import type { OptimizerConfig } from '../optimizers.js';
 import type { LossName } from '../losses.js';
 import type { DType, Tensor } from '../tensor.js';
+import { checkShippedJacobian, shippedJacobianShape } from './explicit.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
 
 /** Options of {@link RemoteStageRunner.connect}. */
@@ -69,6 +72,26 @@ export interface WireTraffic {
   remoteComputeMs: number;
 }
 
+/** What the hosted stages held for the current step, as the server reported it. */
+export interface ServerHeld {
+  /** Bytes of the residuals its tapes saved. */
+  residualBytes: number;
+  /** Bytes of the cotangents `dy` in and `dx` out (the VJP way). */
+  cotangentBytes: number;
+  /** Bytes of the Jacobians it built (the explicit way with the Jacobian shipped: those shipped and those w.r.t. its weights). */
+  jacobianBytes: number;
+  /** Bytes of its weight gradients. */
+  gradientBytes: number;
+}
+
+/** One hosted stage's Jacobian w.r.t. its input, as {@link RemoteStageRunner.jacobians} answers it. */
+export interface ShippedJacobian {
+  /** dOut/dIn `[B, ...out, ...in]`, or `[B, ...out, B, ...in]` when `coupled`. */
+  J: Tensor;
+  /** True for a stage whose samples are coupled (the full Jacobian). */
+  coupled: boolean;
+}
+
 /** Whether the gradients a server holds for a step are finite. */
 export interface GradientsFinite {
   /** True when every one is finite. */
@@ -107,6 +130,7 @@ export class RemoteStageRunner implements StageRunner {
   private lastMemory = { residualBytes: 0, cotangentBytes: 0, gradientBytes: 0 };
   private finite: GradientsFinite = { ok: true, where: '' };
   private traffic: WireTraffic = none();
+  private held: ServerHeld = { residualBytes: 0, cotangentBytes: 0, jacobianBytes: 0, gradientBytes: 0 };
   private readonly timeoutMs: number;
   /** How many labelled examples the server holds (0: none; the loss is computed by the caller). */
   labels = 0;
@@ -234,6 +258,7 @@ export class RemoteStageRunner implements StageRunner {
     if (fmtShape(xt.shape.slice(1)) !== fmtShape(this.inputShape)) throw new ConfigError(`${this.name} forward x: expected shape [B, ${this.inputShape.join(', ')}], received ${fmtShape(xt.shape)}`);
     const rep = (await this.call('Forward', s.id, { step_id: s.id, training: s.training, seed: s.seed, x: encodeTensor(xt) })) as { y: WireTensor };
     this.batch = xt.shape[0];
+    this.held = { residualBytes: 0, cotangentBytes: 0, jacobianBytes: 0, gradientBytes: 0 };
     return toMessage(this.decode(rep.y, this.outputShape, `Forward y of step ${s.id}`));
   }
 
@@ -250,6 +275,7 @@ export class RemoteStageRunner implements StageRunner {
     };
     this.finite = { ok: rep.gradients_finite, where: rep.non_finite };
     this.lastMemory = { residualBytes: rep.residual_bytes, cotangentBytes: rep.cotangent_bytes, gradientBytes: rep.gradient_bytes };
+    this.held = { ...this.lastMemory, jacobianBytes: 0 };
     return toMessage(this.decode(rep.dx, this.inputShape, `Backward dx of step ${s.id}`));
   }
 
@@ -278,6 +304,47 @@ export class RemoteStageRunner implements StageRunner {
     this.batch = xt.shape[0];
     this.finite = { ok: rep.gradients_finite, where: rep.non_finite };
     return { loss: rep.loss, correct: rep.correct, dx: toMessage(this.decode(rep.dx, this.inputShape, `ForwardLoss dx of step ${s.id}`)) };
+  }
+
+  /**
+   * The explicit way with the Jacobian shipped: each hosted stage's batch Jacobian dOut_s/dIn_s
+   * (`[B, ...out_s, ...in_s]`) of this step's forward, in order, for the caller to contract with
+   * dLoss/dOut_s. Refused here, from the shapes and before the call, when the reply could not fit
+   * in the largest message this client and the server accept.
+   * @throws RemoteError RESOURCE_EXHAUSTED naming the size, the limit and how to raise it.
+   */
+  async jacobians(): Promise<ShippedJacobian[]> {
+    const s = this.current('jacobians');
+    const B = this.batch;
+    if (B === 0) throw new ConfigError(`${this.name}: jacobians before forward; run forward(x) for step ${s.id} first`);
+    checkShippedJacobian(this.stages, B, this.dtype, this.maxMessageBytes, "the connection's");
+    const rep = (await this.call('Jacobian', s.id, { step_id: s.id })) as { stages: { dout_din: WireTensor; samples_coupled: boolean }[]; residual_bytes: number; jacobian_bytes: number };
+    if (!Array.isArray(rep.stages) || rep.stages.length !== this.stages.length) throw new RemoteError(`stage server ${this.opts.address} Jacobian of step ${s.id}: expected one Jacobian per hosted stage (${this.stages.length}), received ${Array.isArray(rep.stages) ? rep.stages.length : fmtValue(rep.stages)}`, grpc.status.INTERNAL);
+    this.held = { ...this.held, residualBytes: rep.residual_bytes, jacobianBytes: this.held.jacobianBytes + rep.jacobian_bytes };
+    return rep.stages.map((j, k) => {
+      const st = this.stages[k];
+      const coupled = j.samples_coupled === true;
+      return { J: decodeTensor(j.dout_din, { shape: shippedJacobianShape({ ...st, coupled }, B), dtype: this.dtype, maxBytes: this.maxMessageBytes }, `stage server ${this.opts.address} Jacobian ${st.name} dOut/dIn of step ${s.id}`), coupled };
+    });
+  }
+
+  /**
+   * The explicit way with the Jacobian shipped: sends dLoss/dOut_s of every hosted stage
+   * (`[B, ...out_s]`, in order; the last is dLoss/dY), from which the server builds and contracts
+   * its weights' Jacobians; the gradients stay there for {@link RemoteStageRunner.apply}.
+   */
+  async backwardWeights(douts: readonly Tensor[]): Promise<void> {
+    const s = this.current('backwardWeights');
+    if (!Array.isArray(douts) || douts.length !== this.stages.length) throw new ConfigError(`${this.name} backwardWeights: expected one dLoss/dOut per hosted stage (${this.stages.length}), received ${Array.isArray(douts) ? douts.length : fmtValue(douts)}`);
+    const rep = (await this.call('BackwardWeights', s.id, { step_id: s.id, dout: douts.map((t) => encodeTensor(t)) })) as { gradients_finite: boolean; non_finite: string; residual_bytes: number; jacobian_bytes: number; gradient_bytes: number };
+    this.finite = { ok: rep.gradients_finite, where: rep.non_finite };
+    this.lastMemory = { residualBytes: rep.residual_bytes, cotangentBytes: 0, gradientBytes: rep.gradient_bytes };
+    this.held = { residualBytes: rep.residual_bytes, cotangentBytes: 0, jacobianBytes: this.held.jacobianBytes + rep.jacobian_bytes, gradientBytes: rep.gradient_bytes };
+  }
+
+  /** What the hosted stages held for the current step, as the server reported it (zeros before its backward). */
+  get serverHeld(): ServerHeld {
+    return { ...this.held };
   }
 
   /** With `fetchGradients`, the server's weight gradients of this step; else one empty list per hosted layer (they stay on the server). */

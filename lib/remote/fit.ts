@@ -1,20 +1,24 @@
 /**
  * Split training across processes (issue #15): {@link fitRemote} trains local upstream stages and
- * the downstream stages of a {@link RemoteStageRunner} as one model by the VJP way, batch for batch
- * as `fit` does in one process (the same shuffles, the same step seeds, so the same Dropout
- * masks, the same optimizer steps), so that N steps give bit-identical weights.
+ * the downstream stages of a {@link RemoteStageRunner} as one model, batch for batch as `fit` does
+ * in one process (the same shuffles, the same step seeds, so the same Dropout masks, the same
+ * optimizer steps): by the VJP way, so that N steps give bit-identical weights, or by the explicit
+ * way (the seed's method), the local stages' Jacobians contracted with the dLoss/dOut that comes
+ * back, or with the server's batch Jacobian shipped instead and contracted here.
  * @module
  */
-import { type ChainOptions, LocalStageRunner, fromMessage, toMessage, vjpChain } from '../chain.js';
+import { type ChainOptions, LocalStageRunner, contractInputJacobian, explicitStageBackward, fromMessage, recordStages, toMessage, vjpChain } from '../chain.js';
+import { estimateMemory, guardExplicitWay } from '../memory-report.js';
+import { getMemoryBudget } from '../memory.js';
 import { ConfigError, fmtShape, fmtValue } from '../errors.js';
 import { firstNonFinite } from '../forensics.js';
-import { type LossSpec, lossFrom } from '../losses.js';
+import { type Loss, type LossSpec, lossFrom } from '../losses.js';
 import { type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Rng } from '../rng.js';
 import { Sequential } from '../sequential.js';
 import { type Dataset, checkDataset, correctCount, stepSeed, takeRows } from '../train.js';
-import { type Tensor, assertFinite, assertShape } from '../tensor.js';
-import type { RemoteStageRunner, WireTraffic } from './client.js';
+import { type Tensor, assertFinite, assertShape, bytesOf } from '../tensor.js';
+import type { RemoteStageRunner, ServerHeld, WireTraffic } from './client.js';
 import { type CheckpointOptions, type CheckpointSlots, type CheckpointTensor, checkCheckpointOptions, listCheckpoints, paramsFromCheckpoint, paramsToCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { RemoteError } from './wire.js';
 
@@ -60,6 +64,21 @@ export interface RemoteFitOptions {
    * index and gets back the loss and the cotangent, and `data.y` is not needed).
    */
   labels?: 'here' | 'server';
+  /**
+   * How the backward pass crosses: `vjp` (the default; the cotangent crosses and every stage runs its
+   * reverse pass) or `jacobian` (the seed's explicit way: the local stages' Jacobians are built and
+   * contracted with the dLoss/dOut that comes back, as `fit` with `method: 'jacobian'` does).
+   */
+  method?: 'vjp' | 'jacobian';
+  /**
+   * With `method: 'jacobian'`: the server ships its stages' batch Jacobians dOut_s/dIn_s instead of
+   * the cotangent; they are contracted here with dLoss/dY, and dLoss/dOut_s goes back for the server
+   * to contract its weights' Jacobians with (RPCs Jacobian and BackwardWeights). What the seed's
+   * method would send over a network. Not with `labels: 'server'`. Default false.
+   */
+  shipJacobian?: boolean;
+  /** With `method: 'jacobian'`: the local stages' Jacobians streamed (`ChainOptions.streamed`). Default false. */
+  streamed?: boolean;
   /** The id of the first step on the wire; default 0 (a resumed run continues the server's count). */
   firstStepId?: number;
   /**
@@ -90,6 +109,17 @@ export interface RemoteStepInfo {
   wire: WireTraffic;
   /** Milliseconds of this step spent computing here (the step's wall time less its round trips). */
   localComputeMs: number;
+  /**
+   * Bytes each side held for the step: here, the local stages' residuals, cotangents (VJP way) or
+   * Jacobians (explicit way; with the Jacobian shipped, the received one too) and weight gradients;
+   * there, what the server reported.
+   */
+  held: {
+    /** Bytes held here, all told. */
+    here: number;
+    /** What the server held, by kind. */
+    there: ServerHeld
+  };
   /** Wall time of the step. */
   stepMs: number;
 }
@@ -119,7 +149,9 @@ export interface RemoteFitResult {
 /**
  * Trains `local` (the upstream stages, from `model.split`) and `remote` (the stages after them)
  * as one model: each step runs `vjpChain([...local, remote], x, y, loss)` (the cotangent crosses
- * the wire), then the server applies its step, then the local stages step. The server's step
+ * the wire), or with `method: 'jacobian'` the explicit way (the local stages' Jacobians contracted
+ * with the dLoss/dOut that comes back, or with `shipJacobian` the server's batch Jacobians
+ * contracted here), then the server applies its step, then the local stages step. The server's step
  * comes first so that a lost Apply reply can be retried (same step id, applied once) before
  * anything here moves.
  * @example
@@ -145,6 +177,16 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
   const optimizer = optimizerFromConfig(opts.optimizer);
   const labelsThere = opts.labels === 'server';
   if (opts.labels !== undefined && opts.labels !== 'here' && !labelsThere) throw new ConfigError(`fitRemote: expected labels to be "here" or "server", received ${fmtValue(opts.labels)}`);
+  const method = opts.method ?? 'vjp';
+  if (method !== 'vjp' && method !== 'jacobian') throw new ConfigError(`fitRemote: expected method to be "vjp" or "jacobian", received ${fmtValue(opts.method)}`);
+  for (const key of ['shipJacobian', 'streamed'] as const) {
+    const v = opts[key];
+    if (v !== undefined && typeof v !== 'boolean') throw new ConfigError(`fitRemote: expected ${key} to be a boolean, received ${fmtValue(v)}`);
+    if (v && method !== 'jacobian') throw new ConfigError(`fitRemote: ${key} is a way of the explicit method; expected method 'jacobian' with ${key}, received method ${fmtValue(method)}`);
+  }
+  const ship = opts.shipJacobian === true;
+  // The labels are where dLoss/dY is made: a Jacobian shipped to a client without them could not be contracted.
+  if (ship && labelsThere) throw new ConfigError("fitRemote: shipJacobian sends the server's Jacobian to be contracted with dLoss/dY where the labels are; expected labels 'here' with shipJacobian, received labels 'server'");
   if (labelsThere) {
     assertShape(data?.x, [null, ...local[0].inputShape], 'fitRemote data x');
     assertFinite(data.x, 'fitRemote data x');
@@ -154,6 +196,8 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
   }
 
   const N = data.x.shape[0];
+  // The local stages' Jacobians (a tangent block, the tapes' residuals) against the budget, from shapes, before the first step: fit's guard.
+  if (method === 'jacobian') guardExplicitWay(estimateMemory([...local], Math.min(batchSize, N), { training: opts.training ?? true }), getMemoryBudget(), { streamed: opts.streamed });
   const batches = Math.ceil(N / batchSize);
   // fit's generator, drawn the same way, so the batches are fit's.
   const shuffleRng = new Rng(seed);
@@ -192,13 +236,23 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       const t0 = performance.now();
       const idx = order.slice(b * batchSize, Math.min(N, (b + 1) * batchSize));
       const x = takeRows(data.x, idx);
-      const chainOpts: ChainOptions = { training: opts.training ?? true, seed: stepSeed(seed, step) };
+      const chainOpts: ChainOptions = { training: opts.training ?? true, seed: stepSeed(seed, step), streamed: opts.streamed };
       const stepId = firstStepId + step;
       remote.beginStep(stepId, chainOpts);
       remote.takeTraffic();
       const stop = (why: string): RemoteFitResult => ({ steps: step, resumedFrom, history, stopped: `non-finite ${why} at epoch ${epoch}, batch ${b + 1} (step ${stepId}); training stopped before the update` });
-      let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][] };
-      if (labelsThere) {
+      let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][]; heldHere: number };
+      if (method === 'jacobian') {
+        let out;
+        try {
+          out = await explicitRemoteStep(local, remote, x, labelsThere ? idx : takeRows((data as Dataset).y, idx), lossFn, chainOpts, ship);
+        } catch (e) {
+          if (e instanceof RemoteError && /the loss is/.test(e.message)) return stop(`loss on the server (${e.message})`);
+          throw e;
+        }
+        if (typeof out === 'string') return stop(out);
+        res = out;
+      } else if (labelsThere) {
         // vjpChain's steps, with the loss where the labels are.
         const runners = local.map((s) => new LocalStageRunner(s, chainOpts));
         let h = toMessage(x);
@@ -213,11 +267,11 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
         let g = there.dx;
         for (let s = runners.length - 1; s >= 0; s--) g = await runners[s].backward(g);
         const grads = await Promise.all(runners.map((r) => r.gradients()));
-        res = { loss: there.loss, correct: there.correct, dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => (m === null ? null : fromMessage(m, 'gradient'))))) };
+        res = { loss: there.loss, correct: there.correct, dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => (m === null ? null : fromMessage(m, 'gradient'))))), heldHere: heldBy(await Promise.all(runners.map((r) => r.memory()))) };
       } else {
         const y = takeRows((data as Dataset).y, idx);
         const chain = await vjpChain([...local.map((s) => new LocalStageRunner(s, chainOpts)), remote], x, y, lossFn, chainOpts);
-        res = { loss: chain.loss, correct: correctCount(y, chain.stageOutputs[chain.stageOutputs.length - 1]), dLoss_dWeights: chain.dLoss_dWeights };
+        res = { loss: chain.loss, correct: correctCount(y, chain.stageOutputs[chain.stageOutputs.length - 1]), dLoss_dWeights: chain.dLoss_dWeights, heldHere: heldBy(chain.memory.slice(0, local.length)) };
       }
       if (!Number.isFinite(res.loss)) return stop(`loss (${res.loss})`);
       const remoteFinite = remote.gradientsFinite;
@@ -240,11 +294,68 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       }
       const wire = remote.takeTraffic();
       const stepMs = performance.now() - t0;
-      opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs });
+      opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs, held: { here: res.heldHere, there: remote.serverHeld } });
     }
     history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen });
   }
   return { steps: step, resumedFrom, history, stopped: null };
+}
+
+/** Bytes the stages' records say they held: residuals, cotangents, Jacobians, gradients. */
+function heldBy(records: readonly { residualBytes: number; cotangentBytes: number; gradientBytes: number; jacobians?: readonly { bytes: number }[] }[]): number {
+  return records.reduce((n, m) => n + m.residualBytes + m.cotangentBytes + m.gradientBytes + (m.jacobians ?? []).reduce((k, j) => k + j.bytes, 0), 0);
+}
+
+/**
+ * One step by the explicit way across the wire: the local stages forward on their own tapes, the
+ * server's forward (and the loss here, or there with the labels), then dLoss/dOut of the last
+ * local stage, either sent back by the server as a cotangent (its stages run their reverse pass)
+ * or, with `ship`, contracted here from the server's shipped batch Jacobians (dLoss/dOut_s going
+ * back for its weights); then, last local stage first, each local stage's Jacobians contracted with
+ * the dLoss/dOut at its output by the seed's helpers. A non-finite loss answers why, before any
+ * backward pass.
+ */
+async function explicitRemoteStep(local: readonly Sequential[], remote: RemoteStageRunner, x: Tensor, labels: Tensor | number[], lossFn: Loss, chainOpts: ChainOptions, ship: boolean): Promise<string | { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][]; heldHere: number }> {
+  const tapes = recordStages(local, x, chainOpts);
+  const h = toMessage(tapes[tapes.length - 1].output);
+  let loss: number;
+  let correct: number;
+  let dLoss_dOut: Tensor;
+  let heldHere = 0;
+  if (Array.isArray(labels)) {
+    const there = await remote.forwardLoss(h, labels);
+    ({ loss, correct } = there);
+    dLoss_dOut = fromMessage(there.dx, 'dLoss/dOut');
+  } else {
+    const yPred = fromMessage(await remote.forward(h), `${remote.name} output`);
+    loss = lossFn.value(labels, yPred);
+    if (!Number.isFinite(loss)) return `loss (${loss})`;
+    correct = correctCount(labels, yPred);
+    const dLoss_dY = lossFn.gradient(labels, yPred);
+    if (ship) {
+      const shipped = await remote.jacobians();
+      // The seed's loop over the server's stages, run here: the last one first.
+      const douts: Tensor[] = new Array(shipped.length);
+      let g = dLoss_dY;
+      for (let s = shipped.length - 1; s >= 0; s--) {
+        douts[s] = g;
+        g = contractInputJacobian(shipped[s].J, shipped[s].coupled, g);
+        heldHere += bytesOf(shipped[s].J);
+      }
+      await remote.backwardWeights(douts);
+      dLoss_dOut = g;
+    } else {
+      dLoss_dOut = fromMessage(await remote.backward(toMessage(dLoss_dY)), 'dLoss/dOut');
+    }
+  }
+  const dLoss_dWeights: (Tensor | null)[][][] = new Array(local.length);
+  for (let s = local.length - 1; s >= 0; s--) {
+    const step = explicitStageBackward(local[s], tapes[s], dLoss_dOut, s, s > 0, chainOpts);
+    dLoss_dWeights[s] = step.dLoss_dWeights;
+    heldHere += heldBy([step.memory]);
+    if (step.dLoss_dIn) dLoss_dOut = step.dLoss_dIn;
+  }
+  return { loss, correct, dLoss_dWeights: dLoss_dWeights.flat(), heldHere };
 }
 
 function positiveInt(v: unknown, key: string): number {

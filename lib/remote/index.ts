@@ -9,3 +9,4 @@ export * from './server.js';
 export * from './client.js';
 export * from './fit.js';
 export * from './checkpoint.js';
+export * from './explicit.js';

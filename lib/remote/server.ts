@@ -3,12 +3,19 @@
  * model behind `proto/stage.proto`'s `Stage` service. Forward records a pass through the hosted
  * stages, each on its own tape (as `vjpChain` runs them in one process); Backward feeds the
  * cotangent `dy` in and answers `dx`, keeping the weight gradients; Apply steps the server's own
- * optimizer, once per step id however often it is asked. Every incoming tensor is checked before a
- * tensor is made of it, and a refused call leaves the server serving.
+ * optimizer, once per step id however often it is asked. For the explicit way with the Jacobian
+ * shipped, Jacobian answers each hosted stage's batch Jacobian dOut/dIn of the recorded pass and
+ * BackwardWeights contracts the stages' weight Jacobians with the dLoss/dOut the client sends.
+ * Every incoming tensor is checked before a tensor is made of it, and a refused call leaves the
+ * server serving.
  * @module
  */
 import * as grpc from '@grpc/grpc-js';
-import { LocalStageRunner, fromMessage, toMessage } from '../chain.js';
+import { LocalStageRunner, explicitStageBackward, fromMessage, inputJacobian, toMessage } from '../chain.js';
+import { estimateMemory, guardExplicitWay } from '../memory-report.js';
+import { fmtBytes, getMemoryBudget } from '../memory.js';
+import type { GradientTape } from '../tape.js';
+import { checkShippedJacobian } from './explicit.js';
 import { ConfigError, JacobianChainError, fmtShape, fmtValue } from '../errors.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Sequential } from '../sequential.js';
@@ -76,6 +83,28 @@ interface StepState {
     gradients_finite: boolean;
     non_finite: string;
   };
+  /** The explicit way with the Jacobian shipped: Jacobian's answer, BackwardWeights' dLoss/dOut bytes and answer. */
+  jacobianReply?: JacobianReply;
+  doutBytes?: Buffer;
+  weightsReply?: BackwardWeightsReply;
+}
+
+interface JacobianReply {
+  step_id: number;
+  stages: { dout_din: WireTensor; samples_coupled: boolean }[];
+  compute_ms: number;
+  residual_bytes: number;
+  jacobian_bytes: number;
+}
+
+interface BackwardWeightsReply {
+  step_id: number;
+  compute_ms: number;
+  gradients_finite: boolean;
+  non_finite: string;
+  residual_bytes: number;
+  jacobian_bytes: number;
+  gradient_bytes: number;
 }
 
 interface ForwardReply {
@@ -176,6 +205,8 @@ export class StageServer {
       Apply: this.unary('Apply', (r) => this.apply(r)),
       Gradients: this.unary('Gradients', (r) => this.gradients(r)),
       Weights: this.unary('Weights', (r) => this.weights(r)),
+      Jacobian: this.unary('Jacobian', (r) => this.jacobian(r)),
+      BackwardWeights: this.unary('BackwardWeights', (r) => this.backwardWeights(r)),
     });
   }
 
@@ -365,6 +396,7 @@ export class StageServer {
     if (!cur || cur.stepId !== id) {
       throw new RemoteError(`Backward of step ${id}, but ${cur ? `the step recorded is ${cur.stepId}` : 'no step is recorded'}; expected Forward of step ${id} first`, grpc.status.FAILED_PRECONDITION);
     }
+    if (cur.weightsReply) throw new RemoteError(`step ${id}'s weight gradients were computed by BackwardWeights (the explicit way); expected one way per step`, grpc.status.FAILED_PRECONDITION);
     if (cur.backward) {
       if (!cur.dyBytes!.equals(Buffer.from(req.dy?.data ?? []))) throw new RemoteError(`step ${id}'s Backward was run with another dy; expected a retry to resend the same`, grpc.status.FAILED_PRECONDITION);
       return cur.backward;
@@ -460,9 +492,104 @@ export class StageServer {
     const compute = performance.now() - t0;
     this.traffic.computeMs += compute;
     const t = this.traffic;
-    this.opts.log?.(`step ${id}: received ${t.received} B, sent ${t.sent} B (messages), compute ${t.computeMs.toFixed(2)} ms`);
+    this.opts.log?.(`step ${id}: received ${t.received} B, sent ${t.sent} B (messages), compute ${t.computeMs.toFixed(2)} ms, ${heldLine(cur)}`);
     this.traffic = { received: 0, sent: 0, computeMs: 0 };
     return { step_id: id, applied: true, applied_steps: this.appliedSteps, compute_ms: compute };
+  }
+
+  /** The step `id` recorded by Forward, or FAILED_PRECONDITION naming what is recorded instead. */
+  private recordedStep(id: number, method: string): { cur: StepState; tapes: GradientTape[] } {
+    const cur = this.current;
+    if (!cur || cur.stepId !== id) throw new RemoteError(`${method} of step ${id}, but ${cur ? `the step recorded is ${cur.stepId}` : 'no step is recorded'}; expected Forward of step ${id} first`, grpc.status.FAILED_PRECONDITION);
+    return { cur, tapes: cur.runners.map((r) => r.recordedTape!) };
+  }
+
+  /** The explicit way's Jacobians (the shipped ones and those w.r.t. the weights) against the memory budget, before any is built. */
+  private guardExplicit(batch: number, training: boolean): void {
+    try {
+      guardExplicitWay(estimateMemory([...this.stages], batch, { dtype: this.dtype, training, firstStageInput: true }), getMemoryBudget());
+    } catch (e) {
+      throw new RemoteError((e as Error).message, grpc.status.RESOURCE_EXHAUSTED);
+    }
+  }
+
+  /**
+   * Each hosted stage's batch Jacobian dOut_s/dIn_s of the recorded pass, dense (the full one for a
+   * stage that couples its samples), answered once per step id; refused from the shapes, before
+   * one is built, when the reply would exceed the maximum message.
+   */
+  private jacobian(req: { step_id: number }): JacobianReply {
+    const id = this.stepIdOf(req, 'Jacobian');
+    const { cur, tapes } = this.recordedStep(id, 'Jacobian');
+    if (cur.jacobianReply) return cur.jacobianReply;
+    if (cur.backward) throw new RemoteError(`step ${id}'s Backward already ran (the VJP way); expected one way per step`, grpc.status.FAILED_PRECONDITION);
+    const B = cur.forward.y.shape[0];
+    checkShippedJacobian(this.stages.map((st, s) => ({ name: st.name, inputShape: st.inputShape, outputShape: st.outputShape, coupled: tapes[s].samplesCoupled })), B, this.dtype, this.maxBytes, "the server's");
+    this.guardExplicit(B, cur.training);
+    const t0 = performance.now();
+    const stages = tapes.map((tape) => {
+      const { J, coupled } = inputJacobian(tape);
+      return { dout_din: encodeTensor(J.toDense()), samples_coupled: coupled };
+    });
+    const compute = performance.now() - t0;
+    this.traffic.computeMs += compute;
+    cur.jacobianReply = {
+      step_id: id,
+      stages,
+      compute_ms: compute,
+      residual_bytes: tapes.reduce((n, t) => n + t.residualBytes(), 0),
+      jacobian_bytes: stages.reduce((n, j) => n + j.dout_din.data.byteLength, 0),
+    };
+    return cur.jacobianReply;
+  }
+
+  /**
+   * The hosted weights' gradients from dLoss/dOut_s of every hosted stage, by the seed's method:
+   * each stage's Jacobians w.r.t. its weights built from the recorded pass and contracted with its
+   * dLoss/dOut_s (`explicitStageBackward`). Kept for Apply, as Backward's are; answered once per step id.
+   */
+  private backwardWeights(req: { step_id: number; dout: WireTensor[] }): BackwardWeightsReply {
+    const id = this.stepIdOf(req, 'BackwardWeights');
+    const { cur, tapes } = this.recordedStep(id, 'BackwardWeights');
+    const douts = Array.isArray(req.dout) ? req.dout : [];
+    const bytes = Buffer.concat(douts.map((t) => Buffer.from(t?.data ?? [])));
+    if (cur.weightsReply) {
+      if (!cur.doutBytes!.equals(bytes)) throw new RemoteError(`step ${id}'s BackwardWeights was run with another dLoss/dOut; expected a retry to resend the same`, grpc.status.FAILED_PRECONDITION);
+      return cur.weightsReply;
+    }
+    if (cur.backward) throw new RemoteError(`step ${id}'s Backward already ran (the VJP way); expected one way per step`, grpc.status.FAILED_PRECONDITION);
+    if (douts.length !== this.stages.length) {
+      throw new RemoteError(`expected one dLoss/dOut per hosted stage (${this.stages.length}: ${this.stages.map((st) => st.name).join(', ')}), received ${douts.length}`, grpc.status.INVALID_ARGUMENT);
+    }
+    const B = cur.forward.y.shape[0];
+    const g = douts.map((t, s) => decodeTensor(t, { shape: [B, ...this.stages[s].outputShape], dtype: this.dtype, maxBytes: this.maxBytes }, `BackwardWeights dout[${s}] of step ${id} (${this.stages[s].name})`));
+    this.guardExplicit(B, cur.training);
+    const t0 = performance.now();
+    const grads: (Tensor | null)[][] = [];
+    let residual = 0;
+    let jacobian = 0;
+    this.stages.forEach((st, s) => {
+      const step = explicitStageBackward(st, tapes[s], g[s], s, false);
+      grads.push(...step.dLoss_dWeights);
+      residual += step.memory.residualBytes;
+      jacobian += step.memory.jacobians.reduce((n, j) => n + j.bytes, 0);
+    });
+    const nonFinite = firstNonFinite(this.stages, grads);
+    const compute = performance.now() - t0;
+    this.traffic.computeMs += compute;
+    cur.grads = grads;
+    cur.nonFinite = nonFinite ?? undefined;
+    cur.doutBytes = bytes;
+    cur.weightsReply = {
+      step_id: id,
+      compute_ms: compute,
+      gradients_finite: nonFinite === null,
+      non_finite: nonFinite ?? '',
+      residual_bytes: residual,
+      jacobian_bytes: jacobian,
+      gradient_bytes: grads.flat().reduce((n, t) => n + (t === null ? 0 : bytesOf(t)), 0),
+    };
+    return cur.weightsReply;
   }
 
   private gradients(req: { step_id: number }): { step_id: number; layers: WireLayer[]; applied_steps: number } {
@@ -499,6 +626,18 @@ function tokenInterceptor(token: string): grpc.ServerInterceptor {
           },
         }),
     });
+}
+
+/** `held 10.2 KiB (residuals 8.1 KiB, cotangents 0.4 KiB, Jacobians 0 B, gradients 1.7 KiB)`: what the hosted stages held for a step. */
+function heldLine(cur: StepState): string {
+  const b = cur.backward;
+  const j = cur.jacobianReply;
+  const w = cur.weightsReply;
+  const residual = b?.residual_bytes ?? w?.residual_bytes ?? j?.residual_bytes ?? 0;
+  const cotangent = b?.cotangent_bytes ?? 0;
+  const jacobian = (j?.jacobian_bytes ?? 0) + (w?.jacobian_bytes ?? 0);
+  const gradient = b?.gradient_bytes ?? w?.gradient_bytes ?? 0;
+  return `held ${fmtBytes(residual + cotangent + jacobian + gradient)} (residuals ${fmtBytes(residual)}, cotangents ${fmtBytes(cotangent)}, Jacobians ${fmtBytes(jacobian)}, gradients ${fmtBytes(gradient)})`;
 }
 
 /** `dense_1.kernel: NaN at flat index 3`, for the first non-finite gradient of the hosted layers, or null. */
