@@ -14,7 +14,7 @@ import { fitRemote } from '../../lib/remote/fit.js';
 import { listCheckpoints } from '../../lib/remote/checkpoint.js';
 import { LOSSES, type LossName } from '../../lib/losses.js';
 import { checkpointOption, readInput } from './serve.js';
-import { UsageError, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
+import { UsageError, check, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
 import { EXIT, InputFileError } from '../exit-codes.js';
 
 const HELP = `usage: jacobian-chain train --connect <host:port> --model <file> [options]
@@ -30,6 +30,8 @@ options:
   --model <file>         the model file the server was started with
   --split <i[,j...]>     the server's --split (default: after the last pooling layer)
   --token <t>            the server's --token
+  --client-id <id>       this data holder's id on a server shared by many (1 to 64 of [A-Za-z0-9._-]):
+                         its own model_0 and step ids, the server's stages shared; default none (one client)
   --labels-on-server     the server holds the labels (serve --labels, one per --examples example): each
                          step names its examples by index, the loss is computed there
   --tls-ca <file>        connect by TLS, trusting this PEM certificate (the server's --tls-cert, or its CA)
@@ -61,6 +63,7 @@ const OPTIONS = {
   model: 'string',
   split: 'string',
   token: 'string',
+  'client-id': 'string',
   'tls-ca': 'string',
   'labels-on-server': 'boolean',
   'timeout-ms': 'string',
@@ -96,6 +99,7 @@ export async function run(argv: string[]): Promise<number> {
       model: v.model,
       split: splitPoints(v.split, '--split') ?? null,
       token: v.token,
+      clientId: check('to be 1 to 64 of [A-Za-z0-9._-]', (t) => (/^[A-Za-z0-9._-]{1,64}$/.test(t) ? t : undefined))(v['client-id'], '--client-id'),
       tlsCa: v['tls-ca'],
       labelsOnServer: v['labels-on-server'] === true,
       timeoutMs: positiveInt(v['timeout-ms'], '--timeout-ms') ?? 30000,
@@ -122,7 +126,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const stages = model.split(o.split ?? splitAfterLastPooling(model));
     const tls = o.tlsCa === undefined ? undefined : { ca: readInput(o.tlsCa, '--tls-ca') };
-    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, timeoutMs: o.timeoutMs, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
+    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, clientId: o.clientId, timeoutMs: o.timeoutMs, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
     const firstRemote = remote.stages[0].firstLayer;
     const local = stages.filter((s) => s.layerOffset < firstRemote);
     const first = local[0];

@@ -32,6 +32,12 @@ export interface RemoteStageOptions {
    * false (the default) keeps them where the weights are and answers one empty list per layer.
    */
   fetchGradients?: boolean;
+  /**
+   * Many clients: this data holder's id on a server shared with others (1 to 64 of
+   * `[A-Za-z0-9._-]`): its step ids and applied steps are its own, the server's stages everyone's.
+   * Default none: the single-client session.
+   */
+  clientId?: string;
   /** The loss by its Keras name, sent to a server that holds the labels (see {@link RemoteStageRunner.forwardLoss}). */
   loss?: LossName;
   /** TLS: the PEM certificate (or CA) the server's certificate must chain to, and name `localhost`; without it the wire is plaintext. */
@@ -141,6 +147,7 @@ export class RemoteStageRunner implements StageRunner {
     const retries = opts.retries ?? 2;
     if (!Number.isSafeInteger(retries) || retries < 0 || retries > 10) throw new ConfigError(`RemoteStageRunner: expected retries to be an integer in [0, 10], received ${fmtValue(opts.retries)}`);
     const max = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    if (opts.clientId !== undefined && (typeof opts.clientId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(opts.clientId))) throw new ConfigError(`RemoteStageRunner: expected clientId to be 1 to 64 of [A-Za-z0-9._-], received ${fmtValue(opts.clientId)}`);
     const counters = { sent: 0, received: 0 };
     const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
     for (const [name, m] of Object.entries(stageService())) {
@@ -342,6 +349,8 @@ export class RemoteStageRunner implements StageRunner {
   /** One unary call with a deadline; UNAVAILABLE is retried (same request, same step id), anything else is reported. */
   private async call(method: string, stepId: number, req: unknown): Promise<unknown> {
     const fn = (this.client as unknown as Record<string, UnaryMethod>)[method].bind(this.client);
+    // Every request names its client: the server keeps each one's step ids apart.
+    if (this.opts.clientId !== undefined) req = { ...(req as object), client_id: this.opts.clientId };
     const md = new grpc.Metadata();
     if (this.opts.token !== undefined) md.set(TOKEN_KEY, this.opts.token);
     for (let attempt = 0; ; attempt++) {
