@@ -40,6 +40,9 @@ options:
   --loss <name>          ${LOSSES.join(', ')} (default binary_crossentropy)
   --epochs <n>           passes over the examples (default 1)
   --batch-size <n>       examples per step (default 32)
+  --micro-batches <m>    pipeline each step GPipe-style in m micro-batches: the local forward of one
+                         overlaps the server's work on the one before; the loss on the whole batch, one
+                         update per step; the weights equal the unpipelined run's to rounding (default 1)
   --optimizer <name>     adam (default) or sgd, for both sides
   --lr <x>               learning rate (default 0.001 for adam, 0.05 for sgd)
   --momentum <x>         sgd momentum in [0, 1] (default 0.9)
@@ -71,6 +74,7 @@ const OPTIONS = {
   loss: 'string',
   epochs: 'string',
   'batch-size': 'string',
+  'micro-batches': 'string',
   optimizer: 'string',
   lr: 'string',
   momentum: 'string',
@@ -93,6 +97,7 @@ export async function run(argv: string[]): Promise<number> {
     const lr = positiveNumber(v.lr, '--lr') ?? (optName === 'adam' ? 0.001 : 0.05);
     const momentum = numeric('to be a number in [0, 1]', (n) => n >= 0 && n <= 1)(v.momentum, '--momentum') ?? 0.9;
     if (optName === 'adam' && (v.momentum !== undefined || v.nesterov)) throw new UsageError('--momentum and --nesterov are sgd options; received them with --optimizer adam');
+    if (v['micro-batches'] !== undefined && v['labels-on-server'] && v['micro-batches'].trim() !== '1') throw new UsageError(`expected --micro-batches 1 with --labels-on-server (the server's loss takes the whole batch), received --micro-batches ${v['micro-batches']}`);
     const optimizer: OptimizerConfig = optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: v.nesterov === true };
     return {
       connect: v.connect,
@@ -107,6 +112,7 @@ export async function run(argv: string[]): Promise<number> {
       loss: choice<LossName>(LOSSES)(v.loss, '--loss') ?? 'binary_crossentropy',
       epochs: positiveInt(v.epochs, '--epochs') ?? 1,
       batchSize: positiveInt(v['batch-size'], '--batch-size') ?? 32,
+      microBatches: positiveInt(v['micro-batches'], '--micro-batches') ?? 1,
       optimizer,
       seed: nonNegativeInt(v.seed, '--seed') ?? 0,
       dtype: dtype(v.dtype, '--dtype') ?? 'float64',
@@ -133,7 +139,7 @@ export async function run(argv: string[]): Promise<number> {
     const data = seededBatch(first.inputShape, { batch: o.examples, seed: o.seed, dtype: o.dtype, labels: remote.outputShape.reduce((a, b) => a * b, 1) });
     if (remote.outputShape.length !== 1) throw new UsageError(`expected the model to output a vector per example (its labels are seeded 0/1 vectors), received output [B, ${remote.outputShape.join(', ')}]`);
     console.log(`local: ${local.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}; remote at ${o.connect}: ${remote.stages.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}`);
-    console.log(`training: ${o.examples} seeded examples, ${o.epochs} epochs, batch ${o.batchSize}, vjp across the wire, ${JSON.stringify(o.optimizer)}, seed ${o.seed}, ${o.dtype}`);
+    console.log(`training: ${o.examples} seeded examples, ${o.epochs} epochs, batch ${o.batchSize}${o.microBatches > 1 ? ` in ${o.microBatches} micro-batches (pipelined)` : ''}, vjp across the wire, ${JSON.stringify(o.optimizer)}, seed ${o.seed}, ${o.dtype}`);
     const saved = o.checkpoint ? listCheckpoints(o.checkpoint.dir, 'client') : [];
     if (saved.length > 0) console.log(`resuming from the checkpoint at step ${saved[saved.length - 1]} in ${o.checkpoint!.dir}`);
     const totals = { sent: 0, received: 0, wire: 0, here: 0, there: 0 };
@@ -143,6 +149,7 @@ export async function run(argv: string[]): Promise<number> {
       optimizer: o.optimizer,
       epochs: o.epochs,
       batchSize: o.batchSize,
+      microBatches: o.microBatches,
       seed: o.seed,
       // With checkpoints, step ids are the step count both sides save; without, the server's count continues.
       firstStepId: o.checkpoint ? 0 : remote.lastApplied + 1,
@@ -153,7 +160,7 @@ export async function run(argv: string[]): Promise<number> {
         totals.wire += s.wire.wireMs;
         totals.here += s.localComputeMs;
         totals.there += s.wire.remoteComputeMs;
-        console.log(`step ${s.stepId} (epoch ${s.epoch}, batch ${s.batch}/${s.batches}): loss ${s.loss.toFixed(6)} | sent ${fmtBytes(s.wire.sentBytes)}, received ${fmtBytes(s.wire.receivedBytes)} in ${s.wire.calls} calls | wire ${s.wire.wireMs.toFixed(2)} ms, compute ${s.localComputeMs.toFixed(2)} ms here + ${s.wire.remoteComputeMs.toFixed(2)} ms there`);
+        console.log(`step ${s.stepId} (epoch ${s.epoch}, batch ${s.batch}/${s.batches}): loss ${s.loss.toFixed(6)} | sent ${fmtBytes(s.wire.sentBytes)}, received ${fmtBytes(s.wire.receivedBytes)} in ${s.wire.calls} calls${s.wire.maxInFlight > 1 ? ` (up to ${s.wire.maxInFlight} in flight)` : ''} | wire ${s.wire.wireMs.toFixed(2)} ms, compute ${s.localComputeMs.toFixed(2)} ms here + ${s.wire.remoteComputeMs.toFixed(2)} ms there`);
       },
     });
     for (const h of res.history) console.log(`epoch ${h.epoch}/${o.epochs}: loss ${h.loss.toFixed(6)} | acc ${h.accuracy.toFixed(4)}`);

@@ -8,12 +8,13 @@
 import { type ChainOptions, LocalStageRunner, fromMessage, toMessage, vjpChain } from '../chain.js';
 import { ConfigError, fmtShape, fmtValue } from '../errors.js';
 import { firstNonFinite } from '../forensics.js';
-import { type LossSpec, lossFrom } from '../losses.js';
+import { type Loss, type LossSpec, lossFrom } from '../losses.js';
+import type { Differentiable } from '../layers/layer.js';
 import { type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Rng } from '../rng.js';
 import { Sequential } from '../sequential.js';
 import { type Dataset, checkDataset, correctCount, stepSeed, takeRows } from '../train.js';
-import { type Tensor, assertFinite, assertShape } from '../tensor.js';
+import { type Tensor, assertFinite, assertShape, axpy, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import type { RemoteStageRunner, WireTraffic } from './client.js';
 import { type CheckpointOptions, type CheckpointSlots, type CheckpointTensor, checkCheckpointOptions, listCheckpoints, paramsFromCheckpoint, paramsToCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { RemoteError } from './wire.js';
@@ -70,6 +71,18 @@ export interface RemoteFitOptions {
    * step) and ends bit-identical to an uninterrupted run. Step ids then start at 0.
    */
   checkpoint?: CheckpointOptions;
+  /**
+   * Pipelining (GPipe-style): cut each batch into this many micro-batches (fewer when a batch has
+   * fewer rows). The local forward of micro-batch k+1 runs while micro-batch k is on the wire and
+   * on the server; the loss and its cotangent are computed on the whole batch, as `fit` computes
+   * them; then every micro-batch's cotangent goes back at once, and each `dx` is pulled through
+   * the local stages while the server works on the next. Both sides sum their micro-batches'
+   * weight gradients in micro-batch order and step once. The weights then agree with `fit`'s to
+   * summation rounding (the sum over the batch is grouped by micro-batch), not bit for bit.
+   * Labels here only; not with a layer that couples the samples (BatchNormalization in training).
+   * Default 1: the unpipelined step, bit-identical to `fit`.
+   */
+  microBatches?: number;
   /** Called after each step with its loss and what crossed the wire. */
   onStep?: (info: RemoteStepInfo) => void;
 }
@@ -145,6 +158,12 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
   const optimizer = optimizerFromConfig(opts.optimizer);
   const labelsThere = opts.labels === 'server';
   if (opts.labels !== undefined && opts.labels !== 'here' && !labelsThere) throw new ConfigError(`fitRemote: expected labels to be "here" or "server", received ${fmtValue(opts.labels)}`);
+  const microBatches = positiveInt(opts.microBatches ?? 1, 'microBatches');
+  if (microBatches > 1) {
+    if (labelsThere) throw new ConfigError(`fitRemote: expected microBatches 1 with labels on the server (its loss takes the whole batch in one ForwardLoss), received ${microBatches}`);
+    const refusal = microBatchRefusal(local, opts.training ?? true);
+    if (refusal) throw new ConfigError(`fitRemote: ${refusal}`);
+  }
   if (labelsThere) {
     assertShape(data?.x, [null, ...local[0].inputShape], 'fitRemote data x');
     assertFinite(data.x, 'fitRemote data x');
@@ -214,6 +233,8 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
         for (let s = runners.length - 1; s >= 0; s--) g = await runners[s].backward(g);
         const grads = await Promise.all(runners.map((r) => r.gradients()));
         res = { loss: there.loss, correct: there.correct, dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => (m === null ? null : fromMessage(m, 'gradient'))))) };
+      } else if (microBatches > 1 && idx.length > 1) {
+        res = await pipelinedStep(local, remote, x, takeRows((data as Dataset).y, idx), lossFn, chainOpts, Math.min(microBatches, idx.length));
       } else {
         const y = takeRows((data as Dataset).y, idx);
         const chain = await vjpChain([...local.map((s) => new LocalStageRunner(s, chainOpts)), remote], x, y, lossFn, chainOpts);
@@ -245,6 +266,80 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
     history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen });
   }
   return { steps: step, resumedFrom, history, stopped: null };
+}
+
+/**
+ * One step cut into `m` micro-batches, GPipe's schedule: every forward first (each micro-batch's
+ * Forward sent as soon as its local pass is done, so the next local pass overlaps it), the loss on
+ * the whole batch, then every backward (all cotangents sent at once, each `dx` pulled through the
+ * local stages as it arrives). Returns the loss, the right count and the local gradients summed
+ * in micro-batch order; the server sums its own at Apply.
+ */
+async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRunner, x: Tensor, y: Tensor, lossFn: Loss, chainOpts: ChainOptions, m: number): Promise<{ loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][] }> {
+  const B = x.shape[0];
+  const starts = Array.from({ length: m + 1 }, (_, k) => Math.floor((k * B) / m));
+  const rowsOf = (k: number) => Array.from({ length: starts[k + 1] - starts[k] }, (_, r) => starts[k] + r);
+  const runners: LocalStageRunner[][] = [];
+  const outputs: Promise<Tensor>[] = [];
+  for (let k = 0; k < m; k++) {
+    // Each micro-batch draws its rows of the whole batch's Dropout masks: fit's masks.
+    const rs = local.map((st) => new LocalStageRunner(st, { ...chainOpts, batchSlice: { start: starts[k], total: B } }));
+    let h = toMessage(takeRows(x, rowsOf(k)));
+    for (const r of rs) h = await r.forward(h);
+    runners.push(rs);
+    outputs.push(remote.forwardPart(fromMessage(h, 'local output'), { index: k, count: m, rowOffset: starts[k], batchRows: B }));
+    // The call is written to the socket on a later turn of the event loop: let it go before the next local pass takes the thread.
+    await new Promise((r) => setImmediate(r));
+  }
+  const parts = await Promise.all(outputs);
+  const yPred = concatRows(parts);
+  const loss = lossFn.value(y, yPred);
+  const dy = lossFn.gradient(y, yPred);
+  const backs = parts.map((_, k) => remote.backwardPart(takeRows(dy, rowsOf(k)), k));
+  let sum: (Tensor | null)[][] | null = null;
+  for (let k = 0; k < m; k++) {
+    let g = toMessage((await backs[k]).dx);
+    const rs = runners[k];
+    for (let s = rs.length - 1; s >= 0; s--) {
+      // Stage 0's dLoss/dIn is nobody's cotangent, as in vjpChain.
+      if (s === 0) await rs[s].backwardParams(g);
+      else g = await rs[s].backward(g);
+    }
+    const grads = (await Promise.all(rs.map((r) => r.gradients()))).flatMap((layers) => layers.map((ps) => ps.map((t) => (t === null ? null : fromMessage(t, 'gradient')))));
+    if (sum === null) sum = grads.map((ps) => ps.map((t) => (t === null ? null : copy(t))));
+    else sum.forEach((ps, i) => ps.forEach((t, j) => t !== null && axpy(t, 1, grads[i][j]!)));
+  }
+  return { loss, correct: correctCount(y, yPred), dLoss_dWeights: sum! };
+}
+
+/** The rows of `parts` one under the other: `[Σb, ...]`. */
+function concatRows(parts: readonly Tensor[]): Tensor {
+  const rows = parts.reduce((n, t) => n + t.shape[0], 0);
+  const out = zeros([rows, ...parts[0].shape.slice(1)], dtypeOf(parts[0]));
+  let at = 0;
+  for (const t of parts) {
+    const c = contiguous(t);
+    out.data.set(c.data.subarray(c.offset, c.offset + c.size), at);
+    at += c.size;
+  }
+  return out;
+}
+
+/**
+ * Why `stages` cannot be cut into micro-batches (a layer that couples the samples of a batch, or
+ * noise that cannot be drawn by rows), or null when they can.
+ * @example
+ * microBatchRefusal(model.split([3]), true); // null for Conv2D, Dropout, Dense
+ */
+export function microBatchRefusal(stages: readonly Sequential[], training: boolean): string | null {
+  for (const st of stages) {
+    for (const [i, layer] of st.layers.entries()) {
+      const l: Differentiable = layer;
+      if (l.samplesIndependent?.({ training }) === false) return `layer ${st.layerOffset + i} (${layer.describe()}) couples the samples of a batch in ${training ? 'training' : 'inference'} (batch statistics), so a micro-batch cannot compute its part alone; expected micro-batches 1 for this model`;
+      if (training && l.stochastic && !l.batchSliced) return `layer ${st.layerOffset + i} (${layer.describe()}) draws noise in training but cannot draw its rows of the whole batch's, so micro-batches would draw other noise than the batch; expected micro-batches 1 for this model`;
+    }
+  }
+  return null;
 }
 
 function positiveInt(v: unknown, key: string): number {

@@ -15,6 +15,7 @@ import { Sequential } from '../sequential.js';
 import { type Loss, type LossName, lossFrom } from '../losses.js';
 import { type DType, type Tensor, assertFinite, assertShape, axpy, bytesOf, copy, zeros } from '../tensor.js';
 import { correctCount, takeRows } from '../train.js';
+import { microBatchRefusal } from './fit.js';
 import { type CheckpointOptions, type CheckpointSlots, type CheckpointTensor, checkCheckpointOptions, listCheckpoints, paramsFromCheckpoint, paramsToCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import type { Param } from '../layers/layer.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, type LoopbackAddress, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
@@ -532,6 +533,8 @@ export class StageServer {
     const id = this.stepIdOf(req, 'Forward');
     const s = this.sessionOf(req, 'Forward', id);
     const part = partOf(req, id);
+    const refusal = part.count > 1 ? microBatchRefusal(this.stages, req.training) : null;
+    if (refusal) throw new RemoteError(`Forward of step ${id} in ${part.count} micro-batches: ${refusal}`, grpc.status.INVALID_ARGUMENT);
     // Checked before waiting for the stages: a bad tensor is refused at once, not after others' steps.
     const x = decodeTensor(req.x, { shape: [null, ...this.stages[0].inputShape], dtype: this.dtype, maxBytes: this.maxBytes }, `Forward x of step ${id} (${this.stages[0].name})`);
     if (part.count > 1 && part.rowOffset + x.shape[0] > part.batchRows) {
