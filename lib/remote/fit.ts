@@ -2,7 +2,8 @@
  * Split training across processes (issue #15): {@link fitRemote} trains local upstream stages and
  * the downstream stages of a {@link RemoteStageRunner} as one model by the VJP way, batch for batch
  * as `fit` does in one process (the same shuffles, the same step seeds, so the same Dropout
- * masks, the same optimizer steps), so that N steps give bit-identical weights.
+ * masks, the same optimizer steps), so that N steps give bit-identical weights; pipelined in
+ * micro-batches (`microBatches`), equal weights to summation rounding.
  * @module
  */
 import { type ChainOptions, LocalStageRunner, fromMessage, toMessage, vjpChain } from '../chain.js';

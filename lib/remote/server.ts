@@ -4,7 +4,9 @@
  * stages, each on its own tape (as `vjpChain` runs them in one process); Backward feeds the
  * cotangent `dy` in and answers `dx`, keeping the weight gradients; Apply steps the server's own
  * optimizer, once per step id however often it is asked. Every incoming tensor is checked before a
- * tensor is made of it, and a refused call leaves the server serving.
+ * tensor is made of it, and a refused call leaves the server serving. Many clients (each its own
+ * `model_0`, step ids and applied-step record) share the hosted stages one step at a time; a
+ * pipelined step's micro-batches each have their own tapes, summed at Apply.
  * @module
  */
 import * as grpc from '@grpc/grpc-js';
