@@ -288,7 +288,7 @@ async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRu
     let h = toMessage(takeRows(x, rowsOf(k)));
     for (const r of rs) h = await r.forward(h);
     runners.push(rs);
-    outputs.push(remote.forwardPart(fromMessage(h, 'local output'), { index: k, count: m, rowOffset: starts[k], batchRows: B }));
+    outputs.push(settled(remote.forwardPart(fromMessage(h, 'local output'), { index: k, count: m, rowOffset: starts[k], batchRows: B })));
     // The call is written to the socket on a later turn of the event loop: let it go before the next local pass takes the thread.
     await new Promise((r) => setImmediate(r));
   }
@@ -296,7 +296,7 @@ async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRu
   const yPred = concatRows(parts);
   const loss = lossFn.value(y, yPred);
   const dy = lossFn.gradient(y, yPred);
-  const backs = parts.map((_, k) => remote.backwardPart(takeRows(dy, rowsOf(k)), k));
+  const backs = parts.map((_, k) => settled(remote.backwardPart(takeRows(dy, rowsOf(k)), k)));
   let sum: (Tensor | null)[][] | null = null;
   for (let k = 0; k < m; k++) {
     let g = toMessage((await backs[k]).dx);
@@ -311,6 +311,12 @@ async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRu
     else sum.forEach((ps, i) => ps.forEach((t, j) => t !== null && axpy(t, 1, grads[i][j]!)));
   }
   return { loss, correct: correctCount(y, yPred), dLoss_dWeights: sum! };
+}
+
+/** `p`, marked as handled: when an earlier call of the step fails and is thrown, the later ones' refusals must not crash the process as unhandled. */
+function settled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 /** The rows of `parts` one under the other: `[Σb, ...]`. */

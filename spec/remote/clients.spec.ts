@@ -10,7 +10,8 @@ import { encodeTensor } from '../../lib/remote/wire.js';
 import { Sequential } from '../../lib/sequential.js';
 import type { Tensor } from '../../lib/tensor.js';
 import { stepSeed, takeRows } from '../../lib/train.js';
-import { modelFileFixture } from '../helpers/remote.js';
+import { EXIT } from '../../bin/exit-codes.js';
+import { cli, modelFileFixture, serve, stop } from '../helpers/remote.js';
 import { expect, expectReject } from '../helpers/setup.js';
 
 const LOSS = 'binary_crossentropy';
@@ -116,6 +117,23 @@ describe('remote/clients: many data holders, one model_0 each, one shared server
       a?.close();
       b?.close();
       await server.close();
+    }
+  });
+
+  it('jacobian-chain serve and two train --connect --client-id processes at once: each trains its steps, the server logs them per client', async () => {
+    const server = await serve(['--model', fixture.file(), '--split', '3', '--stages', '1..', '--max-clients', '2']);
+    try {
+      const train = (id: string, seed: string) => cli(['train', '--connect', `127.0.0.1:${server.port}`, '--model', fixture.file(), '--split', '3', '--client-id', id, '--seed', seed, '--examples', '8', '--batch-size', '2', '--timeout-ms', '20000']);
+      const kids = [train('clinic-a', '1'), train('clinic-b', '2')];
+      const exits = await Promise.all(kids.map((k) => k.exited(120_000)));
+      exits.forEach((e, i) => expect(e.code, kids[i].out.join('')).to.equal(EXIT.ok));
+      for (const k of kids) expect(k.out.join('')).to.match(/^total: 4 steps/m);
+      for (const id of ['clinic-a', 'clinic-b']) for (const step of [0, 1, 2, 3]) await server.waitFor(new RegExp(`step ${step} of client "${id}": received \\d+ B`), 5000);
+      const bad = cli(['train', '--connect', `127.0.0.1:${server.port}`, '--model', fixture.file(), '--client-id', 'no spaces']);
+      expect((await bad.exited(60_000)).code).to.equal(EXIT.usage);
+      expect(bad.out.join('')).to.match(/expected --client-id to be 1 to 64 of \[A-Za-z0-9._-\], received "no spaces"/);
+    } finally {
+      await stop(server);
     }
   });
 
