@@ -132,6 +132,10 @@ describe('remote/clients: many data holders, one model_0 each, one shared server
       const bad = cli(['train', '--connect', `127.0.0.1:${server.port}`, '--model', fixture.file(), '--client-id', 'no spaces']);
       expect((await bad.exited(60_000)).code).to.equal(EXIT.usage);
       expect(bad.out.join('')).to.match(/expected --client-id to be 1 to 64 of \[A-Za-z0-9._-\], received "no spaces"/);
+      const helps = [cli(['serve', '--help']), cli(['train', '--connect', 'x', '--help'])];
+      await Promise.all(helps.map((h) => h.exited(60_000)));
+      for (const o of ['--max-clients <n>', '--lease-ms <n>']) expect(helps[0].out.join('')).to.include(o);
+      for (const o of ['--client-id <id>', '--micro-batches <m>']) expect(helps[1].out.join('')).to.include(o);
     } finally {
       await stop(server);
     }
