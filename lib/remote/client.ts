@@ -13,7 +13,7 @@ import { ConfigError, PeerError, fmtShape, fmtValue } from '../errors.js';
 import type { OptimizerConfig } from '../optimizers.js';
 import type { LossName } from '../losses.js';
 import type { DType, Tensor } from '../tensor.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, FLOW_WINDOW_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
 
 /** Options of {@link RemoteStageRunner.connect}. */
 export interface RemoteStageOptions {
@@ -185,6 +185,8 @@ export class RemoteStageRunner implements StageRunner {
     const client = new Client(grpcAddress(host, port), creds, {
       'grpc.max_receive_message_length': max,
       'grpc.max_send_message_length': max,
+      // A reply as large as the largest message flows without waiting for this side's WINDOW_UPDATEs, which a busy pipelined step could not send in time.
+      'grpc-node.flow_control_window': Math.min(max, FLOW_WINDOW_BYTES),
       // The loopback certificate is checked for the name localhost: an IP address is not a TLS server name (RFC 6066).
       ...(opts.tls ? { 'grpc.ssl_target_name_override': 'localhost' } : {}),
     }) as unknown as grpc.Client;

@@ -9,6 +9,8 @@
  * pipelined step's micro-batches each have their own tapes, summed at Apply.
  * @module
  */
+import type { EventEmitter } from 'node:events';
+import type { Http2Session } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { LocalStageRunner, fromMessage, toMessage } from '../chain.js';
 import { ConfigError, JacobianChainError, fmtShape, fmtValue } from '../errors.js';
@@ -20,7 +22,7 @@ import { correctCount, takeRows } from '../train.js';
 import { microBatchRefusal } from './fit.js';
 import { type CheckpointOptions, type CheckpointSlots, type CheckpointTensor, checkCheckpointOptions, listCheckpoints, paramsFromCheckpoint, paramsToCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import type { Param } from '../layers/layer.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, type LoopbackAddress, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, FLOW_WINDOW_BYTES, type LoopbackAddress, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, checkLoopback, decodeTensor, encodeTensor, grpcAddress, stageService, tokenMatches } from './wire.js';
 
 /** Options of {@link StageServer}. */
 export interface StageServerOptions {
@@ -260,12 +262,14 @@ export class StageServer {
   /** Binds the loopback port; resolves to the address actually bound (port 0 picks a free one). */
   listen(): Promise<LoopbackAddress> {
     const host = this.opts.host ?? '127.0.0.1';
+    widenFlowControl(this.server, this.maxBytes);
     return new Promise((resolve, reject) => {
       const tls = this.opts.tls;
       const creds = tls ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], false) : grpc.ServerCredentials.createInsecure();
       this.server.bindAsync(grpcAddress(host, this.opts.port ?? 0), creds, (err, port) => {
         if (err) return reject(new ConfigError(`StageServer: cannot listen on ${grpcAddress(host, this.opts.port ?? 0)} (${err.message})`));
         this.bound = { host, port };
+        widenSessions(this.server, this.maxBytes);
         resolve(this.bound);
       });
     });
@@ -737,6 +741,26 @@ export class StageServer {
     const id = this.stepIdOf(req, 'Weights');
     return { step_id: id, layers: this.stages.flatMap((s) => s.layers.map((l) => ({ params: l.params.map((p) => encodeTensor(p.value)) }))), applied_steps: this.appliedSteps };
   }
+}
+
+/**
+ * HTTP/2's default 64 KiB flow-control window makes a sender of a larger message wait for the
+ * receiver's WINDOW_UPDATEs, which a client busy with its next micro-batch's forward cannot read:
+ * the message would sit half sent and the pipeline would not overlap. gRPC-js has no server option
+ * for the window, so its HTTP/2 server settings are widened before binding (the stream window);
+ * {@link widenSessions} widens each connection's. {@link FLOW_WINDOW_BYTES} holds a micro-batch's
+ * activations of the seed's CNN, and is still small enough that a caller without the token can
+ * push no more than that before it is refused.
+ */
+function widenFlowControl(server: grpc.Server, maxBytes: number): void {
+  const common = (server as unknown as { commonServerOptions?: { settings?: Record<string, unknown> } }).commonServerOptions;
+  if (common) common.settings = { ...common.settings, initialWindowSize: Math.min(maxBytes, FLOW_WINDOW_BYTES) };
+}
+
+/** The connection-level window of every HTTP/2 session the server accepts, widened as {@link widenFlowControl} says why. */
+function widenSessions(server: grpc.Server, maxBytes: number): void {
+  const servers = (server as unknown as { http2Servers?: Map<EventEmitter, unknown> }).http2Servers;
+  for (const h of servers?.keys() ?? []) h.on('session', (session: Http2Session) => session.setLocalWindowSize(Math.min(maxBytes, FLOW_WINDOW_BYTES)));
 }
 
 /** A client's session before its first step. */

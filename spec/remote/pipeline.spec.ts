@@ -39,7 +39,7 @@ describe('remote/pipeline: GPipe-style micro-batches across two processes', func
     ['Adam', { name: 'adam', learning_rate: 0.01 }],
   ];
   for (const [label, optimizer] of cases) {
-    it(`${label}, 3 micro-batches against jacobian-chain serve: every call of a step in flight at once, the weights fit's to ${RTOL} relative, the losses fit's`, async () => {
+    it(`${label}, 3 micro-batches against jacobian-chain serve: the three Backwards of a step in flight at once, the weights fit's to ${RTOL} relative, the losses fit's`, async () => {
       const server = await serve(['--model', fixture.file(), '--split', '3', '--stages', '1..']);
       let remote: RemoteStageRunner | null = null;
       try {
