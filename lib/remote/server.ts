@@ -546,6 +546,7 @@ export class StageServer {
     if (part.count > 1 && part.rowOffset + x.shape[0] > part.batchRows) {
       throw new RemoteError(`Forward of step ${id}, micro-batch ${part.index}: expected rows within the batch's ${part.batchRows}, received ${x.shape[0]} rows from row ${part.rowOffset}`, grpc.status.INVALID_ARGUMENT);
     }
+    await nextTurn();
     await this.admit(s);
     try {
       return await this.record(s, id, req, part, x);
@@ -593,6 +594,7 @@ export class StageServer {
   private async backward(req: { step_id: number; client_id?: string; micro_batch?: number; dy: WireTensor }): Promise<BackwardReply> {
     const id = this.stepIdOf(req, 'Backward');
     const s = this.sessionOf(req, 'Backward', id);
+    await nextTurn();
     this.touch(s);
     const cur = s.current;
     if (!cur || cur.stepId !== id) throw this.notRecorded(s, id, 'Backward');
@@ -761,6 +763,16 @@ function widenFlowControl(server: grpc.Server, maxBytes: number): void {
 function widenSessions(server: grpc.Server, maxBytes: number): void {
   const servers = (server as unknown as { http2Servers?: Map<EventEmitter, unknown> }).http2Servers;
   for (const h of servers?.keys() ?? []) h.on('session', (session: Http2Session) => session.setLocalWindowSize(Math.min(maxBytes, FLOW_WINDOW_BYTES)));
+}
+
+/**
+ * Resolves on the event loop's next turn. A pipelined client sends every micro-batch's Backward at
+ * once; computing the next one straight after answering one would hold that answer in gRPC's
+ * write queue until the next is computed too, and the client would get both together instead of
+ * working on the first meanwhile.
+ */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** A client's session before its first step. */
