@@ -102,7 +102,7 @@ export interface RemoteStepInfo {
   loss: number;
   /** What crossed the wire in this step, and the server's compute. */
   wire: WireTraffic;
-  /** Milliseconds of this step spent computing here (the step's wall time less its round trips). */
+  /** Milliseconds of this step spent computing here: the step's wall time less its round trips, or, pipelined (calls overlap), the local sections timed one by one. */
   localComputeMs: number;
   /** Wall time of the step. */
   stepMs: number;
@@ -217,7 +217,7 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       remote.beginStep(stepId, chainOpts);
       remote.takeTraffic();
       const stop = (why: string): RemoteFitResult => ({ steps: step, resumedFrom, history, stopped: `non-finite ${why} at epoch ${epoch}, batch ${b + 1} (step ${stepId}); training stopped before the update` });
-      let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][] };
+      let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][]; localMs?: number };
       if (labelsThere) {
         // vjpChain's steps, with the loss where the labels are.
         const runners = local.map((s) => new LocalStageRunner(s, chainOpts));
@@ -262,7 +262,7 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       }
       const wire = remote.takeTraffic();
       const stepMs = performance.now() - t0;
-      opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs });
+      opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: res.localMs ?? Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs });
     }
     history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen });
   }
@@ -276,8 +276,14 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
  * local stages as it arrives). Returns the loss, the right count and the local gradients summed
  * in micro-batch order; the server sums its own at Apply.
  */
-async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRunner, x: Tensor, y: Tensor, lossFn: Loss, chainOpts: ChainOptions, m: number): Promise<{ loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][] }> {
+async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRunner, x: Tensor, y: Tensor, lossFn: Loss, chainOpts: ChainOptions, m: number): Promise<{ loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][]; localMs: number }> {
   const B = x.shape[0];
+  // Timed section by section: with calls overlapping, the step's wall time less its round trips says nothing.
+  let localMs = 0;
+  let t = performance.now();
+  const lap = () => {
+    localMs += performance.now() - t;
+  };
   const starts = Array.from({ length: m + 1 }, (_, k) => Math.floor((k * B) / m));
   const rowsOf = (k: number) => Array.from({ length: starts[k + 1] - starts[k] }, (_, r) => starts[k] + r);
   const runners: LocalStageRunner[][] = [];
@@ -285,21 +291,27 @@ async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRu
   for (let k = 0; k < m; k++) {
     // Each micro-batch draws its rows of the whole batch's Dropout masks: fit's masks.
     const rs = local.map((st) => new LocalStageRunner(st, { ...chainOpts, batchSlice: { start: starts[k], total: B } }));
+    t = performance.now();
     let h = toMessage(takeRows(x, rowsOf(k)));
     for (const r of rs) h = await r.forward(h);
+    lap();
     runners.push(rs);
     outputs.push(settled(remote.forwardPart(fromMessage(h, 'local output'), { index: k, count: m, rowOffset: starts[k], batchRows: B })));
     // The call is written to the socket on a later turn of the event loop: let it go before the next local pass takes the thread.
     await new Promise((r) => setImmediate(r));
   }
   const parts = await Promise.all(outputs);
+  t = performance.now();
   const yPred = concatRows(parts);
   const loss = lossFn.value(y, yPred);
   const dy = lossFn.gradient(y, yPred);
+  lap();
   const backs = parts.map((_, k) => settled(remote.backwardPart(takeRows(dy, rowsOf(k)), k)));
   let sum: (Tensor | null)[][] | null = null;
   for (let k = 0; k < m; k++) {
-    let g = toMessage((await backs[k]).dx);
+    const back = await backs[k];
+    t = performance.now();
+    let g = toMessage(back.dx);
     const rs = runners[k];
     for (let s = rs.length - 1; s >= 0; s--) {
       // Stage 0's dLoss/dIn is nobody's cotangent, as in vjpChain.
@@ -307,10 +319,11 @@ async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRu
       else g = await rs[s].backward(g);
     }
     const grads = (await Promise.all(rs.map((r) => r.gradients()))).flatMap((layers) => layers.map((ps) => ps.map((t) => (t === null ? null : fromMessage(t, 'gradient')))));
-    if (sum === null) sum = grads.map((ps) => ps.map((t) => (t === null ? null : copy(t))));
-    else sum.forEach((ps, i) => ps.forEach((t, j) => t !== null && axpy(t, 1, grads[i][j]!)));
+    if (sum === null) sum = grads.map((ps) => ps.map((g0) => (g0 === null ? null : copy(g0))));
+    else sum.forEach((ps, i) => ps.forEach((s, j) => s !== null && axpy(s, 1, grads[i][j]!)));
+    lap();
   }
-  return { loss, correct: correctCount(y, yPred), dLoss_dWeights: sum! };
+  return { loss, correct: correctCount(y, yPred), dLoss_dWeights: sum!, localMs };
 }
 
 /** `p`, marked as handled: when an earlier call of the step fails and is thrown, the later ones' refusals must not crash the process as unhandled. */
