@@ -44,6 +44,17 @@ export interface ChainOptions {
    * the dense forward builder's. Not with `jacobian.format`, `mode` or `engine`. Default false.
    */
   streamed?: boolean;
+  /**
+   * The forward pass computes rows `[start, start + B)` of a batch of
+   * `total` rows (a micro-batch of a pipelined step), so Dropout draws those rows of the whole
+   * batch's masks (see `ForwardOptions.batchSlice`). Absent: the pass is the whole batch.
+   */
+  batchSlice?: {
+    /** First row of the whole batch. */
+    start: number;
+    /** Rows of the whole batch. */
+    total: number
+  };
 }
 
 /** One materialized Jacobian, for the memory table. */
@@ -132,7 +143,7 @@ function perLayer<T>(stage: Sequential, trainable: readonly T[]): (T | null)[][]
 }
 
 function forwardOptions(opts: ChainOptions): SequentialForwardOptions {
-  return { training: opts.training ?? false, seed: opts.seed ?? 0 };
+  return { training: opts.training ?? false, seed: opts.seed ?? 0, ...(opts.batchSlice ? { batchSlice: opts.batchSlice } : {}) };
 }
 
 /**

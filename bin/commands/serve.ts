@@ -52,6 +52,11 @@ options:
   --checkpoint <dir>        checkpoint the hosted weights, optimizer state and applied-step record here
                             (atomically); started on a folder with checkpoints, resume from the newest
   --checkpoint-every <k>    steps between checkpoints (default 10)
+  --max-clients <n>         data holders served at once, each with its own model_0 and step ids, the
+                            hosted stages shared and stepped one client's step at a time (default 64;
+                            with --checkpoint, one)
+  --lease-ms <n>            a client holding the hosted stages for its step and silent this long while
+                            another waits loses that step (default 10000)
   --max-seconds <s>         stop after s seconds (default: run until a signal)
   --dtype <type>            float64 (default) or float32
   -h, --help                this text
@@ -75,6 +80,8 @@ const OPTIONS = {
   'max-seconds': 'string',
   checkpoint: 'string',
   'checkpoint-every': 'string',
+  'max-clients': 'string',
+  'lease-ms': 'string',
   dtype: 'string',
   cnn: 'boolean',
   filters: 'string',
@@ -153,6 +160,8 @@ export async function run(argv: string[]): Promise<number> {
       maxBytes: positiveInt(v['max-message-bytes'], '--max-message-bytes') ?? DEFAULT_MAX_MESSAGE_BYTES,
       maxSeconds: positiveNumber(v['max-seconds'], '--max-seconds') ?? null,
       checkpoint: checkpointOption(v.checkpoint, v['checkpoint-every']),
+      maxClients: positiveInt(v['max-clients'], '--max-clients') ?? 64,
+      leaseMs: positiveInt(v['lease-ms'], '--lease-ms') ?? 10_000,
       dtype: dtype(v.dtype, '--dtype') ?? 'float64',
     };
   });
@@ -181,7 +190,7 @@ export async function run(argv: string[]): Promise<number> {
         throw e instanceof InputFileError ? e : new InputFileError(`--labels ${JSON.stringify(o.labels)}: expected a JSON tensor {"shape": [N, ...], "data": [...]} (${(e as Error).message})`);
       }
     }
-    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, tls, labels, checkpoint: o.checkpoint, log: (line) => console.log(line) });
+    server = new StageServer(hosted, { host: o.host, port: o.port, token: o.token, maxMessageBytes: o.maxBytes, tls, labels, checkpoint: o.checkpoint, maxClients: o.maxClients, leaseMs: o.leaseMs, log: (line) => console.log(line) });
     if (server.resumedFrom !== null) console.log(`resumed from the checkpoint at step ${server.resumedFrom} in ${o.checkpoint!.dir}`);
   } catch (e) {
     return refuse('serve', e);

@@ -22,7 +22,7 @@ import { DEFAULT_MAX_MESSAGE_BYTES } from '../../lib/remote/wire.js';
 import type { Sequential } from '../../lib/sequential.js';
 import type { DType } from '../../lib/tensor.js';
 import { evaluate } from '../../lib/train.js';
-import { UsageError, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
+import { UsageError, check, choice, dtype, nonNegativeInt, numeric, parseCommand, parseOptions, positiveInt, positiveNumber, refuse, splitPoints, writablePath } from '../args.js';
 import { EXIT, InputFileError } from '../exit-codes.js';
 
 const HELP = `usage: jacobian-chain train --connect <host:port> --model <file> [options]
@@ -56,6 +56,8 @@ options:
   --max-message-bytes <n> largest message received or sent (default ${DEFAULT_MAX_MESSAGE_BYTES}; a shipped
                          Jacobian over it, or over the server's, is refused before it is built)
   --token <t>            the server's --token
+  --client-id <id>       this data holder's id on a server shared by many (1 to 64 of [A-Za-z0-9._-]):
+                         its own model_0 and step ids, the server's stages shared; default none (one client)
   --labels-on-server     the server holds the labels (serve --labels, one per --examples example, or
                          serve --digits with the same --digits, --seed and splits): each step names
                          its examples by index, the loss is computed there
@@ -69,6 +71,9 @@ options:
   --loss <name>          ${LOSSES.join(', ')} (default binary_crossentropy)
   --epochs <n>           passes over the examples (default 1)
   --batch-size <n>       examples per step (default 32)
+  --micro-batches <m>    pipeline each step GPipe-style in m micro-batches: the local forward of one
+                         overlaps the server's work on the one before; the loss on the whole batch, one
+                         update per step; the weights equal the unpipelined run's to rounding (default 1)
   --optimizer <name>     adam (default) or sgd, for both sides
   --lr <x>               learning rate (default 0.001 for adam, 0.05 for sgd)
   --momentum <x>         sgd momentum in [0, 1] (default 0.9)
@@ -95,6 +100,7 @@ const OPTIONS = {
   model: 'string',
   split: 'string',
   token: 'string',
+  'client-id': 'string',
   'tls-ca': 'string',
   'labels-on-server': 'boolean',
   'timeout-ms': 'string',
@@ -102,6 +108,7 @@ const OPTIONS = {
   loss: 'string',
   epochs: 'string',
   'batch-size': 'string',
+  'micro-batches': 'string',
   optimizer: 'string',
   lr: 'string',
   momentum: 'string',
@@ -155,6 +162,7 @@ export async function run(argv: string[]): Promise<number> {
     const lr = positiveNumber(v.lr, '--lr') ?? (optName === 'adam' ? 0.001 : 0.05);
     const momentum = numeric('to be a number in [0, 1]', (n) => n >= 0 && n <= 1)(v.momentum, '--momentum') ?? 0.9;
     if (optName === 'adam' && (v.momentum !== undefined || v.nesterov)) throw new UsageError('--momentum and --nesterov are sgd options; received them with --optimizer adam');
+    if (v['micro-batches'] !== undefined && v['labels-on-server'] && v['micro-batches'].trim() !== '1') throw new UsageError(`expected --micro-batches 1 with --labels-on-server (the server's loss takes the whole batch), received --micro-batches ${v['micro-batches']}`);
     const optimizer: OptimizerConfig = optName === 'adam' ? { name: 'adam', learning_rate: lr } : { name: 'sgd', learning_rate: lr, momentum, nesterov: v.nesterov === true };
     return {
       connect: v.connect,
@@ -167,6 +175,7 @@ export async function run(argv: string[]): Promise<number> {
       mnist: mnist ? mnistTask(v) : null,
       split: splitPoints(v.split, '--split') ?? null,
       token: v.token,
+      clientId: check('to be 1 to 64 of [A-Za-z0-9._-]', (t) => (/^[A-Za-z0-9._-]{1,64}$/.test(t) ? t : undefined))(v['client-id'], '--client-id'),
       tlsCa: v['tls-ca'],
       labelsOnServer: v['labels-on-server'] === true,
       timeoutMs: positiveInt(v['timeout-ms'], '--timeout-ms') ?? 30000,
@@ -174,6 +183,7 @@ export async function run(argv: string[]): Promise<number> {
       loss: choice<LossName>(LOSSES)(v.loss, '--loss') ?? 'binary_crossentropy',
       epochs: positiveInt(v.epochs, '--epochs') ?? 1,
       batchSize: positiveInt(v['batch-size'], '--batch-size') ?? 32,
+      microBatches: positiveInt(v['micro-batches'], '--micro-batches') ?? 1,
       optimizer,
       seed: nonNegativeInt(v.seed, '--seed') ?? 0,
       dtype: dtype(v.dtype, '--dtype') ?? 'float64',
@@ -189,7 +199,7 @@ export async function run(argv: string[]): Promise<number> {
     const stages = model.split(o.split ?? splitAfterLastPooling(model));
     const mnist = o.mnist ? mnistRows(o.mnist, o.seed, o.dtype) : null;
     const tls = o.tlsCa === undefined ? undefined : { ca: readInput(o.tlsCa, '--tls-ca') };
-    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, timeoutMs: o.timeoutMs, maxMessageBytes: o.maxBytes, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
+    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, clientId: o.clientId, timeoutMs: o.timeoutMs, maxMessageBytes: o.maxBytes, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
     const firstRemote = remote.stages[0].firstLayer;
     const local = stages.filter((s) => s.layerOffset < firstRemote);
     const first = local[0];
@@ -198,7 +208,7 @@ export async function run(argv: string[]): Promise<number> {
     const way = o.method === 'vjp' ? 'vjp (the cotangent crosses)' : o.shipJacobian ? "jacobian, the server's batch Jacobian shipped" : 'jacobian (the cotangent crosses)';
     console.log(`local: ${local.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}; remote at ${o.connect}: ${remote.stages.map((s) => `${s.name} [B, ${s.inputShape.join(', ')}] -> [B, ${s.outputShape.join(', ')}]`).join(', ')}`);
     if (mnist) console.log(`data: MNIST ${mnist.label}: train ${fmtShape(mnist.train.x.shape)}${mnist.validation ? `, validation ${fmtShape(mnist.validation.x.shape)}` : ''}, held-out test ${fmtShape(mnist.test.x.shape)}`);
-    console.log(`training: ${mnist ? `${data.x.shape[0]} MNIST examples` : `${o.examples} seeded examples`}, ${o.epochs} epochs, batch ${o.batchSize}, ${way}${o.streamed ? ', streamed' : ''}, ${JSON.stringify(o.optimizer)}, seed ${o.seed}, ${o.dtype}`);
+    console.log(`training: ${mnist ? `${data.x.shape[0]} MNIST examples` : `${o.examples} seeded examples`}, ${o.epochs} epochs, batch ${o.batchSize}${o.microBatches > 1 ? ` in ${o.microBatches} micro-batches (pipelined)` : ''}, ${way}${o.streamed ? ', streamed' : ''}, ${JSON.stringify(o.optimizer)}, seed ${o.seed}, ${o.dtype}`);
     const saved = o.checkpoint ? listCheckpoints(o.checkpoint.dir, 'client') : [];
     if (saved.length > 0) console.log(`resuming from the checkpoint at step ${saved[saved.length - 1]} in ${o.checkpoint!.dir}`);
     const totals = { sent: 0, received: 0, wire: 0, here: 0, there: 0, heldHere: 0, heldThere: 0 };
@@ -208,6 +218,7 @@ export async function run(argv: string[]): Promise<number> {
       optimizer: o.optimizer,
       epochs: o.epochs,
       batchSize: o.batchSize,
+      microBatches: o.microBatches,
       seed: o.seed,
       // With checkpoints, step ids are the step count both sides save; without, the server's count continues.
       firstStepId: o.checkpoint ? 0 : remote.lastApplied + 1,
@@ -224,7 +235,7 @@ export async function run(argv: string[]): Promise<number> {
         const there = s.held.there;
         totals.heldHere = Math.max(totals.heldHere, s.held.here);
         totals.heldThere = Math.max(totals.heldThere, there.residualBytes + there.cotangentBytes + there.jacobianBytes + there.gradientBytes);
-        console.log(`step ${s.stepId} (epoch ${s.epoch}, batch ${s.batch}/${s.batches}): loss ${s.loss.toFixed(6)} | sent ${fmtBytes(s.wire.sentBytes)}, received ${fmtBytes(s.wire.receivedBytes)} in ${s.wire.calls} calls | wire ${s.wire.wireMs.toFixed(2)} ms, compute ${s.localComputeMs.toFixed(2)} ms here + ${s.wire.remoteComputeMs.toFixed(2)} ms there | held ${fmtBytes(s.held.here)} here, ${fmtBytes(there.residualBytes + there.cotangentBytes + there.jacobianBytes + there.gradientBytes)} there`);
+        console.log(`step ${s.stepId} (epoch ${s.epoch}, batch ${s.batch}/${s.batches}): loss ${s.loss.toFixed(6)} | sent ${fmtBytes(s.wire.sentBytes)}, received ${fmtBytes(s.wire.receivedBytes)} in ${s.wire.calls} calls${s.wire.maxInFlight > 1 ? ` (up to ${s.wire.maxInFlight} in flight)` : ''} | wire ${s.wire.wireMs.toFixed(2)} ms, compute ${s.localComputeMs.toFixed(2)} ms here + ${s.wire.remoteComputeMs.toFixed(2)} ms there | held ${fmtBytes(s.held.here)} here, ${fmtBytes(there.residualBytes + there.cotangentBytes + there.jacobianBytes + there.gradientBytes)} there`);
       },
     });
     for (const h of res.history) console.log(`epoch ${h.epoch}/${o.epochs}: loss ${h.loss.toFixed(6)} | acc ${h.accuracy.toFixed(4)}`);

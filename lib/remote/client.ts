@@ -16,7 +16,7 @@ import type { OptimizerConfig } from '../optimizers.js';
 import type { LossName } from '../losses.js';
 import type { DType, Tensor } from '../tensor.js';
 import { checkShippedJacobian, shippedJacobianShape } from './explicit.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, FLOW_WINDOW_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
 
 /** Options of {@link RemoteStageRunner.connect}. */
 export interface RemoteStageOptions {
@@ -35,6 +35,12 @@ export interface RemoteStageOptions {
    * false (the default) keeps them where the weights are and answers one empty list per layer.
    */
   fetchGradients?: boolean;
+  /**
+   * Many clients: this data holder's id on a server shared with others (1 to 64 of
+   * `[A-Za-z0-9._-]`): its step ids and applied steps are its own, the server's stages everyone's.
+   * Default none: the single-client session.
+   */
+  clientId?: string;
   /** The loss by its Keras name, sent to a server that holds the labels (see {@link RemoteStageRunner.forwardLoss}). */
   loss?: LossName;
   /** TLS: the PEM certificate (or CA) the server's certificate must chain to, and name `localhost`; without it the wire is plaintext. */
@@ -66,10 +72,24 @@ export interface WireTraffic {
   sentBytes: number;
   /** Bytes of the messages received, counted alike. */
   receivedBytes: number;
-  /** Round-trip milliseconds less what the server said it computed: the wire's share. */
+  /** Round-trip milliseconds less what the server said it computed: the wire's share (summed over calls; overlapping calls each count theirs). */
   wireMs: number;
   /** Milliseconds the server computed. */
   remoteComputeMs: number;
+  /** The most calls that were in flight at once (1 for sequential steps; up to the micro-batches when pipelined). */
+  maxInFlight: number;
+}
+
+/** Where a micro-batch sits in its step's batch (see {@link RemoteStageRunner.forwardPart}). */
+export interface MicroBatch {
+  /** Its index, 0-based, and how many the step's batch is cut into. */
+  index: number;
+  /** Micro-batches in the step. */
+  count: number;
+  /** Its first row in the whole batch. */
+  rowOffset: number;
+  /** Rows of the whole batch. */
+  batchRows: number;
 }
 
 /** What the hosted stages held for the current step, as the server reported it. */
@@ -111,7 +131,7 @@ export interface ApplyResult {
 type Callback = (err: grpc.ServiceError | null, rep?: unknown) => void;
 type UnaryMethod = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => grpc.ClientUnaryCall;
 
-const none = (): WireTraffic => ({ calls: 0, sentBytes: 0, receivedBytes: 0, wireMs: 0, remoteComputeMs: 0 });
+const none = (): WireTraffic => ({ calls: 0, sentBytes: 0, receivedBytes: 0, wireMs: 0, remoteComputeMs: 0, maxInFlight: 0 });
 
 /**
  * The downstream stages on a {@link StageServer}, as one {@link StageRunner}. Before each step's
@@ -131,6 +151,8 @@ export class RemoteStageRunner implements StageRunner {
   private finite: GradientsFinite = { ok: true, where: '' };
   private traffic: WireTraffic = none();
   private held: ServerHeld = { residualBytes: 0, cotangentBytes: 0, jacobianBytes: 0, gradientBytes: 0 };
+  private inFlight = 0;
+  private taken = { sent: 0, received: 0 };
   private readonly timeoutMs: number;
   /** How many labelled examples the server holds (0: none; the loss is computed by the caller). */
   labels = 0;
@@ -165,6 +187,7 @@ export class RemoteStageRunner implements StageRunner {
     const retries = opts.retries ?? 2;
     if (!Number.isSafeInteger(retries) || retries < 0 || retries > 10) throw new ConfigError(`RemoteStageRunner: expected retries to be an integer in [0, 10], received ${fmtValue(opts.retries)}`);
     const max = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    if (opts.clientId !== undefined && (typeof opts.clientId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(opts.clientId))) throw new ConfigError(`RemoteStageRunner: expected clientId to be 1 to 64 of [A-Za-z0-9._-], received ${fmtValue(opts.clientId)}`);
     const counters = { sent: 0, received: 0 };
     const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
     for (const [name, m] of Object.entries(stageService())) {
@@ -186,6 +209,8 @@ export class RemoteStageRunner implements StageRunner {
     const client = new Client(grpcAddress(host, port), creds, {
       'grpc.max_receive_message_length': max,
       'grpc.max_send_message_length': max,
+      // A reply as large as the largest message flows without waiting for this side's WINDOW_UPDATEs, which a busy pipelined step could not send in time.
+      'grpc-node.flow_control_window': Math.min(max, FLOW_WINDOW_BYTES),
       // The loopback certificate is checked for the name localhost: an IP address is not a TLS server name (RFC 6066).
       ...(opts.tls ? { 'grpc.ssl_target_name_override': 'localhost' } : {}),
     }) as unknown as grpc.Client;
@@ -245,6 +270,7 @@ export class RemoteStageRunner implements StageRunner {
   beginStep(id: number, opts: { training?: boolean; seed?: number } = {}): void {
     if (!Number.isSafeInteger(id) || id < 0) throw new ConfigError(`RemoteStageRunner.beginStep: expected a non-negative integer step id, received ${fmtValue(id)}`);
     this.step = { id, training: opts.training ?? false, seed: (opts.seed ?? 0) >>> 0 };
+    this.finite = { ok: true, where: '' };
   }
 
   private current(what: string): { id: number; training: boolean; seed: number } {
@@ -277,6 +303,38 @@ export class RemoteStageRunner implements StageRunner {
     this.lastMemory = { residualBytes: rep.residual_bytes, cotangentBytes: rep.cotangent_bytes, gradientBytes: rep.gradient_bytes };
     this.held = { ...this.lastMemory, jacobianBytes: 0 };
     return toMessage(this.decode(rep.dx, this.inputShape, `Backward dx of step ${s.id}`));
+  }
+
+  /**
+   * Pipelining: the forward pass of one micro-batch of the current step, `x` its rows
+   * `[part.rowOffset, part.rowOffset + b)` of a batch of `part.batchRows` (Dropout on the server
+   * draws those rows of the whole batch's masks). Several may be in flight at once; the server
+   * records each on its own tapes. Resolves to its output `[b, ...out]`.
+   */
+  async forwardPart(x: Tensor, part: MicroBatch): Promise<Tensor> {
+    const s = this.current('forwardPart');
+    if (fmtShape(x.shape.slice(1)) !== fmtShape(this.inputShape)) throw new ConfigError(`${this.name} forwardPart x: expected shape [b, ${this.inputShape.join(', ')}], received ${fmtShape(x.shape)}`);
+    const req = { step_id: s.id, training: s.training, seed: s.seed, x: encodeTensor(x), micro_batch: part.index, micro_batches: part.count, row_offset: part.rowOffset, batch_rows: part.batchRows };
+    const rep = (await this.call('Forward', s.id, req)) as { y: WireTensor };
+    return this.decodeRows(rep.y, x.shape[0], this.outputShape, `Forward y of step ${s.id}, micro-batch ${part.index}`);
+  }
+
+  /**
+   * Pipelining: the backward pass of micro-batch `index` of the current step, `dy` its rows of the
+   * batch's cotangent. Resolves to its `dx` and whether the weight gradients it left on the server
+   * are finite; Apply then sums every micro-batch's and steps once.
+   */
+  async backwardPart(dy: Tensor, index: number): Promise<{
+    /** dLoss/dX of the micro-batch's rows. */
+    dx: Tensor;
+    /** Whether its weight gradients are finite. */
+    finite: GradientsFinite
+  }> {
+    const s = this.current('backwardPart');
+    const rep = (await this.call('Backward', s.id, { step_id: s.id, dy: encodeTensor(dy), micro_batch: index })) as { dx: WireTensor; gradients_finite: boolean; non_finite: string };
+    const finite = { ok: rep.gradients_finite, where: rep.non_finite };
+    if (!finite.ok && this.finite.ok) this.finite = finite;
+    return { dx: this.decodeRows(rep.dx, dy.shape[0], this.inputShape, `Backward dx of step ${s.id}, micro-batch ${index}`), finite };
   }
 
   /**
@@ -386,7 +444,9 @@ export class RemoteStageRunner implements StageRunner {
 
   /** What crossed the wire since the last call, and resets the count. */
   takeTraffic(): WireTraffic {
-    const t = this.traffic;
+    // Bytes from the channel's counters, not per call: calls in flight at once would each count the others'.
+    const t = { ...this.traffic, sentBytes: this.counters.sent - this.taken.sent, receivedBytes: this.counters.received - this.taken.received };
+    this.taken = { ...this.counters };
     this.traffic = none();
     return t;
   }
@@ -403,27 +463,35 @@ export class RemoteStageRunner implements StageRunner {
   }
 
   private decode(m: WireTensor, perSample: readonly number[], what: string): Tensor {
-    return decodeTensor(m, { shape: [this.batch || null, ...perSample], dtype: this.dtype, maxBytes: this.maxMessageBytes }, `stage server ${this.opts.address} ${what}`);
+    return this.decodeRows(m, this.batch || null, perSample, what);
+  }
+
+  private decodeRows(m: WireTensor, rows: number | null, perSample: readonly number[], what: string): Tensor {
+    return decodeTensor(m, { shape: [rows, ...perSample], dtype: this.dtype, maxBytes: this.maxMessageBytes }, `stage server ${this.opts.address} ${what}`);
   }
 
   /** One unary call with a deadline; UNAVAILABLE is retried (same request, same step id), anything else is reported. */
   private async call(method: string, stepId: number, req: unknown): Promise<unknown> {
     const fn = (this.client as unknown as Record<string, UnaryMethod>)[method].bind(this.client);
+    // Every request names its client: the server keeps each one's step ids apart.
+    if (this.opts.clientId !== undefined) req = { ...(req as object), client_id: this.opts.clientId };
     const md = new grpc.Metadata();
     if (this.opts.token !== undefined) md.set(TOKEN_KEY, this.opts.token);
     for (let attempt = 0; ; attempt++) {
-      const sent0 = this.counters.sent;
-      const received0 = this.counters.received;
       const t0 = performance.now();
+      this.inFlight++;
+      this.traffic.maxInFlight = Math.max(this.traffic.maxInFlight, this.inFlight);
       try {
         const rep = await new Promise<unknown>((resolve, reject) => {
-          fn(req, md, { deadline: Date.now() + this.timeoutMs }, (err, r) => (err ? reject(err) : resolve(r)));
+          fn(req, md, { deadline: Date.now() + this.timeoutMs }, (err, r) => {
+            this.inFlight--;
+            if (err) reject(err);
+            else resolve(r);
+          });
         });
         const ms = performance.now() - t0;
         const compute = (rep as { compute_ms?: number }).compute_ms ?? 0;
         this.traffic.calls++;
-        this.traffic.sentBytes += this.counters.sent - sent0;
-        this.traffic.receivedBytes += this.counters.received - received0;
         this.traffic.remoteComputeMs += compute;
         this.traffic.wireMs += Math.max(0, ms - compute);
         return rep;

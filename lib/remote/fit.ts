@@ -5,6 +5,7 @@
  * optimizer steps): by the VJP way, so that N steps give bit-identical weights, or by the explicit
  * way (the seed's method), the local stages' Jacobians contracted with the dLoss/dOut that comes
  * back, or with the server's batch Jacobian shipped instead and contracted here.
+ * Pipelined in micro-batches (`microBatches`, the VJP way), the weights are equal to summation rounding.
  * @module
  */
 import { type ChainOptions, LocalStageRunner, contractInputJacobian, explicitStageBackward, fromMessage, recordStages, toMessage, vjpChain } from '../chain.js';
@@ -13,11 +14,12 @@ import { getMemoryBudget } from '../memory.js';
 import { ConfigError, fmtShape, fmtValue } from '../errors.js';
 import { firstNonFinite } from '../forensics.js';
 import { type Loss, type LossSpec, lossFrom } from '../losses.js';
+import type { Differentiable } from '../layers/layer.js';
 import { type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Rng } from '../rng.js';
 import { Sequential } from '../sequential.js';
 import { type Dataset, checkDataset, correctCount, stepSeed, takeRows } from '../train.js';
-import { type Tensor, assertFinite, assertShape, bytesOf } from '../tensor.js';
+import { type Tensor, assertFinite, assertShape, axpy, bytesOf, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import type { RemoteStageRunner, ServerHeld, WireTraffic } from './client.js';
 import { type CheckpointOptions, type CheckpointSlots, type CheckpointTensor, checkCheckpointOptions, listCheckpoints, paramsFromCheckpoint, paramsToCheckpoint, readCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { RemoteError } from './wire.js';
@@ -89,6 +91,18 @@ export interface RemoteFitOptions {
    * step) and ends bit-identical to an uninterrupted run. Step ids then start at 0.
    */
   checkpoint?: CheckpointOptions;
+  /**
+   * Pipelining (GPipe-style): cut each batch into this many micro-batches (fewer when a batch has
+   * fewer rows). The local forward of micro-batch k+1 runs while micro-batch k is on the wire and
+   * on the server; the loss and its cotangent are computed on the whole batch, as `fit` computes
+   * them; then every micro-batch's cotangent goes back at once, and each `dx` is pulled through
+   * the local stages while the server works on the next. Both sides sum their micro-batches'
+   * weight gradients in micro-batch order and step once. The weights then agree with `fit`'s to
+   * summation rounding (the sum over the batch is grouped by micro-batch), not bit for bit.
+   * Labels here only; not with a layer that couples the samples (BatchNormalization in training).
+   * Default 1: the unpipelined step, bit-identical to `fit`.
+   */
+  microBatches?: number;
   /** Called after each step with its loss and what crossed the wire. */
   onStep?: (info: RemoteStepInfo) => void;
 }
@@ -107,7 +121,7 @@ export interface RemoteStepInfo {
   loss: number;
   /** What crossed the wire in this step, and the server's compute. */
   wire: WireTraffic;
-  /** Milliseconds of this step spent computing here (the step's wall time less its round trips). */
+  /** Milliseconds of this step spent computing here: the step's wall time less its round trips, or, pipelined (calls overlap), the local sections timed one by one. */
   localComputeMs: number;
   /**
    * Bytes each side held for the step: here, the local stages' residuals, cotangents (VJP way) or
@@ -187,6 +201,14 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
   const ship = opts.shipJacobian === true;
   // The labels are where dLoss/dY is made: a Jacobian shipped to a client without them could not be contracted.
   if (ship && labelsThere) throw new ConfigError("fitRemote: shipJacobian sends the server's Jacobian to be contracted with dLoss/dY where the labels are; expected labels 'here' with shipJacobian, received labels 'server'");
+  const microBatches = positiveInt(opts.microBatches ?? 1, 'microBatches');
+  if (microBatches > 1) {
+    // The explicit way's Jacobians are built per batch on both sides: there is no micro-batch of them to overlap.
+    if (method !== 'vjp') throw new ConfigError(`fitRemote: expected microBatches 1 with method 'jacobian' (micro-batches pipeline the VJP way), received ${microBatches}`);
+    if (labelsThere) throw new ConfigError(`fitRemote: expected microBatches 1 with labels on the server (its loss takes the whole batch in one ForwardLoss), received ${microBatches}`);
+    const refusal = microBatchRefusal(local, opts.training ?? true);
+    if (refusal) throw new ConfigError(`fitRemote: ${refusal}`);
+  }
   if (labelsThere) {
     assertShape(data?.x, [null, ...local[0].inputShape], 'fitRemote data x');
     assertFinite(data.x, 'fitRemote data x');
@@ -241,7 +263,7 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       remote.beginStep(stepId, chainOpts);
       remote.takeTraffic();
       const stop = (why: string): RemoteFitResult => ({ steps: step, resumedFrom, history, stopped: `non-finite ${why} at epoch ${epoch}, batch ${b + 1} (step ${stepId}); training stopped before the update` });
-      let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][]; heldHere: number };
+      let res: { loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][]; heldHere: number; localMs?: number };
       if (method === 'jacobian') {
         let out;
         try {
@@ -268,6 +290,8 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
         for (let s = runners.length - 1; s >= 0; s--) g = await runners[s].backward(g);
         const grads = await Promise.all(runners.map((r) => r.gradients()));
         res = { loss: there.loss, correct: there.correct, dLoss_dWeights: grads.flatMap((layers) => layers.map((ps) => ps.map((m) => (m === null ? null : fromMessage(m, 'gradient'))))), heldHere: heldBy(await Promise.all(runners.map((r) => r.memory()))) };
+      } else if (microBatches > 1 && idx.length > 1) {
+        res = await pipelinedStep(local, remote, x, takeRows((data as Dataset).y, idx), lossFn, chainOpts, Math.min(microBatches, idx.length));
       } else {
         const y = takeRows((data as Dataset).y, idx);
         const chain = await vjpChain([...local.map((s) => new LocalStageRunner(s, chainOpts)), remote], x, y, lossFn, chainOpts);
@@ -294,7 +318,7 @@ export async function fitRemote(local: readonly Sequential[], remote: RemoteStag
       }
       const wire = remote.takeTraffic();
       const stepMs = performance.now() - t0;
-      opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs, held: { here: res.heldHere, there: remote.serverHeld } });
+      opts.onStep?.({ stepId, epoch, batch: b + 1, batches, loss: res.loss, wire, localComputeMs: res.localMs ?? Math.max(0, stepMs - wire.wireMs - wire.remoteComputeMs), stepMs, held: { here: res.heldHere, there: remote.serverHeld } });
     }
     history.push({ epoch, loss: lossSum / seen, accuracy: correct / seen });
   }
@@ -356,6 +380,100 @@ async function explicitRemoteStep(local: readonly Sequential[], remote: RemoteSt
     if (step.dLoss_dIn) dLoss_dOut = step.dLoss_dIn;
   }
   return { loss, correct, dLoss_dWeights: dLoss_dWeights.flat(), heldHere };
+}
+
+/**
+ * One step cut into `m` micro-batches, GPipe's schedule: every forward first (each micro-batch's
+ * Forward sent as soon as its local pass is done, so the next local pass overlaps it), the loss on
+ * the whole batch, then every backward (all cotangents sent at once, each `dx` pulled through the
+ * local stages as it arrives). Returns the loss, the right count and the local gradients summed
+ * in micro-batch order; the server sums its own at Apply.
+ */
+async function pipelinedStep(local: readonly Sequential[], remote: RemoteStageRunner, x: Tensor, y: Tensor, lossFn: Loss, chainOpts: ChainOptions, m: number): Promise<{ loss: number; correct: number; dLoss_dWeights: (Tensor | null)[][]; heldHere: number; localMs: number }> {
+  const B = x.shape[0];
+  // Timed section by section: with calls overlapping, the step's wall time less its round trips says nothing.
+  let localMs = 0;
+  let t = performance.now();
+  const lap = () => {
+    localMs += performance.now() - t;
+  };
+  const starts = Array.from({ length: m + 1 }, (_, k) => Math.floor((k * B) / m));
+  const rowsOf = (k: number) => Array.from({ length: starts[k + 1] - starts[k] }, (_, r) => starts[k] + r);
+  const runners: LocalStageRunner[][] = [];
+  const outputs: Promise<Tensor>[] = [];
+  for (let k = 0; k < m; k++) {
+    // Each micro-batch draws its rows of the whole batch's Dropout masks: fit's masks.
+    const rs = local.map((st) => new LocalStageRunner(st, { ...chainOpts, batchSlice: { start: starts[k], total: B } }));
+    t = performance.now();
+    let h = toMessage(takeRows(x, rowsOf(k)));
+    for (const r of rs) h = await r.forward(h);
+    lap();
+    runners.push(rs);
+    outputs.push(settled(remote.forwardPart(fromMessage(h, 'local output'), { index: k, count: m, rowOffset: starts[k], batchRows: B })));
+    // The call is written to the socket on a later turn of the event loop: let it go before the next local pass takes the thread.
+    await new Promise((r) => setImmediate(r));
+  }
+  const parts = await Promise.all(outputs);
+  t = performance.now();
+  const yPred = concatRows(parts);
+  const loss = lossFn.value(y, yPred);
+  const dy = lossFn.gradient(y, yPred);
+  lap();
+  const backs = parts.map((_, k) => settled(remote.backwardPart(takeRows(dy, rowsOf(k)), k)));
+  let sum: (Tensor | null)[][] | null = null;
+  for (let k = 0; k < m; k++) {
+    const back = await backs[k];
+    t = performance.now();
+    let g = toMessage(back.dx);
+    const rs = runners[k];
+    for (let s = rs.length - 1; s >= 0; s--) {
+      // Stage 0's dLoss/dIn is nobody's cotangent, as in vjpChain.
+      if (s === 0) await rs[s].backwardParams(g);
+      else g = await rs[s].backward(g);
+    }
+    const grads = (await Promise.all(rs.map((r) => r.gradients()))).flatMap((layers) => layers.map((ps) => ps.map((t) => (t === null ? null : fromMessage(t, 'gradient')))));
+    if (sum === null) sum = grads.map((ps) => ps.map((g0) => (g0 === null ? null : copy(g0))));
+    else sum.forEach((ps, i) => ps.forEach((s, j) => s !== null && axpy(s, 1, grads[i][j]!)));
+    lap();
+  }
+  const heldHere = heldBy(await Promise.all(runners.flat().map((r) => r.memory())));
+  return { loss, correct: correctCount(y, yPred), dLoss_dWeights: sum!, heldHere, localMs };
+}
+
+/** `p`, marked as handled: when an earlier call of the step fails and is thrown, the later ones' refusals must not crash the process as unhandled. */
+function settled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+/** The rows of `parts` one under the other: `[Σb, ...]`. */
+function concatRows(parts: readonly Tensor[]): Tensor {
+  const rows = parts.reduce((n, t) => n + t.shape[0], 0);
+  const out = zeros([rows, ...parts[0].shape.slice(1)], dtypeOf(parts[0]));
+  let at = 0;
+  for (const t of parts) {
+    const c = contiguous(t);
+    out.data.set(c.data.subarray(c.offset, c.offset + c.size), at);
+    at += c.size;
+  }
+  return out;
+}
+
+/**
+ * Why `stages` cannot be cut into micro-batches (a layer that couples the samples of a batch, or
+ * noise that cannot be drawn by rows), or null when they can.
+ * @example
+ * microBatchRefusal(model.split([3]), true); // null for Conv2D, Dropout, Dense
+ */
+export function microBatchRefusal(stages: readonly Sequential[], training: boolean): string | null {
+  for (const st of stages) {
+    for (const [i, layer] of st.layers.entries()) {
+      const l: Differentiable = layer;
+      if (l.samplesIndependent?.({ training }) === false) return `layer ${st.layerOffset + i} (${layer.describe()}) couples the samples of a batch in ${training ? 'training' : 'inference'} (batch statistics), so a micro-batch cannot compute its part alone; expected micro-batches 1 for this model`;
+      if (training && l.stochastic && !l.batchSliced) return `layer ${st.layerOffset + i} (${layer.describe()}) draws noise in training but cannot draw its rows of the whole batch's, so micro-batches would draw other noise than the batch; expected micro-batches 1 for this model`;
+    }
+  }
+  return null;
 }
 
 function positiveInt(v: unknown, key: string): number {

@@ -33,6 +33,13 @@ export interface WireLayer {
 /** The default largest message (and tensor), in bytes: 64 MiB, far above a batch of the seed's CNN activations. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+/**
+ * The HTTP/2 flow-control window both sides advertise (capped at the largest message): 4 MiB
+ * instead of HTTP/2's 64 KiB, so that a pipelined micro-batch's activation flows while its sender
+ * computes the next one rather than waiting on WINDOW_UPDATEs the busy sender cannot read.
+ */
+export const FLOW_WINDOW_BYTES = 4 * 1024 * 1024;
+
 /** Metadata key of the shared token. */
 export const TOKEN_KEY = 'jc-token';
 

@@ -3,7 +3,17 @@
  * as children on loopback ports, every wait bounded.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Conv2D } from '../../lib/layers/conv2d.js';
+import { Dense } from '../../lib/layers/dense.js';
+import { Dropout } from '../../lib/layers/dropout.js';
+import { Flatten } from '../../lib/layers/flatten.js';
+import { saveModelFile } from '../../lib/model-io.js';
+import { Rng } from '../../lib/rng.js';
+import { Sequential } from '../../lib/sequential.js';
 
 /** The repository's root, where the children run. */
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -22,7 +32,12 @@ export interface Child {
 
 /** `node --import tsx bin/cli.ts <args>` in the repository. */
 export function cli(args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/cli.ts', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  return script('bin/cli.ts', args);
+}
+
+/** `node --import tsx <path> <args>` in the repository (path relative to its root). */
+export function script(path: string, args: string[]): Child {
+  const child = spawn(process.execPath, ['--import', 'tsx', path, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const out: string[] = [];
   const listeners = new Set<() => void>();
   const onData = (d: Buffer) => {
@@ -91,4 +106,23 @@ export async function stop(c: Child): Promise<void> {
   if (c.child.exitCode !== null || c.child.signalCode !== null) return;
   c.child.kill('SIGTERM');
   await c.exited(5000);
+}
+
+/** Conv2D · Dropout · Flatten | Dense(relu) · Dropout · Dense(sigmoid) on [5, 5, 1]: split at 3, Dropout draws masks on both sides. */
+export function smallSplitModel(name: string): Sequential {
+  return new Sequential(
+    [new Conv2D({ filters: 3, kernel_size: 2, activation: 'relu' }), new Dropout({ rate: 0.25 }), new Flatten(), new Dense({ units: 6, activation: 'relu' }), new Dropout({ rate: 0.5 }), new Dense({ units: 1, activation: 'sigmoid' })],
+    { inputShape: [5, 5, 1], rng: new Rng(11), name },
+  );
+}
+
+/** Registers mocha hooks that save {@link smallSplitModel} in a fresh temporary folder before the suite and remove the folder after; the getters answer once `before` ran. */
+export function modelFileFixture(name: string): { dir: () => string; file: () => string } {
+  let dir = '';
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), `jc-${name}-`));
+    saveModelFile(smallSplitModel(name), join(dir, 'model.json'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  return { dir: () => dir, file: () => join(dir, 'model.json') };
 }
