@@ -217,6 +217,19 @@ describe('remote stages over gRPC (issue #15)', function () {
       }
     });
 
+    it('a client whose copy of the model differs from the hosted one (same shapes on the wire, other units) is refused at connect, naming the layer', async () => {
+      const same = await RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, model: loadModelFile(file).split(SPLIT) }, sgd);
+      same.close();
+      // Dense(7) instead of Dense(6) after the split: the activation and the output keep their shapes.
+      const other = new Sequential(
+        [new Conv2D({ filters: 3, kernel_size: 2, activation: 'relu' }), new Dropout({ rate: 0.25 }), new Flatten(), new Dense({ units: 7, activation: 'relu' }), new Dropout({ rate: 0.5 }), new Dense({ units: 1, activation: 'sigmoid' })],
+        { inputShape: [5, 5, 1], rng: new Rng(11), name: 'remote_spec' },
+      );
+      await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, model: other.split(SPLIT) }, sgd), /hosts another model than this client's: layer 3: the server has Dense \{"units":6.*the client expects Dense \{"units":7/);
+      // Split elsewhere: the server's first hosted layer is not the client's.
+      await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, model: loadModelFile(file).split([4]) }, sgd), /hosts another model than this client's: hosted stage 0: the server's first_layer is 3, the client expects 4/);
+    });
+
     it('labels held by the server: the loss is computed there, the weights are still fit\'s bit for bit, and bad example ids are refused', async () => {
       const adam: OptimizerConfig = { name: 'adam', learning_rate: 0.01 };
       const holder = new StageServer(loadModelFile(file).split(SPLIT).slice(1), { labels: data.y });

@@ -199,7 +199,7 @@ export async function run(argv: string[]): Promise<number> {
     const stages = model.split(o.split ?? splitAfterLastPooling(model));
     const mnist = o.mnist ? mnistRows(o.mnist, o.seed, o.dtype) : null;
     const tls = o.tlsCa === undefined ? undefined : { ca: readInput(o.tlsCa, '--tls-ca') };
-    remote = await RemoteStageRunner.connect({ address: o.connect, token: o.token, clientId: o.clientId, timeoutMs: o.timeoutMs, maxMessageBytes: o.maxBytes, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
+    remote = await RemoteStageRunner.connect({ address: o.connect, model: stages, token: o.token, clientId: o.clientId, timeoutMs: o.timeoutMs, maxMessageBytes: o.maxBytes, tls, loss: o.labelsOnServer ? o.loss : undefined }, o.optimizer);
     const firstRemote = remote.stages[0].firstLayer;
     const local = stages.filter((s) => s.layerOffset < firstRemote);
     const first = local[0];

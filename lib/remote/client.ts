@@ -15,7 +15,9 @@ import { ConfigError, PeerError, fmtShape, fmtValue } from '../errors.js';
 import type { OptimizerConfig } from '../optimizers.js';
 import type { LossName } from '../losses.js';
 import type { DType, Tensor } from '../tensor.js';
+import type { Sequential } from '../sequential.js';
 import { checkShippedJacobian, shippedJacobianShape } from './explicit.js';
+import { signatureMismatch, stagesSignature } from './signature.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, FLOW_WINDOW_BYTES, RemoteError, TOKEN_KEY, type WireLayer, type WireTensor, decodeTensor, encodeTensor, grpcAddress, parseAddress, stageService, statusName } from './wire.js';
 
 /** Options of {@link RemoteStageRunner.connect}. */
@@ -41,6 +43,13 @@ export interface RemoteStageOptions {
    * Default none: the single-client session.
    */
   clientId?: string;
+  /**
+   * The client's copy of the whole split model (`model.split(points)`): the architecture of the
+   * stages the server says it hosts (from its first layer on) is checked against this copy at
+   * connect, and another model is refused before any step, naming the first layer that differs.
+   * Default: not checked.
+   */
+  model?: readonly Sequential[];
   /** The loss by its Keras name, sent to a server that holds the labels (see {@link RemoteStageRunner.forwardLoss}). */
   loss?: LossName;
   /** TLS: the PEM certificate (or CA) the server's certificate must chain to, and name `localhost`; without it the wire is plaintext. */
@@ -222,7 +231,15 @@ export class RemoteStageRunner implements StageRunner {
         max_message_bytes: number;
         last_applied: number;
         labels: number;
+        stages_signature: string;
       };
+      if (opts.model) {
+        // Shapes on the wire can agree while the models do not (another --units behind the same input): one model or none.
+        const first = rep.stages[0]?.first_layer;
+        const mine = opts.model.filter((st) => st.layerOffset >= first);
+        const why = signatureMismatch(rep.stages_signature ?? '', stagesSignature(mine));
+        if (why) throw new ConfigError(`stage server ${opts.address} hosts another model than this client's: ${why}; expected both sides started from the same model (the same --model file and --split, or --cnn with the same --filters, --units and --dtype)`);
+      }
       if (rep.dtype !== 'float64' && rep.dtype !== 'float32') throw new RemoteError(`stage server ${opts.address}: expected dtype float64 or float32, received ${fmtValue(rep.dtype)}`, grpc.status.INTERNAL);
       const stages = rep.stages.map((s) => ({ name: s.name, firstLayer: s.first_layer, layers: s.layers, inputShape: s.input_shape, outputShape: s.output_shape }));
       if (stages.length === 0) throw new RemoteError(`stage server ${opts.address}: hosts no stage`, grpc.status.INTERNAL);

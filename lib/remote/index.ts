@@ -10,3 +10,4 @@ export * from './client.js';
 export * from './fit.js';
 export * from './checkpoint.js';
 export * from './explicit.js';
+export * from './signature.js';

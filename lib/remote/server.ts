@@ -20,6 +20,7 @@ import { estimateMemory, guardExplicitWay } from '../memory-report.js';
 import { fmtBytes, getMemoryBudget } from '../memory.js';
 import type { GradientTape } from '../tape.js';
 import { checkShippedJacobian } from './explicit.js';
+import { stagesSignature } from './signature.js';
 import { ConfigError, JacobianChainError, fmtShape, fmtValue } from '../errors.js';
 import { type Optimizer, type OptimizerConfig, optimizerFromConfig } from '../optimizers.js';
 import { Sequential } from '../sequential.js';
@@ -211,6 +212,8 @@ interface Traffic {
 export class StageServer {
   private readonly server: grpc.Server;
   private readonly maxBytes: number;
+  /** The hosted stages' architecture, as {@link stagesSignature} states it, for Open to compare. */
+  private readonly signature: string;
   private readonly dtype: DType;
   private readonly leaseMs: number;
   private readonly maxClients: number;
@@ -248,6 +251,7 @@ export class StageServer {
       }
     });
     this.dtype = stages[0].dtype;
+    this.signature = stagesSignature(stages);
     const max = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     if (!Number.isSafeInteger(max) || max <= 0 || max > 2 ** 31 - 1) throw new ConfigError(`StageServer: expected maxMessageBytes to be an integer in [1, 2^31 - 1], received ${fmtValue(opts.maxMessageBytes)}`);
     this.maxBytes = max;
@@ -563,6 +567,7 @@ export class StageServer {
       last_applied: s.lastApplied,
       server_applied_steps: this.appliedSteps,
       clients: this.sessions.size,
+      stages_signature: this.signature,
     };
   }
 
