@@ -47,8 +47,9 @@ export interface JacobianAccount {
   gradientBytes: number;
   /**
    * Format `factored` (`lib/sparse/factored.ts`), for a weight whose layer states a factor: the
-   * bytes of the factored Jacobian, its CSR factor `A` at its structural bound (what it holds when
-   * no value is zero) plus the patches. Absent for the input and for other layers' weights.
+   * bytes of the factored Jacobian, its patches plus its CSR factor `A` at its structural bound
+   * (what it holds when no value is zero), `A` counted for the layer's first parameter only (the
+   * others share it). Absent for the input and for other layers' weights.
    */
   factoredBytes?: number;
 }

@@ -77,10 +77,14 @@ export function explicitWayBytes(report: MemoryReport, streamed = false): number
 }
 
 
-/** `factoredBytes` of a weight Jacobian whose layer states a factor (`format: 'factored'`): the structural bound of `A` and the patches; nothing otherwise. */
-function factoredOf(layers: readonly Differentiable[], layer: number, param: number, B: number, dtype: DType): { factoredBytes?: number } {
+/**
+ * `factoredBytes` of a weight Jacobian whose layer states a factor (`format: 'factored'`): the
+ * patches, and the structural bound of `A` for the layer's first trainable parameter (the others
+ * share it, as the builder does); nothing otherwise.
+ */
+function factoredOf(layers: readonly Differentiable[], layer: number, param: number, B: number, dtype: DType, shared: boolean): { factoredBytes?: number } {
   const b = factoredBytesBound(layers, { layer, param }, B, dtype);
-  return b ? { factoredBytes: b.left + b.factor } : {};
+  return b ? { factoredBytes: (shared ? 0 : b.left) + b.factor } : {};
 }
 
 /** One layer's residuals with element sizes resolved. */
@@ -213,7 +217,7 @@ function estimateOne(model: Differentiable | readonly Differentiable[], B: numbe
           tangentBlockBytes: Tp * bpe * (nP + B * outs(j)),
           ...streamedOf(st, nP, nP, B, dtype, opts.tangents),
           gradientBytes: nP * bpe,
-          ...factoredOf(sl, j, l.params.indexOf(p), B, dtype),
+          ...factoredOf(sl, j, l.params.indexOf(p), B, dtype, p !== trainableParams(l)[0]),
         });
       }
     });

@@ -408,7 +408,7 @@ function factoredWeights(f: Differentiable, x: Tensor, settings: Setting[], plan
     }
     const p = f.params[s.wrt as number];
     const owner = describeOf(layers[fz.owner.layer]);
-    const J = new FactoredJacobian(left, fz.factor, f.outputShape, p.value.shape, dtype, `w.r.t. ${p.name} (factored)`);
+    const J = new FactoredJacobian(left, fz.factor, f.outputShape, p.value.shape, dtype, `w.r.t. ${p.name} (factored)`, shared);
     J.plan = {
       ...plans[k],
       mode: 'forward',
@@ -417,7 +417,7 @@ function factoredWeights(f: Differentiable, x: Tensor, settings: Setting[], plan
       colours: 0,
       blockWidth: 1,
       passes: 0,
-      estimatedBytes: bounds[k]!.left + bounds[k]!.factor,
+      estimatedBytes: (shared ? 0 : bounds[k]!.left) + bounds[k]!.factor,
       ms: performance.now() - t0,
     };
     return J;

@@ -32,8 +32,8 @@ export function patchFactorBytes(f: PatchFactor, dtype: DType): number {
  * The structural bound, from shapes alone, of the factored Jacobian of a stage (`layers`, first to
  * last) w.r.t. parameter `param` of layer `layer`, at batch `B`: `left`, the bytes of `A`'s CSR (each
  * entry of `z` spread by the layer's activation, then through the later layers' structural pattern;
- * exact when no value is zero), and `factor`, the patches' bytes (exact). Null when the layer states
- * no factor for it.
+ * exact when no value is zero; one `A` serves all the layer's parameters), and `factor`, the
+ * patches' bytes (exact). Null when the layer states no factor for it.
  * @example
  * factoredBytesBound(leavesOf(model_0), { layer: 3, param: 0 }, 8, 'float64'); // conv2d_1.kernel: { left, factor }
  */
@@ -71,7 +71,7 @@ export function factoredBytesBound(layers: readonly Differentiable[], owner: {
  * {@link FactoredJacobian.vjp} without expanding it.
  * @example
  * const [dKernel] = jacobianWrtWeights(stage, x, { format: 'factored' }); // a FactoredJacobian for a Conv2D kernel
- * dKernel.bytes;                                                        // A's CSR plus the patches
+ * dKernel.bytes;                                                        // A's CSR plus the patches (its bias shares A)
  * upstreamGradientLossWeights(dKernel, dLoss_dOut);                    // [kh, kw, cin, cout], never expanded
  */
 export class FactoredJacobian implements Jacobian {
@@ -91,6 +91,8 @@ export class FactoredJacobian implements Jacobian {
     readonly dtype: DType = 'float64',
     /** What it differentiates, for reports: `w.r.t. kernel (factored)`. */
     readonly label = '',
+    /** `left` is an earlier Jacobian's (its layer's other parameter): counted there, not in {@link FactoredJacobian.bytes}. */
+    readonly sharesLeft = false,
   ) {
     const { positions, units, width, patches } = factor;
     const rows = sizeOf(outShape);
@@ -116,9 +118,22 @@ export class FactoredJacobian implements Jacobian {
     return [this.left.length, ...this.outShape, ...this.inShape];
   }
 
-  /** Bytes held: `A`'s CSR (row offsets, column indices, values) and the patches. */
+  /**
+   * Bytes it holds: the patches, and `A`'s CSR (row offsets, column indices, values) unless `A` is
+   * shared with an earlier Jacobian ({@link FactoredJacobian.sharedBytes}), so that the bytes of the
+   * Jacobians of a stage add up to what they hold together.
+   */
   get bytes(): number {
-    let n = patchFactorBytes(this.factor, this.dtype);
+    return patchFactorBytes(this.factor, this.dtype) + (this.sharesLeft ? 0 : this.leftBytes);
+  }
+
+  /** Bytes of `A` when it is an earlier Jacobian's (counted there), else 0. */
+  get sharedBytes(): number {
+    return this.sharesLeft ? this.leftBytes : 0;
+  }
+
+  private get leftBytes(): number {
+    let n = 0;
     for (const m of this.left) n += m.bytes;
     return n;
   }

@@ -99,7 +99,9 @@ describe('sparse/factored', () => {
     const rows = 16 * 5;
     const left = 2 * (4 * (rows + 1) + rows * 12);
     expect(K.bytes).to.equal(left + 2 * 16 * 18 * 8);
-    expect(b.bytes).to.equal(left);
+    expect(b.bytes, 'the bias shares A').to.equal(0);
+    expect(b.sharedBytes).to.equal(left);
+    expect(K.sharedBytes).to.equal(0);
     expect(K.plan!.estimatedBytes).to.equal(K.bytes);
     expect(b.plan!.estimatedBytes).to.equal(b.bytes);
     expect(K.bytes * 5).to.be.below(jacobianWrtWeights(conv, x, { format: 'sparse' })[0].bytes * 1.6);
