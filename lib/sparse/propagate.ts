@@ -238,7 +238,6 @@ export function chainLocals(locals: readonly LocalJacobian[], B: number, nCols: 
       // A row that combines at least as many entries as there are columns is accumulated densely:
       // no first-touch marks, no sort, one scan of the columns in order (the same sums, in the same order).
       const dense = M !== null && L.maxRowNnz * avgIn >= nCols;
-      if (dense) acc.fill(0); // a sparse level before left its last values behind
       // Each level's writer serves every sample: its buffers are allocated (and grown) once.
       let w = writers[i];
       if (w && w.rowPtr.length === targets.length + 1) w.n = 0;
@@ -326,19 +325,19 @@ function accumulateRows(n: number, idx: Int32Array, coef: Float64Array, ts: numb
     }
     const qe = rowPtr[src + 1];
     if (dense) {
-      // A dense accumulator (zero on entry at every column): the same products in the same order, no first-touch test.
+      // No first-touch test at all: the same products in the same order, every column scanned at the end.
       for (let q = rowPtr[src]; q < qe; q++) acc[colIdx[q]] += c * vals[q];
       continue;
     }
     for (let q = rowPtr[src]; q < qe; q++) {
       const j = colIdx[q];
-      if (mark[j] !== stamp) {
+      const a = acc[j];
+      // The accumulator is zero between rows: only a zero partial sum (a first touch, or a rare exact cancellation) asks the marks.
+      if (a === 0 && mark[j] !== stamp) {
         mark[j] = stamp;
-        acc[j] = c * vals[q];
         touched[cnt++] = j;
-      } else {
-        acc[j] += c * vals[q];
       }
+      acc[j] = a + c * vals[q];
     }
   }
   return cnt;
@@ -379,11 +378,12 @@ function accumulateIdentity(n: number, idx: Int32Array, coef: Float64Array, ts: 
   return cnt;
 }
 
-/** Appends the non-zeros among the touched columns to the output arrays; returns the new length. */
+/** Appends the non-zeros among the touched columns to the output arrays, zeroing the accumulator there for the next row; returns the new length. */
 function writeRow(cnt: number, touched: Int32Array, acc: Float64Array, outC: Int32Array, outV: Float64Array, k: number): number {
   for (let e = 0; e < cnt; e++) {
     const j = touched[e];
     const v = acc[j];
+    acc[j] = 0;
     if (v === 0) continue;
     outC[k] = j;
     outV[k++] = v;
