@@ -205,21 +205,31 @@ export class FactoredJacobian implements Jacobian {
     const acc = new Float64Array(cols);
     const samples = this.left.map((m, b) => {
       const rowPtr = new Int32Array(rows + 1);
-      const colIdx: number[] = [];
-      const values: number[] = [];
+      // Grown by doubling from a row's worth: the bound can be far above what the values leave.
+      let colIdx = new Int32Array(Math.max(16, cols));
+      let values = new Float64Array(colIdx.length);
+      let n = 0;
       for (let r = 0; r < rows; r++) {
         this.rowInto(b, r, acc, 0);
+        if (n + cols > colIdx.length) {
+          const c2 = new Int32Array(2 * colIdx.length + cols);
+          c2.set(colIdx.subarray(0, n));
+          const v2 = new Float64Array(c2.length);
+          v2.set(values.subarray(0, n));
+          colIdx = c2;
+          values = v2;
+        }
         for (let c = 0; c < cols; c++) {
           if (acc[c] === 0) continue;
-          colIdx.push(c);
-          values.push(acc[c]);
+          colIdx[n] = c;
+          values[n++] = acc[c];
           acc[c] = 0;
         }
-        rowPtr[r + 1] = colIdx.length;
+        rowPtr[r + 1] = n;
       }
-      const v = allocData(values.length, this.dtype);
-      v.set(values);
-      return new CsrMatrix(m.rows, cols, rowPtr, Int32Array.from(colIdx), v);
+      const v = allocData(n, this.dtype);
+      v.set(values.subarray(0, n));
+      return new CsrMatrix(m.rows, cols, rowPtr, colIdx.slice(0, n), v);
     });
     return new SparseJacobian(samples, this.outShape, this.inShape, 'param', this.dtype, this.label);
   }
