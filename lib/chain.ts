@@ -54,7 +54,7 @@ export interface JacobianRecord {
   label: string;
   /** `[B, ...out, ...in]` or `[B, ...out, ...param]`. */
   shape: number[];
-  /** Bytes of its values (streamed: of the largest block held). */
+  /** Bytes of its values (streamed: of the largest block held; factored: a factor it shares with its layer's other parameter is counted with the first). */
   bytes: number;
   /**
    * How it was stored: `dense`; `sparse` when the chain was asked for structured sparse Jacobians;
