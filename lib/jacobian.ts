@@ -68,7 +68,7 @@ export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: (Jaco
  * const [dKernel, dBias] = jacobianWrtWeights(dense, x); // [1, 2, 3, 2], [1, 2, 2]
  */
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & { format: 'factored' } & ForwardOptions): (SparseJacobian | FactoredJacobian)[];
-export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & { format: 'sparse' } & ForwardOptions): SparseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | (SparseJacobian | FactoredJacobian)[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian[] | (SparseJacobian | FactoredJacobian)[] {

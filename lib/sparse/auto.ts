@@ -351,7 +351,8 @@ export function sparseJacobianWrtInput(f: Differentiable, x: Tensor, opts: Struc
  * upstreamGradientLossWeights(dKernel, dLoss_dOut);           // dLoss/dKernel, [kh, kw, cin, cout]
  */
 export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions & { format: 'factored' }): (SparseJacobian | FactoredJacobian)[];
-export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts?: StructuredJacobianOptions): SparseJacobian[];
+export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts?: StructuredJacobianOptions & { format?: 'sparse' | 'dense' }): SparseJacobian[];
+export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts?: StructuredJacobianOptions): (SparseJacobian | FactoredJacobian)[];
 export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): (SparseJacobian | FactoredJacobian)[] {
   checkCall(f, x, 'jacobianWrtWeights', opts);
   const B = x.shape[0];
