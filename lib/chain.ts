@@ -33,7 +33,9 @@ export interface ChainOptions {
   seed?: number;
   /**
    * Options of the Jacobian builders (block width, memory budget, progress); with
-   * `{ format: 'sparse', mode: 'auto' }` the explicit chain materializes structured sparse Jacobians.
+   * `{ format: 'sparse', mode: 'auto' }` the explicit chain materializes structured sparse Jacobians,
+   * with `{ format: 'factored' }` the weight Jacobians of Conv2D and Dense layers as factors (a CSR
+   * Jacobian w.r.t. the layer's linear output times its patches ⊗ identity, `lib/sparse/factored.ts`).
    */
   jacobian?: JacobianOptions | SparseJacobianOptions;
   /**
@@ -63,10 +65,11 @@ export interface JacobianRecord {
   label: string;
   /** `[B, ...out, ...in]` or `[B, ...out, ...param]`. */
   shape: number[];
-  /** Bytes of its values (streamed: of the largest block held). */
+  /** Bytes of its values (streamed: of the largest block held; factored: a factor it shares with its layer's other parameter is counted with the first). */
   bytes: number;
   /**
    * How it was stored: `dense`; `sparse` when the chain was asked for structured sparse Jacobians;
+   * `factored` for a weight Jacobian stored as its factors (`{ format: 'factored' }`);
    * `streamed` when it was never stored whole (then `shape` is the whole Jacobian's and `bytes`
    * the largest block's).
    */
@@ -222,7 +225,7 @@ export function jacobianChain(stages: readonly Sequential[], x: Tensor, yTrue: T
   if (streamed) {
     // One block, the residuals and the gradients against the budget: never a whole Jacobian.
     guardExplicitWay(estimateMemory([...stages], x.shape[0], { dtype: dtypeOf(x), training: opts.training, tangents: jopts.tangents }), jopts.memoryBudget ?? getMemoryBudget(), { streamed: true });
-  } else if (jopts.format !== 'sparse') {
+  } else if (jopts.format !== 'sparse' && jopts.format !== 'factored') {
     // All the dense Jacobians this chain will hold, against the budget, before the first forward pass.
     guardExplicitWay(estimateMemory([...stages], x.shape[0], { dtype: dtypeOf(x), training: opts.training }), jopts.memoryBudget ?? getMemoryBudget());
   }

@@ -23,11 +23,12 @@ import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, co
 
 /**
  * What every Jacobian format offers; the chain helpers accept any of them: `dense` here, `sparse`
- * (per-sample CSR) in `lib/sparse/csr.ts`.
+ * (per-sample CSR) in `lib/sparse/csr.ts`, `factored` (a weight Jacobian as a CSR factor times a
+ * layer's patches ⊗ identity) in `lib/sparse/factored.ts`.
  */
 export interface Jacobian {
-  /** `dense` or `sparse`. */
-  readonly format: 'dense' | 'sparse';
+  /** `dense`, `sparse` or `factored`. */
+  readonly format: 'dense' | 'sparse' | 'factored';
   /** `[B, ...out, ...in]` (or `[...out, ...in]` when `batch` is null). */
   readonly shape: readonly number[];
   /** Leading batch extent, or null for an unbatched Jacobian. */

@@ -14,6 +14,7 @@ import { type DenseJacobian, type DenseJacobianOptions, forwardJacobianWrtInput,
 import type { Differentiable, ForwardOptions } from './layers/layer.js';
 import { type JacobianEngine, type JacobianMode, type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from './sparse/auto.js';
 import type { SparseJacobian } from './sparse/csr.js';
+import type { FactoredJacobian } from './sparse/factored.js';
 import type { Tensor } from './tensor.js';
 
 export * from './dense-jacobian.js';
@@ -30,13 +31,17 @@ export interface JacobianOptions extends DenseJacobianOptions {
 
 /** Options asking for a sparse Jacobian (per-sample CSR), built by `lib/sparse` with the mode `auto` by default. */
 export interface SparseJacobianOptions extends Omit<JacobianOptions, 'format'>, Omit<StructuredJacobianOptions, keyof JacobianOptions> {
-  /** Return a `SparseJacobian` (structurally zero entries not stored). */
-  format: 'sparse';
+  /**
+   * `sparse`: a `SparseJacobian` (structurally zero entries not stored); `factored`: w.r.t. a weight
+   * whose layer states a `paramFactor` (Conv2D, Dense), a `FactoredJacobian` (`lib/sparse/factored.ts`),
+   * elsewhere a `SparseJacobian`.
+   */
+  format: 'sparse' | 'factored';
 }
 
 /** True when the options ask for more than the dense forward builder: a format, a mode or an engine. */
 function structured(opts: JacobianOptions | SparseJacobianOptions): boolean {
-  return opts.format === 'sparse' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined;
+  return opts.format === 'sparse' || opts.format === 'factored' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined;
 }
 
 /**
@@ -62,10 +67,11 @@ export function jacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: (Jaco
  * @example
  * const [dKernel, dBias] = jacobianWrtWeights(dense, x); // [1, 2, 3, 2], [1, 2, 2]
  */
-export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & ForwardOptions): SparseJacobian[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & { format: 'factored' } & ForwardOptions): (SparseJacobian | FactoredJacobian)[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: SparseJacobianOptions & { format: 'sparse' } & ForwardOptions): SparseJacobian[];
 export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: JacobianOptions & ForwardOptions): DenseJacobian[];
-export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | SparseJacobian[];
-export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian[] | SparseJacobian[] {
-  if (structured(opts)) return structuredJacobianWrtWeights(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian[] | SparseJacobian[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts?: (JacobianOptions | SparseJacobianOptions) & ForwardOptions): DenseJacobian[] | (SparseJacobian | FactoredJacobian)[];
+export function jacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, opts: (JacobianOptions | SparseJacobianOptions) & ForwardOptions = {}): DenseJacobian[] | (SparseJacobian | FactoredJacobian)[] {
+  if (structured(opts)) return structuredJacobianWrtWeights(f, x, { ...opts, format: opts.format ?? 'dense' }) as DenseJacobian[] | (SparseJacobian | FactoredJacobian)[];
   return forwardJacobianWrtWeights(f, x, opts);
 }

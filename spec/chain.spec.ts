@@ -80,19 +80,35 @@ describe('chain: the reference, the explicit-Jacobian chain and the VJP chain', 
     expect(vjp.memory.every((m) => m.residualBytes > 0 && m.jacobians.length === 0)).to.equal(true);
   });
 
-  it('the explicit chain over structured sparse Jacobians ({ format: "sparse", mode: "auto" }) equals the reference on the cats-vs-dogs CNN, with Dropout in training', () => {
-    const model = catsVsDogsCnn({ side: 24, channels: 3 });
-    const stages = model.split([9]);
-    const rng = new Rng(11);
-    const x = randomNormal([2, 24, 24, 3], rng);
+  /** The cats-vs-dogs CNN at 24², B = 2, Dropout in training, and its reference gradients. */
+  function cnn24() {
+    const stages = catsVsDogsCnn({ side: 24, channels: 3 }).split([9]);
+    const x = randomNormal([2, 24, 24, 3], new Rng(11));
     const y = tensor([1, 0], [2, 1]);
     const opts = { training: true, seed: 5 };
-    const ref = referenceGradients(stages, x, y, 'binary_crossentropy', opts);
+    return { stages, x, y, opts, ref: referenceGradients(stages, x, y, 'binary_crossentropy', opts) };
+  }
+
+  it('the explicit chain over structured sparse Jacobians ({ format: "sparse", mode: "auto" }) equals the reference on the cats-vs-dogs CNN, with Dropout in training', () => {
+    const { stages, x, y, opts, ref } = cnn24();
     const sparse = jacobianChain(stages, x, y, 'binary_crossentropy', { ...opts, jacobian: { format: 'sparse', mode: 'auto' } });
     expectSame(sparse, ref, { rtol: 1e-10, atol: 1e-14 }, 'sparse explicit vs reference');
     const formats = sparse.memory.flatMap((m) => m.jacobians.map((J) => J.format));
     expect(formats).to.have.length(11); // model_0: 3 convolutions × (kernel, bias); model_1: dOut/dIn and 2 Dense × (kernel, bias)
     expect(formats.every((f) => f === 'sparse'), formats.join(', ')).to.equal(true);
+  });
+
+  it('the explicit chain over factored weight Jacobians ({ format: "factored", mode: "auto" }) equals the reference and the VJP chain on the cats-vs-dogs CNN, with Dropout in training, and holds less than the CSR chain', async () => {
+    const { stages, x, y, opts, ref } = cnn24();
+    const factored = jacobianChain(stages, x, y, 'binary_crossentropy', { ...opts, jacobian: { format: 'factored', mode: 'auto' } });
+    expectSame(factored, ref, { rtol: 1e-10, atol: 1e-14 }, 'factored explicit vs reference');
+    expectSame(factored, await vjpChain(stages, x, y, 'binary_crossentropy', opts), { rtol: 1e-10, atol: 1e-14 }, 'factored explicit vs VJP');
+    const records = factored.memory.flatMap((m) => m.jacobians);
+    // model_1's dOut/dIn stays CSR; every weight Jacobian (3 convolutions and 2 Dense, kernel and bias) is factored.
+    expect(records.map((J) => J.format)).to.deep.equal(['factored', 'factored', 'factored', 'factored', 'factored', 'factored', 'sparse', 'factored', 'factored', 'factored', 'factored']);
+    const sparse = jacobianChain(stages, x, y, 'binary_crossentropy', { ...opts, jacobian: { format: 'sparse', mode: 'auto' } });
+    const bytes = (r: typeof sparse) => r.memory.flatMap((m) => m.jacobians).reduce((a, J) => a + J.bytes, 0);
+    expect(bytes(factored)).to.be.below(bytes(sparse));
   });
 
   it('the explicit chain refuses, before its first forward pass, Jacobians whose total exceeds the memory budget, and names the VJP way', () => {

@@ -7,6 +7,7 @@ import { Dropout } from '../lib/layers/dropout.js';
 import { Flatten } from '../lib/layers/flatten.js';
 import type { Layer } from '../lib/layers/layer.js';
 import { MaxPooling2D } from '../lib/layers/max-pooling2d.js';
+import { jacobianWrtWeights } from '../lib/jacobian.js';
 import { DEFAULT_MEMORY_BUDGET, getMemoryBudget, setMemoryBudget } from '../lib/memory.js';
 import { type MemoryReport, bytesHeld, estimateMemory, explicitWayBytes, formatMemoryReport, guardExplicitWay, measureMemory } from '../lib/memory-report.js';
 import { SEED_REFERENCE_SPLIT, catsVsDogsCnn, seedReferenceModel, seededBatch, splitAfterLastPooling } from '../lib/models.js';
@@ -154,6 +155,22 @@ describe('memory report', () => {
     expect(s).to.include('| explicit | J w.r.t. Dense.kernel | [4, 2, 3, 2] | 384 B |'.replace('Dense.', `${dense.name || 'Dense'}.`));
     expect(s).to.match(/\| vjp \| .*saved x .*\| \[4, 3\] float64 \| 96 B \|/);
     expect(s).to.match(/ratio \d/);
+  });
+
+  it('factored weight Jacobians: the estimate from shapes equals the bytes they hold when no value is zero, and bounds them on the CNN', () => {
+    const rng = new Rng(12);
+    const stage = new Sequential([new Conv2D({ filters: 4, kernel_size: 3 }), new Conv2D({ filters: 3, kernel_size: 2, strides: 2, padding: 'same' }), new Flatten(), new Dense({ units: 2 })], { inputShape: [9, 8, 2], rng });
+    const x = randomNormal([3, 9, 8, 2], rng);
+    const est = estimateMemory(stage, 3).explicit.jacobians.filter((j) => j.wrt !== 'input');
+    const built = jacobianWrtWeights(stage, x, { format: 'factored' });
+    expect(built.map((J) => J.format)).to.deep.equal(new Array(6).fill('factored'));
+    expect(est.map((j) => j.factoredBytes)).to.deep.equal(built.map((J) => J.bytes));
+    expect(estimateMemory(stage, 3).explicit.jacobians[0].factoredBytes, 'w.r.t. the input').to.equal(undefined);
+    const cnn = catsVsDogsCnn({ side: 24, channels: 3, seed: 2 });
+    const [model_0] = cnn.split(splitAfterLastPooling(cnn));
+    const xs = randomNormal([2, 24, 24, 3], rng);
+    const bound = estimateMemory(model_0, 2).explicit.jacobians.filter((j) => j.wrt !== 'input');
+    jacobianWrtWeights(model_0, xs, { format: 'factored' }).forEach((J, k) => expect(J.bytes, bound[k].wrt).to.be.at.most(bound[k].factoredBytes!));
   });
 
   it('rejects bad input, quoting what it received', () => {

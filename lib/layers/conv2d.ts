@@ -8,7 +8,7 @@ import { type ActivationName, activationForward, activationJvp, activationName, 
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { gemm } from '../kernels/gemm.js';
@@ -284,6 +284,36 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const n = g.rows.out * g.cols.out * g.Cout;
     const act = elementwiseLocal(g.B, n, couplesRow(this.activation) ? g.Cout : 1, (dz, count, T) => activationJvp(this.activation, z ? z.data.subarray(z.offset, z.offset + z.size) : null, y.data.subarray(y.offset, y.offset + y.size), dz, count, T, g.Cout));
     return [linear, act];
+  }
+
+  /**
+   * `∂z/∂kernel` at a recorded pass as patches ⊗ identity over `cout`: the im2col patches of the
+   * whole batch, `[B · Ho · Wo, kh · kw · cin]` (zeros at padded taps), gathered as the forward pass
+   * does; `∂z/∂bias` as ones. Then the activation's factor, as in {@link Conv2D.localJacobian}.
+   */
+  paramFactor(pass: LayerPass, k: number): ParamFactorization {
+    const x = contiguous((pass.saved as Conv2DSaved).x);
+    const g = this.geometry(x.shape);
+    const positions = g.rows.out * g.cols.out;
+    const then = this.localJacobian(pass, k).slice(1);
+    if (k !== 0) return { factor: { positions, units: g.Cout, width: 1, patches: null }, then };
+    const K = g.kh * g.kw * g.Cin;
+    const P = newLike(x.data, g.B * positions * K);
+    const chunk = chunkPixels(K);
+    const rows = newLike(x.data, chunk * K);
+    for (let p0 = 0; p0 < g.B * positions; p0 += chunk) {
+      const n = Math.min(chunk, g.B * positions - p0);
+      movePatches('gather', x.data, g, p0, n, rows);
+      P.set(rows.subarray(0, n * K), p0 * K);
+    }
+    return { factor: { positions, units: g.Cout, width: K, patches: P }, then };
+  }
+
+  /** The shape of {@link Conv2D.paramFactor}'s factor: `Ho · Wo` positions of `cout` units, patches of `kh · kw · cin` (the kernel) or ones (the bias). */
+  paramFactorShape(k: number): PatchFactorShape {
+    const [Ho, Wo, Cout] = this.outputShape;
+    const [kh, kw] = this.kernelSize;
+    return { positions: Ho * Wo, units: Cout, width: k === 0 ? kh * kw * this.inputShape[2] : 1, stored: k === 0, spread: couplesRow(this.activation) ? Cout : 1 };
   }
 
   /** The VJP's work; the input cotangent only when `withInput`. */

@@ -7,7 +7,7 @@ import { type ActivationName, activationForward, activationJvp, activationName, 
 import { ConfigError, fmtValue } from '../errors.js';
 import { type AxisMap, type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { gemm } from '../kernels/gemm.js';
@@ -247,6 +247,20 @@ export class Dense extends Layer<DenseSaved> {
     // Built over the B · lead rows as samples of `units`, then regrouped into the layer's samples of `lead · units`.
     const act = elementwiseLocal(B, this.units, couplesRow(this.activation) ? this.units : 1, (dz, count, T) => activationJvp(this.activation, z?.data ?? null, y.data, dz, count, T, this.units));
     return [linear, lead === 1 ? act : regroupRows(act, lead)];
+  }
+
+  /** The shape of {@link Dense.paramFactor}'s factor: the leading positions of `units` units, patches of `in` (the kernel) or ones (the bias). */
+  paramFactorShape(k: number): PatchFactorShape {
+    const lead = this.inputShape.slice(0, -1).reduce((a, b) => a * b, 1);
+    return { positions: lead, units: this.units, width: k === 0 ? this.inputShape[this.inputShape.length - 1] : 1, stored: k === 0, spread: couplesRow(this.activation) ? this.units : 1 };
+  }
+
+  /** `∂z/∂kernel` at a recorded pass as `x ⊗ I` (patches: the input rows, copied), `∂z/∂bias` as ones; then the activation's factor, as in {@link Dense.localJacobian}. */
+  paramFactor(pass: LayerPass, k: number): ParamFactorization {
+    const x = contiguous((pass.saved as DenseSaved).x);
+    const { nIn, lead } = rowsOf(x);
+    const then = this.localJacobian(pass, k).slice(1);
+    return { factor: { positions: lead, units: this.units, width: k === 0 ? nIn : 1, patches: k === 0 ? x.data.slice(x.offset, x.offset + x.size) : null }, then };
   }
 }
 

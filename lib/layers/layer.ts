@@ -30,7 +30,7 @@ import { type InitializerSpec, initialize } from '../initializers.js';
 import { Rng } from '../rng.js';
 import type { AxisStructure, KronPattern } from '../structure.js';
 import type { TangentPool } from './out.js';
-import { type DType, type Tensor, assertShape, bytesPerElement, dtypeOf, sizeOf, zeros } from '../tensor.js';
+import { type DType, type Data, type Tensor, assertShape, bytesPerElement, dtypeOf, sizeOf, zeros } from '../tensor.js';
 
 export { type Padding, type WindowRanges, pair, padding, windowAxis, windowRanges } from './window.js';
 
@@ -192,6 +192,51 @@ export interface LocalJacobian {
 }
 
 /**
+ * A layer's own Jacobian of its linear output `z` (before a fused activation) w.r.t. one of its
+ * parameters, when it has the form "patches ⊗ identity": `∂z[b, p, u] / ∂θ[q, u'] = δ(u, u') ·
+ * P[b, p, q]`, for `positions` output positions `p` of `units` units `u` each (`z` per sample
+ * `[positions · units]`, unit innermost), and `θ` flat as `[width, units]` (unit innermost).
+ * Conv2D's kernel: `P` its im2col patches, `[B · Ho · Wo, kh · kw · cin]`; Dense's kernel: `x`;
+ * either bias: all ones, `width` 1. Stored once, not once per unit, and without indices.
+ */
+export interface PatchFactor {
+  /** Output positions per sample (Conv2D: `Ho · Wo`; Dense: the leading positions, 1 for a vector). */
+  readonly positions: number;
+  /** Units per position (Conv2D: `cout`; Dense: `units`): the extent of the identity. */
+  readonly units: number;
+  /** Entries of `θ` per unit: the length of a patch row (`kh · kw · cin`, `in`, or 1 for a bias). */
+  readonly width: number;
+  /** `[B, positions, width]`, row-major; null for all ones (a bias: nothing stored). */
+  readonly patches: Data | null;
+}
+
+/** The shape of a {@link PatchFactor}, from shapes alone (for the memory bound before any pass). */
+export interface PatchFactorShape {
+  /** As {@link PatchFactor.positions}. */
+  readonly positions: number;
+  /** As {@link PatchFactor.units}. */
+  readonly units: number;
+  /** As {@link PatchFactor.width}. */
+  readonly width: number;
+  /** False for all ones (nothing stored). */
+  readonly stored: boolean;
+  /** Most entries a row of the layer's factors after `z` spreads one entry of `z` to (1 for an element-wise activation, `units` for softmax). */
+  readonly spread: number;
+}
+
+/**
+ * What {@link StructureHooks.paramFactor} returns: the structured factor, and the local factors of
+ * the rest of the layer (its fused activation's), through which the stage's Jacobian w.r.t. `z`
+ * starts.
+ */
+export interface ParamFactorization {
+  /** `∂z/∂θ` as patches ⊗ identity. */
+  factor: PatchFactor;
+  /** The layer's local Jacobians after `z`, first to last (empty for a linear activation); the same for each of its parameters. */
+  then: LocalJacobian[];
+}
+
+/**
  * Optional hooks through which a layer states its structure. Each has a generic fallback
  * (`lib/sparse/structure.ts`, `lib/memory/estimate.ts`) that is right for any layer, only slower
  * or coarser: a layer without hooks has a dense pattern, one colour per column, residuals counted
@@ -227,6 +272,15 @@ export interface StructureHooks {
    * layer's own `jvp` with its pattern's colouring.
    */
   localJacobian?(pass: LayerPass, wrt: Wrt): LocalJacobian[];
+  /**
+   * Its Jacobian w.r.t. `params[k]` at a recorded pass as a {@link ParamFactorization} (patches ⊗
+   * identity, then the activation's factors), or null when it has not that form. The factored
+   * format (`format: 'factored'`) stores a stage's weight Jacobian as the stage's sparse Jacobian
+   * w.r.t. `z` times this factor. Fallback: none (the weight Jacobian is stored as CSR).
+   */
+  paramFactor?(pass: LayerPass, k: number): ParamFactorization | null;
+  /** The shape of what {@link StructureHooks.paramFactor} returns for `params[k]`, from shapes alone; null where it returns null. Given with it. */
+  paramFactorShape?(k: number): PatchFactorShape | null;
 }
 
 /**

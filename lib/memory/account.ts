@@ -45,6 +45,13 @@ export interface JacobianAccount {
   streamedBlockBytes: number;
   /** Bytes of this Jacobian's contraction with the upstream gradient: the weight's gradient `[...param]`, or dLoss/dIn `[B, ...in]`. */
   gradientBytes: number;
+  /**
+   * Format `factored` (`lib/sparse/factored.ts`), for a weight whose layer states a factor: the
+   * bytes of the factored Jacobian, its patches plus its CSR factor `A` at its structural bound
+   * (what it holds when no value is zero), `A` counted for the layer's first parameter only (the
+   * others share it). Absent for the input and for other layers' weights.
+   */
+  factoredBytes?: number;
 }
 
 /** What the explicit way materializes. */

@@ -12,6 +12,7 @@ import { type Differentiable, type ForwardOptions, type Residuals, describeOf, l
 import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type DType, bytesPerElement, sizeOf, zeros } from '../tensor.js';
 import { streamedBlockWidth, streamedBytesPerTangent } from '../streamed.js';
+import { factoredBytesBound } from '../sparse/factored.js';
 import { type Accountable, type BufferAccount, BufferSet, type JacobianAccount, type MemoryEstimateOptions, type MemoryReport, asStages, fmtRatio, largest, leafName, modelDtype, streamedAccount, sum, viewDtype, vjpAccount } from './account.js';
 
 /**
@@ -75,6 +76,16 @@ export function explicitWayBytes(report: MemoryReport, streamed = false): number
   return report.explicit.jacobianBytes + report.explicit.tangentBlockBytes + report.vjp.residualBytes;
 }
 
+
+/**
+ * `factoredBytes` of a weight Jacobian whose layer states a factor (`format: 'factored'`): the
+ * patches, and the structural bound of `A` for the layer's first trainable parameter (the others
+ * share it, as the builder does); nothing otherwise.
+ */
+function factoredOf(layers: readonly Differentiable[], layer: number, param: number, B: number, dtype: DType, shared: boolean): { factoredBytes?: number } {
+  const b = factoredBytesBound(layers, { layer, param }, B, dtype);
+  return b ? { factoredBytes: (shared ? 0 : b.left) + b.factor } : {};
+}
 
 /** One layer's residuals with element sizes resolved. */
 interface LeafRule {
@@ -206,6 +217,7 @@ function estimateOne(model: Differentiable | readonly Differentiable[], B: numbe
           tangentBlockBytes: Tp * bpe * (nP + B * outs(j)),
           ...streamedOf(st, nP, nP, B, dtype, opts.tangents),
           gradientBytes: nP * bpe,
+          ...factoredOf(sl, j, l.params.indexOf(p), B, dtype, p !== trainableParams(l)[0]),
         });
       }
     });

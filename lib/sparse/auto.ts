@@ -26,16 +26,22 @@ import { fmtBytes, getMemoryBudget, guardBytes } from '../memory.js';
 import { type Tensor, assertFinite, assertShape, bytesPerElement, dtypeOf, sizeOf } from '../tensor.js';
 import { type Colouring, greedyColumnColouring, greedyRowColouring, kronColumnColouring, kronRowColouring, trivialColouring } from './colouring.js';
 import { DEFAULT_BLOCK_BYTES, blockWidthFor, bytesPerTangent, compressedForward, compressedReverse, stackPatterns } from './compressed.js';
-import { type JacobianPlan, type PlanCandidate, SparseJacobian } from './csr.js';
+import { type CsrMatrix, type JacobianPlan, type PlanCandidate, SparseJacobian } from './csr.js';
+import { FactoredJacobian, factoredBytesBound } from './factored.js';
 import { KronPattern, SparsityPattern } from '../structure.js';
-import { localRowNnzOf, macsOf } from './hooks.js';
+import { localJacobianOf, localRowNnzOf, macsOf } from './hooks.js';
 import { composeKron, ownerOf, paramKron, stageKron } from './pattern.js';
-import { propagateJacobian } from './propagate.js';
+import { chainLocals, layerPasses, propagateJacobian } from './propagate.js';
 
 /** How the Jacobian is built: `auto` picks by estimated cost. */
 export type JacobianMode = 'auto' | 'forward' | 'reverse';
-/** How it is stored: `dense` (`DenseJacobian`) or `sparse` (`SparseJacobian`, per-sample CSR). */
-export type JacobianFormat = 'dense' | 'sparse';
+/**
+ * How it is stored: `dense` (`DenseJacobian`), `sparse` (`SparseJacobian`, per-sample CSR), or
+ * `factored` (w.r.t. a weight whose layer declares a `paramFactor`: a `FactoredJacobian`, the
+ * stage's CSR Jacobian w.r.t. the layer's linear output times the layer's patches ⊗ identity;
+ * elsewhere, and w.r.t. the input, CSR as `sparse`).
+ */
+export type JacobianFormat = 'dense' | 'sparse' | 'factored';
 /** The engines a plan chooses among. */
 export type JacobianEngine = 'propagate' | 'compressed' | 'dense';
 
@@ -46,7 +52,7 @@ export const SPARSE_OP_COST = 4;
 export interface StructuredJacobianOptions extends ForwardOptions {
   /** `auto` (default here), `forward` or `reverse`. */
   mode?: JacobianMode;
-  /** `sparse` (default here) or `dense`. */
+  /** `sparse` (default here), `factored` or `dense`. */
   format?: JacobianFormat;
   /** Force an engine within the mode (forward: `propagate`, `compressed` or `dense`; reverse: `compressed` or `dense`). */
   engine?: JacobianEngine;
@@ -305,8 +311,8 @@ function build(s: Setting, f: Differentiable, x: Tensor, plan: JacobianPlan, opt
 function checkCall(f: Differentiable, x: Tensor, what: string, opts: StructuredJacobianOptions): void {
   assertShape(x, [null, ...f.inputShape], `${what} x`);
   assertFinite(x, `${what} x`);
-  if (opts.format !== undefined && opts.format !== 'dense' && opts.format !== 'sparse') {
-    throw new ConfigError(`${what}: expected format 'dense' or 'sparse', received ${fmtValue(opts.format)}`);
+  if (opts.format !== undefined && opts.format !== 'dense' && opts.format !== 'sparse' && opts.format !== 'factored') {
+    throw new ConfigError(`${what}: expected format 'dense', 'sparse' or 'factored', received ${fmtValue(opts.format)}`);
   }
   if (opts.pattern !== undefined && opts.pattern !== 'structural' && opts.pattern !== 'values') {
     throw new ConfigError(`${what}: expected pattern 'structural' or 'values', received ${fmtValue(opts.pattern)}`);
@@ -344,15 +350,79 @@ export function sparseJacobianWrtInput(f: Differentiable, x: Tensor, opts: Struc
  * const [dKernel, dBias] = sparseJacobianWrtWeights(conv, x); // each a SparseJacobian with its plan
  * upstreamGradientLossWeights(dKernel, dLoss_dOut);           // dLoss/dKernel, [kh, kw, cin, cout]
  */
-export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): SparseJacobian[] {
+export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions & { format: 'factored' }): (SparseJacobian | FactoredJacobian)[];
+export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts?: StructuredJacobianOptions & { format?: 'sparse' | 'dense' }): SparseJacobian[];
+export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts?: StructuredJacobianOptions): (SparseJacobian | FactoredJacobian)[];
+export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): (SparseJacobian | FactoredJacobian)[] {
   checkCall(f, x, 'jacobianWrtWeights', opts);
   const B = x.shape[0];
   const settings = trainableIndices(f).map((k) => setting(f, B, dtypeOf(x), k, opts));
   const plans = settings.map((s) => choose(s, opts, 'sparse'));
+  if (opts.format === 'factored') return factoredWeights(f, x, settings, plans, opts);
   const total = plans.reduce((a, p) => a + p.estimatedBytes, 0);
   guardBytes(`sparse Jacobians w.r.t. ${settings.length} parameters (structural bound)`, total, settings[0]?.budget ?? opts.memoryBudget ?? getMemoryBudget());
   const fwd = f.forward(x, opts);
   return settings.map((s, k) => build(s, f, x, plans[k], opts, fwd));
+}
+
+/**
+ * The factored path of {@link sparseJacobianWrtWeights}: for each parameter whose layer states a
+ * `paramFactor` at this pass, `A · (P ⊗ I)` with `A` the stage's Jacobian w.r.t. the layer's
+ * linear output, by sparse propagation from there (built once per layer: a kernel and its bias
+ * share it, since the factors after `z` are the layer's activation's); every other parameter by its
+ * plan, as CSR. Refused before building when the structural bound of all of it (each shared `A`
+ * once) is over the budget.
+ */
+function factoredWeights(f: Differentiable, x: Tensor, settings: Setting[], plans: JacobianPlan[], opts: StructuredJacobianOptions): (SparseJacobian | FactoredJacobian)[] {
+  const B = x.shape[0];
+  const dtype = dtypeOf(x);
+  const layers = leavesOf(f);
+  const owners = settings.map((s) => ownerOf(layers, f.params[s.wrt as number]));
+  const bounds = owners.map((o) => (o ? factoredBytesBound(layers, o, B, dtype) : null));
+  // Each layer's A counted once: its kernel and bias share it.
+  const leftBytes = new Map<number, number>();
+  owners.forEach((o, k) => {
+    if (o && bounds[k]) leftBytes.set(o.layer, bounds[k]!.left);
+  });
+  const total = [...leftBytes.values()].reduce((a, b) => a + b, 0) + bounds.reduce((a, bd, k) => a + (bd ? bd.factor : plans[k].estimatedBytes), 0);
+  guardBytes(`Jacobians w.r.t. ${settings.length} parameters, factored where the layer states it (structural bound)`, total, settings[0]?.budget ?? opts.memoryBudget ?? getMemoryBudget());
+  const fwd = f.forward(x, opts);
+  const passes = layerPasses(f, x, fwd);
+  const facts = owners.map((owner, k) => {
+    if (!owner || !passes || !bounds[k]) return null;
+    const q = passes[owner.layer];
+    const fz = q.layer.paramFactor?.(q, owner.param) ?? null;
+    return fz ? { owner, ...fz } : null;
+  });
+  const lefts = new Map<number, CsrMatrix[]>();
+  return settings.map((s, k) => {
+    const fz = facts[k];
+    if (!fz || !passes) return build(s, f, x, plans[k], opts, fwd);
+    const t0 = performance.now();
+    let left = lefts.get(fz.owner.layer);
+    const shared = left !== undefined;
+    if (!left) {
+      const locals = [...fz.then, ...passes.slice(fz.owner.layer + 1).flatMap((q) => localJacobianOf(q, 'input'))];
+      // Unsorted rows: nothing reads A by column order, and sorting its long rows is a good part of its cost.
+      left = chainLocals(locals, B, fz.factor.positions * fz.factor.units, dtype, { onProgress: opts.onProgress, sortRows: false });
+      lefts.set(fz.owner.layer, left);
+    }
+    const p = f.params[s.wrt as number];
+    const owner = describeOf(layers[fz.owner.layer]);
+    const J = new FactoredJacobian(left, fz.factor, f.outputShape, p.value.shape, dtype, `w.r.t. ${p.name} (factored)`, shared);
+    J.plan = {
+      ...plans[k],
+      mode: 'forward',
+      engine: 'propagate',
+      reason: `factored: the stage's Jacobian w.r.t. ${owner}'s linear output (sparse propagation${shared ? ', shared with its other parameter' : ''}) times its patches ⊗ identity; vs CSR by ${plans[k].mode}/${plans[k].engine}`,
+      colours: 0,
+      blockWidth: 1,
+      passes: 0,
+      estimatedBytes: (shared ? 0 : bounds[k]!.left) + bounds[k]!.factor,
+      ms: performance.now() - t0,
+    };
+    return J;
+  });
 }
 
 /**
@@ -362,7 +432,8 @@ export function sparseJacobianWrtWeights(f: Differentiable, x: Tensor, opts: Str
  * const J = structuredJacobianWrtInput(model_0, x, { mode: 'auto', format: 'dense' }); // a DenseJacobian, built sparsely
  */
 export function structuredJacobianWrtInput(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): Jacobian {
-  if ((opts.format ?? 'sparse') === 'sparse') return sparseJacobianWrtInput(f, x, opts);
+  // W.r.t. the input nothing is factored: `factored` is CSR there.
+  if ((opts.format ?? 'sparse') !== 'dense') return sparseJacobianWrtInput(f, x, opts);
   checkCall(f, x, 'jacobianWrtInput', opts);
   const s = setting(f, x.shape[0], dtypeOf(x), 'input', opts);
   const plan = choose(s, opts, 'dense');
@@ -382,7 +453,7 @@ export function structuredJacobianWrtInput(f: Differentiable, x: Tensor, opts: S
  * const Js = structuredJacobianWrtWeights(stage, x, { mode: 'reverse', format: 'sparse' });
  */
 export function structuredJacobianWrtWeights(f: Differentiable, x: Tensor, opts: StructuredJacobianOptions = {}): Jacobian[] {
-  if ((opts.format ?? 'sparse') === 'sparse') return sparseJacobianWrtWeights(f, x, opts);
+  if ((opts.format ?? 'sparse') !== 'dense') return sparseJacobianWrtWeights(f, x, opts);
   checkCall(f, x, 'jacobianWrtWeights', opts);
   const B = x.shape[0];
   const dtype = dtypeOf(x);

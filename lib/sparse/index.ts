@@ -4,6 +4,7 @@
  * @module
  */
 export * from './csr.js';
+export * from './factored.js';
 export * from './pattern.js';
 export * from './colouring.js';
 export * from './hooks.js';

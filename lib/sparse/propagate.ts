@@ -79,15 +79,15 @@ class RowWriter {
     this.colIdx = c;
     this.values = v;
   }
-  /** The finished matrix; trailing capacity is kept as a view unless it wastes more than a quarter. */
-  finish(rows: number, cols: number, dtype: 'float64' | 'float32'): CsrMatrix {
+  /**
+   * The finished matrix: with `own`, in arrays of its own of the exact size (a result, kept); else
+   * views of the writer's arrays (a level read once by the next and overwritten by the next sample).
+   */
+  finish(rows: number, cols: number, dtype: 'float64' | 'float32', own: boolean): CsrMatrix {
     const n = this.n;
-    const tight = n >= 0.75 * this.colIdx.length;
-    const colIdx = tight ? this.colIdx.subarray(0, n) : this.colIdx.slice(0, n);
-    let values: Data;
-    if (dtype === 'float32') values = Float32Array.from(this.values.subarray(0, n));
-    else values = tight ? this.values.subarray(0, n) : this.values.slice(0, n);
-    return new CsrMatrix(rows, cols, this.rowPtr, colIdx, values);
+    if (!own) return new CsrMatrix(rows, cols, this.rowPtr, this.colIdx.subarray(0, n), this.values.subarray(0, n));
+    const values: Data = dtype === 'float32' ? Float32Array.from(this.values.subarray(0, n)) : this.values.slice(0, n);
+    return new CsrMatrix(rows, cols, this.rowPtr.slice(), this.colIdx.slice(0, n), values);
   }
 }
 
@@ -136,11 +136,20 @@ export function propagateJacobian(f: Differentiable, x: Tensor, opts: PropagateO
     start = owner.layer;
     colShape = p.value.shape;
   }
-  const B = x.shape[0];
-  const dtype = dtypeOf(x);
-  const nCols = sizeOf(colShape);
   // The chain rule's factors, first to last, each layer's own (w.r.t. a parameter: the owner's rows w.r.t. it start the chain).
   const locals: LocalJacobian[] = passes.slice(start).flatMap((q, i) => localJacobianOf(q, i === 0 && owner ? owner.param : 'input'));
+  const samples = chainLocals(locals, x.shape[0], sizeOf(colShape), dtypeOf(x), opts);
+  const label = wrt === 'input' ? 'w.r.t. input' : `w.r.t. ${f.params[wrt].name}`;
+  return new SparseJacobian(samples, f.outputShape, colShape, wrt === 'input' ? 'input' : 'param', dtypeOf(x), label);
+}
+
+/**
+ * The product `L_n ⋯ L_1` of local Jacobians (first to last) per sample, by sparse forward
+ * accumulation from the identity on `nCols` columns (the first factor's): one CSR matrix per
+ * sample, `L_n.rows × nCols`. No factors at all is the identity.
+ */
+export function chainLocals(locals: readonly LocalJacobian[], B: number, nCols: number, dtype: 'float64' | 'float32', opts: Pick<PropagateOptions, 'sortRows' | 'onProgress'> = {}): CsrMatrix[] {
+  if (locals.length === 0) return Array.from({ length: B }, () => identityCsr(nCols, dtype));
   const first = 0;
   const last = locals.length - 1;
   let lastMulti = -1;
@@ -151,6 +160,7 @@ export function propagateJacobian(f: Differentiable, x: Tensor, opts: PropagateO
   const maxLocal = Math.max(1, ...locals.slice(first).map((l) => l.maxRowNnz));
   const idx = new Int32Array(maxLocal);
   const coef = new Float64Array(maxLocal);
+  const writers: (RowWriter | undefined)[] = new Array(locals.length);
   for (let b = 0; b < B; b++) {
     // Backward sweep: which rows of each layer's output some later row needs.
     const needed: Uint8Array[] = new Array(locals.length);
@@ -225,21 +235,32 @@ export function propagateJacobian(f: Differentiable, x: Tensor, opts: PropagateO
         for (let o = 0; o < L.rows; o++) targets[o] = nd[o] ? o : -1;
       }
       const avgIn: number = M ? M.nnz / Math.max(1, countRows(M)) : 1;
-      const w: RowWriter = new RowWriter(targets.length, Math.min(1 << 22, Math.ceil(targets.length * Math.min(nCols, L.maxRowNnz * avgIn) * 0.5)));
+      // A row that combines at least as many entries as there are columns is accumulated densely:
+      // no first-touch marks, no sort, one scan of the columns in order (the same sums, in the same order).
+      const dense = M !== null && L.maxRowNnz * avgIn >= nCols;
+      // Each level's writer serves every sample: its buffers are allocated (and grown) once.
+      let w = writers[i];
+      if (w && w.rowPtr.length === targets.length + 1) w.n = 0;
+      else w = writers[i] = new RowWriter(targets.length, Math.min(1 << 22, Math.ceil(targets.length * Math.min(nCols, L.maxRowNnz * avgIn) * 0.5)));
       for (let t = 0; t < targets.length; t++) {
         const r = targets[t];
         if (r >= 0) {
           const n = L.row(b, r, idx, coef);
           stamp++;
-          const cnt = M === null ? accumulateIdentity(n, idx, coef, tscale ? tscale[t] : 1, alias, scale, stamp, mark, acc, touched) : accumulateRows(n, idx, coef, tscale ? tscale[t] : 1, alias, scale, M.rowPtr, M.colIdx, M.values as Float64Array, stamp, mark, acc, touched);
-          if (sort && cnt > 1) touched.subarray(0, cnt).sort();
-          w.ensure(cnt, t + 1, targets.length);
-          w.n = writeRow(cnt, touched, acc, w.colIdx, w.values, w.n);
+          const cnt = M === null ? accumulateIdentity(n, idx, coef, tscale ? tscale[t] : 1, alias, scale, stamp, mark, acc, touched) : accumulateRows(n, idx, coef, tscale ? tscale[t] : 1, alias, scale, M.rowPtr, M.colIdx, M.values as Float64Array, stamp, mark, acc, touched, dense);
+          if (dense) {
+            w.ensure(nCols, t + 1, targets.length);
+            w.n = writeDenseRow(nCols, acc, w.colIdx, w.values, w.n);
+          } else {
+            if (sort && cnt > 1) touched.subarray(0, cnt).sort();
+            w.ensure(cnt, t + 1, targets.length);
+            w.n = writeRow(cnt, touched, acc, w.colIdx, w.values, w.n);
+          }
         }
         w.rowPtr[t + 1] = w.n;
       }
       const isResult = i === lastMulti;
-      M = w.finish(targets.length, nCols, isResult ? dtype : 'float64');
+      M = w.finish(targets.length, nCols, isResult ? dtype : 'float64', isResult);
       alias = null;
       scale = null;
       if (isResult) {
@@ -269,16 +290,29 @@ export function propagateJacobian(f: Differentiable, x: Tensor, opts: PropagateO
     }
     samples.push(result);
   }
-  const label = wrt === 'input' ? 'w.r.t. input' : `w.r.t. ${f.params[wrt].name}`;
-  return new SparseJacobian(samples, f.outputShape, colShape, wrt === 'input' ? 'input' : 'param', dtype, label);
+  return samples;
+}
+
+/** The `n × n` identity in CSR form. */
+function identityCsr(n: number, dtype: 'float64' | 'float32'): CsrMatrix {
+  const rowPtr = new Int32Array(n + 1);
+  const colIdx = new Int32Array(n);
+  for (let r = 0; r < n; r++) {
+    rowPtr[r + 1] = r + 1;
+    colIdx[r] = r;
+  }
+  const values = allocData(n, dtype);
+  values.fill(1);
+  return new CsrMatrix(n, n, rowPtr, colIdx, values);
 }
 
 /**
  * One tangent row as a combination of rows of the level below: `Σ_e coef[e] · ts · scale[src] · M[alias[src]]`,
- * accumulated densely in `acc` at the columns listed in `touched` (first touch marked by `stamp`).
+ * accumulated densely in `acc` at the columns listed in `touched` (first touch marked by `stamp`),
+ * or, with `dense`, into every column of `acc` (nothing listed).
  * A separate small function keeps the hot loop monomorphic for the JIT.
  */
-function accumulateRows(n: number, idx: Int32Array, coef: Float64Array, ts: number, alias: Int32Array | null, scale: Float64Array | null, rowPtr: Int32Array, colIdx: Int32Array, vals: Float64Array, stamp: number, mark: Int32Array, acc: Float64Array, touched: Int32Array): number {
+function accumulateRows(n: number, idx: Int32Array, coef: Float64Array, ts: number, alias: Int32Array | null, scale: Float64Array | null, rowPtr: Int32Array, colIdx: Int32Array, vals: Float64Array, stamp: number, mark: Int32Array, acc: Float64Array, touched: Int32Array, dense: boolean): number {
   let cnt = 0;
   for (let e = 0; e < n; e++) {
     let src = idx[e];
@@ -290,18 +324,35 @@ function accumulateRows(n: number, idx: Int32Array, coef: Float64Array, ts: numb
       src = a;
     }
     const qe = rowPtr[src + 1];
+    if (dense) {
+      // No first-touch test at all: the same products in the same order, every column scanned at the end.
+      for (let q = rowPtr[src]; q < qe; q++) acc[colIdx[q]] += c * vals[q];
+      continue;
+    }
     for (let q = rowPtr[src]; q < qe; q++) {
       const j = colIdx[q];
-      if (mark[j] !== stamp) {
+      const a = acc[j];
+      // The accumulator is zero between rows: only a zero partial sum (a first touch, or a rare exact cancellation) asks the marks.
+      if (a === 0 && mark[j] !== stamp) {
         mark[j] = stamp;
-        acc[j] = c * vals[q];
         touched[cnt++] = j;
-      } else {
-        acc[j] += c * vals[q];
       }
+      acc[j] = a + c * vals[q];
     }
   }
   return cnt;
+}
+
+/** Appends the non-zeros of a dense accumulator in column order, zeroing it for the next row; returns the new length. */
+function writeDenseRow(nCols: number, acc: Float64Array, outC: Int32Array, outV: Float64Array, k: number): number {
+  for (let j = 0; j < nCols; j++) {
+    const v = acc[j];
+    if (v === 0) continue;
+    acc[j] = 0;
+    outC[k] = j;
+    outV[k++] = v;
+  }
+  return k;
 }
 
 /** {@link accumulateRows} over the identity (the first full layer w.r.t. the input): the local row itself, through the index map. */
@@ -327,11 +378,12 @@ function accumulateIdentity(n: number, idx: Int32Array, coef: Float64Array, ts: 
   return cnt;
 }
 
-/** Appends the non-zeros among the touched columns to the output arrays; returns the new length. */
+/** Appends the non-zeros among the touched columns to the output arrays, zeroing the accumulator there for the next row; returns the new length. */
 function writeRow(cnt: number, touched: Int32Array, acc: Float64Array, outC: Int32Array, outV: Float64Array, k: number): number {
   for (let e = 0; e < cnt; e++) {
     const j = touched[e];
     const v = acc[j];
+    acc[j] = 0;
     if (v === 0) continue;
     outC[k] = j;
     outV[k++] = v;

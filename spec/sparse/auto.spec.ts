@@ -132,7 +132,7 @@ describe('sparse/auto', () => {
     const d = new Dense({ units: 2 }).build([3], { rng });
     const x = randomTensor([1, 3], rng);
     expect(() => sparseJacobianWrtInput(d, x, { mode: 'sideways' as never })).to.throw(ConfigError, /expected mode 'auto', 'forward' or 'reverse', received "sideways"/);
-    expect(() => sparseJacobianWrtInput(d, x, { format: 'coo' as never })).to.throw(ConfigError, /expected format 'dense' or 'sparse', received "coo"/);
+    expect(() => sparseJacobianWrtInput(d, x, { format: 'coo' as never })).to.throw(ConfigError, /expected format 'dense', 'sparse' or 'factored', received "coo"/);
     expect(() => sparseJacobianWrtInput(d, x, { engine: 'magic' as never })).to.throw(ConfigError, /expected engine 'propagate', 'compressed' or 'dense', received "magic"/);
     expect(() => sparseJacobianWrtInput(d, x, { mode: 'reverse', engine: 'propagate' })).to.throw(ConfigError, /engine 'propagate' is forward mode/);
     // Without hooks a Differentiable is dense to the planner, but propagate still runs, through its own jvp.
