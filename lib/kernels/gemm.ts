@@ -48,20 +48,37 @@ export interface GemmOperands {
  * row-times-four-columns loop loads five for four. Each dot product is summed in `t` order from
  * 0 in a JS number (float64, also for float32 operands), then added to `C` when `accumulate`,
  * else stored: a block's result does not depend on how `C` is tiled, so the edges (rows or
- * columns past a multiple of 4) give the same bits as the blocks.
+ * columns past a multiple of 4) give the same bits as the blocks. With `epilogue: 'relu'` the
+ * finished `C` takes relu (`max(C, 0)`, exact, so the same bits as a relu pass after), while
+ * its values are still in cache: a layer with a relu activation makes no pass of its own.
  * @example
  * // C [2, 3] = A [2, 4] · B [4, 3], all row-major:
  * gemm({ n: 2, m: 3, k: 4, a: A, a0: 0, ai: 4, at: 1, b: B, b0: 0, bt: 3, bj: 1, c: C, c0: 0, ci: 3 }, false);
  */
-export function gemm(o: GemmOperands, accumulate: boolean): void {
-  if (backend === 'wasm' && o.bj === 1 && gemmWasm(o, accumulate)) return;
+export function gemm(o: GemmOperands, accumulate: boolean, epilogue?: 'relu'): void {
+  if (backend === 'wasm' && o.bj === 1 && gemmWasm(o, accumulate, epilogue)) return;
   gemmJs(o, accumulate);
+  if (epilogue) reluRows(o, 0);
 }
 
 /**
- * Which implementation {@link gemm} runs: `'wasm'` (the SIMD kernels of `gemm.wat` where the operands
- * allow, the default when this JS engine has WebAssembly SIMD) or `'js'` (the pure-JS block,
- * everywhere). Returns the one in force before; asking for `'wasm'` without SIMD keeps `'js'`.
+ * `C = max(C, 0)` on rows `from..n` of `C`'s `m` columns, relu's rule (`v <= 0 ? 0 : v`: +0 for
+ * -0, NaN kept): the epilogue of {@link gemm} where its SIMD kernel did not apply it.
+ */
+function reluRows(o: GemmOperands, from: number): void {
+  const { n, m, c, c0, ci } = o;
+  for (let i = from; i < n; i++) {
+    for (let r = c0 + i * ci, e = r + m; r < e; r++) {
+      const v = c[r];
+      c[r] = v <= 0 ? 0 : v;
+    }
+  }
+}
+
+/**
+ * Which implementation {@link gemm} (and the element-wise kernels of `elementwise.ts`) runs:
+ * `'wasm'` (the SIMD kernels of `gemm.wat` where the operands allow, the default when this JS
+ * engine has WebAssembly SIMD) or `'js'` (the pure-JS loops, everywhere). Returns the one in force before; asking for `'wasm'` without SIMD keeps `'js'`.
  * @example
  * const before = setGemmBackend('js'); // e.g. to compare both paths
  * setGemmBackend(before);
@@ -145,11 +162,27 @@ function edge(o: GemmOperands, i0: number, i1: number, j0: number, j1: number, a
   }
 }
 
-/** The instantiated SIMD module, or null where WebAssembly (or its SIMD) is missing: then everything runs in JS. */
-interface GemmModule {
+/** The instantiated SIMD module of `gemm.wat`: its one memory, the GEMM blocks, and the element-wise relu kernels (byte offsets into the memory). */
+export interface GemmModule {
+  /** The memory every kernel reads and writes; operands are copied in and out. */
   memory: WebAssembly.Memory;
+  /** The 4×4 float64 block (see `gemm.wat`). */
   gemm64: (n: number, m: number, k: number, pa: number, ai: number, at: number, pb: number, bt: number, pc: number, ci: number, acc: number) => void;
+  /** The 4×8 float32 block, summed in float32 lanes. */
   gemm32: GemmModule['gemm64'];
+  /** `x = max(x, +0)` in place on `n` float64 values at byte `p`. */
+  relu64: (p: number, n: number) => void;
+  /** {@link GemmModule.relu64} on float32 values. */
+  relu32: GemmModule['relu64'];
+  /** `g = y > 0 ? g : +0` in place on `n` float64 values of `g` at byte `pg`, `y`'s at byte `py`. */
+  mask64: (py: number, pg: number, n: number) => void;
+  /** {@link GemmModule.mask64} on float32 values. */
+  mask32: GemmModule['mask64'];
+}
+
+/** The SIMD module when the `'wasm'` backend is in force (see {@link setGemmBackend}), else null: the caller then runs its JS loop. */
+export function simdModule(): GemmModule | null {
+  return backend === 'wasm' ? wasm() : null;
 }
 
 let instance: GemmModule | null | undefined;
@@ -175,7 +208,7 @@ function wasm(): GemmModule | null {
  * the float32 one sums in float32 lanes. False (nothing done) when the operands are not all of
  * one element type.
  */
-export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
+export function gemmWasm(o: GemmOperands, accumulate: boolean, epilogue?: 'relu'): boolean {
   const mod = wasm();
   const { n, m, k, a, a0, ai, at, b, b0, bt, c, c0, ci } = o;
   if (!mod || o.bj !== 1 || k === 0) return false;
@@ -186,6 +219,7 @@ export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
   const mw = m - (m % width);
   if (n4 === 0 || mw === 0) {
     gemmJs(o, accumulate);
+    if (epilogue) reluRows(o, 0);
     return true;
   }
   const esz = f64 ? 8 : 4;
@@ -204,11 +238,15 @@ export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
   new View(buf, pa, aLen).set(a.subarray(a0, a0 + aLen));
   new View(buf, pb, bLen).set(b.subarray(b0, b0 + bLen));
   const cView = new View(buf, pc, cLen);
-  // With accumulate the kernel adds onto C's values; without, the gaps between rows must still come back unchanged.
-  cView.set(c.subarray(c0, c0 + cLen));
+  // With accumulate the kernel adds onto C's values; without, the gaps between rows (and the edge columns, done in JS below) must still come back unchanged; without either, the kernel's rows cover C's span but for the edge rows, which the JS edge below overwrites.
+  if (accumulate || ci !== m || mw !== m) cView.set(c.subarray(c0, c0 + cLen));
   (f64 ? mod.gemm64 : mod.gemm32)(n4, mw, k, pa, ai * esz, at * esz, pb, bt * esz, pc, ci * esz, accumulate ? 1 : 0);
+  // The epilogue in the module while the block is in cache, where the kernel's rows are all of C's span; the JS edges take theirs after.
+  const inModule = epilogue === 'relu' && ci === m && mw === m;
+  if (inModule) (f64 ? mod.relu64 : mod.relu32)(pc, n4 * m);
   c.set(cView, c0);
   if (mw < m) edge(o, 0, n4, mw, m, accumulate);
   if (n4 < n) edge(o, n4, n, 0, m, accumulate);
+  if (epilogue) reluRows(o, inModule ? n4 : 0);
   return true;
 }

@@ -1,5 +1,6 @@
 ;; The WebAssembly SIMD micro-kernels of lib/kernels/gemm.ts: its 4-row register block, two
-;; vectors wide, for float64 (f64x2) and float32 (f32x4, every sum in float32 lanes).
+;; vectors wide, for float64 (f64x2) and float32 (f32x4, every sum in float32 lanes); and the
+;; element-wise relu kernels of lib/kernels/elementwise.ts, branch-free (a vector max, a mask).
 ;; Compiled by scripts/build-wasm.mjs (wabt) into lib/kernels/gemm-wasm.ts; spec/kernels/wasm.spec.ts checks that it is up to date.
 (module
   (memory (export "memory") 1)
@@ -152,4 +153,68 @@
         (local.set $j (i32.add (local.get $j) (i32.const 8)))
         (br $jloop)))
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
-      (br $iloop)))))
+      (br $iloop))))
+  ;; relu64: x = max(x, +0) in place on n values at byte p; wasm's max gives +0 for -0 and NaN for NaN, as the JS rule.
+  (func (export "relu64") (param $p i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $p) (i32.mul (local.get $n) (i32.const 8))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 8)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $p) (local.get $vend)))
+      (v128.store (local.get $p) (f64x2.max (v128.load (local.get $p)) (v128.const i64x2 0 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $p) (local.get $end)))
+      (f64.store (local.get $p) (f64.max (f64.load (local.get $p)) (f64.const 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 8)))
+      (br $s))))
+  ;; mask64: g = y > 0 ? g : +0 in place on the n values of g at byte pg, y's at byte py: g's bits kept or cleared, never computed on.
+  (func (export "mask64") (param $py i32) (param $pg i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $pg) (i32.mul (local.get $n) (i32.const 8))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 8)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $pg) (local.get $vend)))
+      (v128.store (local.get $pg) (v128.and (v128.load (local.get $pg)) (f64x2.gt (v128.load (local.get $py)) (v128.const i64x2 0 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 16)))
+      (local.set $py (i32.add (local.get $py) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $pg) (local.get $end)))
+      (f64.store (local.get $pg) (select (f64.load (local.get $pg)) (f64.const 0) (f64.gt (f64.load (local.get $py)) (f64.const 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 8)))
+      (local.set $py (i32.add (local.get $py) (i32.const 8)))
+      (br $s))))
+  ;; relu32: x = max(x, +0) in place on n values at byte p; wasm's max gives +0 for -0 and NaN for NaN, as the JS rule.
+  (func (export "relu32") (param $p i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $p) (i32.mul (local.get $n) (i32.const 4))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 4)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $p) (local.get $vend)))
+      (v128.store (local.get $p) (f32x4.max (v128.load (local.get $p)) (v128.const i64x2 0 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $p) (local.get $end)))
+      (f32.store (local.get $p) (f32.max (f32.load (local.get $p)) (f32.const 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+      (br $s))))
+  ;; mask32: g = y > 0 ? g : +0 in place on the n values of g at byte pg, y's at byte py: g's bits kept or cleared, never computed on.
+  (func (export "mask32") (param $py i32) (param $pg i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $pg) (i32.mul (local.get $n) (i32.const 4))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 4)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $pg) (local.get $vend)))
+      (v128.store (local.get $pg) (v128.and (v128.load (local.get $pg)) (f32x4.gt (v128.load (local.get $py)) (v128.const i64x2 0 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 16)))
+      (local.set $py (i32.add (local.get $py) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $pg) (local.get $end)))
+      (f32.store (local.get $pg) (select (f32.load (local.get $pg)) (f32.const 0) (f32.gt (f32.load (local.get $py)) (f32.const 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 4)))
+      (local.set $py (i32.add (local.get $py) (i32.const 4)))
+      (br $s)))))

@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { Conv2D } from '../../lib/layers/conv2d.js';
-import { gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
+import { relu, reluMask } from '../../lib/kernels/elementwise.js';
+import { gemm, gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
 import { Rng } from '../../lib/rng.js';
 import { randomNormal } from '../../lib/tensor.js';
 import { expect } from '../helpers/setup.js';
@@ -67,4 +68,75 @@ describe('kernels/gemm WebAssembly SIMD path', () => {
       w.forEach((arr, r) => arr.forEach((v, i) => expect(Math.abs(v - j[r][i])).to.be.at.most(tol * (1 + Math.abs(j[r][i])))));
     });
   }
+});
+
+describe('kernels/elementwise relu kernels (WebAssembly SIMD and JS)', () => {
+  const special = [0, -0, 1, -1, Infinity, -Infinity, Number.NaN, 5e-324, -5e-324, 1e-40, -1e-40, 3.5, -2.25];
+  const both = <T>(f: () => T): [T, T] => {
+    const before = setGemmBackend('wasm');
+    try {
+      const w = f();
+      setGemmBackend('js');
+      return [w, f()];
+    } finally {
+      setGemmBackend(before);
+    }
+  };
+  // Lengths around the SIMD threshold, a lane's remainder and a staged block's boundary.
+  for (const n of [5, 1023, 1024, 1027, 32768 + 3, 70001]) {
+    for (const Arr of [Float64Array, Float32Array] as Float64ArrayConstructor[]) {
+      it(`relu and its mask give the JS rules' bits on both paths (${Arr.name}, ${n} values, NaN, ±0, ±∞ and subnormals included)`, () => {
+        let s = n;
+        const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+        const z = Arr.from({ length: n }, (_, i) => (i % 7 === 0 ? special[(i / 7) % special.length] : rand()));
+        const g = Arr.from({ length: n }, (_, i) => (i % 5 === 0 ? special[(i / 5) % special.length] : rand()));
+        const expectY = z.map((v) => (v <= 0 ? 0 : v));
+        const [yw, yj] = both(() => {
+          const y = new Arr(n);
+          relu(z, y, n);
+          return y;
+        });
+        const [ipw] = both(() => {
+          const y = z.slice();
+          relu(y, y, n);
+          return y;
+        });
+        const expectMask = g.map((v, i) => (expectY[i] > 0 ? v : 0));
+        const [mw, mj] = both(() => {
+          const out = new Arr(n);
+          reluMask(expectY, g, out, n);
+          return out;
+        });
+        const asBits = (a: Float64Array) => Array.from(a, (v) => (Number.isNaN(v) ? 'NaN' : Object.is(v, -0) ? '-0' : v));
+        for (const got of [yw, yj, ipw]) expect(asBits(got)).to.deep.equal(asBits(expectY));
+        for (const got of [mw, mj]) expect(asBits(got)).to.deep.equal(asBits(expectMask));
+      });
+    }
+  }
+
+  it("gemm's relu epilogue gives the bits of the product then a relu pass, on both paths, edges included", () => {
+    fc.assert(
+      fc.property(fc.record({ n: fc.integer({ min: 1, max: 13 }), m: fc.integer({ min: 1, max: 19 }), k: fc.integer({ min: 1, max: 9 }), accumulate: fc.boolean(), f32: fc.boolean(), gap: fc.boolean(), seed: fc.integer({ min: 1, max: 1000 }) }), ({ n, m, k, accumulate, f32, gap, seed }) => {
+        const Arr = (f32 ? Float32Array : Float64Array) as Float64ArrayConstructor;
+        let s = seed;
+        const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+        const a = Arr.from({ length: n * k }, rand);
+        const b = Arr.from({ length: k * m }, rand);
+        const ci = m + (gap ? 2 : 0);
+        const start = Arr.from({ length: n * ci }, rand);
+        const op = { n, m, k, a, a0: 0, ai: k, at: 1, b, b0: 0, bt: m, bj: 1, c0: 0, ci };
+        const [fused, plain] = [true, false].map((epi) =>
+          both(() => {
+            const c = start.slice();
+            gemm({ ...op, c }, accumulate, epi ? 'relu' : undefined);
+            if (!epi) for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) c[i * ci + j] = c[i * ci + j] <= 0 ? 0 : c[i * ci + j];
+            return Array.from(c);
+          }),
+        );
+        expect(fused[0]).to.deep.equal(plain[0]);
+        expect(fused[1]).to.deep.equal(plain[1]);
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
