@@ -379,7 +379,8 @@ export class LocalStageRunner implements StageRunner {
   async forward(x: TensorMessage): Promise<TensorMessage> {
     this.tape = new GradientTape(this.stage);
     this.grads = null;
-    return toMessage(this.tape.forward(fromMessage(x, `${this.name} forward x`), forwardOptions(this.opts)));
+    // Fused: this tape is asked for the stage's input and weights only, never for an activation inside.
+    return toMessage(this.tape.forward(fromMessage(x, `${this.name} forward x`), { ...forwardOptions(this.opts), fuse: true }));
   }
 
   async backward(dy: TensorMessage): Promise<TensorMessage> {

@@ -8,7 +8,7 @@ import { type ActivationName, activationForward, activationJvp, activationName, 
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, fuseIntoLinear, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { gemm } from '../kernels/gemm.js';
@@ -143,6 +143,16 @@ export class Conv2D extends Layer<Conv2DSaved> {
    * `z` only for an activation whose rules read it.
    */
   forward(x: Tensor): Forward<Conv2DSaved> {
+    return this.convolve(x, this.activation);
+  }
+
+  /** {@link Conv2D.forward} and the activation layer after it in one pass, for a layer without an activation of its own: the same values as the two passes (see {@link fuseIntoLinear}). */
+  override fusedForward(x: Tensor, activation: ActivationName): Forward<Conv2DSaved> | null {
+    return fuseIntoLinear(this.activation, activation, (a) => this.convolve(x, a));
+  }
+
+  /** {@link Conv2D.forward} with `activation` in place of the layer's own; relu is applied in the GEMM's epilogue, the others after. */
+  private convolve(x: Tensor, activation: ActivationName): Forward<Conv2DSaved> {
     this.checkInput(x);
     const xc = contiguous(x);
     const g = this.geometry(xc.shape);
@@ -158,13 +168,14 @@ export class Conv2D extends Layer<Conv2DSaved> {
     }
     const chunk = chunkPixels(K);
     const P = newLike(yd, chunk * K);
+    const epilogue = activation === 'relu' ? 'relu' : undefined;
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
       movePatches('gather', xc.data, g, p0, n, P);
-      gemm({ n, m: Cout, k: K, a: P, a0: 0, ai: K, at: 1, b: Wk, b0: 0, bt: Cout, bj: 1, c: yd, c0: p0 * Cout, ci: Cout }, true);
+      gemm({ n, m: Cout, k: K, a: P, a0: 0, ai: K, at: 1, b: Wk, b0: 0, bt: Cout, bj: 1, c: yd, c0: p0 * Cout, ci: Cout }, true, epilogue);
     }
-    const zSaved = activationNeeds(this.activation) === 'z' ? copy(y) : null;
-    activationForward(this.activation, yd, yd, y.size, Cout);
+    const zSaved = activationNeeds(activation) === 'z' ? copy(y) : null;
+    if (!epilogue) activationForward(activation, yd, yd, y.size, Cout);
     return { y, saved: { x: xc, y, z: zSaved } };
   }
 
