@@ -85,7 +85,7 @@ export class Dense extends Layer<DenseSaved> {
     return { units: this.units, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
   }
 
-  /** Primal pass, `z = x W + b` over the `B · prod(lead)` rows of `[in]` by the shared {@link gemm}, then the activation in place (relu in the GEMM's epilogue). Saves `x` and `y` (and `z` where the activation's rules read it). */
+  /** Primal pass, `z = x W + b` over the `B · prod(lead)` rows of `[in]` by the shared {@link gemm}, then the activation in place (the bias and relu in the GEMM's epilogue). Saves `x` and `y` (and `z` where the activation's rules read it). */
   forward(x: Tensor): Forward<DenseSaved> {
     return this.multiply(x, this.activation);
   }
@@ -95,7 +95,7 @@ export class Dense extends Layer<DenseSaved> {
     return fuseIntoLinear(this.activation, activation, (a) => this.multiply(x, a));
   }
 
-  /** {@link Dense.forward} with `activation` in place of the layer's own; relu is applied in the GEMM's epilogue, the others after. */
+  /** {@link Dense.forward} with `activation` in place of the layer's own; the bias and relu are applied in the GEMM's epilogue, other activations after. */
   private multiply(x: Tensor, activation: ActivationName): Forward<DenseSaved> {
     this.checkInput(x);
     const xc = contiguous(x);
@@ -104,14 +104,11 @@ export class Dense extends Layer<DenseSaved> {
     const W = contiguous(this.params[0].value).data;
     const y = zeros([...xc.shape.slice(0, -1), nOut], dtypeOf(x));
     const yd = y.data;
-    if (this.useBias) {
-      const bias = contiguous(this.params[1].value).data;
-      for (let r = 0; r < B * nOut; r += nOut) for (let o = 0; o < nOut; o++) yd[r + o] = bias[o];
-    }
-    const epilogue = activation === 'relu' ? 'relu' : undefined;
-    gemm({ n: B, m: nOut, k: nIn, a: xc.data, a0: 0, ai: nIn, at: 1, b: W, b0: 0, bt: nOut, bj: 1, c: yd, c0: 0, ci: nOut }, true, epilogue);
+    // The bias and relu in the GEMM's epilogue (a layer without a bias accumulates onto the zeros of `y`, as before there was one).
+    const epilogue = { bias: this.useBias ? contiguous(this.params[1].value).data : undefined, relu: activation === 'relu' };
+    gemm({ n: B, m: nOut, k: nIn, a: xc.data, a0: 0, ai: nIn, at: 1, b: W, b0: 0, bt: nOut, bj: 1, c: yd, c0: 0, ci: nOut }, !this.useBias, epilogue);
     const z = activationNeeds(activation) === 'z' ? copy(y) : null;
-    if (!epilogue) activationForward(activation, yd, yd, y.size, nOut);
+    if (!epilogue.relu) activationForward(activation, yd, yd, y.size, nOut);
     return { y, saved: { x: xc, y, z } };
   }
 

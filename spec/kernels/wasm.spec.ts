@@ -114,9 +114,9 @@ describe('kernels/elementwise relu kernels (WebAssembly SIMD and JS)', () => {
     }
   }
 
-  it("gemm's relu epilogue gives the bits of the product then a relu pass, on both paths, edges included", () => {
+  it("gemm's epilogue gives the bits of a bias filled in, the product accumulated onto it, then a relu pass, on both paths, edges included", () => {
     fc.assert(
-      fc.property(fc.record({ n: fc.integer({ min: 1, max: 13 }), m: fc.integer({ min: 1, max: 19 }), k: fc.integer({ min: 1, max: 9 }), accumulate: fc.boolean(), f32: fc.boolean(), gap: fc.boolean(), seed: fc.integer({ min: 1, max: 1000 }) }), ({ n, m, k, accumulate, f32, gap, seed }) => {
+      fc.property(fc.record({ n: fc.integer({ min: 1, max: 13 }), m: fc.integer({ min: 1, max: 19 }), k: fc.integer({ min: 1, max: 9 }), accumulate: fc.boolean(), withBias: fc.boolean(), relu: fc.boolean(), f32: fc.boolean(), gap: fc.boolean(), seed: fc.integer({ min: 1, max: 1000 }) }), ({ n, m, k, accumulate, withBias, relu: withRelu, f32, gap, seed }) => {
         const Arr = (f32 ? Float32Array : Float64Array) as Float64ArrayConstructor;
         let s = seed;
         const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
@@ -124,12 +124,18 @@ describe('kernels/elementwise relu kernels (WebAssembly SIMD and JS)', () => {
         const b = Arr.from({ length: k * m }, rand);
         const ci = m + (gap ? 2 : 0);
         const start = Arr.from({ length: n * ci }, rand);
+        const bias = withBias ? Arr.from({ length: m }, rand) : undefined;
         const op = { n, m, k, a, a0: 0, ai: k, at: 1, b, b0: 0, bt: m, bj: 1, c0: 0, ci };
         const [fused, plain] = [true, false].map((epi) =>
           both(() => {
             const c = start.slice();
-            gemm({ ...op, c }, accumulate, epi ? 'relu' : undefined);
-            if (!epi) for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) c[i * ci + j] = c[i * ci + j] <= 0 ? 0 : c[i * ci + j];
+            if (epi) {
+              gemm({ ...op, c }, accumulate && !bias, { bias, relu: withRelu });
+            } else {
+              if (bias) for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) c[i * ci + j] = bias[j];
+              gemm({ ...op, c }, accumulate || !!bias);
+              if (withRelu) for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) c[i * ci + j] = c[i * ci + j] <= 0 ? 0 : c[i * ci + j];
+            }
             return Array.from(c);
           }),
         );
