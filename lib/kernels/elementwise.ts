@@ -75,7 +75,7 @@ export function reluMask(y: Data, g: Data, out: Data, n: number): void {
 }
 
 /** The module's memory buffer, grown first to at least `bytes` (growing detaches the old buffer, so it is read after). */
-function staging(memory: WebAssembly.Memory, bytes: number): ArrayBuffer {
+export function staging(memory: WebAssembly.Memory, bytes: number): ArrayBuffer {
   const have = memory.buffer.byteLength;
   if (have < bytes) memory.grow(Math.ceil((bytes - have) / 65536));
   return memory.buffer;

@@ -187,6 +187,10 @@ export interface GemmModule {
   epi64: (pc: number, n: number, m: number, pb: number, bias: number, relu: number) => void;
   /** {@link GemmModule.epi64} on float32 values. */
   epi32: GemmModule['epi64'];
+  /** One output pixel of max pooling over `C` float64 channels of the image staged at byte 0 (see `gemm.wat`): the max to byte `py`, its element index plus `base` to byte `pa` (int32). */
+  pool64: (first: number, rowStride: number, nr: number, nc: number, C: number, py: number, pa: number, base: number) => void;
+  /** {@link GemmModule.pool64} on float32 values. */
+  pool32: GemmModule['pool64'];
   /** `x = max(x, +0)` in place on `n` float64 values at byte `p`. */
   relu64: (p: number, n: number) => void;
   /** {@link GemmModule.relu64} on float32 values. */

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { Conv2D } from '../../lib/layers/conv2d.js';
+import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { relu, reluMask } from '../../lib/kernels/elementwise.js';
 import { gemm, gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
 import { Rng } from '../../lib/rng.js';
@@ -143,6 +144,35 @@ describe('kernels/elementwise relu kernels (WebAssembly SIMD and JS)', () => {
         expect(fused[1]).to.deep.equal(plain[1]);
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe('kernels: MaxPooling2D by the SIMD pool kernel', () => {
+  it('chooses the JS loop\'s winners and values bit for bit: ties, NaNs, signed zeros, padding, overlapping and strided windows', () => {
+    fc.assert(
+      fc.property(
+        fc.record({ pool: fc.integer({ min: 1, max: 3 }), stride: fc.integer({ min: 1, max: 3 }), same: fc.boolean(), C: fc.constantFrom(2, 4, 6, 8), f32: fc.boolean(), seed: fc.integer({ min: 1, max: 1000 }) }),
+        ({ pool, stride, same, C, f32, seed }) => {
+          const dtype = f32 ? 'float32' : 'float64';
+          const layer = new MaxPooling2D({ pool_size: pool, strides: stride, padding: same ? 'same' : 'valid' }).build([5, 6, C], { dtype });
+          const x = randomNormal([2, 5, 6, C], new Rng(seed), dtype);
+          // Few levels, so that windows hold ties; then NaNs and zeros of both signs.
+          const specials = [Number.NaN, -0, 0, -Infinity, Infinity];
+          x.data.forEach((v, i) => (x.data[i] = i % 11 === 0 ? specials[(i / 11) % specials.length] : Math.round(v * 2) / 2));
+          const run = (which: 'wasm' | 'js') => {
+            const before = setGemmBackend(which);
+            try {
+              const { y, saved } = layer.forward(x);
+              return { y: Array.from(y.data, (v) => (Number.isNaN(v) ? 'NaN' : Object.is(v, -0) ? '-0' : v)), argmax: Array.from(saved.argmax) };
+            } finally {
+              setGemmBackend(before);
+            }
+          };
+          expect(run('wasm')).to.deep.equal(run('js'));
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });
