@@ -11,6 +11,7 @@
  * All three return dLoss/dWeights for every layer and dLoss/dOut at every stage boundary.
  * @module
  */
+import { recycleBuffer } from './buffer-pool.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import type { JacobianOptions, SparseJacobianOptions } from './jacobian.js';
@@ -404,6 +405,20 @@ export class LocalStageRunner implements StageRunner {
     this.cotangentBytes = bytesOf(dyT);
   }
 
+  /**
+   * Gives the buffers of the recorded pass (its input and every layer's output, all this runner's
+   * own: messages in and out are copies) back to the buffer pool, for the next step's passes to
+   * reuse (a fresh buffer costs a page fault per 4 KiB on first touch), and drops the tape: a
+   * backward after it refuses until the next forward. For a caller that created this runner and
+   * has read everything it wants of it (gradients, memory).
+   */
+  release(): void {
+    const t = this.tape;
+    this.tape = null;
+    if (!t) return;
+    for (const a of t.activations) recycleBuffer(a.data);
+  }
+
   async gradients(): Promise<(TensorMessage | null)[][]> {
     if (!this.grads) throw new ConfigError(`stage runner "${this.name}": no gradients yet; run forward(x) then backward(dy)`);
     return this.grads.map((l) => l.map((g) => (g === null ? null : toMessage(g))));
@@ -459,6 +474,10 @@ export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x:
   }
   const grads = await Promise.all(runners.map((r) => r.gradients()));
   const mem = await Promise.all(runners.map((r) => r.memory()));
+  // The runners made here are read out: their passes' buffers go to the next step.
+  runners.forEach((r, s) => {
+    if (stages[s] instanceof Sequential) (r as LocalStageRunner).release();
+  });
   return {
     method: 'vjp',
     loss: lossValue,
