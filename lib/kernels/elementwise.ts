@@ -1,10 +1,11 @@
 /**
- * The element-wise relu kernels of the training step: forward `max(z, 0)` and the VJP's mask
- * `y > 0 ? g : 0`. In JS both are a branch per element that the data decides (about half the
- * units are off), mispredicted half the time and costing the same in float32 as in float64; the
- * SIMD kernels of `gemm.wat` do them branch-free, four float32 or two float64 values at a time,
- * staged through the module's memory in blocks that stay in cache. Both paths give the same bits
- * (relu and a mask are exact).
+ * The element-wise kernels of the training step: relu's forward `max(z, 0)` and its VJP's mask
+ * `y > 0 ? g : 0`, and the column sums of a bias's gradient. In JS the first two are a branch per
+ * element that the data decides (about half the units are off), mispredicted half the time and
+ * costing the same in float32 as in float64, and the sums a scalar add per element; the SIMD
+ * kernels of `gemm.wat` do them branch-free, four float32 or two float64 values at a time, staged
+ * through the module's memory in blocks that stay in cache. Both paths give the same bits (relu
+ * and a mask are exact, and the sums keep the JS loop's order).
  * @module
  */
 import type { Data } from '../tensor.js';
@@ -72,6 +73,35 @@ export function reluMask(y: Data, g: Data, out: Data, n: number): void {
     run(0, BLOCK_BYTES, len);
     out.set(gv, i);
   }
+}
+
+/**
+ * `acc[j] += Σ_i g[i·m + j]` over `n` rows of `m` columns, each column summed in float64 in row
+ * order (the bits of the plain loop `for i, for j: acc[j] += g[i·m + j]`): a bias's gradient over
+ * the pixels or rows of a batch. By the SIMD kernel where it runs and `m` is a multiple of 4.
+ * @example
+ * columnSums(dz, nPix, Cout, dbAcc);
+ */
+export function columnSums(g: Data, n: number, m: number, acc: Float64Array): void {
+  const mod = n * m >= MIN_SIMD && m % 4 === 0 ? simdModule() : null;
+  if (!mod) {
+    for (let p = 0; p < n * m; p += m) for (let j = 0; j < m; j++) acc[j] += g[p + j];
+    return;
+  }
+  const f64 = g instanceof Float64Array;
+  const rows = Math.max(1, Math.floor(BLOCK_BYTES / (m * g.BYTES_PER_ELEMENT)));
+  const pa = (rows * m * g.BYTES_PER_ELEMENT + 15) & ~15;
+  const buf = staging(mod.memory, pa + m * 8);
+  const View = f64 ? Float64Array : Float32Array;
+  const sums = new Float64Array(buf, pa, m);
+  sums.set(acc);
+  const run = f64 ? mod.colsum64 : mod.colsum32;
+  for (let i = 0; i < n; i += rows) {
+    const r = Math.min(rows, n - i);
+    new View(buf, 0, r * m).set(g.subarray(i * m, (i + r) * m));
+    run(0, r, m, pa);
+  }
+  acc.set(sums);
 }
 
 /** The module's memory buffer, grown first to at least `bytes` (growing detaches the old buffer, so it is read after). */

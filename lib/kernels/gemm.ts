@@ -191,6 +191,10 @@ export interface GemmModule {
   pool64: (first: number, rowStride: number, nr: number, nc: number, C: number, py: number, pa: number, base: number) => void;
   /** {@link GemmModule.pool64} on float32 values. */
   pool32: GemmModule['pool64'];
+  /** `acc[j] += Σ_i g[i, j]` over `n` rows of `m` float64 values at byte `pg`, each column in row order; `acc` (float64) at byte `pa`. */
+  colsum64: (pg: number, n: number, m: number, pa: number) => void;
+  /** {@link GemmModule.colsum64} over float32 rows, summed in float64. */
+  colsum32: GemmModule['colsum64'];
   /** `x = max(x, +0)` in place on `n` float64 values at byte `p`. */
   relu64: (p: number, n: number) => void;
   /** {@link GemmModule.relu64} on float32 values. */

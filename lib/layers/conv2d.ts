@@ -11,6 +11,7 @@ import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.j
 import { BASE_KEYS, type Cotangents, type Forward, Layer, fuseIntoLinear, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
+import { columnSums } from '../kernels/elementwise.js';
 import { gemm } from '../kernels/gemm.js';
 import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
@@ -162,7 +163,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const y = zeros([B, rows.out, cols.out, Cout], dtypeOf(x));
     const yd = y.data;
     const nPix = B * rows.out * cols.out;
-    const chunk = chunkPixels(K);
+    const chunk = chunkPixels(K, yd);
     const P = newLike(yd, chunk * K);
     // The bias and relu in the GEMM's epilogue (a layer without a bias accumulates onto the zeros of `y`, as before there was one).
     const epilogue = { bias: this.useBias ? this.biasData() : undefined, relu: activation === 'relu' };
@@ -319,7 +320,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const Kr = K + ((4 - (K % 4)) % 4);
     const dWacc = new Float64Array(Kr * Cout);
     const dWc = x.data instanceof Float32Array ? new Float32Array(Kr * Cout) : null;
-    const chunk = chunkPixels(K);
+    const chunk = chunkPixels(K, x.data);
     const P = newLike(x.data, chunk * K + Kr - K);
     const dP = withInput ? newLike(x.data, chunk * K) : null;
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
@@ -343,7 +344,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const dParams = [dW];
     if (this.useBias) {
       const dbAcc = new Float64Array(Cout);
-      for (let p = 0; p < nOut; p += Cout) for (let co = 0; co < Cout; co++) dbAcc[co] += dz[p + co];
+      columnSums(dz, nPix, Cout, dbAcc);
       const db = zeros([Cout], dtypeOf(x));
       db.data.set(dbAcc);
       dParams.push(db);
@@ -394,9 +395,15 @@ export class Conv2D extends Layer<Conv2DSaved> {
   }
 }
 
-/** Output pixels per chunk: enough to amortize the loops (`dW`'s dot products run over a chunk's pixels), few enough that a chunk's patch rows (`n · K` values) stay in cache. */
-function chunkPixels(K: number): number {
-  return Math.max(16, Math.min(512, Math.floor(32768 / K)));
+/**
+ * Output pixels per chunk: enough to amortize the loops (`dW`'s dot products run over a chunk's
+ * pixels, and a float32 pass adds each chunk's `dW` into its float64 sum), few enough that a
+ * chunk's patch rows (`n · K` values, 256 KiB) stay in cache: twice as many float32 values as
+ * float64 ones.
+ */
+function chunkPixels(K: number, like: Data): number {
+  const f32 = like instanceof Float32Array ? 2 : 1;
+  return Math.max(16, Math.min(512 * f32, Math.floor((32768 * f32) / K)));
 }
 
 /** A zero-filled buffer of `n` elements of `like`'s element type: a float32 pass stays float32. */

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { Conv2D } from '../../lib/layers/conv2d.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
-import { relu, reluMask } from '../../lib/kernels/elementwise.js';
+import { columnSums, relu, reluMask } from '../../lib/kernels/elementwise.js';
 import { gemm, gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
 import { Rng } from '../../lib/rng.js';
 import { randomNormal } from '../../lib/tensor.js';
@@ -114,6 +114,25 @@ describe('kernels/elementwise relu kernels (WebAssembly SIMD and JS)', () => {
       });
     }
   }
+
+  it('columnSums gives the plain loop\'s float64 sums bit for bit on both paths (float64 and float32 rows, staged blocks and their remainder)', () => {
+    for (const [n, m] of [[3, 4], [700, 32], [5000, 64], [1200, 6], [33000, 4]]) {
+      for (const Arr of [Float64Array, Float32Array] as Float64ArrayConstructor[]) {
+        let s = n + m;
+        const g = Arr.from({ length: n * m }, () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1);
+        const start = Float64Array.from({ length: m }, (_, j) => j / 7);
+        const expected = start.slice();
+        for (let p = 0; p < n * m; p += m) for (let j = 0; j < m; j++) expected[j] += g[p + j];
+        const [w, j] = both(() => {
+          const acc = start.slice();
+          columnSums(g, n, m, acc);
+          return Array.from(acc);
+        });
+        expect(w).to.deep.equal(Array.from(expected));
+        expect(j).to.deep.equal(Array.from(expected));
+      }
+    }
+  });
 
   it("gemm's epilogue gives the bits of a bias filled in, the product accumulated onto it, then a relu pass, on both paths, edges included", () => {
     fc.assert(
