@@ -195,6 +195,10 @@ export interface GemmModule {
   colsum64: (pg: number, n: number, m: number, pa: number) => void;
   /** {@link GemmModule.colsum64} over float32 rows, summed in float64. */
   colsum32: GemmModule['colsum64'];
+  /** `count` runs of three int32 at byte `pt` (destination byte, source byte, length): `dst[q] += src[q]` over float64 values, the runs in order. */
+  addruns64: (pt: number, count: number) => void;
+  /** {@link GemmModule.addruns64} on float32 values. */
+  addruns32: GemmModule['addruns64'];
   /** `x = max(x, +0)` in place on `n` float64 values at byte `p`. */
   relu64: (p: number, n: number) => void;
   /** {@link GemmModule.relu64} on float32 values. */

@@ -348,4 +348,54 @@
       (v128.store (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3))) (local.get $a0))
       (v128.store offset=16 (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3))) (local.get $a1))
       (local.set $j (i32.add (local.get $j) (i32.const 4)))
-      (br $jl)))))
+      (br $jl))))
+  ;; addruns64: count runs, each three i32 at byte pt (dst byte, src byte, len values): dst[q] += src[q] for q < len, the runs in order,
+  ;; so that an element two runs share takes their additions in the JS loop's order.
+  (func (export "addruns64") (param $pt i32) (param $count i32)
+    (local $d i32) (local $s i32) (local $end i32) (local $vend i32)
+    (block $rdone (loop $rl
+      (br_if $rdone (i32.eqz (local.get $count)))
+      (local.set $d (i32.load (local.get $pt)))
+      (local.set $s (i32.load offset=4 (local.get $pt)))
+      (local.set $end (i32.add (local.get $d) (i32.mul (i32.load offset=8 (local.get $pt)) (i32.const 8))))
+      (local.set $vend (i32.sub (local.get $end) (i32.and (i32.sub (local.get $end) (local.get $d)) (i32.const 15))))
+      (block $vdone (loop $v
+        (br_if $vdone (i32.ge_u (local.get $d) (local.get $vend)))
+        (v128.store (local.get $d) (f64x2.add (v128.load (local.get $d)) (v128.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (local.set $s (i32.add (local.get $s) (i32.const 16)))
+        (br $v)))
+      (block $sdone (loop $sl
+        (br_if $sdone (i32.ge_u (local.get $d) (local.get $end)))
+        (f64.store (local.get $d) (f64.add (f64.load (local.get $d)) (f64.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 8)))
+        (local.set $s (i32.add (local.get $s) (i32.const 8)))
+        (br $sl)))
+      (local.set $pt (i32.add (local.get $pt) (i32.const 12)))
+      (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+      (br $rl))))
+  ;; addruns32: count runs, each three i32 at byte pt (dst byte, src byte, len values): dst[q] += src[q] for q < len, the runs in order,
+  ;; so that an element two runs share takes their additions in the JS loop's order.
+  (func (export "addruns32") (param $pt i32) (param $count i32)
+    (local $d i32) (local $s i32) (local $end i32) (local $vend i32)
+    (block $rdone (loop $rl
+      (br_if $rdone (i32.eqz (local.get $count)))
+      (local.set $d (i32.load (local.get $pt)))
+      (local.set $s (i32.load offset=4 (local.get $pt)))
+      (local.set $end (i32.add (local.get $d) (i32.mul (i32.load offset=8 (local.get $pt)) (i32.const 4))))
+      (local.set $vend (i32.sub (local.get $end) (i32.and (i32.sub (local.get $end) (local.get $d)) (i32.const 15))))
+      (block $vdone (loop $v
+        (br_if $vdone (i32.ge_u (local.get $d) (local.get $vend)))
+        (v128.store (local.get $d) (f32x4.add (v128.load (local.get $d)) (v128.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (local.set $s (i32.add (local.get $s) (i32.const 16)))
+        (br $v)))
+      (block $sdone (loop $sl
+        (br_if $sdone (i32.ge_u (local.get $d) (local.get $end)))
+        (f32.store (local.get $d) (f32.add (f32.load (local.get $d)) (f32.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 4)))
+        (local.set $s (i32.add (local.get $s) (i32.const 4)))
+        (br $sl)))
+      (local.set $pt (i32.add (local.get $pt) (i32.const 12)))
+      (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+      (br $rl)))))

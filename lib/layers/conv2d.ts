@@ -11,8 +11,8 @@ import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.j
 import { BASE_KEYS, type Cotangents, type Forward, Layer, fuseIntoLinear, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
-import { columnSums } from '../kernels/elementwise.js';
-import { gemm } from '../kernels/gemm.js';
+import { columnSums, staging } from '../kernels/elementwise.js';
+import { type GemmModule, gemm, simdModule } from '../kernels/gemm.js';
 import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
 /** Keras config of {@link Conv2D}. */
@@ -323,13 +323,15 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const chunk = chunkPixels(K, x.data);
     const P = newLike(x.data, chunk * K + Kr - K);
     const dP = withInput ? newLike(x.data, chunk * K) : null;
+    const staged = dx ? ScatterStage.open(dx.data, g, chunk, Kr) : null;
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
       movePatches('gather', x.data, g, p0, n, P);
       if (dx && dP && Wt) {
         // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window.
         gemm({ n, m: K, k: Cout, a: dz, a0: p0 * Cout, ai: Cout, at: 1, b: Wt, b0: 0, bt: K, bj: 1, c: dP, c0: 0, ci: K }, false);
-        movePatches('scatter', dx.data, g, p0, n, dP);
+        if (staged) staged.scatter(dP, p0, n);
+        else movePatches('scatter', dx.data, g, p0, n, dP);
       }
       // dW += Pᵀ dz: four taps by four output channels, both read four contiguous values per pixel.
       if (dWc) {
@@ -339,6 +341,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
         gemm({ n: Kr, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWacc, c0: 0, ci: Cout }, true);
       }
     }
+    staged?.close();
     const dW = zeros([kh, kw, Cin, Cout], dtypeOf(x));
     dW.data.set(dWacc.subarray(0, K * Cout));
     const dParams = [dW];
@@ -464,6 +467,78 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
         b++;
       }
     }
+  }
+}
+
+/**
+ * The transposed convolution's scatter (`movePatches('scatter')`) by the SIMD module: `dx` staged
+ * in the module's memory above what the pass's GEMMs use, each chunk's `dP` copied in beside it,
+ * and every window row added onto its image row as one run (`addruns`), in the JS loop's order,
+ * so the same bits. Opened only for undilated columns (a window row is one contiguous run).
+ */
+class ScatterStage {
+  private constructor(
+    private readonly dx: Data,
+    private readonly g: Geometry,
+    private readonly mod: GemmModule,
+    /** Byte offsets: the staged `dx`, the chunk's `dP`, the runs. */
+    private readonly at: { dx: number; dP: number; runs: number },
+  ) {}
+
+  /** A stage for `dx` (zero on entry) over chunks of up to `chunk` pixels, or null where the module or the geometry do not allow it. */
+  static open(dx: Data, g: Geometry, chunk: number, Kr: number): ScatterStage | null {
+    const mod = simdModule();
+    if (!mod || g.cols.step !== 1) return null;
+    const esz = dx.BYTES_PER_ELEMENT;
+    const K = g.kh * g.kw * g.Cin;
+    // Above every operand the pass's two GEMMs copy in (A, B, C and a bias row of either), with room to spare.
+    const gemmBytes = (2 * chunk * K + chunk * g.Cout + g.Cout * K + Kr * g.Cout + Kr + g.Cout + 64) * esz;
+    const align = (v: number) => (v + 4095) & ~4095;
+    const at = { dx: align(gemmBytes), dP: 0, runs: 0 };
+    at.dP = align(at.dx + dx.length * esz);
+    at.runs = align(at.dP + chunk * K * esz);
+    staging(mod.memory, at.runs + chunk * g.kh * 12);
+    new (dx instanceof Float64Array ? Float64Array : Float32Array)(mod.memory.buffer, at.dx, dx.length).fill(0);
+    return new ScatterStage(dx, g, mod, at);
+  }
+
+  /** Adds the `n` patch rows of `dP` (pixels `p0 ..`) onto their windows in the staged `dx`. */
+  scatter(dP: Data, p0: number, n: number): void {
+    const { H, W, Cin, kh, kw, rows, cols } = this.g;
+    const K = kh * kw * Cin;
+    const rowLen = kw * Cin;
+    const perImage = rows.out * cols.out;
+    const esz = this.dx.BYTES_PER_ELEMENT;
+    const buf = this.mod.memory.buffer;
+    new (dP instanceof Float64Array ? Float64Array : Float32Array)(buf, this.at.dP, n * K).set(dP.subarray(0, n * K));
+    const runs = new Int32Array(buf, this.at.runs, n * kh * 3);
+    let r = 0;
+    let b = Math.floor(p0 / perImage);
+    let oh = Math.floor((p0 - b * perImage) / cols.out);
+    let ow = p0 - b * perImage - oh * cols.out;
+    for (let p = 0; p < n; p++) {
+      const j0 = cols.lo[ow];
+      const len = (cols.hi[ow] - j0) * Cin;
+      for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
+        const xo = ((b * H + rows.start[oh] + i * rows.step) * W + cols.start[ow]) * Cin + j0 * Cin;
+        runs[r++] = this.at.dx + xo * esz;
+        runs[r++] = this.at.dP + (p * K + i * rowLen + j0 * Cin) * esz;
+        runs[r++] = len;
+      }
+      if (++ow === cols.out) {
+        ow = 0;
+        if (++oh === rows.out) {
+          oh = 0;
+          b++;
+        }
+      }
+    }
+    (esz === 8 ? this.mod.addruns64 : this.mod.addruns32)(this.at.runs, r / 3);
+  }
+
+  /** Copies the staged `dx` back. */
+  close(): void {
+    this.dx.set(new (this.dx instanceof Float64Array ? Float64Array : Float32Array)(this.mod.memory.buffer, this.at.dx, this.dx.length));
   }
 }
 

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
-import { Conv2D } from '../../lib/layers/conv2d.js';
+import { Conv2D, type Conv2DConfig } from '../../lib/layers/conv2d.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
 import { columnSums, relu, reluMask } from '../../lib/kernels/elementwise.js';
 import { gemm, gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
@@ -49,11 +49,17 @@ describe('kernels/gemm WebAssembly SIMD path', () => {
     expect(gemmWasm(op, false)).to.equal(false);
   });
 
-  for (const dtype of ['float64', 'float32'] as const) {
-    it(`Conv2D forward and vjp agree on both paths (${dtype}, at the layer specs' tolerance)`, () => {
-      const conv = new Conv2D({ filters: 12, kernel_size: 3, activation: 'relu' }).build([9, 10, 5], { rng: new Rng(3), dtype });
-      const x = randomNormal([3, 9, 10, 5], new Rng(4), dtype);
-      const dy = randomNormal([3, 7, 8, 12], new Rng(5), dtype);
+  // Valid and padded windows, strides, a row dilation (the staged scatter's runs), a kernel whose taps are not whole SIMD blocks (27) and an unbiased one.
+  const convs: Conv2DConfig[] = [
+    { filters: 12, kernel_size: 3, activation: 'relu' },
+    { filters: 8, kernel_size: 3, strides: 2, padding: 'same', activation: 'linear' },
+    { filters: 4, kernel_size: [3, 2], dilation_rate: [2, 1], padding: 'same', use_bias: false },
+  ];
+  for (const dtype of ['float64', 'float32'] as const) for (const [c, config] of convs.entries()) {
+    it(`Conv2D forward and vjp agree on both paths (${dtype}, config ${c}, at the layer specs' tolerance)`, () => {
+      const conv = new Conv2D({ ...config }).build([9, 10, c === 0 ? 5 : 3], { rng: new Rng(3), dtype });
+      const x = randomNormal([3, 9, 10, c === 0 ? 5 : 3], new Rng(4), dtype);
+      const dy = randomNormal([3, ...conv.outputShape], new Rng(5), dtype);
       const run = (which: 'wasm' | 'js') => {
         const before = setGemmBackend(which);
         try {
