@@ -310,13 +310,23 @@ export interface Differentiable<S = unknown> extends StructureHooks {
   applyUpdates?(saved: S): void;
 }
 
+/** The residuals of a layer that applies an activation of its own (Conv2D, Dense): what {@link fuseIntoLinear} keeps. */
+export interface ActivatedSaved {
+  /** The input, contiguous. */
+  x: Tensor;
+  /** The output after the activation. */
+  y: Tensor;
+  /** The pre-activation, for an activation whose rules read it; else null. */
+  z?: Tensor | null;
+}
+
 /**
  * {@link Differentiable.fusedForward} of a layer that applies an activation of its own (Conv2D,
  * Dense): null unless its own is linear; else its forward `run` with `activation` in place of it,
  * residuals `{ x, y, z: null }` (a linear layer's rules read `x` alone; `y` holds the activation's
  * output, the pre-activation is not kept).
  */
-export function fuseIntoLinear<S extends { x: Tensor; y: Tensor; z?: Tensor | null }>(own: ActivationName, activation: ActivationName, run: (activation: ActivationName) => Forward<S>): Forward<S> | null {
+export function fuseIntoLinear<S extends ActivatedSaved>(own: ActivationName, activation: ActivationName, run: (activation: ActivationName) => Forward<S>): Forward<S> | null {
   if (own !== 'linear') return null;
   const f = run(activation);
   return { y: f.y, saved: { ...f.saved, z: null } };
