@@ -402,11 +402,12 @@ export class Conv2D extends Layer<Conv2DSaved> {
  * Output pixels per chunk: enough to amortize the loops (`dW`'s dot products run over a chunk's
  * pixels, and a float32 pass adds each chunk's `dW` into its float64 sum), few enough that a
  * chunk's patch rows (`n · K` values, 256 KiB) stay in cache: twice as many float32 values as
- * float64 ones.
+ * float64 ones, a multiple of 4 of them.
  */
 function chunkPixels(K: number, like: Data): number {
-  const f32 = like instanceof Float32Array ? 2 : 1;
-  return Math.max(16, Math.min(512 * f32, Math.floor((32768 * f32) / K)));
+  // float64's chunks stay as they were (their dW sums, chunk by chunk, are the golden fixtures' bits); float32's are whole 4-row SIMD blocks, leaving no rows to the scalar edge.
+  if (like instanceof Float64Array) return Math.max(16, Math.min(512, Math.floor(32768 / K)));
+  return Math.max(16, Math.min(1024, Math.floor(65536 / K))) & ~3;
 }
 
 /** A zero-filled buffer of `n` elements of `like`'s element type: a float32 pass stays float32. */
