@@ -406,17 +406,19 @@ export class LocalStageRunner implements StageRunner {
   }
 
   /**
-   * Gives the buffers of the recorded pass (its input and every layer's output, all this runner's
-   * own: messages in and out are copies) back to the buffer pool, for the next step's passes to
-   * reuse (a fresh buffer costs a page fault per 4 KiB on first touch), and drops the tape: a
-   * backward after it refuses until the next forward. For a caller that created this runner and
-   * has read everything it wants of it (gradients, memory).
+   * Gives the buffers of the recorded pass (every layer's output, this runner's own: what it sends
+   * on is a copy) back to the buffer pool, for the next step's passes to reuse (a fresh buffer
+   * costs a page fault per 4 KiB on first touch), and drops the tape: a backward after it refuses
+   * until the next forward. Not the input, which is the caller's message (vjpChain hands a stage's
+   * output to the next stage and to its result). For a caller that created this runner and has
+   * read everything it wants of it (gradients, memory).
    */
   release(): void {
     const t = this.tape;
     this.tape = null;
     if (!t) return;
-    for (const a of t.activations) recycleBuffer(a.data);
+    const input = t.input.data;
+    for (const a of t.activations.slice(1)) if (a.data !== input) recycleBuffer(a.data);
   }
 
   async gradients(): Promise<(TensorMessage | null)[][]> {
