@@ -17,6 +17,7 @@
  */
 import { erfc } from './erf.js';
 import { ConfigError, ShapeError, fmtValue } from './errors.js';
+import { relu, reluMask } from './kernels/elementwise.js';
 import type { Data } from './tensor.js';
 
 /**
@@ -224,11 +225,8 @@ export function activationForward(name: ActivationName, z: Data, y: Data, n: num
       }
       return;
     case 'relu':
-      // The commonest activation in a loop of its own (activationScalar's rule, NaN kept): no per-element dispatch.
-      for (let i = 0; i < n; i++) {
-        const v = z[i];
-        y[i] = v <= 0 ? 0 : v;
-      }
+      // The commonest activation by a kernel of its own (activationScalar's rule, NaN kept): branch-free SIMD where it runs.
+      relu(z, y, n);
       return;
     default:
       for (let i = 0; i < n; i++) y[i] = activationScalar(name, z[i]);
@@ -293,7 +291,7 @@ export function activationVjp(name: ActivationName, z: Data | null, y: Data | nu
       if (dz !== dy) for (let i = 0; i < n; i++) dz[i] = dy[i];
       return;
     case 'relu':
-      for (let i = 0; i < n; i++) dz[i] = y![i] > 0 ? dy[i] : 0;
+      reluMask(y!, dy, dz, n);
       return;
     case 'sigmoid':
       // Kept in this order ((dy·y)(1 − y)), as before the element-wise rules were shared: same bits.

@@ -11,6 +11,7 @@
  * All three return dLoss/dWeights for every layer and dLoss/dOut at every stage boundary.
  * @module
  */
+import { recycleBuffer } from './buffer-pool.js';
 import { ConfigError, ShapeError, fmtShape, fmtValue } from './errors.js';
 import { type ContractibleJacobian, upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import type { Jacobian, JacobianOptions, SparseJacobianOptions } from './jacobian.js';
@@ -447,7 +448,8 @@ export class LocalStageRunner implements StageRunner {
   async forward(x: TensorMessage): Promise<TensorMessage> {
     this.tape = new GradientTape(this.stage);
     this.grads = null;
-    return toMessage(this.tape.forward(fromMessage(x, `${this.name} forward x`), forwardOptions(this.opts)));
+    // Fused: this tape is asked for the stage's input and weights only, never for an activation inside.
+    return toMessage(this.tape.forward(fromMessage(x, `${this.name} forward x`), { ...forwardOptions(this.opts), fuse: true }));
   }
 
   async backward(dy: TensorMessage): Promise<TensorMessage> {
@@ -469,6 +471,22 @@ export class LocalStageRunner implements StageRunner {
     assertFinite(dyT, `stage runner "${this.name}" backward dy`);
     this.grads = perLayer(this.stage, t.gradient(t.output, trainableParams(this.stage), { outputGradients: dyT }));
     this.cotangentBytes = bytesOf(dyT);
+  }
+
+  /**
+   * Gives the buffers of the recorded pass (every layer's output, this runner's own: what it sends
+   * on is a copy) back to the buffer pool, for the next step's passes to reuse (a fresh buffer
+   * costs a page fault per 4 KiB on first touch), and drops the tape: a backward after it refuses
+   * until the next forward. Not the input, which is the caller's message (vjpChain hands a stage's
+   * output to the next stage and to its result). For a caller that created this runner and has
+   * read everything it wants of it (gradients, memory).
+   */
+  release(): void {
+    const t = this.tape;
+    this.tape = null;
+    if (!t) return;
+    const input = t.input.data;
+    for (const a of t.activations.slice(1)) if (a.data !== input) recycleBuffer(a.data);
   }
 
   async gradients(): Promise<(TensorMessage | null)[][]> {
@@ -526,6 +544,10 @@ export async function vjpChain(stages: readonly (Sequential | StageRunner)[], x:
   }
   const grads = await Promise.all(runners.map((r) => r.gradients()));
   const mem = await Promise.all(runners.map((r) => r.memory()));
+  // The runners made here are read out: their passes' buffers go to the next step.
+  runners.forEach((r, s) => {
+    if (stages[s] instanceof Sequential) (r as LocalStageRunner).release();
+  });
   return {
     method: 'vjp',
     loss: lossValue,

@@ -21,7 +21,7 @@ export * from './layers/layer.js';
 export * from './layers/window.js';
 export * from './layers/local.js';
 export * from './layers/out.js';
-export { type GemmOperands, gemm, gemmJs, gemmWasm, setGemmBackend } from './kernels/gemm.js';
+export { type Epilogue, type GemmOperands, gemm, gemmJs, gemmWasm, setGemmBackend } from './kernels/gemm.js';
 export * from './structure.js';
 export * from './layers/registry.js';
 export * from './losses.js';

@@ -45,6 +45,14 @@ export interface SequentialOptions {
 export interface SequentialForwardOptions extends ForwardOptions {
   /** Seed of the per-layer generators (used instead of `rng` when both are given). */
   seed?: number;
+  /**
+   * Run a layer and the activation layer after it as one pass where both offer it (the layer
+   * contract's `fusedForward` and `absorbable`): the same values, bit for bit, with a buffer and a
+   * pass over it fewer. The first layer's own output is then not recorded (`saved.unrecorded`
+   * lists it): the pass serves the derivatives w.r.t. its input and weights, what a training step
+   * asks, not w.r.t. that activation. Default false.
+   */
+  fuse?: boolean;
 }
 
 /** What a Sequential forward pass saves: every layer's own residuals, and every layer's output. */
@@ -59,6 +67,12 @@ export interface SequentialSaved {
   batch: number;
   /** dtype of the pass. */
   dtype: DType;
+  /**
+   * Layers run fused with the activation after them ({@link SequentialForwardOptions.fuse}),
+   * whose own output was never kept: `outputs[i]` holds the activation's output there (the one
+   * tensor the pair gives), and each layer's residuals are its own. Absent: none.
+   */
+  unrecorded?: readonly number[];
 }
 
 /**
@@ -140,14 +154,30 @@ export class Sequential implements Differentiable<SequentialSaved> {
     assertShape(x, [null, ...this.inputShape], `${this.describe()} input`);
     const perLayer: unknown[] = [];
     const outputs: Tensor[] = [];
+    const unrecorded: number[] = [];
+    const L = this.layers.length;
     let h = x;
-    this.layers.forEach((layer, i) => {
-      const fwd = layer.forward(h, this.layerOptions(opts, i));
+    for (let i = 0; i < L; i++) {
+      const layer: Differentiable = this.layers[i];
+      const lo = this.layerOptions(opts, i);
+      // The layer and the activation after it in one pass when both say they can; else (and always without `fuse`) layer by layer.
+      const next: Differentiable | undefined = opts.fuse && i + 1 < L ? this.layers[i + 1] : undefined;
+      const act = next?.absorbable?.() ?? null;
+      const fused = act && layer.fusedForward ? layer.fusedForward(h, act.activation, lo) : null;
+      if (act && fused) {
+        perLayer.push(fused.saved, act.saved(fused.y));
+        outputs.push(fused.y, fused.y);
+        unrecorded.push(i);
+        h = fused.y;
+        i++;
+        continue;
+      }
+      const fwd = layer.forward(h, lo);
       perLayer.push(fwd.saved);
       outputs.push(fwd.y);
       h = fwd.y;
-    });
-    return { y: h, saved: { perLayer, input: x, outputs, batch: x.shape[0], dtype: dtypeOf(x) } };
+    }
+    return { y: h, saved: { perLayer, input: x, outputs, batch: x.shape[0], dtype: dtypeOf(x), ...(unrecorded.length ? { unrecorded } : {}) } };
   }
 
   /** The forward options layer `i` sees: a generator of its own when a `seed` is given. */

@@ -351,7 +351,16 @@ export class GradientTape {
     // An identity layer (Dropout at inference) returns its input object: then prefer decides.
     const idx = prefer === 'first' ? acts.indexOf(t) : acts.lastIndexOf(t);
     if (idx < 0) throw this.notRecorded(t, what);
+    this.assertRecorded(idx, what);
     return idx;
+  }
+
+  /** Refuses activation `i` when a fused pass did not record it: its slot holds the fused activation's output, not that layer's. */
+  private assertRecorded(i: number, what: string): void {
+    const unrecorded = this.recorded().saved.unrecorded;
+    if (unrecorded?.includes(i - 1)) {
+      throw new TapeError(`${this.describe()} ${what}: received the ${this.nameOf(i)}, which a fused pass (forward with { fuse: true }) did not record: ${this.model.layers[i - 1].name} and the activation after it ran as one pass; record without fuse to differentiate w.r.t. it`);
+    }
   }
 
   private notRecorded(t: unknown, what: string): TapeError {
@@ -388,9 +397,16 @@ export class GradientTape {
   private resolveSource(s: Source, k: number, what: string): { kind: 'act'; index: number } | { kind: 'param'; layer: number; param: number; shape: number[] } {
     const acts = this.activations;
     // The latest recording at or before the target (identity layers record one object twice).
-    for (let i = Math.min(k, acts.length - 1); i >= 0; i--) if (acts[i] === s) return { kind: 'act', index: i };
+    for (let i = Math.min(k, acts.length - 1); i >= 0; i--) {
+      if (acts[i] !== s) continue;
+      this.assertRecorded(i, what);
+      return { kind: 'act', index: i };
+    }
     const later = acts.indexOf(s as Tensor);
-    if (later >= 0) return { kind: 'act', index: later };
+    if (later >= 0) {
+      this.assertRecorded(later, what);
+      return { kind: 'act', index: later };
+    }
     const p = this.paramOf(s, what);
     return { kind: 'param', layer: p.layer, param: p.index, shape: p.param.value.shape.slice() };
   }

@@ -9,7 +9,8 @@ import type { Layer } from '../lib/layers/layer.js';
 import { MaxPooling2D } from '../lib/layers/max-pooling2d.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential, layerRng } from '../lib/sequential.js';
-import { randomNormal, tensor } from '../lib/tensor.js';
+import { GradientTape, TapeError } from '../lib/tape.js';
+import { type DType, type Tensor, randomNormal, tensor } from '../lib/tensor.js';
 import { checkDerivatives } from './helpers/check-derivatives.js';
 import { expect } from './helpers/setup.js';
 
@@ -197,6 +198,73 @@ describe('Sequential', () => {
       const { saved } = m.forward(randomNormal([2, 5], new Rng(1)));
       expect(() => m.vjp(saved, tensor([1, 2], [1, 2]))).to.throw(ShapeError, /vjp dy: expected shape \[2, 2\]/);
       expect(() => m.jvp(saved, { xDot: null, paramDots: [null], T: 1 })).to.throw(ShapeError, /expected 6 parameter tangents \(or null\), received 1/);
+    });
+  });
+
+  describe('fused passes ({ fuse: true })', () => {
+    // Every kind of pair: Conv2D and Dense absorbing relu (the GEMM's epilogue) and sigmoid (after it); gelu reads its input, so it runs on its own; a Conv2D with its own activation is not fused.
+    const fusable = (dtype: DType) =>
+      new Sequential(
+        [
+          new Conv2D({ filters: 5, kernel_size: 3 }),
+          new Activation({ activation: 'relu' }),
+          new MaxPooling2D({ pool_size: 2 }),
+          new Conv2D({ filters: 4, kernel_size: 2, activation: 'tanh' }),
+          new Activation({ activation: 'relu' }),
+          new Conv2D({ filters: 6, kernel_size: 2, padding: 'same' }),
+          new Activation({ activation: 'sigmoid' }),
+          new Flatten(),
+          new Dense({ units: 7 }),
+          new Activation({ activation: 'relu' }),
+          new Dense({ units: 5 }),
+          new Activation({ activation: 'gelu' }),
+          new Dense({ units: 3 }),
+          new Activation({ activation: 'softmax' }),
+        ],
+        { inputShape: [12, 11, 3], rng: new Rng(7), dtype },
+      );
+    const bits = (ts: (Tensor | null)[]) => ts.map((t) => (t ? Array.from(t.data) : null));
+
+    for (const dtype of ['float64', 'float32'] as const) {
+      it(`forward, vjp and jvp give the unfused pass's values bit for bit (${dtype})`, () => {
+        const model = fusable(dtype);
+        const x = randomNormal([3, 12, 11, 3], new Rng(8), dtype);
+        // A corner of zeros (negative ones): some pre-activations are exactly the bias, 0, at relu's kink (NaN and -0 are the kernels' spec).
+        x.data.fill(-0, 0, 3 * 11 * 3);
+        const plain = model.forward(x);
+        const fused = model.forward(x, { fuse: true });
+        expect(plain.saved.unrecorded).to.equal(undefined);
+        expect(fused.saved.unrecorded).to.deep.equal([0, 5, 8, 12]);
+        expect(Array.from(fused.y.data)).to.deep.equal(Array.from(plain.y.data));
+        // Every recorded output but the unrecorded ones is the same; those hold the pair's output.
+        plain.saved.outputs.forEach((t, i) => expect(Array.from(fused.saved.outputs[fused.saved.unrecorded!.includes(i) ? i + 1 : i].data)).to.deep.equal(Array.from((fused.saved.unrecorded!.includes(i) ? plain.saved.outputs[i + 1] : t).data)));
+        const dy = randomNormal([3, 3], new Rng(9), dtype);
+        const a = model.vjp(plain.saved, dy);
+        const b = model.vjp(fused.saved, dy);
+        expect(bits([b.dx, ...b.dParams])).to.deep.equal(bits([a.dx, ...a.dParams]));
+        const T = 2;
+        const xDot = randomNormal([3, 12, 11, 3, T], new Rng(10), dtype);
+        const paramDots = model.params.map((p, k) => (k % 2 ? randomNormal([...p.value.shape, T], new Rng(11 + k), dtype) : null));
+        expect(Array.from(model.jvp(fused.saved, { xDot, paramDots, T }).data)).to.deep.equal(Array.from(model.jvp(plain.saved, { xDot, paramDots, T }).data));
+      });
+    }
+
+    it('a tape recording a fused pass gives the same gradients w.r.t. input and weights, and refuses the activation it did not record', () => {
+      const model = fusable('float64');
+      const x = randomNormal([2, 12, 11, 3], new Rng(12));
+      const dy = randomNormal([2, 3], new Rng(13));
+      const grads = (fuse: boolean) => {
+        const tape = new GradientTape(model);
+        const y = tape.forward(x, { fuse });
+        return { tape, g: tape.gradient(y, [tape.input, ...model.params], { outputGradients: dy }) };
+      };
+      const plain = grads(false);
+      const fused = grads(true);
+      expect(bits(fused.g)).to.deep.equal(bits(plain.g));
+      // The first Conv2D's output was overwritten by its relu: its slot holds the relu's output, which the tape finds as that (a later activation).
+      const t = fused.tape;
+      expect(() => t.batchJacobian(t.output, t.activations[1])).to.throw(TapeError, /output of conv2d.*did not record.*record without fuse/);
+      expect(bits(t.gradient(t.output, [t.activations[2]], { outputGradients: dy }))).to.deep.equal(bits(plain.tape.gradient(plain.tape.output, [plain.tape.activations[2]], { outputGradients: dy })));
     });
   });
 });

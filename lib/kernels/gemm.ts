@@ -48,20 +48,50 @@ export interface GemmOperands {
  * row-times-four-columns loop loads five for four. Each dot product is summed in `t` order from
  * 0 in a JS number (float64, also for float32 operands), then added to `C` when `accumulate`,
  * else stored: a block's result does not depend on how `C` is tiled, so the edges (rows or
- * columns past a multiple of 4) give the same bits as the blocks.
+ * columns past a multiple of 4) give the same bits as the blocks. An {@link Epilogue} adds a
+ * bias and applies relu to the finished `C` while its values are still in cache, with the bits
+ * of a bias filled in first and a relu pass after: a layer makes no pass of its own for either.
  * @example
  * // C [2, 3] = A [2, 4] · B [4, 3], all row-major:
  * gemm({ n: 2, m: 3, k: 4, a: A, a0: 0, ai: 4, at: 1, b: B, b0: 0, bt: 3, bj: 1, c: C, c0: 0, ci: 3 }, false);
  */
-export function gemm(o: GemmOperands, accumulate: boolean): void {
-  if (backend === 'wasm' && o.bj === 1 && gemmWasm(o, accumulate)) return;
-  gemmJs(o, accumulate);
+export function gemm(o: GemmOperands, accumulate: boolean, epilogue?: Epilogue): void {
+  if (backend === 'wasm' && o.bj === 1 && gemmWasm(o, accumulate, epilogue)) return;
+  if (epilogue?.bias) fillBias(o, epilogue.bias);
+  gemmJs(o, accumulate || !!epilogue?.bias);
+  if (epilogue?.relu) reluRows(o, 0);
+}
+
+/** What {@link gemm} does to `C` once the product is in: a bias added to every row, then relu. */
+export interface Epilogue {
+  /** `C(i, j) = (A B)(i, j) + bias[j]`: the product stored, not accumulated (`accumulate` false), the bias added as if `C` held it before. */
+  bias?: Data;
+  /** `C = max(C, 0)`, relu's rule (`v <= 0 ? 0 : v`: +0 for -0, NaN kept). */
+  relu?: boolean;
+}
+
+/** Rows `0..n` of `C` set to the bias: the product is then accumulated onto it (the epilogue's bias where the module does not add it). */
+function fillBias(o: GemmOperands, bias: Data): void {
+  const { n, m, c, c0, ci } = o;
+  for (let i = 0; i < n; i++) for (let r = c0 + i * ci, j = 0; j < m; j++) c[r + j] = bias[j];
+}
+
+/** {@link Epilogue.relu} on rows `from..n` of `C`'s `m` columns, where the SIMD module did not apply it. */
+function reluRows(o: GemmOperands, from: number): void {
+  const { n, m, c, c0, ci } = o;
+  for (let i = from; i < n; i++) {
+    for (let r = c0 + i * ci, e = r + m; r < e; r++) {
+      const v = c[r];
+      c[r] = v <= 0 ? 0 : v;
+    }
+  }
 }
 
 /**
- * Which implementation {@link gemm} runs: `'wasm'` (the SIMD kernels of `gemm.wat` where the operands
- * allow, the default when this JS engine has WebAssembly SIMD) or `'js'` (the pure-JS block,
- * everywhere). Returns the one in force before; asking for `'wasm'` without SIMD keeps `'js'`.
+ * Which implementation {@link gemm} (and the element-wise kernels of `elementwise.ts`) runs:
+ * `'wasm'` (the SIMD kernels of `gemm.wat` where the operands allow, the default when this JS
+ * engine has WebAssembly SIMD) or `'js'` (the pure-JS loops, everywhere). Returns the one in
+ * force before; asking for `'wasm'` without SIMD keeps `'js'`.
  * @example
  * const before = setGemmBackend('js'); // e.g. to compare both paths
  * setGemmBackend(before);
@@ -131,8 +161,8 @@ function put4(c: Data, r: number, v0: number, v1: number, v2: number, v3: number
   }
 }
 
-/** Rows `[i0, i1)` × columns `[j0, j1)` of {@link gemm}, one dot product at a time, in the same `t` order. */
-function edge(o: GemmOperands, i0: number, i1: number, j0: number, j1: number, accumulate: boolean): void {
+/** Rows `[i0, i1)` × columns `[j0, j1)` of {@link gemm}, one dot product at a time, in the same `t` order; a stored product takes `bias` (the sum of both rounded once, as when accumulated onto it). */
+function edge(o: GemmOperands, i0: number, i1: number, j0: number, j1: number, accumulate: boolean, bias?: Data): void {
   const { k, a, a0, ai, at, b, b0, bt, bj, c, c0, ci } = o;
   for (let i = i0; i < i1; i++) {
     for (let j = j0; j < j1; j++) {
@@ -140,16 +170,48 @@ function edge(o: GemmOperands, i0: number, i1: number, j0: number, j1: number, a
       for (let t = 0, pa = a0 + i * ai, pb = b0 + j * bj; t < k; t++, pa += at, pb += bt) s += a[pa] * b[pb];
       const r = c0 + i * ci + j;
       if (accumulate) c[r] += s;
-      else c[r] = s;
+      else c[r] = bias ? s + bias[j] : s;
     }
   }
 }
 
-/** The instantiated SIMD module, or null where WebAssembly (or its SIMD) is missing: then everything runs in JS. */
-interface GemmModule {
+/** The instantiated SIMD module of `gemm.wat`: its one memory, the GEMM blocks, and the element-wise relu kernels (byte offsets into the memory). */
+export interface GemmModule {
+  /** The memory every kernel reads and writes; operands are copied in and out. */
   memory: WebAssembly.Memory;
+  /** The 4×4 float64 block (see `gemm.wat`). */
   gemm64: (n: number, m: number, k: number, pa: number, ai: number, at: number, pb: number, bt: number, pc: number, ci: number, acc: number) => void;
+  /** The 4×8 float32 block, summed in float32 lanes. */
   gemm32: GemmModule['gemm64'];
+  /** The {@link Epilogue} on `n` rows of `m` float64 values at byte `pc`: the bias (`m` values at byte `pb`) added when `bias`, relu when `relu`. */
+  epi64: (pc: number, n: number, m: number, pb: number, bias: number, relu: number) => void;
+  /** {@link GemmModule.epi64} on float32 values. */
+  epi32: GemmModule['epi64'];
+  /** One output pixel of max pooling over `C` float64 channels of the image staged at byte 0 (see `gemm.wat`): the max to byte `py`, its element index plus `base` to byte `pa` (int32). */
+  pool64: (first: number, rowStride: number, nr: number, nc: number, C: number, py: number, pa: number, base: number) => void;
+  /** {@link GemmModule.pool64} on float32 values. */
+  pool32: GemmModule['pool64'];
+  /** `acc[j] += Σ_i g[i, j]` over `n` rows of `m` float64 values at byte `pg`, each column in row order; `acc` (float64) at byte `pa`. */
+  colsum64: (pg: number, n: number, m: number, pa: number) => void;
+  /** {@link GemmModule.colsum64} over float32 rows, summed in float64. */
+  colsum32: GemmModule['colsum64'];
+  /** `count` runs of three int32 at byte `pt` (destination byte, source byte, length): `dst[q] += src[q]` over float64 values, the runs in order. */
+  addruns64: (pt: number, count: number) => void;
+  /** {@link GemmModule.addruns64} on float32 values. */
+  addruns32: GemmModule['addruns64'];
+  /** `x = max(x, +0)` in place on `n` float64 values at byte `p`. */
+  relu64: (p: number, n: number) => void;
+  /** {@link GemmModule.relu64} on float32 values. */
+  relu32: GemmModule['relu64'];
+  /** `g = y > 0 ? g : +0` in place on `n` float64 values of `g` at byte `pg`, `y`'s at byte `py`. */
+  mask64: (py: number, pg: number, n: number) => void;
+  /** {@link GemmModule.mask64} on float32 values. */
+  mask32: GemmModule['mask64'];
+}
+
+/** The SIMD module when the `'wasm'` backend is in force (see {@link setGemmBackend}), else null: the caller then runs its JS loop. */
+export function simdModule(): GemmModule | null {
+  return backend === 'wasm' ? wasm() : null;
 }
 
 let instance: GemmModule | null | undefined;
@@ -175,17 +237,27 @@ function wasm(): GemmModule | null {
  * the float32 one sums in float32 lanes. False (nothing done) when the operands are not all of
  * one element type.
  */
-export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
+export function gemmWasm(o: GemmOperands, accumulate: boolean, epilogue?: Epilogue): boolean {
   const mod = wasm();
   const { n, m, k, a, a0, ai, at, b, b0, bt, c, c0, ci } = o;
   if (!mod || o.bj !== 1 || k === 0) return false;
   const f64 = a instanceof Float64Array;
-  if (f64 ? !(b instanceof Float64Array && c instanceof Float64Array) : !(a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array)) return false;
+  const bias = epilogue?.bias;
+  const Same = f64 ? Float64Array : Float32Array;
+  if (!(b instanceof Same && c instanceof Same && (f64 || a instanceof Float32Array) && (!bias || bias instanceof Same))) return false;
   const width = f64 ? 4 : 8;
   const n4 = n - (n % 4);
   const mw = m - (m % width);
+  // The epilogue runs in the module when the kernel's rows are the whole of C's span; else the bias is filled in first (and the product accumulated onto it) and relu applied in JS after.
+  const inModule = !!epilogue && ci === m && mw === m && n4 > 0;
+  let acc = accumulate;
+  if (bias && !inModule) {
+    fillBias(o, bias);
+    acc = true;
+  }
   if (n4 === 0 || mw === 0) {
-    gemmJs(o, accumulate);
+    gemmJs(o, acc);
+    if (epilogue?.relu) reluRows(o, 0);
     return true;
   }
   const esz = f64 ? 8 : 4;
@@ -196,7 +268,8 @@ export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
   const pa = 0;
   const pb = align(aLen * esz);
   const pc = pb + align(bLen * esz);
-  const need = pc + cLen * esz;
+  const pbias = pc + align(cLen * esz);
+  const need = pbias + m * esz;
   const have = mod.memory.buffer.byteLength;
   if (need > have) mod.memory.grow(Math.ceil((need - have) / 65536));
   const buf = mod.memory.buffer;
@@ -204,11 +277,16 @@ export function gemmWasm(o: GemmOperands, accumulate: boolean): boolean {
   new View(buf, pa, aLen).set(a.subarray(a0, a0 + aLen));
   new View(buf, pb, bLen).set(b.subarray(b0, b0 + bLen));
   const cView = new View(buf, pc, cLen);
-  // With accumulate the kernel adds onto C's values; without, the gaps between rows must still come back unchanged.
-  cView.set(c.subarray(c0, c0 + cLen));
-  (f64 ? mod.gemm64 : mod.gemm32)(n4, mw, k, pa, ai * esz, at * esz, pb, bt * esz, pc, ci * esz, accumulate ? 1 : 0);
+  // With accumulate the kernel adds onto C's values; without, the gaps between rows (and the edge columns, done in JS below) must still come back unchanged; without either, the kernel's rows cover C's span but for the edge rows, which the JS edge below overwrites.
+  if (acc || ci !== m || mw !== m) cView.set(c.subarray(c0, c0 + cLen));
+  (f64 ? mod.gemm64 : mod.gemm32)(n4, mw, k, pa, ai * esz, at * esz, pb, bt * esz, pc, ci * esz, acc ? 1 : 0);
+  if (inModule) {
+    if (bias) new View(buf, pbias, m).set(bias.subarray(0, m));
+    (f64 ? mod.epi64 : mod.epi32)(pc, n4, m, pbias, bias ? 1 : 0, epilogue.relu ? 1 : 0);
+  }
   c.set(cView, c0);
-  if (mw < m) edge(o, 0, n4, mw, m, accumulate);
-  if (n4 < n) edge(o, n4, n, 0, m, accumulate);
+  if (mw < m) edge(o, 0, n4, mw, m, acc);
+  if (n4 < n) edge(o, n4, n, 0, m, acc, inModule ? bias : undefined);
+  if (epilogue?.relu) reluRows(o, inModule ? n4 : 0);
   return true;
 }

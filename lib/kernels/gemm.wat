@@ -1,5 +1,6 @@
 ;; The WebAssembly SIMD micro-kernels of lib/kernels/gemm.ts: its 4-row register block, two
-;; vectors wide, for float64 (f64x2) and float32 (f32x4, every sum in float32 lanes).
+;; vectors wide, for float64 (f64x2) and float32 (f32x4, every sum in float32 lanes); and the
+;; element-wise relu kernels of lib/kernels/elementwise.ts, branch-free (a vector max, a mask).
 ;; Compiled by scripts/build-wasm.mjs (wabt) into lib/kernels/gemm-wasm.ts; spec/kernels/wasm.spec.ts checks that it is up to date.
 (module
   (memory (export "memory") 1)
@@ -152,4 +153,249 @@
         (local.set $j (i32.add (local.get $j) (i32.const 8)))
         (br $jloop)))
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
-      (br $iloop)))))
+      (br $iloop))))
+  ;; relu64: x = max(x, +0) in place on n values at byte p; wasm's max gives +0 for -0 and NaN for NaN, as the JS rule.
+  (func (export "relu64") (param $p i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $p) (i32.mul (local.get $n) (i32.const 8))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 8)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $p) (local.get $vend)))
+      (v128.store (local.get $p) (f64x2.max (v128.load (local.get $p)) (v128.const i64x2 0 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $p) (local.get $end)))
+      (f64.store (local.get $p) (f64.max (f64.load (local.get $p)) (f64.const 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 8)))
+      (br $s))))
+  ;; mask64: g = y > 0 ? g : +0 in place on the n values of g at byte pg, y's at byte py: g's bits kept or cleared, never computed on.
+  (func (export "mask64") (param $py i32) (param $pg i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $pg) (i32.mul (local.get $n) (i32.const 8))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 8)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $pg) (local.get $vend)))
+      (v128.store (local.get $pg) (v128.and (v128.load (local.get $pg)) (f64x2.gt (v128.load (local.get $py)) (v128.const i64x2 0 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 16)))
+      (local.set $py (i32.add (local.get $py) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $pg) (local.get $end)))
+      (f64.store (local.get $pg) (select (f64.load (local.get $pg)) (f64.const 0) (f64.gt (f64.load (local.get $py)) (f64.const 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 8)))
+      (local.set $py (i32.add (local.get $py) (i32.const 8)))
+      (br $s))))
+  ;; relu32: x = max(x, +0) in place on n values at byte p; wasm's max gives +0 for -0 and NaN for NaN, as the JS rule.
+  (func (export "relu32") (param $p i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $p) (i32.mul (local.get $n) (i32.const 4))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 4)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $p) (local.get $vend)))
+      (v128.store (local.get $p) (f32x4.max (v128.load (local.get $p)) (v128.const i64x2 0 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $p) (local.get $end)))
+      (f32.store (local.get $p) (f32.max (f32.load (local.get $p)) (f32.const 0)))
+      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+      (br $s))))
+  ;; mask32: g = y > 0 ? g : +0 in place on the n values of g at byte pg, y's at byte py: g's bits kept or cleared, never computed on.
+  (func (export "mask32") (param $py i32) (param $pg i32) (param $n i32)
+    (local $end i32) (local $vend i32)
+    (local.set $end (i32.add (local.get $pg) (i32.mul (local.get $n) (i32.const 4))))
+    (local.set $vend (i32.sub (local.get $end) (i32.and (i32.mul (local.get $n) (i32.const 4)) (i32.const 15))))
+    (block $vdone (loop $v
+      (br_if $vdone (i32.ge_u (local.get $pg) (local.get $vend)))
+      (v128.store (local.get $pg) (v128.and (v128.load (local.get $pg)) (f32x4.gt (v128.load (local.get $py)) (v128.const i64x2 0 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 16)))
+      (local.set $py (i32.add (local.get $py) (i32.const 16)))
+      (br $v)))
+    (block $sdone (loop $s
+      (br_if $sdone (i32.ge_u (local.get $pg) (local.get $end)))
+      (f32.store (local.get $pg) (select (f32.load (local.get $pg)) (f32.const 0) (f32.gt (f32.load (local.get $py)) (f32.const 0))))
+      (local.set $pg (i32.add (local.get $pg) (i32.const 4)))
+      (local.set $py (i32.add (local.get $py) (i32.const 4)))
+      (br $s))))
+  ;; epi64: rows of C after the kernel, n rows of m values (a multiple of 2) contiguous at byte pc: C += bias (m values at byte pb) when bias, then C = max(C, +0) when relu.
+  (func (export "epi64") (param $pc i32) (param $n i32) (param $m i32) (param $pb i32) (param $bias i32) (param $relu i32)
+    (local $end i32) (local $j i32) (local $v v128)
+    (local.set $end (i32.add (local.get $pc) (i32.mul (i32.mul (local.get $n) (local.get $m)) (i32.const 8))))
+    (local.set $j (i32.const 0))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $pc) (local.get $end)))
+      (local.set $v (v128.load (local.get $pc)))
+      (if (local.get $bias) (then (local.set $v (f64x2.add (local.get $v) (v128.load (i32.add (local.get $pb) (local.get $j)))))))
+      (if (local.get $relu) (then (local.set $v (f64x2.max (local.get $v) (v128.const i64x2 0 0)))))
+      (v128.store (local.get $pc) (local.get $v))
+      (local.set $pc (i32.add (local.get $pc) (i32.const 16)))
+      (local.set $j (i32.add (local.get $j) (i32.const 16)))
+      (if (i32.ge_u (local.get $j) (i32.mul (local.get $m) (i32.const 8))) (then (local.set $j (i32.const 0))))
+      (br $l))))
+  ;; epi32: rows of C after the kernel, n rows of m values (a multiple of 4) contiguous at byte pc: C += bias (m values at byte pb) when bias, then C = max(C, +0) when relu.
+  (func (export "epi32") (param $pc i32) (param $n i32) (param $m i32) (param $pb i32) (param $bias i32) (param $relu i32)
+    (local $end i32) (local $j i32) (local $v v128)
+    (local.set $end (i32.add (local.get $pc) (i32.mul (i32.mul (local.get $n) (local.get $m)) (i32.const 4))))
+    (local.set $j (i32.const 0))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $pc) (local.get $end)))
+      (local.set $v (v128.load (local.get $pc)))
+      (if (local.get $bias) (then (local.set $v (f32x4.add (local.get $v) (v128.load (i32.add (local.get $pb) (local.get $j)))))))
+      (if (local.get $relu) (then (local.set $v (f32x4.max (local.get $v) (v128.const i64x2 0 0)))))
+      (v128.store (local.get $pc) (local.get $v))
+      (local.set $pc (i32.add (local.get $pc) (i32.const 16)))
+      (local.set $j (i32.add (local.get $j) (i32.const 16)))
+      (if (i32.ge_u (local.get $j) (i32.mul (local.get $m) (i32.const 4))) (then (local.set $j (i32.const 0))))
+      (br $l))))
+  ;; pool64: one output pixel of max pooling over C channels (a multiple of 2): the window's in-bounds taps, nr rows of nc, the first at element
+  ;; `first` of the image staged at byte 0, rows rowStride elements apart, taps C apart; the max per channel to byte py and its element index plus
+  ;; `base` to byte pa (int32). Row-major window order, strict > (the first of equal maxima wins), a NaN wins over a number and keeps its place.
+  (func (export "pool64") (param $first i32) (param $rowStride i32) (param $nr i32) (param $nc i32) (param $C i32) (param $py i32) (param $pa i32) (param $base i32)
+    (local $c i32) (local $i i32) (local $j i32) (local $e i32) (local $cur v128) (local $idx v128) (local $v v128) (local $take v128)
+    (local.set $c (i32.const 0))
+    (block $cdone (loop $cl
+      (br_if $cdone (i32.ge_u (local.get $c) (local.get $C)))
+      (local.set $e (i32.add (local.get $first) (local.get $c)))
+      (local.set $cur (v128.load (i32.mul (local.get $e) (i32.const 8))))
+      (local.set $idx (i64x2.add (i64x2.splat (i64.extend_i32_u (i32.add (local.get $e) (local.get $base)))) (v128.const i64x2 0 1)))
+      (local.set $i (i32.const 0))
+      (block $idone (loop $il
+        (br_if $idone (i32.ge_u (local.get $i) (local.get $nr)))
+        (local.set $j (select (i32.const 1) (i32.const 0) (i32.eqz (local.get $i))))
+        (block $jdone (loop $jl
+          (br_if $jdone (i32.ge_u (local.get $j) (local.get $nc)))
+          (local.set $e (i32.add (i32.add (local.get $first) (local.get $c)) (i32.add (i32.mul (local.get $i) (local.get $rowStride)) (i32.mul (local.get $j) (local.get $C)))))
+          (local.set $v (v128.load (i32.mul (local.get $e) (i32.const 8))))
+          (local.set $take (v128.or (f64x2.gt (local.get $v) (local.get $cur)) (v128.and (f64x2.ne (local.get $v) (local.get $v)) (f64x2.eq (local.get $cur) (local.get $cur)))))
+          (local.set $cur (v128.bitselect (local.get $v) (local.get $cur) (local.get $take)))
+          (local.set $idx (v128.bitselect (i64x2.add (i64x2.splat (i64.extend_i32_u (i32.add (local.get $e) (local.get $base)))) (v128.const i64x2 0 1)) (local.get $idx) (local.get $take)))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br $jl)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $il)))
+      (v128.store (i32.add (local.get $py) (i32.mul (local.get $c) (i32.const 8))) (local.get $cur))
+      (i64.store (i32.add (local.get $pa) (i32.shl (local.get $c) (i32.const 2))) (i64x2.extract_lane 0 (i8x16.shuffle 0 1 2 3 8 9 10 11 0 1 2 3 8 9 10 11 (local.get $idx) (local.get $idx))))
+      (local.set $c (i32.add (local.get $c) (i32.const 2)))
+      (br $cl))))
+  ;; pool32: one output pixel of max pooling over C channels (a multiple of 4): the window's in-bounds taps, nr rows of nc, the first at element
+  ;; `first` of the image staged at byte 0, rows rowStride elements apart, taps C apart; the max per channel to byte py and its element index plus
+  ;; `base` to byte pa (int32). Row-major window order, strict > (the first of equal maxima wins), a NaN wins over a number and keeps its place.
+  (func (export "pool32") (param $first i32) (param $rowStride i32) (param $nr i32) (param $nc i32) (param $C i32) (param $py i32) (param $pa i32) (param $base i32)
+    (local $c i32) (local $i i32) (local $j i32) (local $e i32) (local $cur v128) (local $idx v128) (local $v v128) (local $take v128)
+    (local.set $c (i32.const 0))
+    (block $cdone (loop $cl
+      (br_if $cdone (i32.ge_u (local.get $c) (local.get $C)))
+      (local.set $e (i32.add (local.get $first) (local.get $c)))
+      (local.set $cur (v128.load (i32.mul (local.get $e) (i32.const 4))))
+      (local.set $idx (i32x4.add (i32x4.splat (i32.add (local.get $e) (local.get $base))) (v128.const i32x4 0 1 2 3)))
+      (local.set $i (i32.const 0))
+      (block $idone (loop $il
+        (br_if $idone (i32.ge_u (local.get $i) (local.get $nr)))
+        (local.set $j (select (i32.const 1) (i32.const 0) (i32.eqz (local.get $i))))
+        (block $jdone (loop $jl
+          (br_if $jdone (i32.ge_u (local.get $j) (local.get $nc)))
+          (local.set $e (i32.add (i32.add (local.get $first) (local.get $c)) (i32.add (i32.mul (local.get $i) (local.get $rowStride)) (i32.mul (local.get $j) (local.get $C)))))
+          (local.set $v (v128.load (i32.mul (local.get $e) (i32.const 4))))
+          (local.set $take (v128.or (f32x4.gt (local.get $v) (local.get $cur)) (v128.and (f32x4.ne (local.get $v) (local.get $v)) (f32x4.eq (local.get $cur) (local.get $cur)))))
+          (local.set $cur (v128.bitselect (local.get $v) (local.get $cur) (local.get $take)))
+          (local.set $idx (v128.bitselect (i32x4.add (i32x4.splat (i32.add (local.get $e) (local.get $base))) (v128.const i32x4 0 1 2 3)) (local.get $idx) (local.get $take)))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br $jl)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $il)))
+      (v128.store (i32.add (local.get $py) (i32.mul (local.get $c) (i32.const 4))) (local.get $cur))
+      (v128.store (i32.add (local.get $pa) (i32.shl (local.get $c) (i32.const 2))) (local.get $idx))
+      (local.set $c (i32.add (local.get $c) (i32.const 4)))
+      (br $cl))))
+  ;; colsum64: acc[j] += sum of the n rows' g[i, j], each column in row order (the JS loop's order), for m columns (a multiple of 2) of rows
+  ;; contiguous at byte pg; acc, m float64 values, at byte pa.
+  (func (export "colsum64") (param $pg i32) (param $n i32) (param $m i32) (param $pa i32)
+    (local $j i32) (local $i i32) (local $p i32) (local $a v128)
+    (local.set $j (i32.const 0))
+    (block $jdone (loop $jl
+      (br_if $jdone (i32.ge_u (local.get $j) (local.get $m)))
+      (local.set $a (v128.load (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3)))))
+      (local.set $p (i32.add (local.get $pg) (i32.shl (local.get $j) (i32.const 3))))
+      (local.set $i (local.get $n))
+      (block $idone (loop $il
+        (br_if $idone (i32.eqz (local.get $i)))
+        (local.set $a (f64x2.add (local.get $a) (v128.load (local.get $p))))
+        (local.set $p (i32.add (local.get $p) (i32.shl (local.get $m) (i32.const 3))))
+        (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+        (br $il)))
+      (v128.store (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3))) (local.get $a))
+      (local.set $j (i32.add (local.get $j) (i32.const 2)))
+      (br $jl))))
+  ;; colsum32: colsum64 for float32 rows (m a multiple of 4), each value widened to float64 exactly before it is added, as JS adds it.
+  (func (export "colsum32") (param $pg i32) (param $n i32) (param $m i32) (param $pa i32)
+    (local $j i32) (local $i i32) (local $p i32) (local $a0 v128) (local $a1 v128) (local $v v128)
+    (local.set $j (i32.const 0))
+    (block $jdone (loop $jl
+      (br_if $jdone (i32.ge_u (local.get $j) (local.get $m)))
+      (local.set $a0 (v128.load (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3)))))
+      (local.set $a1 (v128.load offset=16 (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3)))))
+      (local.set $p (i32.add (local.get $pg) (i32.shl (local.get $j) (i32.const 2))))
+      (local.set $i (local.get $n))
+      (block $idone (loop $il
+        (br_if $idone (i32.eqz (local.get $i)))
+        (local.set $v (v128.load (local.get $p)))
+        (local.set $a0 (f64x2.add (local.get $a0) (f64x2.promote_low_f32x4 (local.get $v))))
+        (local.set $a1 (f64x2.add (local.get $a1) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))))
+        (local.set $p (i32.add (local.get $p) (i32.shl (local.get $m) (i32.const 2))))
+        (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+        (br $il)))
+      (v128.store (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3))) (local.get $a0))
+      (v128.store offset=16 (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3))) (local.get $a1))
+      (local.set $j (i32.add (local.get $j) (i32.const 4)))
+      (br $jl))))
+  ;; addruns64: count runs, each three i32 at byte pt (dst byte, src byte, len values): dst[q] += src[q] for q < len, the runs in order,
+  ;; so that an element two runs share takes their additions in the JS loop's order.
+  (func (export "addruns64") (param $pt i32) (param $count i32)
+    (local $d i32) (local $s i32) (local $end i32) (local $vend i32)
+    (block $rdone (loop $rl
+      (br_if $rdone (i32.eqz (local.get $count)))
+      (local.set $d (i32.load (local.get $pt)))
+      (local.set $s (i32.load offset=4 (local.get $pt)))
+      (local.set $end (i32.add (local.get $d) (i32.mul (i32.load offset=8 (local.get $pt)) (i32.const 8))))
+      (local.set $vend (i32.sub (local.get $end) (i32.and (i32.sub (local.get $end) (local.get $d)) (i32.const 15))))
+      (block $vdone (loop $v
+        (br_if $vdone (i32.ge_u (local.get $d) (local.get $vend)))
+        (v128.store (local.get $d) (f64x2.add (v128.load (local.get $d)) (v128.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (local.set $s (i32.add (local.get $s) (i32.const 16)))
+        (br $v)))
+      (block $sdone (loop $sl
+        (br_if $sdone (i32.ge_u (local.get $d) (local.get $end)))
+        (f64.store (local.get $d) (f64.add (f64.load (local.get $d)) (f64.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 8)))
+        (local.set $s (i32.add (local.get $s) (i32.const 8)))
+        (br $sl)))
+      (local.set $pt (i32.add (local.get $pt) (i32.const 12)))
+      (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+      (br $rl))))
+  ;; addruns32: count runs, each three i32 at byte pt (dst byte, src byte, len values): dst[q] += src[q] for q < len, the runs in order,
+  ;; so that an element two runs share takes their additions in the JS loop's order.
+  (func (export "addruns32") (param $pt i32) (param $count i32)
+    (local $d i32) (local $s i32) (local $end i32) (local $vend i32)
+    (block $rdone (loop $rl
+      (br_if $rdone (i32.eqz (local.get $count)))
+      (local.set $d (i32.load (local.get $pt)))
+      (local.set $s (i32.load offset=4 (local.get $pt)))
+      (local.set $end (i32.add (local.get $d) (i32.mul (i32.load offset=8 (local.get $pt)) (i32.const 4))))
+      (local.set $vend (i32.sub (local.get $end) (i32.and (i32.sub (local.get $end) (local.get $d)) (i32.const 15))))
+      (block $vdone (loop $v
+        (br_if $vdone (i32.ge_u (local.get $d) (local.get $vend)))
+        (v128.store (local.get $d) (f32x4.add (v128.load (local.get $d)) (v128.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 16)))
+        (local.set $s (i32.add (local.get $s) (i32.const 16)))
+        (br $v)))
+      (block $sdone (loop $sl
+        (br_if $sdone (i32.ge_u (local.get $d) (local.get $end)))
+        (f32.store (local.get $d) (f32.add (f32.load (local.get $d)) (f32.load (local.get $s))))
+        (local.set $d (i32.add (local.get $d) (i32.const 4)))
+        (local.set $s (i32.add (local.get $s) (i32.const 4)))
+        (br $sl)))
+      (local.set $pt (i32.add (local.get $pt) (i32.const 12)))
+      (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+      (br $rl)))))

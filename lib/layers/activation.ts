@@ -7,7 +7,7 @@ import { ACTIVATIONS, type ActivationName, activationForward, activationJvp, act
 import { ConfigError, fmtValue } from '../errors.js';
 import { type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
+import { type AbsorbableActivation, BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
 import { elementwiseLocal } from './local.js';
 import { deliverTangent, rowBlock, tangentBuffer } from './out.js';
 
@@ -114,6 +114,12 @@ export class Activation extends Layer<ActivationSaved> {
     const dx = zeros(y.shape, dtypeOf(y));
     activationVjp(this.activation, z?.data ?? null, y.data, contiguous(dy).data, dx.data, y.size, this.rowLength);
     return { dx, dParams: [] };
+  }
+
+  /** The layer before may apply this activation in its epilogue when the rules read only the output (saved as `{ y }`); one that reads its input (gelu, swish/silu, softsign) runs on its own. */
+  override absorbable(): AbsorbableActivation | null {
+    if (activationNeeds(this.activation) === 'z') return null;
+    return { activation: this.activation, saved: (y: Tensor): ActivationSaved => ({ y, z: null }) };
   }
 
   // Structure hooks: what the sparse engines and the memory estimate know of an activation.

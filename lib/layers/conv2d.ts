@@ -8,10 +8,11 @@ import { type ActivationName, activationForward, activationJvp, activationName, 
 import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, fuseIntoLinear, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
-import { gemm } from '../kernels/gemm.js';
+import { columnSums, staging } from '../kernels/elementwise.js';
+import { type GemmModule, gemm, simdModule } from '../kernels/gemm.js';
 import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
 
 /** Keras config of {@link Conv2D}. */
@@ -143,6 +144,16 @@ export class Conv2D extends Layer<Conv2DSaved> {
    * `z` only for an activation whose rules read it.
    */
   forward(x: Tensor): Forward<Conv2DSaved> {
+    return this.convolve(x, this.activation);
+  }
+
+  /** {@link Conv2D.forward} and the activation layer after it in one pass, for a layer without an activation of its own: the same values as the two passes (see {@link fuseIntoLinear}). */
+  override fusedForward(x: Tensor, activation: ActivationName): Forward<Conv2DSaved> | null {
+    return fuseIntoLinear(this.activation, activation, (a) => this.convolve(x, a));
+  }
+
+  /** {@link Conv2D.forward} with `activation` in place of the layer's own; the bias and relu are applied in the GEMM's epilogue, other activations after. */
+  private convolve(x: Tensor, activation: ActivationName): Forward<Conv2DSaved> {
     this.checkInput(x);
     const xc = contiguous(x);
     const g = this.geometry(xc.shape);
@@ -152,19 +163,17 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const y = zeros([B, rows.out, cols.out, Cout], dtypeOf(x));
     const yd = y.data;
     const nPix = B * rows.out * cols.out;
-    if (this.useBias) {
-      const bias = this.biasData();
-      for (let p = 0; p < nPix * Cout; p += Cout) for (let co = 0; co < Cout; co++) yd[p + co] = bias[co];
-    }
-    const chunk = chunkPixels(K);
+    const chunk = chunkPixels(K, yd);
     const P = newLike(yd, chunk * K);
+    // The bias and relu in the GEMM's epilogue (a layer without a bias accumulates onto the zeros of `y`, as before there was one).
+    const epilogue = { bias: this.useBias ? this.biasData() : undefined, relu: activation === 'relu' };
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
       movePatches('gather', xc.data, g, p0, n, P);
-      gemm({ n, m: Cout, k: K, a: P, a0: 0, ai: K, at: 1, b: Wk, b0: 0, bt: Cout, bj: 1, c: yd, c0: p0 * Cout, ci: Cout }, true);
+      gemm({ n, m: Cout, k: K, a: P, a0: 0, ai: K, at: 1, b: Wk, b0: 0, bt: Cout, bj: 1, c: yd, c0: p0 * Cout, ci: Cout }, !this.useBias, epilogue);
     }
-    const zSaved = activationNeeds(this.activation) === 'z' ? copy(y) : null;
-    activationForward(this.activation, yd, yd, y.size, Cout);
+    const zSaved = activationNeeds(activation) === 'z' ? copy(y) : null;
+    if (!epilogue.relu) activationForward(activation, yd, yd, y.size, Cout);
     return { y, saved: { x: xc, y, z: zSaved } };
   }
 
@@ -299,7 +308,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
     if (k !== 0) return { factor: { positions, units: g.Cout, width: 1, patches: null }, then };
     const K = g.kh * g.kw * g.Cin;
     const P = newLike(x.data, g.B * positions * K);
-    const chunk = chunkPixels(K);
+    const chunk = chunkPixels(K, x.data);
     const rows = newLike(x.data, chunk * K);
     for (let p0 = 0; p0 < g.B * positions; p0 += chunk) {
       const n = Math.min(chunk, g.B * positions - p0);
@@ -337,33 +346,38 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const Wt = withInput ? newLike(Wk, K * Cout) : null;
     if (Wt) for (let q = 0; q < K; q++) for (let co = 0; co < Cout; co++) Wt[co * K + q] = Wk[q * Cout + co];
     // dW is summed over the batch in float64; a float32 pass sums each chunk in float32 (dWc) first, then adds it in.
-    const dWacc = new Float64Array(K * Cout);
-    const dWc = x.data instanceof Float32Array ? new Float32Array(K * Cout) : null;
-    const chunk = chunkPixels(K);
-    const P = newLike(x.data, chunk * K);
+    // Its rows, the K taps, are rounded up to Kr, whole 4-row blocks of the SIMD kernel (a 3×3×3 kernel's 27 would leave 3 rows to the scalar edge); rows past K read the next patch row and are dropped.
+    const Kr = K + ((4 - (K % 4)) % 4);
+    const dWacc = new Float64Array(Kr * Cout);
+    const dWc = x.data instanceof Float32Array ? new Float32Array(Kr * Cout) : null;
+    const chunk = chunkPixels(K, x.data);
+    const P = newLike(x.data, chunk * K + Kr - K);
     const dP = withInput ? newLike(x.data, chunk * K) : null;
+    const staged = dx ? ScatterStage.open(dx.data, g, chunk, Kr) : null;
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
       movePatches('gather', x.data, g, p0, n, P);
       if (dx && dP && Wt) {
         // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window.
         gemm({ n, m: K, k: Cout, a: dz, a0: p0 * Cout, ai: Cout, at: 1, b: Wt, b0: 0, bt: K, bj: 1, c: dP, c0: 0, ci: K }, false);
-        movePatches('scatter', dx.data, g, p0, n, dP);
+        if (staged) staged.scatter(dP, p0, n);
+        else movePatches('scatter', dx.data, g, p0, n, dP);
       }
       // dW += Pᵀ dz: four taps by four output channels, both read four contiguous values per pixel.
       if (dWc) {
-        gemm({ n: K, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWc, c0: 0, ci: Cout }, false);
+        gemm({ n: Kr, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWc, c0: 0, ci: Cout }, false);
         for (let q = 0; q < K * Cout; q++) dWacc[q] += dWc[q];
       } else {
-        gemm({ n: K, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWacc, c0: 0, ci: Cout }, true);
+        gemm({ n: Kr, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWacc, c0: 0, ci: Cout }, true);
       }
     }
+    staged?.close();
     const dW = zeros([kh, kw, Cin, Cout], dtypeOf(x));
-    dW.data.set(dWacc);
+    dW.data.set(dWacc.subarray(0, K * Cout));
     const dParams = [dW];
     if (this.useBias) {
       const dbAcc = new Float64Array(Cout);
-      for (let p = 0; p < nOut; p += Cout) for (let co = 0; co < Cout; co++) dbAcc[co] += dz[p + co];
+      columnSums(dz, nPix, Cout, dbAcc);
       const db = zeros([Cout], dtypeOf(x));
       db.data.set(dbAcc);
       dParams.push(db);
@@ -414,15 +428,25 @@ export class Conv2D extends Layer<Conv2DSaved> {
   }
 }
 
-/** Output pixels per chunk: enough to amortize the loops (`dW`'s dot products run over a chunk's pixels), few enough that a chunk's patch rows (`n · K` values) stay in cache. */
-function chunkPixels(K: number): number {
-  return Math.max(16, Math.min(512, Math.floor(32768 / K)));
+/**
+ * Output pixels per chunk: enough to amortize the loops (`dW`'s dot products run over a chunk's
+ * pixels, and a float32 pass adds each chunk's `dW` into its float64 sum), few enough that a
+ * chunk's patch rows (`n · K` values, 256 KiB) stay in cache: twice as many float32 values as
+ * float64 ones, a multiple of 4 of them.
+ */
+function chunkPixels(K: number, like: Data): number {
+  // float64's chunks stay as they were (their dW sums, chunk by chunk, are the golden fixtures' bits); float32's are whole 4-row SIMD blocks, leaving no rows to the scalar edge.
+  if (like instanceof Float64Array) return Math.max(16, Math.min(512, Math.floor(32768 / K)));
+  return Math.max(16, Math.min(1024, Math.floor(65536 / K))) & ~3;
 }
 
 /** A zero-filled buffer of `n` elements of `like`'s element type: a float32 pass stays float32. */
 function newLike(like: Data, n: number): Data {
   return like instanceof Float32Array ? new Float32Array(n) : new Float64Array(n);
 }
+
+/** A run of at least this many values is gathered by `set` (a block copy): below, the view it needs costs more than a loop. */
+const BLOCK_COPY = 48;
 
 /**
  * Moves the input windows of the `n` output pixels `p0 .. p0 + n` (flat over `[B, Ho, Wo]`)
@@ -454,8 +478,9 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
       const xo = ((b * H + ih0 + i * dh) * W + iw0) * Cin;
       const po = p * K + i * rowLen;
       if (dw === 1) {
-        // Undilated columns: the window's row is one contiguous run of the image, copied in one loop.
-        if (gather) for (let q = j0 * Cin; q < j1 * Cin; q++) P[po + q] = xd[xo + q];
+        // Undilated columns: the window's row is one contiguous run of the image, copied in one loop (a long one as a block copy, whose bytes halve in float32).
+        if (gather && (j1 - j0) * Cin >= BLOCK_COPY) P.set(xd.subarray(xo + j0 * Cin, xo + j1 * Cin), po + j0 * Cin);
+        else if (gather) for (let q = j0 * Cin; q < j1 * Cin; q++) P[po + q] = xd[xo + q];
         else for (let q = j0 * Cin; q < j1 * Cin; q++) xd[xo + q] += P[po + q];
         continue;
       }
@@ -473,6 +498,78 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
         b++;
       }
     }
+  }
+}
+
+/**
+ * The transposed convolution's scatter (`movePatches('scatter')`) by the SIMD module: `dx` staged
+ * in the module's memory above what the pass's GEMMs use, each chunk's `dP` copied in beside it,
+ * and every window row added onto its image row as one run (`addruns`), in the JS loop's order,
+ * so the same bits. Opened only for undilated columns (a window row is one contiguous run).
+ */
+class ScatterStage {
+  private constructor(
+    private readonly dx: Data,
+    private readonly g: Geometry,
+    private readonly mod: GemmModule,
+    /** Byte offsets: the staged `dx`, the chunk's `dP`, the runs. */
+    private readonly at: { dx: number; dP: number; runs: number },
+  ) {}
+
+  /** A stage for `dx` (zero on entry) over chunks of up to `chunk` pixels, or null where the module or the geometry do not allow it. */
+  static open(dx: Data, g: Geometry, chunk: number, Kr: number): ScatterStage | null {
+    const mod = simdModule();
+    if (!mod || g.cols.step !== 1) return null;
+    const esz = dx.BYTES_PER_ELEMENT;
+    const K = g.kh * g.kw * g.Cin;
+    // Above every operand the pass's two GEMMs copy in (A, B, C and a bias row of either), with room to spare.
+    const gemmBytes = (2 * chunk * K + chunk * g.Cout + g.Cout * K + Kr * g.Cout + Kr + g.Cout + 64) * esz;
+    const align = (v: number) => (v + 4095) & ~4095;
+    const at = { dx: align(gemmBytes), dP: 0, runs: 0 };
+    at.dP = align(at.dx + dx.length * esz);
+    at.runs = align(at.dP + chunk * K * esz);
+    staging(mod.memory, at.runs + chunk * g.kh * 12);
+    new (dx instanceof Float64Array ? Float64Array : Float32Array)(mod.memory.buffer, at.dx, dx.length).fill(0);
+    return new ScatterStage(dx, g, mod, at);
+  }
+
+  /** Adds the `n` patch rows of `dP` (pixels `p0 ..`) onto their windows in the staged `dx`. */
+  scatter(dP: Data, p0: number, n: number): void {
+    const { H, W, Cin, kh, kw, rows, cols } = this.g;
+    const K = kh * kw * Cin;
+    const rowLen = kw * Cin;
+    const perImage = rows.out * cols.out;
+    const esz = this.dx.BYTES_PER_ELEMENT;
+    const buf = this.mod.memory.buffer;
+    new (dP instanceof Float64Array ? Float64Array : Float32Array)(buf, this.at.dP, n * K).set(dP.subarray(0, n * K));
+    const runs = new Int32Array(buf, this.at.runs, n * kh * 3);
+    let r = 0;
+    let b = Math.floor(p0 / perImage);
+    let oh = Math.floor((p0 - b * perImage) / cols.out);
+    let ow = p0 - b * perImage - oh * cols.out;
+    for (let p = 0; p < n; p++) {
+      const j0 = cols.lo[ow];
+      const len = (cols.hi[ow] - j0) * Cin;
+      for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
+        const xo = ((b * H + rows.start[oh] + i * rows.step) * W + cols.start[ow]) * Cin + j0 * Cin;
+        runs[r++] = this.at.dx + xo * esz;
+        runs[r++] = this.at.dP + (p * K + i * rowLen + j0 * Cin) * esz;
+        runs[r++] = len;
+      }
+      if (++ow === cols.out) {
+        ow = 0;
+        if (++oh === rows.out) {
+          oh = 0;
+          b++;
+        }
+      }
+    }
+    (esz === 8 ? this.mod.addruns64 : this.mod.addruns32)(this.at.runs, r / 3);
+  }
+
+  /** Copies the staged `dx` back. */
+  close(): void {
+    this.dx.set(new (this.dx instanceof Float64Array ? Float64Array : Float32Array)(this.mod.memory.buffer, this.at.dx, this.dx.length));
   }
 }
 

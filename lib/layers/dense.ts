@@ -7,7 +7,7 @@ import { type ActivationName, activationForward, activationJvp, activationName, 
 import { ConfigError, fmtValue } from '../errors.js';
 import { type AxisMap, type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
-import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
+import { BASE_KEYS, type Cotangents, type Forward, Layer, fuseIntoLinear, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { gemm } from '../kernels/gemm.js';
@@ -85,8 +85,18 @@ export class Dense extends Layer<DenseSaved> {
     return { units: this.units, activation: this.activation, use_bias: this.useBias, ...this.initializerConfig() };
   }
 
-  /** Primal pass, `z = x W + b` over the `B · prod(lead)` rows of `[in]` by the shared {@link gemm}, then the activation in place. Saves `x` and `y` (and `z` where the activation's rules read it). */
+  /** Primal pass, `z = x W + b` over the `B · prod(lead)` rows of `[in]` by the shared {@link gemm}, then the activation in place (the bias and relu in the GEMM's epilogue). Saves `x` and `y` (and `z` where the activation's rules read it). */
   forward(x: Tensor): Forward<DenseSaved> {
+    return this.multiply(x, this.activation);
+  }
+
+  /** {@link Dense.forward} and the activation layer after it in one pass, for a layer without an activation of its own: the same values as the two passes (see {@link fuseIntoLinear}). */
+  override fusedForward(x: Tensor, activation: ActivationName): Forward<DenseSaved> | null {
+    return fuseIntoLinear(this.activation, activation, (a) => this.multiply(x, a));
+  }
+
+  /** {@link Dense.forward} with `activation` in place of the layer's own; the bias and relu are applied in the GEMM's epilogue, other activations after. */
+  private multiply(x: Tensor, activation: ActivationName): Forward<DenseSaved> {
     this.checkInput(x);
     const xc = contiguous(x);
     const { B, nIn } = rowsOf(xc);
@@ -94,13 +104,11 @@ export class Dense extends Layer<DenseSaved> {
     const W = contiguous(this.params[0].value).data;
     const y = zeros([...xc.shape.slice(0, -1), nOut], dtypeOf(x));
     const yd = y.data;
-    if (this.useBias) {
-      const bias = contiguous(this.params[1].value).data;
-      for (let r = 0; r < B * nOut; r += nOut) for (let o = 0; o < nOut; o++) yd[r + o] = bias[o];
-    }
-    gemm({ n: B, m: nOut, k: nIn, a: xc.data, a0: 0, ai: nIn, at: 1, b: W, b0: 0, bt: nOut, bj: 1, c: yd, c0: 0, ci: nOut }, true);
-    const z = activationNeeds(this.activation) === 'z' ? copy(y) : null;
-    activationForward(this.activation, yd, yd, y.size, nOut);
+    // The bias and relu in the GEMM's epilogue (a layer without a bias accumulates onto the zeros of `y`, as before there was one).
+    const epilogue = { bias: this.useBias ? contiguous(this.params[1].value).data : undefined, relu: activation === 'relu' };
+    gemm({ n: B, m: nOut, k: nIn, a: xc.data, a0: 0, ai: nIn, at: 1, b: W, b0: 0, bt: nOut, bj: 1, c: yd, c0: 0, ci: nOut }, !this.useBias, epilogue);
+    const z = activationNeeds(activation) === 'z' ? copy(y) : null;
+    if (!epilogue.relu) activationForward(activation, yd, yd, y.size, nOut);
     return { y, saved: { x: xc, y, z } };
   }
 

@@ -28,6 +28,7 @@ import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { guardBytes } from '../memory.js';
 import { type InitializerSpec, initialize } from '../initializers.js';
 import { Rng } from '../rng.js';
+import type { ActivationName } from '../activations.js';
 import type { AxisStructure, KronPattern } from '../structure.js';
 import type { TangentPool } from './out.js';
 import { type DType, type Data, type Tensor, assertShape, bytesPerElement, dtypeOf, sizeOf, zeros } from '../tensor.js';
@@ -284,6 +285,17 @@ export interface StructureHooks {
 }
 
 /**
+ * What a layer that is one activation offers the layer before it, so that the two run as one
+ * pass (see {@link Differentiable.fusedForward}).
+ */
+export interface AbsorbableActivation {
+  /** The activation, as `activations.ts` names it. */
+  activation: ActivationName;
+  /** The residuals this layer's own `forward` would have saved, from its output `y` alone. */
+  saved(y: Tensor): unknown;
+}
+
+/**
  * Anything with a forward pass and both derivative rules: a layer, or a stage of layers. The
  * Jacobian builders, the chains and the memory accounting work on this.
  */
@@ -318,6 +330,19 @@ export interface Differentiable<S = unknown> extends StructureHooks {
    * down has consumed it. Default (absent) false.
    */
   readonly freshCotangent?: boolean;
+  /**
+   * Optional: this layer is one activation that the layer before it may apply in its own
+   * epilogue ({@link Differentiable.fusedForward}); null or absent: it runs on its own. The
+   * fallback, two passes, is always right: fusing only saves a buffer and a pass over it.
+   */
+  absorbable?(): AbsorbableActivation | null;
+  /**
+   * Optional: this layer's forward pass followed by `activation` in one pass (the activation
+   * applied in place to this layer's output, which is not kept): returns the activation's output,
+   * the same values as the two passes apart, and residuals that this layer's own rules run on.
+   * Null when it cannot (its rules would read the output it overwrites): then the two run apart.
+   */
+  fusedForward?(x: Tensor, activation: ActivationName, opts?: ForwardOptions): Forward<S> | null;
   /** True for a layer that draws random numbers in training (Dropout's mask): the same seed must reach it in every way. */
   readonly stochastic?: boolean;
   /**
@@ -337,6 +362,28 @@ export interface Differentiable<S = unknown> extends StructureHooks {
    * `GradientTape` that records it, in `lib/tape.ts`) calls this once. Absent on stateless layers.
    */
   applyUpdates?(saved: S): void;
+}
+
+/** The residuals of a layer that applies an activation of its own (Conv2D, Dense): what {@link fuseIntoLinear} keeps. */
+export interface ActivatedSaved {
+  /** The input, contiguous. */
+  x: Tensor;
+  /** The output after the activation. */
+  y: Tensor;
+  /** The pre-activation, for an activation whose rules read it; else null. */
+  z?: Tensor | null;
+}
+
+/**
+ * {@link Differentiable.fusedForward} of a layer that applies an activation of its own (Conv2D,
+ * Dense): null unless its own is linear; else its forward `run` with `activation` in place of it,
+ * residuals `{ x, y, z: null }` (a linear layer's rules read `x` alone; `y` holds the activation's
+ * output, the pre-activation is not kept).
+ */
+export function fuseIntoLinear<S extends ActivatedSaved>(own: ActivationName, activation: ActivationName, run: (activation: ActivationName) => Forward<S>): Forward<S> | null {
+  if (own !== 'linear') return null;
+  const f = run(activation);
+  return { y: f.y, saved: { ...f.saved, z: null } };
 }
 
 /** The single layers of a layer or a stage (a stage's `layers`, recursively), first to last. */
@@ -479,6 +526,10 @@ export abstract class Layer<S = unknown> implements Differentiable<S> {
   abstract vjp(saved: S, dy: Tensor): Cotangents;
   /** Optional: the parameter cotangents alone (see {@link Differentiable.vjpParams}). */
   vjpParams?(saved: S, dy: Tensor): Tensor[];
+  /** Optional: an activation the layer before may apply (see {@link Differentiable.absorbable}). */
+  absorbable?(): AbsorbableActivation | null;
+  /** Optional: forward with the next layer's activation in its epilogue (see {@link Differentiable.fusedForward}). */
+  fusedForward?(x: Tensor, activation: ActivationName, opts?: ForwardOptions): Forward<S> | null;
   /** `vjp`'s `dx` is always a new buffer of its own (see {@link Differentiable.freshCotangent}). */
   readonly freshCotangent?: boolean;
 

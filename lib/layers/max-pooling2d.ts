@@ -4,7 +4,9 @@
  * @module
  */
 import { ConfigError, fmtValue } from '../errors.js';
-import { type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { type Data, type DType, type Tensor, assertShape, contiguous, dtypeOf, zeros } from '../tensor.js';
+import { staging } from '../kernels/elementwise.js';
+import { simdModule } from '../kernels/gemm.js';
 import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, rowBlock } from './out.js';
@@ -88,6 +90,7 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
     const yd = y.data;
     const xd = xc.data;
     const argmax = new Int32Array(y.size);
+    if (poolSimd(xd, yd, argmax, [B, H, W, C], rows, cols)) return { y, saved: { argmax, xShape: xc.shape.slice(), dtype: dtypeOf(x) } };
     for (let b = 0; b < B; b++) {
       for (let oh = 0; oh < rows.out; oh++) {
         const ih0 = rows.start[oh];
@@ -178,4 +181,43 @@ export class MaxPooling2D extends Layer<MaxPooling2DSaved> {
   private geometry(H: number, W: number): { rows: WindowRanges; cols: WindowRanges } {
     return this.windows.ranges(H, W, this.describe());
   }
+}
+
+/**
+ * {@link MaxPooling2D.forward}'s contest by the SIMD kernel (`pool64` / `pool32` of `gemm.wat`),
+ * image by image staged through the module's memory: the same rule (row-major window order,
+ * strict `>`, a NaN wins and keeps its place), so the same winners and values, without the JS
+ * loop's branch per value that the data decides. False (nothing done) where it cannot run: no
+ * SIMD, or channels that are not whole vectors.
+ */
+function poolSimd(xd: Data, yd: Data, argmax: Int32Array, [B, H, W, C]: number[], rows: WindowRanges, cols: WindowRanges): boolean {
+  const mod = simdModule();
+  const f64 = xd instanceof Float64Array;
+  if (!mod || C % (f64 ? 2 : 4) !== 0) return false;
+  const esz = f64 ? 8 : 4;
+  const nIn = H * W * C;
+  const nOut = rows.out * cols.out * C;
+  const py = (nIn * esz + 15) & ~15;
+  const pa = py + nOut * esz;
+  const buf = staging(mod.memory, pa + nOut * 4);
+  const View = f64 ? Float64Array : Float32Array;
+  const xs = new View(buf, 0, nIn);
+  const ys = new View(buf, py, nOut);
+  const as = new Int32Array(buf, pa, nOut);
+  const pool = f64 ? mod.pool64 : mod.pool32;
+  for (let b = 0; b < B; b++) {
+    xs.set(xd.subarray(b * nIn, (b + 1) * nIn));
+    for (let oh = 0; oh < rows.out; oh++) {
+      const i0 = rows.lo[oh];
+      const ih = rows.start[oh] + i0;
+      for (let ow = 0; ow < cols.out; ow++) {
+        const j0 = cols.lo[ow];
+        const yo = (oh * cols.out + ow) * C;
+        pool((ih * W + cols.start[ow] + j0) * C, W * C, rows.hi[oh] - i0, cols.hi[ow] - j0, C, py + yo * esz, pa + yo * 4, b * nIn);
+      }
+    }
+    yd.set(ys, b * nOut);
+    argmax.set(as, b * nOut);
+  }
+  return true;
 }

@@ -39,8 +39,11 @@ export function selectTangents(winner: Int32Array, dx: Tensor, T: number, dy: Te
 /** VJP rule: `dx[winner[o]] += dy[o]` for a cotangent `dy` `[B, ...out]` into a zero `dx` `[B, ...in]`. */
 export function selectCotangents(winner: Int32Array, dy: Tensor, dx: Tensor): void {
   const g = contiguous(dy);
+  // The buffers in locals: a property read of the view each element is a megamorphic load (ndarray has a class per rank).
   const d = dx.data;
-  for (let o = 0; o < winner.length; o++) d[winner[o]] += g.data[g.offset + o];
+  const src = g.data;
+  const off = g.offset;
+  for (let o = 0; o < winner.length; o++) d[winner[o]] += src[off + o];
 }
 
 /** The local Jacobian of a selection at a recorded pass: per sample of `nIn` inputs and `nOut` outputs, row `o` is a 1 at its winner. */

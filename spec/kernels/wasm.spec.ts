@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
-import { Conv2D } from '../../lib/layers/conv2d.js';
-import { gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
+import { Conv2D, type Conv2DConfig } from '../../lib/layers/conv2d.js';
+import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
+import { columnSums, relu, reluMask } from '../../lib/kernels/elementwise.js';
+import { gemm, gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
 import { Rng } from '../../lib/rng.js';
 import { randomNormal } from '../../lib/tensor.js';
 import { expect } from '../helpers/setup.js';
@@ -47,11 +49,17 @@ describe('kernels/gemm WebAssembly SIMD path', () => {
     expect(gemmWasm(op, false)).to.equal(false);
   });
 
-  for (const dtype of ['float64', 'float32'] as const) {
-    it(`Conv2D forward and vjp agree on both paths (${dtype}, at the layer specs' tolerance)`, () => {
-      const conv = new Conv2D({ filters: 12, kernel_size: 3, activation: 'relu' }).build([9, 10, 5], { rng: new Rng(3), dtype });
-      const x = randomNormal([3, 9, 10, 5], new Rng(4), dtype);
-      const dy = randomNormal([3, 7, 8, 12], new Rng(5), dtype);
+  // Valid and padded windows, strides, a row dilation (the staged scatter's runs), a kernel whose taps are not whole SIMD blocks (27) and an unbiased one.
+  const convs: Conv2DConfig[] = [
+    { filters: 12, kernel_size: 3, activation: 'relu' },
+    { filters: 8, kernel_size: 3, strides: 2, padding: 'same', activation: 'linear' },
+    { filters: 4, kernel_size: [3, 2], dilation_rate: [2, 1], padding: 'same', use_bias: false },
+  ];
+  for (const dtype of ['float64', 'float32'] as const) for (const [c, config] of convs.entries()) {
+    it(`Conv2D forward and vjp agree on both paths (${dtype}, config ${c}, at the layer specs' tolerance)`, () => {
+      const conv = new Conv2D({ ...config }).build([9, 10, c === 0 ? 5 : 3], { rng: new Rng(3), dtype });
+      const x = randomNormal([3, 9, 10, c === 0 ? 5 : 3], new Rng(4), dtype);
+      const dy = randomNormal([3, ...conv.outputShape], new Rng(5), dtype);
       const run = (which: 'wasm' | 'js') => {
         const before = setGemmBackend(which);
         try {
@@ -67,4 +75,129 @@ describe('kernels/gemm WebAssembly SIMD path', () => {
       w.forEach((arr, r) => arr.forEach((v, i) => expect(Math.abs(v - j[r][i])).to.be.at.most(tol * (1 + Math.abs(j[r][i])))));
     });
   }
+});
+
+describe('kernels/elementwise relu kernels (WebAssembly SIMD and JS)', () => {
+  const special = [0, -0, 1, -1, Infinity, -Infinity, Number.NaN, 5e-324, -5e-324, 1e-40, -1e-40, 3.5, -2.25];
+  const both = <T>(f: () => T): [T, T] => {
+    const before = setGemmBackend('wasm');
+    try {
+      const w = f();
+      setGemmBackend('js');
+      return [w, f()];
+    } finally {
+      setGemmBackend(before);
+    }
+  };
+  // Lengths around the SIMD threshold, a lane's remainder and a staged block's boundary.
+  for (const n of [5, 1023, 1024, 1027, 32768 + 3, 70001]) {
+    for (const Arr of [Float64Array, Float32Array] as Float64ArrayConstructor[]) {
+      it(`relu and its mask give the JS rules' bits on both paths (${Arr.name}, ${n} values, NaN, ±0, ±∞ and subnormals included)`, () => {
+        let s = n;
+        const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+        const z = Arr.from({ length: n }, (_, i) => (i % 7 === 0 ? special[(i / 7) % special.length] : rand()));
+        const g = Arr.from({ length: n }, (_, i) => (i % 5 === 0 ? special[(i / 5) % special.length] : rand()));
+        const expectY = z.map((v) => (v <= 0 ? 0 : v));
+        const [yw, yj] = both(() => {
+          const y = new Arr(n);
+          relu(z, y, n);
+          return y;
+        });
+        const [ipw] = both(() => {
+          const y = z.slice();
+          relu(y, y, n);
+          return y;
+        });
+        const expectMask = g.map((v, i) => (expectY[i] > 0 ? v : 0));
+        const [mw, mj] = both(() => {
+          const out = new Arr(n);
+          reluMask(expectY, g, out, n);
+          return out;
+        });
+        const asBits = (a: Float64Array) => Array.from(a, (v) => (Number.isNaN(v) ? 'NaN' : Object.is(v, -0) ? '-0' : v));
+        for (const got of [yw, yj, ipw]) expect(asBits(got)).to.deep.equal(asBits(expectY));
+        for (const got of [mw, mj]) expect(asBits(got)).to.deep.equal(asBits(expectMask));
+      });
+    }
+  }
+
+  it('columnSums gives the plain loop\'s float64 sums bit for bit on both paths (float64 and float32 rows, staged blocks and their remainder)', () => {
+    for (const [n, m] of [[3, 4], [700, 32], [5000, 64], [1200, 6], [33000, 4]]) {
+      for (const Arr of [Float64Array, Float32Array] as Float64ArrayConstructor[]) {
+        let s = n + m;
+        const g = Arr.from({ length: n * m }, () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1);
+        const start = Float64Array.from({ length: m }, (_, j) => j / 7);
+        const expected = start.slice();
+        for (let p = 0; p < n * m; p += m) for (let j = 0; j < m; j++) expected[j] += g[p + j];
+        const [w, j] = both(() => {
+          const acc = start.slice();
+          columnSums(g, n, m, acc);
+          return Array.from(acc);
+        });
+        expect(w).to.deep.equal(Array.from(expected));
+        expect(j).to.deep.equal(Array.from(expected));
+      }
+    }
+  });
+
+  it("gemm's epilogue gives the bits of a bias filled in, the product accumulated onto it, then a relu pass, on both paths, edges included", () => {
+    fc.assert(
+      fc.property(fc.record({ n: fc.integer({ min: 1, max: 13 }), m: fc.integer({ min: 1, max: 19 }), k: fc.integer({ min: 1, max: 9 }), accumulate: fc.boolean(), withBias: fc.boolean(), relu: fc.boolean(), f32: fc.boolean(), gap: fc.boolean(), seed: fc.integer({ min: 1, max: 1000 }) }), ({ n, m, k, accumulate, withBias, relu: withRelu, f32, gap, seed }) => {
+        const Arr = (f32 ? Float32Array : Float64Array) as Float64ArrayConstructor;
+        let s = seed;
+        const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+        const a = Arr.from({ length: n * k }, rand);
+        const b = Arr.from({ length: k * m }, rand);
+        const ci = m + (gap ? 2 : 0);
+        const start = Arr.from({ length: n * ci }, rand);
+        const bias = withBias ? Arr.from({ length: m }, rand) : undefined;
+        const op = { n, m, k, a, a0: 0, ai: k, at: 1, b, b0: 0, bt: m, bj: 1, c0: 0, ci };
+        const [fused, plain] = [true, false].map((epi) =>
+          both(() => {
+            const c = start.slice();
+            if (epi) {
+              gemm({ ...op, c }, accumulate && !bias, { bias, relu: withRelu });
+            } else {
+              if (bias) for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) c[i * ci + j] = bias[j];
+              gemm({ ...op, c }, accumulate || !!bias);
+              if (withRelu) for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) c[i * ci + j] = c[i * ci + j] <= 0 ? 0 : c[i * ci + j];
+            }
+            return Array.from(c);
+          }),
+        );
+        expect(fused[0]).to.deep.equal(plain[0]);
+        expect(fused[1]).to.deep.equal(plain[1]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('kernels: MaxPooling2D by the SIMD pool kernel', () => {
+  it('chooses the JS loop\'s winners and values bit for bit: ties, NaNs, signed zeros, padding, overlapping and strided windows', () => {
+    fc.assert(
+      fc.property(
+        fc.record({ pool: fc.integer({ min: 1, max: 3 }), stride: fc.integer({ min: 1, max: 3 }), same: fc.boolean(), C: fc.constantFrom(2, 4, 6, 8), f32: fc.boolean(), seed: fc.integer({ min: 1, max: 1000 }) }),
+        ({ pool, stride, same, C, f32, seed }) => {
+          const dtype = f32 ? 'float32' : 'float64';
+          const layer = new MaxPooling2D({ pool_size: pool, strides: stride, padding: same ? 'same' : 'valid' }).build([5, 6, C], { dtype });
+          const x = randomNormal([2, 5, 6, C], new Rng(seed), dtype);
+          // Few levels, so that windows hold ties; then NaNs and zeros of both signs.
+          const specials = [Number.NaN, -0, 0, -Infinity, Infinity];
+          x.data.forEach((v, i) => (x.data[i] = i % 11 === 0 ? specials[(i / 11) % specials.length] : Math.round(v * 2) / 2));
+          const run = (which: 'wasm' | 'js') => {
+            const before = setGemmBackend(which);
+            try {
+              const { y, saved } = layer.forward(x);
+              return { y: Array.from(y.data, (v) => (Number.isNaN(v) ? 'NaN' : Object.is(v, -0) ? '-0' : v)), argmax: Array.from(saved.argmax) };
+            } finally {
+              setGemmBackend(before);
+            }
+          };
+          expect(run('wasm')).to.deep.equal(run('js'));
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
 });
