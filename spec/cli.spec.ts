@@ -61,6 +61,14 @@ describe('cli: jacobian-chain seed (npm start)', () => {
     expect(t.stderr).to.match(/expected --streamed together with --method jacobian .*received --streamed with --method vjp/);
   });
 
+  it('jacobian --format factored: each Conv2D weight\'s Jacobian factored, chained to the VJP gradient, the bias sharing its kernel\'s factor', () => {
+    const r = spawnSync('npx', ['tsx', 'bin/cli.ts', 'jacobian', '--wrt', 'weights', '--format', 'factored', '--side', '24'], { cwd: ROOT, encoding: 'utf8', timeout: 180_000 });
+    expect([r.status, r.stderr]).to.deep.equal([0, '']);
+    expect(r.stdout.match(/format factored/g)).to.have.length(6);
+    expect(r.stdout).to.match(/Jacobian w\.r\.t\. conv2d\.bias: .*\n(.*\n)*? {2}bytes 0 B \(\+ [0-9.]+ KiB shared with the layer's other parameter, counted there\)/);
+    expect(r.stdout.trim().endsWith('all gradients equal')).to.equal(true);
+  });
+
   it('--model runs a model file (a golden fixture, with its own batch, loss and stages)', () => {
     const { code, out } = seed('--model', 'spec/fixtures/dense_mlp.json');
     expect(code).to.equal(0);

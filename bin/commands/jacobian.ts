@@ -42,7 +42,9 @@ options:
   --channels <n>       CNN image channels (default 3)
   --batch <n>          batch size of a seeded batch (default 1; a fixture's own x when not given)
   --mode <m>           auto (default), forward or reverse
-  --format <f>         sparse (default) or dense
+  --format <f>         sparse (default), dense, or factored (a Conv2D or Dense weight's Jacobian as
+                       A · (patches ⊗ I): the stage's sparse Jacobian w.r.t. the layer's linear
+                       output times the layer's own; w.r.t. the input and other weights, sparse)
   --engine <e>         force an engine: propagate, compressed or dense
   --pattern <p>        what compressed engines colour: structural (default) or values
   --wrt <w>            input (default), weights, or all
@@ -72,7 +74,7 @@ interface Options {
   channels: number;
   batch?: number;
   mode: 'auto' | 'forward' | 'reverse';
-  format: 'sparse' | 'dense';
+  format: 'sparse' | 'dense' | 'factored';
   engine?: 'propagate' | 'compressed' | 'dense';
   pattern?: 'structural' | 'values';
   wrt: 'input' | 'weights' | 'all';
@@ -125,7 +127,7 @@ function parse(argv: string[]): Options | 'help' {
     channels: positiveInt(v.channels, '--channels') ?? 3,
     batch: positiveInt(v.batch, '--batch'),
     mode: choice(['auto', 'forward', 'reverse'])(v.mode, '--mode') ?? 'auto',
-    format: choice(['sparse', 'dense'])(v.format, '--format') ?? 'sparse',
+    format: choice(['sparse', 'dense', 'factored'])(v.format, '--format') ?? 'sparse',
     engine: choice(['propagate', 'compressed', 'dense'])(v.engine, '--engine'),
     pattern: choice(['structural', 'values'])(v.pattern, '--pattern'),
     wrt: choice(['input', 'weights', 'all'])(v.wrt, '--wrt') ?? 'input',
@@ -200,7 +202,8 @@ function report(label: string, J: Jacobian, ms: number, chained: Tensor, ref: Te
     console.log(planLines(plan).join('\n'));
   }
   if (typeof nnz === 'number') console.log(`  nnz ${nnz} (density ${(nnz / sizeOf(J.shape)).toExponential(2)})`);
-  console.log(`  bytes ${fmtBytes(J.bytes)} (dense: ${fmtBytes(denseBytes)})`);
+  const shared = (J as { sharedBytes?: unknown }).sharedBytes;
+  console.log(`  bytes ${fmtBytes(J.bytes)}${typeof shared === 'number' && shared > 0 ? ` (+ ${fmtBytes(shared)} shared with the layer's other parameter, counted there)` : ''} (dense: ${fmtBytes(denseBytes)})`);
   console.log(`  time ${fmtMs(ms)}`);
   console.log(`  gradient chained through it vs the VJP gradient: max |difference| ${d.maxAbs.toExponential(2)}, relative to max |gradient| ${d.rel.toExponential(2)} (tol ${tol}): ${pass ? 'equal' : 'DIFFERENT'}`);
   return { wrt: label, shape: J.shape.slice(), format: J.format, nnz: typeof nnz === 'number' ? nnz : null, bytes: J.bytes, denseBytes, mode: plan?.mode, engine: plan?.engine, colours: plan?.colours, ms, maxAbsDiff: d.maxAbs, relDiff: d.rel, pass };
