@@ -55,6 +55,8 @@ class RowWriter {
   colIdx: Int32Array;
   values: Float64Array;
   n = 0;
+  /** True once a result took these arrays over ({@link RowWriter.finish}): the writer is not to be reused. */
+  handedOver = false;
   readonly rowPtr: Int32Array;
   constructor(rows: number, capacity: number) {
     this.rowPtr = new Int32Array(rows + 1);
@@ -86,6 +88,11 @@ class RowWriter {
   finish(rows: number, cols: number, dtype: 'float64' | 'float32', own: boolean): CsrMatrix {
     const n = this.n;
     if (!own) return new CsrMatrix(rows, cols, this.rowPtr, this.colIdx.subarray(0, n), this.values.subarray(0, n));
+    // A result that fills most of the writer's arrays takes them over rather than a copy: copying would hold the largest matrix twice at the peak.
+    if (dtype === 'float64' && n >= 0.75 * this.colIdx.length) {
+      this.handedOver = true;
+      return new CsrMatrix(rows, cols, this.rowPtr, this.colIdx.subarray(0, n), this.values.subarray(0, n));
+    }
     const values: Data = dtype === 'float32' ? Float32Array.from(this.values.subarray(0, n)) : this.values.slice(0, n);
     return new CsrMatrix(rows, cols, this.rowPtr.slice(), this.colIdx.slice(0, n), values);
   }
@@ -261,6 +268,10 @@ export function chainLocals(locals: readonly LocalJacobian[], B: number, nCols: 
       }
       const isResult = i === lastMulti;
       M = w.finish(targets.length, nCols, isResult ? dtype : 'float64', isResult);
+      // Its arrays now belong to the result: the next sample gets a writer of its own.
+      if (w.handedOver) writers[i] = undefined;
+      // The last sample needs no level twice: each one read is let go, so that at most two are held, as when no writer was kept.
+      if (b === B - 1) for (let k = first; k < i; k++) writers[k] = undefined;
       alias = null;
       scale = null;
       if (isResult) {
