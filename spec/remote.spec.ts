@@ -16,6 +16,7 @@ import type { OptimizerConfig } from '../lib/optimizers.js';
 import { RemoteStageRunner } from '../lib/remote/client.js';
 import { fitRemote } from '../lib/remote/fit.js';
 import { StageServer } from '../lib/remote/server.js';
+import { signatureMismatch, stagesSignature } from '../lib/remote/signature.js';
 import { TOKEN_KEY, type WireTensor, encodeTensor, stageService } from '../lib/remote/wire.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
@@ -226,6 +227,11 @@ describe('remote stages over gRPC (issue #15)', function () {
         { inputShape: [5, 5, 1], rng: new Rng(11), name: 'remote_spec' },
       );
       await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, model: other.split(SPLIT) }, sgd), /hosts another model than this client's: layer 3: the server has Dense \{"units":6.*the client expects Dense \{"units":7/);
+      // A server that sends no signature, or junk, is refused with what it sent, not a parse error.
+      const mine = stagesSignature(loadModelFile(file).split(SPLIT).slice(1));
+      expect(signatureMismatch('', mine)).to.match(/^the server's signature is empty/);
+      expect(signatureMismatch('{"a":', mine)).to.equal('the server\'s signature is not the JSON of an array of stages (received "{\\"a\\":")');
+      expect(signatureMismatch(mine, mine)).to.equal(null);
       // Split elsewhere: the server's first hosted layer is not the client's.
       await expectReject(RemoteStageRunner.connect({ address: `127.0.0.1:${port}`, model: loadModelFile(file).split([4]) }, sgd), /hosts another model than this client's: hosted stage 0: the server's first_layer is 3, the client expects 4/);
     });

@@ -673,7 +673,7 @@ export class StageServer {
       non_finite: nonFinite ?? '',
       residual_bytes: residual,
       cotangent_bytes: cotangent,
-      gradient_bytes: grads.flat().reduce((n, t) => n + (t === null ? 0 : bytesOf(t)), 0),
+      gradient_bytes: gradientBytes(grads),
     };
     this.touch(s);
     return part.backward;
@@ -860,7 +860,7 @@ export class StageServer {
       non_finite: nonFinite ?? '',
       residual_bytes: residual,
       jacobian_bytes: jacobian,
-      gradient_bytes: grads.flat().reduce((n, t) => n + (t === null ? 0 : bytesOf(t)), 0),
+      gradient_bytes: gradientBytes(grads),
     };
     return part.weightsReply;
   }
@@ -984,6 +984,11 @@ function heldLine(cur: StepState): string {
     gradient += b?.gradient_bytes ?? w?.gradient_bytes ?? 0;
   }
   return `held ${fmtBytes(residual + cotangent + jacobian + gradient)} (residuals ${fmtBytes(residual)}, cotangents ${fmtBytes(cotangent)}, Jacobians ${fmtBytes(jacobian)}, gradients ${fmtBytes(gradient)})`;
+}
+
+/** Bytes of the weight gradients a step holds (a frozen parameter's null counts none). */
+function gradientBytes(grads: readonly (readonly (Tensor | null)[])[]): number {
+  return grads.flat().reduce((n, t) => n + (t === null ? 0 : bytesOf(t)), 0);
 }
 
 /** `dense_1.kernel: NaN at flat index 3`, for the first non-finite gradient of the hosted layers, or null. */

@@ -45,18 +45,15 @@ export function stagesSignature(stages: readonly Sequential[]): string {
  * Where the client's signature `theirs` first differs from the server's `mine`, in words, or null
  * when they are equal.
  * @example
- * signatureMismatch(stagesSignature(a), stagesSignature(b)); // 'layer 10: the server has Dense {"units":64,...}, the client expects Dense {"units":32,...}'
+ * signatureMismatch(stagesSignature(a), stagesSignature(b));
+ * // 'layer 10: the server has Dense {"units":64,...} to [64], the client expects Dense {"units":32,...} to [32]'
  */
 export function signatureMismatch(mine: string, theirs: string): string | null {
   if (mine === theirs) return null;
-  let t: StageSignature[];
-  try {
-    t = JSON.parse(theirs) as StageSignature[];
-    if (!Array.isArray(t)) throw new Error('not an array');
-  } catch {
-    return `the client's signature is not the JSON of an array of stages (received ${JSON.stringify(theirs.slice(0, 80))})`;
-  }
-  const m = JSON.parse(mine) as StageSignature[];
+  const m = parseSignature(mine, "the server's");
+  if (typeof m === 'string') return m;
+  const t = parseSignature(theirs, "the client's");
+  if (typeof t === 'string') return t;
   if (t.length !== m.length) return `the server hosts ${m.length} stage(s), the client expects ${t.length}`;
   for (let s = 0; s < m.length; s++) {
     const a = m[s];
@@ -76,4 +73,16 @@ export function signatureMismatch(mine: string, theirs: string): string | null {
     }
   }
   return 'the signatures differ in their formatting';
+}
+
+/** A signature's stages, or what is wrong with it (a peer's answer is not trusted to be JSON). */
+function parseSignature(text: string, whose: string): StageSignature[] | string {
+  if (text === '') return `${whose} signature is empty (a server from before signatures, or one that does not send them)`;
+  try {
+    const v: unknown = JSON.parse(text);
+    if (Array.isArray(v) && v.every((st) => st !== null && typeof st === 'object' && Array.isArray((st as StageSignature).layers))) return v as StageSignature[];
+  } catch {
+    // Reported below, with what was received.
+  }
+  return `${whose} signature is not the JSON of an array of stages (received ${JSON.stringify(text.slice(0, 80))})`;
 }

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { ConfigError } from '../../lib/errors.js';
+import { upstreamGradientLossOut } from '../../lib/helpers.js';
 import { jacobianWrtInput, jacobianWrtWeights } from '../../lib/jacobian.js';
 import { Activation } from '../../lib/layers/activation.js';
 import { Conv2D } from '../../lib/layers/conv2d.js';
@@ -80,6 +81,19 @@ describe('sparse/propagate', () => {
     expect(J.nnz).to.equal(nonzeros);
     expect(J.nnz).to.be.below(stageKron(leavesOf(model_0)).nnz);
     expect(J.samples[0].isSorted()).to.equal(true);
+  });
+
+  it('a result that fills its row writer takes the writer over, and the next sample gets its own: model_0 at 96², batch 2, each sample\'s rows equal its own VJP', () => {
+    // At 96² the result level outgrows the writer's first capacity, so the result keeps the writer's arrays; a reused writer would overwrite sample 0 with sample 1.
+    const model = catsVsDogsCnn({ side: 96, channels: 3, seed: 2 });
+    const [stage] = model.split(splitAfterLastPooling(model));
+    const x = randomUniform([2, 96, 96, 3], new Rng(5));
+    const J = propagateJacobian(stage, x, { wrt: 'input' });
+    const g = randomUniform([2, ...stage.outputShape], new Rng(6), -1, 1);
+    const { saved } = stage.forward(x);
+    const want = stage.vjp(saved, g).dx;
+    const got = upstreamGradientLossOut(J, g);
+    expect(got).to.be.allclose(want, { rtol: 1e-12, atol: 1e-15 });
   });
 
   it('float32 in, float32 out, equal to the dense float32 Jacobian to float32 precision', () => {
