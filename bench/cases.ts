@@ -18,6 +18,7 @@ export const OPS = [
   'jvpBlock',
   'writeJ',
   'jacobianWrtInput',
+  'jacobianInto',
   'jacobianWrtWeights',
   'explicitChain',
   'vjpChain',
@@ -31,9 +32,10 @@ export type OpName = (typeof OPS)[number];
 /** What one op is, for the tables. */
 export const OP_LABELS: Record<OpName, string> = {
   forward: 'forward pass',
-  jvpBlock: 'one JVP pass, T dense tangents',
+  jvpBlock: 'one JVP pass, T dense tangents, into an output block',
   writeJ: 'write a J-sized buffer once (allocate + fill)',
   jacobianWrtInput: 'jacobianWrtInput (dual numbers)',
+  jacobianInto: 'jacobianWrtInput into a reused J (dual numbers, { into })',
   jacobianWrtWeights: 'jacobianWrtWeights (dual numbers)',
   explicitChain: 'explicit-Jacobian chain',
   vjpChain: 'VJP chain',
@@ -132,7 +134,8 @@ const MODEL_OPS: OpName[] = ['forward', 'explicitChain', 'vjpChain', 'tfForward'
 function layerCase(id: string, title: string, className: Extract<TargetSpec, { kind: 'layer' }>['className'], config: Record<string, unknown>, inputShape: number[], batch: number, extra: Partial<BenchCase> = {}): BenchCase {
   // The layer itself says whether it has weights to differentiate.
   const noParams = layerFromConfig({ class_name: className, config }).build(inputShape).params.length === 0;
-  const ops = SINGLE_OPS.filter((o) => !(noParams && (o === 'jacobianWrtWeights' || o === 'tfJacobianWrtWeights')));
+  // A layer also builds J into a reused buffer, for its block ratio without a fresh J's page faults.
+  const ops = SINGLE_OPS.filter((o) => !(noParams && (o === 'jacobianWrtWeights' || o === 'tfJacobianWrtWeights'))).flatMap((o): OpName[] => (o === 'jacobianWrtInput' ? [o, 'jacobianInto'] : [o]));
   return { id, group: 'layer', title, target: { kind: 'layer', className, config, inputShape }, batch, dtype: 'float64', ops, ...extra };
 }
 
@@ -179,7 +182,7 @@ export function fullCases(): BenchCase[] {
   for (const n of [256, 4096]) cases.push(layerCase(`relu-${n}-b8`, `Activation relu on ${n}`, 'Activation', { activation: 'relu' }, [n], 8));
   cases.push(layerCase('flatten-8x8x32-b8', 'Flatten 8×8×32', 'Flatten', {}, [8, 8, 32], 8));
   // Training mode: the mask is the residual; the tfjs peer has no same-mask dropout, so no peer ops.
-  cases.push(layerCase('dropout-1024-b8', 'Dropout 0.5 (training) on 1024', 'Dropout', { rate: 0.5, seed: 1 }, [1024], 8, { training: true, ops: ['forward', 'jvpBlock', 'writeJ', 'jacobianWrtInput', 'explicitChain', 'vjpChain'] }));
+  cases.push(layerCase('dropout-1024-b8', 'Dropout 0.5 (training) on 1024', 'Dropout', { rate: 0.5, seed: 1 }, [1024], 8, { training: true, ops: ['forward', 'jvpBlock', 'writeJ', 'jacobianWrtInput', 'jacobianInto', 'explicitChain', 'vjpChain'] }));
   for (const s of [0, 1, 2]) cases.push(stageCase(`seed-stage${s}-b3`, `seed reference model, stage ${s}`, { kind: 'seed', stage: s }, 3));
   for (const [side, B] of [
     [32, 8],

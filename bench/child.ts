@@ -19,7 +19,8 @@ import { estimateMemory, guardExplicitWay } from '../lib/memory-report.js';
 import { Rng } from '../lib/rng.js';
 import type { SequentialForwardOptions } from '../lib/sequential.js';
 import { GradientTape } from '../lib/tape.js';
-import { bytesPerElement, randomNormal, sizeOf } from '../lib/tensor.js';
+import { bytesPerElement, randomNormal, sizeOf, zeros } from '../lib/tensor.js';
+import { deliverTangent } from '../lib/layers/out.js';
 import { type BenchCase, type BuiltCase, type OpName, buildCase } from './cases.js';
 import { loadTfjs, tfForward, tfJacobianWrtInput, tfJacobianWrtWeights, tfVjp, toTf, toTfModel } from './tfjs-peer.js';
 
@@ -208,11 +209,22 @@ async function prepare(op: OpName, c: BenchCase, b: BuiltCase, job: ChildJob): P
       case 'forward':
         return { run: () => f.forward(x, fo), isAsync: false };
       case 'jvpBlock': {
-        // The cost unit of a Jacobian's pass: one JVP of T dense (random) tangents, forward excluded.
+        // The cost unit of a Jacobian's pass: one JVP of T dense (random) tangents, forward excluded, written into an output block
+        // allocated once (as the builder writes into J's column block): a JVP that is a view (Flatten's) then copies, as it must into J,
+        // and no pass pays the page faults of a fresh output, which would time the allocator rather than the rule.
         const fwd = f.forward(x, fo);
         const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bpe);
         const dx = randomNormal([B, ...f.inputShape, T], new Rng(4), c.dtype);
-        return { run: () => f.jvp(fwd.saved, { xDot: dx, paramDots: null, T }), isAsync: false, info: { T, columns: nIn, blocks: Math.ceil(nIn / T) } };
+        const out = zeros([B, ...f.outputShape, T], c.dtype);
+        return {
+          run: () => {
+            out.data.fill(0); // the contract: `out` holds zeros on entry
+            const y = f.jvp(fwd.saved, { xDot: dx, paramDots: null, T }, out);
+            return y === out ? out : deliverTangent(out, y);
+          },
+          isAsync: false,
+          info: { T, columns: nIn, blocks: Math.ceil(nIn / T) },
+        };
       }
       case 'writeJ': {
         // The floor of materializing the Jacobian w.r.t. the input: its buffer allocated and every element written once.
@@ -231,6 +243,15 @@ async function prepare(op: OpName, c: BenchCase, b: BuiltCase, job: ChildJob): P
         const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bpe);
         const clock = new ColumnClock(nIn, job.capMs);
         return { run: () => jacobianWrtInput(f, x, { ...fo, memoryBudget: job.memoryBudget, onProgress: clock.onProgress }), isAsync: false, clock, info: { T, columns: nIn, blocks: Math.ceil(nIn / T) } };
+      }
+      case 'jacobianInto': {
+        // The same build into one J allocated (and first touched) here, outside the timing: the builder's cost without a fresh J's page faults.
+        const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bpe);
+        guardBytes(`a reused J [${B}, ${nOut}, ${nIn}]`, B * nOut * nIn * bpe, job.memoryBudget);
+        const into = zeros([B, ...f.outputShape, ...f.inputShape], c.dtype);
+        into.data.fill(1);
+        const clock = new ColumnClock(nIn, job.capMs);
+        return { run: () => jacobianWrtInput(f, x, { ...fo, into, onProgress: clock.onProgress }), isAsync: false, clock, info: { T, columns: nIn, blocks: Math.ceil(nIn / T) } };
       }
       case 'jacobianWrtWeights': {
         let blocks = 0;

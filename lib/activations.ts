@@ -253,8 +253,12 @@ export function activationJvp(name: ActivationName, z: Data | null, y: Data | nu
     case 'linear':
       return;
     case 'relu':
-      // Zeroed, not scaled: a NaN or infinite tangent where the unit is off still contributes 0.
-      for (let i = 0; i < n; i++) if (!(y![i] > 0)) dz.fill(0, i * T, i * T + T);
+      // Zeroed, not scaled: a NaN or infinite tangent where the unit is off still contributes 0 (a loop for a few tangents: a call to fill per row costs more).
+      for (let i = 0; i < n; i++) {
+        if (y![i] > 0) continue;
+        if (T >= 16) dz.fill(0, i * T, i * T + T);
+        else for (let o = i * T, e = o + T; o < e; o++) dz[o] = 0;
+      }
       return;
     case 'softmax': {
       // dy_k = y_k (dz_k - Σ_j y_j dz_j), for each of the T tangents of a row.
@@ -277,6 +281,23 @@ export function activationJvp(name: ActivationName, z: Data | null, y: Data | nu
     }
     default:
       for (let i = 0; i < n; i++) scale(dz, i * T, T, activationSlope(name, z ? z[i] : Number.NaN, y ? y[i] : Number.NaN));
+  }
+}
+
+/**
+ * Dual-number rule from `src` into the zero block `dst` (both `[n, T]`): {@link activationJvp} on a
+ * copy of `src`, except that relu copies only the rows of its live units (the rest stay zero).
+ */
+export function activationJvpInto(name: ActivationName, z: Data | null, y: Data | null, src: Data, dst: Data, n: number, T: number, rowLength: number): void {
+  if (name !== 'relu') {
+    dst.set(src.subarray(0, n * T));
+    activationJvp(name, z, y, dst, n, T, rowLength);
+    return;
+  }
+  need(name, z, y, n);
+  for (let i = 0; i < n; i++) {
+    if (!(y![i] > 0)) continue;
+    for (let o = i * T, e = o + T; o < e; o++) dst[o] = src[o];
   }
 }
 

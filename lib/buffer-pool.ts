@@ -12,7 +12,8 @@ const MIN_ELEMENTS = 8192;
 /** At most this many bytes wait in the pool; beyond, a given-back buffer is left to the GC. */
 const MAX_POOLED_BYTES = 128 * 1024 ** 2;
 
-const pool = new Map<string, (Float64Array | Float32Array)[]>();
+/** Each waiting buffer, and whether its giver promised it holds zeros (then it is not cleared again). */
+const pool = new Map<string, { data: Float64Array | Float32Array; zeroed: boolean }[]>();
 let pooledBytes = 0;
 
 /**
@@ -24,27 +25,29 @@ let pooledBytes = 0;
 export function takeBuffer(n: number, dtype: 'float64' | 'float32'): Float64Array | Float32Array | null {
   if (n < MIN_ELEMENTS) return null;
   const list = pool.get(`${dtype}:${n}`);
-  const buf = list?.pop();
-  if (!buf) return null;
-  pooledBytes -= buf.byteLength;
-  buf.fill(0);
-  return buf;
+  const entry = list?.pop();
+  if (!entry) return null;
+  pooledBytes -= entry.data.byteLength;
+  if (!entry.zeroed) entry.data.fill(0);
+  return entry.data;
 }
 
 /**
  * Gives a buffer back for reuse by the next {@link takeBuffer} of its size and type. The caller
- * promises that nothing reads or writes it any more (no tensor or view over it survives).
+ * promises that nothing reads or writes it any more (no tensor or view over it survives), and with
+ * `zeroed` that every element is zero (a basis seed with its ones cleared): it is then handed out
+ * without clearing it again.
  * @example
  * recycleBuffer(dx.data); // dx was consumed and is dropped
  */
-export function recycleBuffer(data: Float64Array | Float32Array): void {
+export function recycleBuffer(data: Float64Array | Float32Array, zeroed = false): void {
   if (data.length < MIN_ELEMENTS || data.byteOffset !== 0 || data.length * data.BYTES_PER_ELEMENT !== data.buffer.byteLength) return;
   if (pooledBytes + data.byteLength > MAX_POOLED_BYTES) return;
   const key = `${data instanceof Float32Array ? 'float32' : 'float64'}:${data.length}`;
   let list = pool.get(key);
   if (!list) pool.set(key, (list = []));
-  if (list.includes(data)) return;
-  list.push(data);
+  if (list.some((e) => e.data === data)) return;
+  list.push({ data, zeroed });
   pooledBytes += data.byteLength;
 }
 

@@ -13,13 +13,14 @@
  * `[B, ...out, B, ...in]` ({@link fullJacobianWrtInput}) holds every cross-sample term.
  * @module
  */
+import { recycleBuffer } from './buffer-pool.js';
 import { ConfigError, ShapeError, fmtShape } from './errors.js';
 import { contractDense } from './helpers.js';
 import { type Differentiable, type ForwardOptions, type Forward, type Tangents, describeOf, leavesOf, trainableIndices } from './layers/layer.js';
 import { TangentPool, deliverTangent } from './layers/out.js';
 import { getMemoryBudget, guardBytes } from './memory.js';
 import ndarray from 'ndarray';
-import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, stridesOf, tensor, zeros } from './tensor.js';
+import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, isContiguous, sizeOf, stridesOf, tensor, zeros } from './tensor.js';
 
 /**
  * What every Jacobian format offers; the chain helpers accept any of them: `dense` here, `sparse`
@@ -87,6 +88,13 @@ export interface DenseJacobianOptions {
   memoryBudget?: number;
   /** Called after each block with (columns done, columns in all): for progress bars. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Forward mode w.r.t. the input only: a buffer to build J in, instead of a new one: a
+   * contiguous tensor `[B, ...out, ...in]` of the input's dtype, zeroed here first. A loop that
+   * builds J every step then reuses its pages: first touching a fresh J's pages costs more than
+   * writing them on these machines. The result's values live in `into`.
+   */
+  into?: Tensor;
 }
 
 /** Bytes of a dense batch Jacobian `[B, ...out, ...in]` of a dtype, from shapes alone. */
@@ -120,9 +128,12 @@ export function forwardJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts
   const dtype = dtypeOf(x);
   const nIn = sizeOf(f.inputShape);
   const nOut = sizeOf(f.outputShape);
-  guardBytes(`batch Jacobian w.r.t. the input ${fmtShape([B, ...f.outputShape, ...f.inputShape])}`, denseJacobianBytes(B, f.outputShape, f.inputShape, dtype), opts.memoryBudget ?? getMemoryBudget());
+  const shape = [B, ...f.outputShape, ...f.inputShape];
+  if (opts.into !== undefined) checkInto(opts.into, shape, dtype);
+  else guardBytes(`batch Jacobian w.r.t. the input ${fmtShape(shape)}`, denseJacobianBytes(B, f.outputShape, f.inputShape, dtype), opts.memoryBudget ?? getMemoryBudget());
   const fwd = f.forward(x, opts);
-  const J = zeros([B, ...f.outputShape, ...f.inputShape], dtype);
+  const J = opts.into ?? zeros(shape, dtype);
+  if (opts.into) J.data.fill(0);
   const T = tangentBlockWidth(nIn, B * (nIn + nOut) * bytesPerElement(dtype), opts.tangents);
   const seeds = new BasisSeeds([B, ...f.inputShape], nIn, dtype);
   const pool = new TangentPool();
@@ -134,6 +145,8 @@ export function forwardJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts
     jvpInto(f, fwd.saved, { xDot: seed, paramDots: null, T: Tc, rows: { lo: c0, hi: c0 + Tc }, pool }, columnBlock(J, nIn, c0, Tc, [B, ...f.outputShape]));
     opts.onProgress?.(c0 + Tc, nIn);
   }
+  seeds.release();
+  pool.drain();
   return new DenseJacobian(J, B, f.outputShape, f.inputShape, 'w.r.t. input');
 }
 
@@ -148,6 +161,7 @@ export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, op
   const B = x.shape[0];
   const dtype = dtypeOf(x);
   const nOut = sizeOf(f.outputShape);
+  if (opts.into !== undefined) throw new ConfigError(`jacobianWrtWeights: expected no into (a buffer to build in is taken by jacobianWrtInput in forward mode, one Jacobian), received into of shape ${fmtShape(opts.into?.shape ?? [])}`);
   const wrt = trainableIndices(f);
   const total = wrt.reduce((s, k) => s + denseJacobianBytes(B, f.outputShape, f.params[k].value.shape, dtype), 0);
   guardBytes(`Jacobians w.r.t. ${wrt.length} parameters`, total, opts.memoryBudget ?? getMemoryBudget());
@@ -170,8 +184,20 @@ export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, op
       opts.onProgress?.(done, allCols);
     }
     out.push(new DenseJacobian(J, B, f.outputShape, p.value.shape, `w.r.t. ${p.name}`));
+    seeds.release();
   });
+  pool.drain();
   return out;
+}
+
+/** `into` must be J's buffer exactly: contiguous from its start, J's shape and the input's dtype (checked before any work). */
+function checkInto(into: Tensor, shape: readonly number[], dtype: DType): void {
+  if (!into || !Array.isArray(into.shape) || !into.data) throw new ShapeError(`jacobianWrtInput into: expected a tensor ${fmtShape(shape)} (${dtype}) to build J in, received ${String(into)}`);
+  assertShape(into, shape, 'jacobianWrtInput into');
+  if (dtypeOf(into) !== dtype) throw new ShapeError(`jacobianWrtInput into: expected dtype ${dtype} (the input's), received ${dtypeOf(into)}`);
+  if (into.offset !== 0 || into.data.length !== sizeOf(shape) || !isContiguous(into)) {
+    throw new ShapeError(`jacobianWrtInput into: expected a contiguous tensor ${fmtShape(shape)} owning its whole buffer, received a view with strides ${fmtShape(into.stride)}, offset ${into.offset}, on ${into.data.length} elements`);
+  }
 }
 
 /**
@@ -195,6 +221,16 @@ class BasisSeeds {
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + c0 + t) * T + t] = 1;
     s.c0 = c0;
     return s.seed;
+  }
+  /** Gives the seed buffers to the shared pool (`lib/buffer-pool.ts`) once the build is done, their ones cleared, so that the next build reuses their pages without clearing them whole. */
+  release(): void {
+    for (const s of this.bufs.values()) {
+      const d = s.seed.data;
+      const T = s.seed.shape[s.seed.shape.length - 1];
+      if (s.c0 >= 0) for (let b = 0; b < s.B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + s.c0 + t) * T + t] = 0;
+      recycleBuffer(d, true);
+    }
+    this.bufs.clear();
   }
 }
 
@@ -316,6 +352,7 @@ export function firstCouplingLayer(f: Differentiable, opts: ForwardOptions): Dif
 export function fullJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts: DenseJacobianOptions & ForwardOptions = {}): DenseJacobian {
   assertShape(x, [null, ...f.inputShape], 'fullJacobianWrtInput x');
   assertFinite(x, 'fullJacobianWrtInput x');
+  if (opts.into !== undefined) throw new ConfigError(`fullJacobianWrtInput: expected no into (jacobianWrtInput's batch Jacobian takes one), received into of shape ${fmtShape(opts.into?.shape ?? [])}`);
   const B = x.shape[0];
   const dtype = dtypeOf(x);
   const nIn = B * sizeOf(f.inputShape);

@@ -11,6 +11,7 @@
  * @module
  */
 import { type DenseJacobian, type DenseJacobianOptions, forwardJacobianWrtInput, forwardJacobianWrtWeights } from './dense-jacobian.js';
+import { ConfigError } from './errors.js';
 import type { Differentiable, ForwardOptions } from './layers/layer.js';
 import { type JacobianEngine, type JacobianMode, type StructuredJacobianOptions, structuredJacobianWrtInput, structuredJacobianWrtWeights } from './sparse/auto.js';
 import type { SparseJacobian } from './sparse/csr.js';
@@ -41,7 +42,11 @@ export interface SparseJacobianOptions extends Omit<JacobianOptions, 'format'>, 
 
 /** True when the options ask for more than the dense forward builder: a format, a mode or an engine. */
 function structured(opts: JacobianOptions | SparseJacobianOptions): boolean {
-  return opts.format === 'sparse' || opts.format === 'factored' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined;
+  const asked = opts.format === 'sparse' || opts.format === 'factored' || (opts.mode !== undefined && opts.mode !== 'forward') || opts.engine !== undefined;
+  if (asked && opts.into !== undefined) {
+    throw new ConfigError(`jacobian: expected into only with the dense forward builder (no format, mode or engine), received into with ${JSON.stringify({ format: opts.format, mode: opts.mode, engine: opts.engine })}`);
+  }
+  return asked;
 }
 
 /**

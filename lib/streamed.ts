@@ -6,12 +6,16 @@
  * helpers (`upstreamGradientLossWeights` / `upstreamGradientLossOut`: the block is a slice of the
  * Jacobian's columns, so the same contraction applies to it), and dropped. Only one block is alive
  * at a time, so the memory is bounded by one block (plus the residuals and the gradients) at any
- * image size; the time is the dense forward builder's, one tangent per column.
+ * image size; the time is the dense forward builder's, one tangent per column. Successive blocks
+ * reuse one set of tangent buffers (a `TangentPool`, as the dense builders do): fresh ones would
+ * cost a page fault per 4 KiB touched, which on a wide stage outweighs the arithmetic.
  * @module
  */
+import { recycleBuffer } from './buffer-pool.js';
 import { ShapeError, fmtShape } from './errors.js';
 import { upstreamGradientLossOut, upstreamGradientLossWeights } from './helpers.js';
 import { type Differentiable, type ForwardOptions, leavesOf, trainableIndices } from './layers/layer.js';
+import { TangentPool } from './layers/out.js';
 import { type DType, type Tensor, assertFinite, assertShape, bytesPerElement, contiguous, dtypeOf, sizeOf, zeros } from './tensor.js';
 
 /** Default bytes of one streamed block's working set (the seed and every layer's tangent output): 64 MiB. */
@@ -92,7 +96,8 @@ export function streamedWeightGradients<S>(f: Differentiable<S>, x: Tensor, dLos
   const fwd = f.forward(x, opts);
   const allCols = wrt.reduce((s, k) => s + f.params[k].value.size, 0);
   let done = 0;
-  return wrt.map((k) => {
+  const pool = new TangentPool();
+  const contractions = wrt.map((k) => {
     const p = f.params[k];
     const nP = p.value.size;
     const perTangent = streamedBytesPerTangent(f, nP, B, dtype);
@@ -104,14 +109,19 @@ export function streamedWeightGradients<S>(f: Differentiable<S>, x: Tensor, dLos
       const Tc = Math.min(T, nP - c0);
       if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
       for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
-      const yDot = contiguous(f.jvp(fwd.saved, { xDot: null, paramDots, T, rows: { lo: c0, hi: c0 + Tc } }));
+      const into = pool.acquire([B, ...f.outputShape, T], dtype);
+      const yDot = contiguous(f.jvp(fwd.saved, { xDot: null, paramDots, T, rows: { lo: c0, hi: c0 + Tc }, pool }, into));
       const g = upstreamGradientLossWeights(blockSlice(yDot, Tc), dLoss_dOut); // [Tc]
       gradient.data.set(g.data, c0);
+      pool.release(into);
       done += Tc;
       opts.onProgress?.(done, allCols);
     }
+    recycleBuffer(seed.data);
     return { gradient, shape: [B, ...f.outputShape, ...p.value.shape], tangents: T, blockBytes: T * perTangent };
   });
+  pool.drain();
+  return contractions;
 }
 
 /**
@@ -143,23 +153,28 @@ export function streamedInputGradient<S>(f: Differentiable<S>, x: Tensor, dLoss_
   const T = streamedBlockWidth(cols, perTangent, opts.tangents, opts.blockBytes);
   const gradient = zeros([B, ...f.inputShape], dtype);
   const seed = zeros([B, ...f.inputShape, T], dtype);
+  const pool = new TangentPool();
   for (let c0 = 0; c0 < cols; c0 += T) {
     const Tc = Math.min(T, cols - c0);
+    const into = pool.acquire([B, ...f.outputShape, T], dtype);
     if (coupled) {
       if (c0 > 0) for (let t = 0; t < T; t++) seed.data[(c0 - T + t) * T + t] = 0;
       for (let t = 0; t < Tc; t++) seed.data[(c0 + t) * T + t] = 1;
-      const yDot = contiguous(f.jvp(fwd.saved, { xDot: seed, paramDots: null, T }));
+      const yDot = contiguous(f.jvp(fwd.saved, { xDot: seed, paramDots: null, T, pool }, into));
       const g = upstreamGradientLossWeights(blockSlice(yDot, Tc), dLoss_dOut); // [Tc]: columns c0.. of the flattened batch
       gradient.data.set(g.data, c0);
     } else {
       if (c0 > 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) seed.data[(b * nIn + c0 - T + t) * T + t] = 0;
       for (let b = 0; b < B; b++) for (let t = 0; t < Tc; t++) seed.data[(b * nIn + c0 + t) * T + t] = 1;
-      const yDot = contiguous(f.jvp(fwd.saved, { xDot: seed, paramDots: null, T, rows: { lo: c0, hi: c0 + Tc } }));
+      const yDot = contiguous(f.jvp(fwd.saved, { xDot: seed, paramDots: null, T, rows: { lo: c0, hi: c0 + Tc }, pool }, into));
       const g = upstreamGradientLossOut(blockSlice(yDot, Tc), dLoss_dOut); // [B, Tc]
       for (let b = 0; b < B; b++) gradient.data.set(g.data.subarray(b * Tc, (b + 1) * Tc), b * nIn + c0);
     }
+    pool.release(into);
     opts.onProgress?.(c0 + Tc, cols);
   }
+  recycleBuffer(seed.data);
+  pool.drain();
   const shape = coupled ? [B, ...f.outputShape, B, ...f.inputShape] : [B, ...f.outputShape, ...f.inputShape];
   return { gradient, shape, tangents: T, blockBytes: T * perTangent };
 }

@@ -6,6 +6,8 @@ import { allocData, randomNormal, tensor } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
 
 describe('buffer-pool', () => {
+  // Other specs in the process leave buffers in the pool (builds give theirs back): each test starts from an empty one.
+  beforeEach(() => clearBufferPool());
   afterEach(() => clearBufferPool());
 
   it('gives a recycled buffer back once, zero-filled, only for its size and type; small buffers are not pooled', () => {
@@ -19,6 +21,15 @@ describe('buffer-pool', () => {
     expect(takeBuffer(10000, 'float64')).to.equal(null);
     recycleBuffer(new Float64Array(100));
     expect(takeBuffer(100, 'float64')).to.equal(null);
+  });
+
+  it('hands out a buffer given back as zeroed without clearing it again (the giver\'s promise), and clears one given back without it', () => {
+    const promised = new Float64Array(10000).fill(3); // a broken promise, to see that it is taken at its word
+    recycleBuffer(promised, true);
+    expect(takeBuffer(10000, 'float64')!.every((v) => v === 3)).to.equal(true);
+    const plain = new Float64Array(10000).fill(3);
+    recycleBuffer(plain);
+    expect(takeBuffer(10000, 'float64')!.every((v) => v === 0)).to.equal(true);
   });
 
   it('never pools a view into a larger buffer', () => {

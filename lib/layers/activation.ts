@@ -3,13 +3,13 @@
  * Its rules are the primitives of `activations.ts`; this file gives them a layer's shape.
  * @module
  */
-import { ACTIVATIONS, type ActivationName, activationForward, activationJvp, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
+import { ACTIVATIONS, type ActivationName, activationForward, activationJvp, activationJvpInto, activationName, activationNeeds, activationVjp, couplesRow } from '../activations.js';
 import { ConfigError, fmtValue } from '../errors.js';
 import { type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import type { AxisStructure } from '../structure.js';
 import { type AbsorbableActivation, BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, checkKeys } from './layer.js';
 import { elementwiseLocal } from './local.js';
-import { deliverTangent, rowBlock, tangentBuffer } from './out.js';
+import { finishTangent, rowBlock, tangentBuffer } from './out.js';
 
 /** Keras config of {@link Activation}. */
 export interface ActivationConfig {
@@ -75,7 +75,7 @@ export class Activation extends Layer<ActivationSaved> {
   }
 
   /** Dual-number rule: `dy = act'(x) · dx` (softmax: `y ⊙ (dx − ⟨y, dx⟩)` per row). No parameters. */
-  jvp({ y, z }: ActivationSaved, { xDot, T, rows }: Tangents, out?: Tensor): Tensor {
+  jvp({ y, z }: ActivationSaved, { xDot, T, rows, pool }: Tangents, out?: Tensor): Tensor {
     if (!xDot) return out ?? zeros([...y.shape, T], dtypeOf(y));
     assertShape(xDot, [...y.shape, T], `${this.describe()} jvp xDot`);
     const src = contiguous(xDot).data;
@@ -95,17 +95,16 @@ export class Activation extends Layer<ActivationSaved> {
       }
       return out;
     }
-    const yDot = tangentBuffer(out, [...y.shape, T], dtypeOf(y));
+    const yDot = tangentBuffer(out, [...y.shape, T], dtypeOf(y), pool);
     // An element-wise activation keeps zero rows zero: with the caller's hint only rows [lo, hi) of each sample are copied and scaled (a row-coupling one, softmax, takes them all).
     const lo = rows && !couplesRow(this.activation) ? Math.max(0, rows.lo) : 0;
     const hi = rows && !couplesRow(this.activation) ? Math.min(n, rows.hi) : n;
     for (let b = 0; b < y.shape[0]; b++) {
       const r0 = b * n + lo;
       if (hi <= lo) continue;
-      yDot.data.set(src.subarray(r0 * T, (b * n + hi) * T), r0 * T);
-      activationJvp(this.activation, z ? z.data.subarray(r0) : null, y.data.subarray(r0), yDot.data.subarray(r0 * T), hi - lo, T, this.rowLength);
+      activationJvpInto(this.activation, z ? z.data.subarray(r0) : null, y.data.subarray(r0), src.subarray(r0 * T), yDot.data.subarray(r0 * T), hi - lo, T, this.rowLength);
     }
-    return deliverTangent(out, yDot);
+    return finishTangent(out, yDot, pool);
   }
 
   /** VJP rule: `dx = act'(x)ᵀ dy`. */

@@ -9,7 +9,7 @@ import { ConfigError, ShapeError, fmtShape, fmtValue } from '../errors.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, fuseIntoLinear, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
-import { deliverTangent, tangentBuffer } from './out.js';
+import { finishTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { columnSums, staging } from '../kernels/elementwise.js';
 import { type GemmModule, gemm, simdModule } from '../kernels/gemm.js';
@@ -181,22 +181,26 @@ export class Conv2D extends Layer<Conv2DSaved> {
    * Dual-number rule: `yDot = act'(z) · (conv(xDot, W) + conv(x, kernelDot) + biasDot)`, for a block of `T`
    * tangents; the tangent axis is innermost, so every multiply-add runs over `T` contiguous values.
    */
-  jvp(saved: Conv2DSaved, { xDot, paramDots, T }: Tangents, out?: Tensor): Tensor {
+  jvp(saved: Conv2DSaved, { xDot, paramDots, T, pool }: Tangents, out?: Tensor): Tensor {
     const { x, y } = saved;
     const g = this.geometry(x.shape);
     const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
     const nOut = B * rows.out * cols.out * Cout;
     // A pooled (zero, contiguous) `out` is accumulated in directly; any other is copied into at the end.
-    const zDot = tangentBuffer(out, [B, rows.out, cols.out, Cout, T], dtypeOf(x));
+    const zDot = tangentBuffer(out, [B, rows.out, cols.out, Cout, T], dtypeOf(x), pool);
     const d = zDot.data;
     if (xDot) {
       assertShape(xDot, [B, H, W, Cin, T], `${this.describe()} jvp xDot`);
-      addTangentTerm('input', g, this.kernelData(Cin), contiguous(xDot).data, T, d);
+      const tangent = contiguous(xDot).data;
+      const span = tangentSupport(tangent, B * H * W * Cin, T);
+      const live = gemmChannels(span, Cin, T);
+      if (live) addInputTangentByGemm(g, this.kernelData(Cin), tangent, T, d, live);
+      else addTangentTerm('input', g, this.kernelData(Cin), tangent, T, d, span);
     }
     const kernelDot = paramDots?.[0];
     if (kernelDot) {
       assertShape(kernelDot, [kh, kw, Cin, Cout, T], `${this.describe()} jvp kernelDot`);
-      addTangentTerm('kernel', g, x.data, contiguous(kernelDot).data, T, d);
+      addKernelTangent(g, x.data, contiguous(kernelDot).data, T, d);
     }
     const biasDot = this.useBias ? paramDots?.[1] : null;
     if (biasDot) {
@@ -206,7 +210,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
       for (let p = 0; p < nOut * T; p += row) for (let k = 0; k < row; k++) d[p + k] += biasDotData[k];
     }
     activationJvp(this.activation, saved.z?.data ?? null, y.data, d, nOut, T, Cout);
-    return deliverTangent(out, zDot);
+    return finishTangent(out, zDot, pool);
   }
 
   /**
@@ -460,14 +464,12 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
   const { H, W, Cin, kh, kw, rows, cols } = g;
   const K = kh * kw * Cin;
   const rowLen = kw * Cin;
-  const perImage = rows.out * cols.out;
   const gather = direction === 'gather';
   const dh = rows.step;
   const dw = cols.step;
-  let b = Math.floor(p0 / perImage);
-  let oh = Math.floor((p0 - b * perImage) / cols.out);
-  let ow = p0 - b * perImage - oh * cols.out;
-  for (let p = 0; p < n; p++) {
+  const at = new PixelCursor(g, p0);
+  for (let p = 0; p < n; p++, at.next()) {
+    const { b, oh, ow } = at;
     const ih0 = rows.start[oh];
     const iw0 = cols.start[ow];
     const j0 = cols.lo[ow];
@@ -491,13 +493,30 @@ function movePatches(direction: 'gather' | 'scatter', xd: Data, g: Geometry, p0:
         else for (let ci = 0; ci < Cin; ci++) xd[xj + ci] += P[pj + ci];
       }
     }
-    if (++ow === cols.out) {
-      ow = 0;
-      if (++oh === rows.out) {
-        oh = 0;
-        b++;
-      }
-    }
+  }
+}
+
+/** Output pixel `p` (flat over `[B, Ho, Wo]`) as `(b, oh, ow)`, stepped through in row-major order by {@link PixelCursor.next}. */
+class PixelCursor {
+  b: number;
+  oh: number;
+  ow: number;
+  constructor(
+    private readonly g: Geometry,
+    p: number,
+  ) {
+    const perImage = g.rows.out * g.cols.out;
+    this.b = Math.floor(p / perImage);
+    this.oh = Math.floor((p - this.b * perImage) / g.cols.out);
+    this.ow = p - this.b * perImage - this.oh * g.cols.out;
+  }
+  /** The next pixel: along the row, then down the image, then to the next image. */
+  next(): void {
+    if (++this.ow < this.g.cols.out) return;
+    this.ow = 0;
+    if (++this.oh < this.g.rows.out) return;
+    this.oh = 0;
+    this.b++;
   }
 }
 
@@ -538,16 +557,14 @@ class ScatterStage {
     const { H, W, Cin, kh, kw, rows, cols } = this.g;
     const K = kh * kw * Cin;
     const rowLen = kw * Cin;
-    const perImage = rows.out * cols.out;
     const esz = this.dx.BYTES_PER_ELEMENT;
     const buf = this.mod.memory.buffer;
     new (dP instanceof Float64Array ? Float64Array : Float32Array)(buf, this.at.dP, n * K).set(dP.subarray(0, n * K));
     const runs = new Int32Array(buf, this.at.runs, n * kh * 3);
     let r = 0;
-    let b = Math.floor(p0 / perImage);
-    let oh = Math.floor((p0 - b * perImage) / cols.out);
-    let ow = p0 - b * perImage - oh * cols.out;
-    for (let p = 0; p < n; p++) {
+    const at = new PixelCursor(this.g, p0);
+    for (let p = 0; p < n; p++, at.next()) {
+      const { b, oh, ow } = at;
       const j0 = cols.lo[ow];
       const len = (cols.hi[ow] - j0) * Cin;
       for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
@@ -555,13 +572,6 @@ class ScatterStage {
         runs[r++] = this.at.dx + xo * esz;
         runs[r++] = this.at.dP + (p * K + i * rowLen + j0 * Cin) * esz;
         runs[r++] = len;
-      }
-      if (++ow === cols.out) {
-        ow = 0;
-        if (++oh === rows.out) {
-          oh = 0;
-          b++;
-        }
       }
     }
     (esz === 8 ? this.mod.addruns64 : this.mod.addruns32)(this.at.runs, r / 3);
@@ -579,14 +589,14 @@ class ScatterStage {
  * `'kernel'` (`primal` the input, `tangent` dW `[kh, kw, Cin, Cout, T]`). Both walk every tap of
  * every window and skip the tangent's zero rows and the primal's zero values.
  */
-function addTangentTerm(wrt: 'input' | 'kernel', g: Geometry, primal: Data, tangent: Data, T: number, d: Data): void {
+function addTangentTerm(wrt: 'input' | 'kernel', g: Geometry, primal: Data, tangent: Data, T: number, d: Data, support?: Support): void {
   const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
   const kStride = Cin * Cout;
   const byInput = wrt === 'input';
   const dh = rows.step;
   const dwCin = cols.step * Cin;
   // Jacobian seeds are basis directions: each tangent row is zero but for at most one t, so visiting only each row's nonzero span makes a block cost its T seeded columns, not T times the image.
-  const span = tangentSupport(tangent, byInput ? B * H * W * Cin : kh * kw * kStride, T);
+  const span = support ?? tangentSupport(tangent, byInput ? B * H * W * Cin : kh * kw * kStride, T);
   for (let b = 0; b < B; b++) {
     for (let oh = 0; oh < rows.out; oh++) {
       const ih0 = rows.start[oh];
@@ -636,7 +646,141 @@ function addTangentTerm(wrt: 'input' | 'kernel', g: Geometry, primal: Data, tang
  * The nonzero span of each of `n` tangent rows of `T` values: row `r` is zero outside
  * `[lo[r], hi[r])` (`lo = hi = 0` for an all-zero row). Dense tangents cost one look at each end.
  */
-function tangentSupport(d: Data, n: number, T: number): { lo: Int32Array; hi: Int32Array } {
+/**
+ * `conv(x, dW)` added to `d` (`[B, Ho, Wo, Cout, T]`) for a kernel tangent `dW`
+ * (`[kh, kw, Cin, Cout, T]`). A Jacobian's basis seeds leave all but a few kernel rows zero: then
+ * each nonzero row `(i, j, ci, co)` is walked over every window that reads its tap (the rows in
+ * order, so each value gets its terms in the scalar walk's order: the same bits), at a cost of
+ * the seeded rows rather than the whole kernel per window. A dense `dW` takes the scalar walk.
+ */
+function addKernelTangent(g: Geometry, x: Data, tangent: Data, T: number, d: Data): void {
+  const { B, H, W, Cin, Cout, kh, kw, rows, cols } = g;
+  const span = tangentSupport(tangent, kh * kw * Cin * Cout, T);
+  const live: number[] = [];
+  for (let r = 0; r < span.lo.length; r++) if (span.hi[r] > span.lo[r]) live.push(r);
+  if (live.length * 8 > span.lo.length) {
+    addTangentTerm('kernel', g, x, tangent, T, d, span);
+    return;
+  }
+  const dh = rows.step;
+  const dw = cols.step;
+  for (const r of live) {
+    const co = r % Cout;
+    const ci = Math.floor(r / Cout) % Cin;
+    const tap = Math.floor(r / (Cout * Cin));
+    const i = Math.floor(tap / kw);
+    const j = tap % kw;
+    const t0 = span.lo[r];
+    const t1 = span.hi[r];
+    const src = r * T;
+    for (let b = 0; b < B; b++) {
+      for (let oh = 0; oh < rows.out; oh++) {
+        if (i < rows.lo[oh] || i >= rows.hi[oh]) continue;
+        const xRow = (b * H + rows.start[oh] + i * dh) * W;
+        for (let ow = 0; ow < cols.out; ow++) {
+          if (j < cols.lo[ow] || j >= cols.hi[ow]) continue;
+          const xv = x[(xRow + cols.start[ow] + j * dw) * Cin + ci];
+          if (xv === 0) continue;
+          const dst = (((b * rows.out + oh) * cols.out + ow) * Cout + co) * T;
+          for (let t = t0; t < t1; t++) d[dst + t] += xv * tangent[src + t];
+        }
+      }
+    }
+  }
+}
+
+/** Each tangent row's nonzero span `[lo, hi)` of its `T` values (`lo = hi = 0` for a zero row). */
+interface Support {
+  lo: Int32Array;
+  hi: Int32Array;
+}
+
+/**
+ * The input channels for {@link addInputTangentByGemm}, or null where the scalar walk is cheaper.
+ * A channel none of whose rows has a nonzero tangent is left out of the product (a kernel seed
+ * reaches the next convolution in one channel only). The rest go to the GEMM when their rows'
+ * spans cover at least an eighth of their values: the scalar walk's cost follows the spans, the
+ * GEMM's the whole block at several times the rate; basis seeds (a span of one per row) stay below.
+ */
+function gemmChannels({ lo, hi }: Support, Cin: number, T: number): Int32Array | null {
+  const seen = new Uint8Array(Cin);
+  let covered = 0;
+  for (let r = 0; r < lo.length; r++) {
+    const w = hi[r] - lo[r];
+    if (w === 0) continue;
+    covered += w;
+    seen[r % Cin] = 1;
+  }
+  const live: number[] = [];
+  for (let c = 0; c < Cin; c++) if (seen[c]) live.push(c);
+  if (live.length === 0 || covered * 8 < (lo.length / Cin) * live.length * T) return null;
+  return Int32Array.from(live);
+}
+
+/**
+ * `conv(dx, W)` added to `d` (`[B, Ho, Wo, Cout, T]`) as one GEMM per chunk of pixels, for a dense
+ * tangent `dx` (`[B, H, W, Cin, T]`, after the first layer of a Jacobian build) over its `live`
+ * channels: the windows of every (pixel, tangent) pair gathered as rows of `P` (`[n·T, K]`, taps
+ * in `(i, j, ci)` order, the padding zero), `C = P W` (`[n·T, Cout]`, `W`'s rows of the live
+ * channels), then `C` added into `d` with `T` innermost. Each value is the scalar walk's sum over
+ * the same taps in the same order from zero (the padding, zero values and dead channels it skips
+ * add zeros), so float64 gives the walk's bits; float32 rounds once per sum.
+ */
+function addInputTangentByGemm(g: Geometry, Wk: Data, tangent: Data, T: number, d: Data, live: Int32Array): void {
+  const { B, Cin, Cout, kh, kw, rows, cols } = g;
+  const nC = live.length;
+  const K = kh * kw * nC;
+  const Wl = nC === Cin ? Wk : newLike(Wk, K * Cout);
+  if (Wl !== Wk) {
+    for (let tap = 0; tap < kh * kw; tap++) {
+      for (let c = 0; c < nC; c++) Wl.set(Wk.subarray((tap * Cin + live[c]) * Cout, (tap * Cin + live[c] + 1) * Cout), (tap * nC + c) * Cout);
+    }
+  }
+  const nPix = B * rows.out * cols.out;
+  const chunk = Math.max(1, Math.floor(chunkPixels(K, d) / T));
+  const P = newLike(d, chunk * T * K);
+  const C = newLike(d, chunk * T * Cout);
+  for (let p0 = 0; p0 < nPix; p0 += chunk) {
+    const n = Math.min(chunk, nPix - p0);
+    gatherTangentPatches(tangent, g, T, live, p0, n, P);
+    gemm({ n: n * T, m: Cout, k: K, a: P, a0: 0, ai: K, at: 1, b: Wl, b0: 0, bt: Cout, bj: 1, c: C, c0: 0, ci: Cout }, false);
+    for (let p = 0; p < n; p++) {
+      const o = (p0 + p) * Cout * T;
+      for (let t = 0; t < T; t++) {
+        const r = (p * T + t) * Cout;
+        for (let co = 0; co < Cout; co++) d[o + co * T + t] += C[r + co];
+      }
+    }
+  }
+}
+
+/** The windows of output pixels `p0 .. p0 + n` of a tangent `[B, H, W, Cin, T]` over its `live` channels, one row of `P` per (pixel, tangent) pair, taps in the padding zero. */
+function gatherTangentPatches(xd: Data, g: Geometry, T: number, live: Int32Array, p0: number, n: number, P: Data): void {
+  const { H, W, Cin, kw, rows, cols } = g;
+  const nC = live.length;
+  const K = g.kh * kw * nC;
+  const dh = rows.step;
+  const dw = cols.step;
+  P.fill(0, 0, n * T * K);
+  const at = new PixelCursor(g, p0);
+  for (let p = 0; p < n; p++, at.next()) {
+    const { b, oh, ow } = at;
+    const ih0 = rows.start[oh];
+    const iw0 = cols.start[ow];
+    for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
+      for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) {
+        const src = ((b * H + ih0 + i * dh) * W + iw0 + j * dw) * Cin * T;
+        const tap = (i * kw + j) * nC;
+        for (let t = 0; t < T; t++) {
+          const dst = (p * T + t) * K + tap;
+          for (let c = 0; c < nC; c++) P[dst + c] = xd[src + live[c] * T + t];
+        }
+      }
+    }
+  }
+}
+
+function tangentSupport(d: Data, n: number, T: number): Support {
   const lo = new Int32Array(n);
   const hi = new Int32Array(n);
   for (let r = 0; r < n; r++) {

@@ -8,7 +8,7 @@ import { ConfigError, fmtValue } from '../errors.js';
 import { type AxisMap, type AxisStructure, KronPattern, SparsityPattern } from '../structure.js';
 import { type Data, type Tensor, assertShape, contiguous, copy, dtypeOf, zeros } from '../tensor.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, fuseIntoLinear, type LayerPass, type LocalJacobian, type ParamFactorization, type PatchFactorShape, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
-import { deliverTangent, tangentBuffer } from './out.js';
+import { finishTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { gemm } from '../kernels/gemm.js';
 
@@ -113,12 +113,12 @@ export class Dense extends Layer<DenseSaved> {
   }
 
   /** Dual-number rule: `dy = act'(z) · (dx W + x dW + db)`, for a block of `T` tangents, row by row as forward. */
-  jvp(saved: DenseSaved, { xDot, paramDots, T, rows }: Tangents, out?: Tensor): Tensor {
+  jvp(saved: DenseSaved, { xDot, paramDots, T, rows, pool }: Tangents, out?: Tensor): Tensor {
     const { x, y } = saved;
     const { B, nIn, lead } = rowsOf(x);
     const nOut = this.units;
     // A pooled (zero, contiguous) `out` is accumulated in directly; any other is copied into at the end.
-    const zDot = tangentBuffer(out, [...x.shape.slice(0, -1), nOut, T], dtypeOf(x));
+    const zDot = tangentBuffer(out, [...x.shape.slice(0, -1), nOut, T], dtypeOf(x), pool);
     const d = zDot.data;
     if (xDot) {
       assertShape(xDot, [...x.shape, T], `${this.describe()} jvp xDot`);
@@ -168,7 +168,7 @@ export class Dense extends Layer<DenseSaved> {
       for (let b = 0; b < B; b++) for (let k = 0; k < nOut * T; k++) d[b * nOut * T + k] += biasDotData[k];
     }
     activationJvp(this.activation, saved.z?.data ?? null, y.data, d, B * nOut, T, nOut);
-    return deliverTangent(out, zDot);
+    return finishTangent(out, zDot, pool);
   }
 
   /**

@@ -9,6 +9,7 @@
  * it returns a tensor of its own, which the caller copies ({@link deliverTangent}).
  * @module
  */
+import { recycleBuffer } from '../buffer-pool.js';
 import { ShapeError, fmtShape } from '../errors.js';
 import { type DType, type Data, type Tensor, allocData, dtypeOf, isContiguous, sizeOf } from '../tensor.js';
 import ndarray from 'ndarray';
@@ -44,11 +45,21 @@ export function rowBlock(out: Tensor): RowBlock | null {
 
 /**
  * The buffer a layer accumulates its output tangent in, `[...shape]` zeros: `out` itself when it
- * is the whole of a contiguous buffer (a pooled block), else a new one.
+ * is the whole of a contiguous buffer (a pooled block), else a new one, taken from `pool` when
+ * there is an `out` to copy it into (a strided column block of J): {@link finishTangent} then
+ * gives it back, and the next block reuses its pages instead of faulting in new ones.
  */
-export function tangentBuffer(out: Tensor | undefined, shape: readonly number[], dtype: DType): Tensor {
+export function tangentBuffer(out: Tensor | undefined, shape: readonly number[], dtype: DType, pool?: TangentPool): Tensor {
   if (out && out.offset === 0 && out.data.length === sizeOf(shape) && isContiguous(out) && dtypeOf(out) === dtype && sameShape(out.shape, shape)) return out;
+  if (out && pool) return pool.acquire(shape, dtype);
   return ndarray(allocData(sizeOf(shape), dtype, `tangent block ${fmtShape(shape)} (${dtype})`), shape.slice()) as Tensor;
+}
+
+/** {@link deliverTangent} for a buffer from {@link tangentBuffer}: once copied into `out`, a pooled scratch buffer goes back to `pool`. */
+export function finishTangent(out: Tensor | undefined, yDot: Tensor, pool?: TangentPool): Tensor {
+  const delivered = deliverTangent(out, yDot);
+  if (out && pool && yDot !== out) pool.release(yDot);
+  return delivered;
 }
 
 /** `yDot` as the caller asked for it: `out` (after copying `yDot` into it, unless it is `out`), or `yDot` itself without `out`. */
@@ -102,6 +113,11 @@ export class TangentPool {
       return ndarray(data, shape.slice()) as Tensor;
     }
     return ndarray(allocData(n, dtype, `tangent block ${fmtShape(shape)} (${dtype})`), shape.slice()) as Tensor;
+  }
+  /** Hands every buffer given back to the shared pool (`lib/buffer-pool.ts`) when the build is done: the next build then reuses their pages instead of faulting in new ones. */
+  drain(): void {
+    for (const list of this.free.values()) for (const data of list) recycleBuffer(data);
+    this.free.clear();
   }
   /** Gives a buffer from {@link TangentPool.acquire} back; its holder must not read it again. */
   release(t: Tensor): void {

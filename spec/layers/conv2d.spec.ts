@@ -5,7 +5,7 @@ import { Conv2D, type Conv2DConfig } from '../../lib/layers/conv2d.js';
 import { loadModel, saveModel } from '../../lib/model-io.js';
 import { Rng } from '../../lib/rng.js';
 import { Sequential } from '../../lib/sequential.js';
-import { type TensorJSON, asType, fromJSON, randomNormal, tensor, zeros } from '../../lib/tensor.js';
+import { type Tensor, type TensorJSON, asType, fromJSON, randomNormal, sizeOf, tensor, zeros } from '../../lib/tensor.js';
 import { windowPattern, windowRanges } from '../../lib/layers/window.js';
 import { findColouringConflict, greedyColumnColouring, kronColumnColouring } from '../../lib/sparse/colouring.js';
 import { colourCountOf } from '../../lib/sparse/hooks.js';
@@ -215,6 +215,72 @@ describe('Conv2D', () => {
     const J = jacobianWrtInput(layer, x).toDense();
     const n = 4 * 3 * C;
     for (let b = 0; b < 2; b++) for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) expect(J.data[(b * n + r) * n + c]).to.equal(r === c ? 1 : 0);
+  });
+
+  describe('dual-number rule: the GEMM, row-driven and scalar paths give the direct sum\'s bits', () => {
+    /** `conv(xDot, W) + conv(x, kernelDot)` summed from zero over the taps in (i, j, ci) order, the input term first: the order every path must keep. */
+    function directJvp(layer: Conv2D, x: Tensor, xDot: Tensor | null, kernelDot: Tensor | null, T: number): Float64Array {
+      const [B, H, W, Cin] = x.shape;
+      const [kh, kw] = layer.kernelSize;
+      const Cout = layer.filters;
+      const pad = (layer.getConfig().padding ?? 'valid') as 'valid' | 'same';
+      const rows = windowRanges(H, kh, layer.strides[0], pad, 'spec', layer.dilationRate[0]);
+      const cols = windowRanges(W, kw, layer.strides[1], pad, 'spec', layer.dilationRate[1]);
+      const k = layer.params[0].value.data;
+      const out = new Float64Array(B * rows.out * cols.out * Cout * T);
+      const terms: [Tensor | null, boolean][] = [[xDot, true], [kernelDot, false]];
+      for (let b = 0; b < B; b++) for (let oh = 0; oh < rows.out; oh++) for (let ow = 0; ow < cols.out; ow++) for (let co = 0; co < Cout; co++) for (let t = 0; t < T; t++) {
+        let sum = 0;
+        for (const [tan, byInput] of terms) {
+          if (!tan) continue;
+          for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) for (let j = cols.lo[ow]; j < cols.hi[ow]; j++) for (let ci = 0; ci < Cin; ci++) {
+            const xi = ((b * H + rows.start[oh] + i * rows.step) * W + cols.start[ow] + j * cols.step) * Cin + ci;
+            const wi = ((i * kw + j) * Cin + ci) * Cout + co;
+            sum += byInput ? k[wi] * tan.data[xi * T + t] : x.data[xi] * tan.data[wi * T + t];
+          }
+        }
+        out[(((b * rows.out + oh) * cols.out + ow) * Cout + co) * T + t] = sum;
+      }
+      return out;
+    }
+    const seeded = (shape: number[], T: number, at: (t: number) => number): Tensor => {
+      const z = zeros([...shape, T]);
+      for (let t = 0; t < T; t++) z.data[at(t) * T + t] = 1;
+      return z;
+    };
+    for (const geo of [...GEOMETRIES, ...DILATED]) {
+      it(`${geo.name}: dense, one-channel and basis tangents of the input and the kernel, T = 1, 3, 6`, () => {
+        const rng = new Rng(21);
+        const layer = new Conv2D({ ...geo.config, use_bias: false }).build(geo.input, { rng });
+        const x = randomNormal([2, ...geo.input], rng);
+        const { saved } = layer.forward(x);
+        const kShape = layer.params[0].value.shape;
+        const nIn = 2 * geo.input[0] * geo.input[1] * geo.input[2];
+        for (const T of [1, 3, 6]) {
+          const dense = randomNormal([2, ...geo.input, T], rng);
+          const oneChannel = zeros([2, ...geo.input, T]);
+          for (let r = 0; r < nIn; r += geo.input[2]) for (let t = 0; t < T; t++) oneChannel.data[r * T + t] = rng.normal();
+          const cases: [string, Tensor | null, Tensor | null][] = [
+            ['dense input tangent (the GEMM path)', dense, null],
+            ['one-channel input tangent (the GEMM path over the live channel)', oneChannel, null],
+            ['basis input seeds (the scalar walk)', seeded([2, ...geo.input], T, (t) => (t * 7) % nIn), null],
+            ['basis kernel seeds (the row-driven walk)', null, seeded(kShape, T, (t) => (t * 5) % sizeOf(kShape))],
+            ['dense kernel tangent (the scalar walk)', null, randomNormal([...kShape, T], rng)],
+            ['both at once', dense, seeded(kShape, T, (t) => t % sizeOf(kShape))],
+          ];
+          for (const [what, xDot, kernelDot] of cases) {
+            const got = layer.jvp(saved, { xDot, paramDots: [kernelDot], T });
+            expect(Array.from(got.data), `${what}, T=${T}`).to.deep.equal(Array.from(directJvp(layer, x, xDot, kernelDot, T)));
+          }
+          const l32 = new Conv2D({ ...geo.config, use_bias: false }).build(geo.input, { rng: new Rng(1), dtype: 'float32' });
+          l32.params[0].value = asType(layer.params[0].value, 'float32');
+          const f32 = l32.forward(asType(x, 'float32'));
+          const got32 = l32.jvp(f32.saved, { xDot: asType(dense, 'float32'), paramDots: [null], T });
+          expect(got32.data).to.be.instanceOf(Float32Array);
+          expect(got32, `float32 dense input tangent, T=${T}`).to.be.allclose(tensor(Array.from(directJvp(layer, x, dense, null, T)), got32.shape), { rtol: 1e-5, atol: 1e-5 });
+        }
+      });
+    }
   });
 
   it('float32 on request: the forward pass and the vjp agree with float64 to float32 precision', () => {
