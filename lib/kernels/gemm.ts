@@ -56,10 +56,35 @@ export interface GemmOperands {
  * gemm({ n: 2, m: 3, k: 4, a: A, a0: 0, ai: 4, at: 1, b: B, b0: 0, bt: 3, bj: 1, c: C, c0: 0, ci: 3 }, false);
  */
 export function gemm(o: GemmOperands, accumulate: boolean, epilogue?: Epilogue): void {
-  if (backend === 'wasm' && o.bj === 1 && gemmWasm(o, accumulate, epilogue)) return;
+  if (backend === 'wasm' && (o.bj === 1 ? gemmWasm(o, accumulate, epilogue) : o.bt === 1 && byColumns(o, accumulate, epilogue))) return;
   if (epilogue?.bias) fillBias(o, epilogue.bias);
   gemmJs(o, accumulate || !!epilogue?.bias);
   if (epilogue?.relu) reluRows(o, 0);
+}
+
+/**
+ * {@link gemm} of a `B` stored by columns (`bt = 1`, e.g. Dense's `dz Wᵀ`) by the SIMD kernels:
+ * `B` transposed into the module's memory, above where {@link gemmWasm} copies `A` and `C`, which
+ * then reads it there. The values are only moved, so the results are {@link gemmWasm}'s. False
+ * (nothing done) when the module does not run, the operands are not of one element type, `A` or
+ * `C` lies in the module's memory, or the product has no whole SIMD block.
+ */
+function byColumns(o: GemmOperands, accumulate: boolean, epilogue?: Epilogue): boolean {
+  const mod = wasm();
+  const { n, m, k, a, b, b0, bj, c } = o;
+  const f64 = a instanceof Float64Array;
+  const Same = f64 ? Float64Array : Float32Array;
+  if (!mod || n < 4 || m < (f64 ? 4 : 8) || !(a instanceof Same && b instanceof Same && c instanceof Same)) return false;
+  // An A or C already in the module's memory could lie where the transpose goes.
+  if (a.buffer === mod.memory.buffer || c.buffer === mod.memory.buffer) return false;
+  const esz = f64 ? 8 : 4;
+  const align = (v: number) => (v + 15) & ~15;
+  const at = align(((n - 1) * o.ai + (k - 1) * o.at + 1) * esz) + align(((n - 1) * o.ci + m) * esz) + align(m * esz);
+  const have = mod.memory.buffer.byteLength;
+  if (at + k * m * esz > have) mod.memory.grow(Math.ceil((at + k * m * esz - have) / 65536));
+  const t = new Same(mod.memory.buffer, at, k * m);
+  for (let j = 0; j < m; j++) for (let q = 0, src = b0 + j * bj; q < k; q++) t[q * m + j] = b[src + q];
+  return gemmWasm({ ...o, b: t, b0: 0, bt: m, bj: 1 }, accumulate, epilogue);
 }
 
 /** What {@link gemm} does to `C` once the product is in: a bias added to every row, then relu. */
@@ -187,8 +212,8 @@ export interface GemmModule {
   epi64: (pc: number, n: number, m: number, pb: number, bias: number, relu: number) => void;
   /** {@link GemmModule.epi64} on float32 values. */
   epi32: GemmModule['epi64'];
-  /** One output pixel of max pooling over `C` float64 channels of the image staged at byte 0 (see `gemm.wat`): the max to byte `py`, its element index plus `base` to byte `pa` (int32). */
-  pool64: (first: number, rowStride: number, nr: number, nc: number, C: number, py: number, pa: number, base: number) => void;
+  /** `count` output pixels of max pooling over `C` float64 channels of the image staged at byte 0 (see `gemm.wat`), each window `step` elements after the last: the max to byte `py`, its element index plus `base` to byte `pa` (int32), `C` values on per pixel. */
+  pool64: (first: number, rowStride: number, nr: number, nc: number, C: number, py: number, pa: number, base: number, count: number, step: number) => void;
   /** {@link GemmModule.pool64} on float32 values. */
   pool32: GemmModule['pool64'];
   /** `acc[j] += Σ_i g[i, j]` over `n` rows of `m` float64 values at byte `pg`, each column in row order; `acc` (float64) at byte `pa`. */
@@ -199,6 +224,8 @@ export interface GemmModule {
   addruns64: (pt: number, count: number) => void;
   /** {@link GemmModule.addruns64} on float32 values. */
   addruns32: GemmModule['addruns64'];
+  /** `count` groups of six int32 at byte `pt` (destination byte, source byte, length in bytes, a multiple of 4; runs, destination step, source step): run `r` of a group copies the bytes from source `+ r·step` to destination `+ r·step`. */
+  copyruns: GemmModule['addruns64'];
   /** `x = max(x, +0)` in place on `n` float64 values at byte `p`. */
   relu64: (p: number, n: number) => void;
   /** {@link GemmModule.relu64} on float32 values. */
@@ -232,19 +259,21 @@ function wasm(): GemmModule | null {
 /**
  * {@link gemm} by the SIMD kernels: the spans of `A`, `B` (and `C`) copied into the module's one
  * memory (grown as needed), the 4-row blocks of whole vector pairs computed there, `C`'s span
- * copied back, the edge rows and columns then done in JS on the caller's arrays. The float64
- * kernel sums each dot product in the order of {@link gemmJs}, so its results are the same bits;
- * the float32 one sums in float32 lanes. False (nothing done) when the operands are not all of
- * one element type.
+ * copied back, the edge rows and columns then done in JS on the caller's arrays. An operand
+ * that is already a view of the module's memory (a stage's, as Conv2D's gathered patch rows),
+ * lying above the bytes the others are copied into, is read (`C` also written) where it lies.
+ * The float64 kernel sums each dot product in the order of {@link gemmJs}, so its results are
+ * the same bits; the float32 one sums in float32 lanes. False (nothing done) when the operands
+ * are not all of one element type.
  */
 export function gemmWasm(o: GemmOperands, accumulate: boolean, epilogue?: Epilogue): boolean {
   const mod = wasm();
-  const { n, m, k, a, a0, ai, at, b, b0, bt, c, c0, ci } = o;
+  const { n, m, k, ai, at, bt, ci } = o;
   if (!mod || o.bj !== 1 || k === 0) return false;
-  const f64 = a instanceof Float64Array;
+  const f64 = o.a instanceof Float64Array;
   const bias = epilogue?.bias;
   const Same = f64 ? Float64Array : Float32Array;
-  if (!(b instanceof Same && c instanceof Same && (f64 || a instanceof Float32Array) && (!bias || bias instanceof Same))) return false;
+  if (!(o.b instanceof Same && o.c instanceof Same && (f64 || o.a instanceof Float32Array) && (!bias || bias instanceof Same))) return false;
   const width = f64 ? 4 : 8;
   const n4 = n - (n % 4);
   const mw = m - (m % width);
@@ -265,28 +294,55 @@ export function gemmWasm(o: GemmOperands, accumulate: boolean, epilogue?: Epilog
   const bLen = (k - 1) * bt + m;
   const cLen = (n - 1) * ci + m;
   const align = (v: number) => (v + 15) & ~15;
-  const pa = 0;
-  const pb = align(aLen * esz);
-  const pc = pb + align(bLen * esz);
-  const pbias = pc + align(cLen * esz);
+  const byteAt = (d: Data, i: number) => (d.buffer === mod.memory.buffer ? d.byteOffset + i * esz : -1);
+  let pa = byteAt(o.a, o.a0);
+  let pb = byteAt(o.b, o.b0);
+  let pc = byteAt(o.c, o.c0);
+  // The copies from byte 0: A's span, B's, C's and the bias row, each of an operand not read where it lies.
+  const copies = (copyA: boolean, copyB: boolean, copyC: boolean) => {
+    const qb = copyA ? align(aLen * esz) : 0;
+    const qc = qb + (copyB ? align(bLen * esz) : 0);
+    return [0, qb, qc, qc + (copyC ? align(cLen * esz) : 0)];
+  };
+  const lowest = Math.min(...[pa, pb, pc].map((p) => (p < 0 ? Infinity : p)));
+  // An operand in the module's memory below the copies' end would be overwritten by them (and one below a growth's end detached): every operand is then
+  // copied from a snapshot, C written back to its own bytes at the end. Growth is thus only ever needed with no operand in the module's memory.
+  let writeBack: { at: number; length: number } | null = null;
+  if (lowest < copies(pa < 0, pb < 0, pc < 0)[3] + m * esz) {
+    const mem = mod.memory.buffer;
+    if (o.c.buffer === mem) writeBack = { at: o.c.byteOffset, length: o.c.length };
+    o = { ...o, a: o.a.buffer === mem ? o.a.slice() : o.a, b: o.b.buffer === mem ? o.b.slice() : o.b, c: o.c.buffer === mem ? o.c.slice() : o.c };
+    pa = pb = pc = -1;
+  }
+  const [qa, qb, qc, pbias] = copies(pa < 0, pb < 0, pc < 0);
   const need = pbias + m * esz;
   const have = mod.memory.buffer.byteLength;
   if (need > have) mod.memory.grow(Math.ceil((need - have) / 65536));
+  const { a, a0, b, b0, c, c0 } = o;
   const buf = mod.memory.buffer;
   const View = f64 ? Float64Array : Float32Array;
-  new View(buf, pa, aLen).set(a.subarray(a0, a0 + aLen));
-  new View(buf, pb, bLen).set(b.subarray(b0, b0 + bLen));
+  if (pa < 0) {
+    pa = qa;
+    new View(buf, pa, aLen).set(a.subarray(a0, a0 + aLen));
+  }
+  if (pb < 0) {
+    pb = qb;
+    new View(buf, pb, bLen).set(b.subarray(b0, b0 + bLen));
+  }
+  const inPlace = pc >= 0;
+  if (!inPlace) pc = qc;
   const cView = new View(buf, pc, cLen);
   // With accumulate the kernel adds onto C's values; without, the gaps between rows (and the edge columns, done in JS below) must still come back unchanged; without either, the kernel's rows cover C's span but for the edge rows, which the JS edge below overwrites.
-  if (acc || ci !== m || mw !== m) cView.set(c.subarray(c0, c0 + cLen));
+  if (!inPlace && (acc || ci !== m || mw !== m)) cView.set(c.subarray(c0, c0 + cLen));
   (f64 ? mod.gemm64 : mod.gemm32)(n4, mw, k, pa, ai * esz, at * esz, pb, bt * esz, pc, ci * esz, acc ? 1 : 0);
   if (inModule) {
     if (bias) new View(buf, pbias, m).set(bias.subarray(0, m));
     (f64 ? mod.epi64 : mod.epi32)(pc, n4, m, pbias, bias ? 1 : 0, epilogue.relu ? 1 : 0);
   }
-  c.set(cView, c0);
+  if (!inPlace) c.set(cView, c0);
   if (mw < m) edge(o, 0, n4, mw, m, acc);
   if (n4 < n) edge(o, n4, n, 0, m, acc, inModule ? bias : undefined);
   if (epilogue?.relu) reluRows(o, inModule ? n4 : 0);
+  if (writeBack) new View(mod.memory.buffer, writeBack.at, writeBack.length).set(o.c);
   return true;
 }

@@ -248,66 +248,79 @@
       (local.set $j (i32.add (local.get $j) (i32.const 16)))
       (if (i32.ge_u (local.get $j) (i32.mul (local.get $m) (i32.const 4))) (then (local.set $j (i32.const 0))))
       (br $l))))
-  ;; pool64: one output pixel of max pooling over C channels (a multiple of 2): the window's in-bounds taps, nr rows of nc, the first at element
-  ;; `first` of the image staged at byte 0, rows rowStride elements apart, taps C apart; the max per channel to byte py and its element index plus
-  ;; `base` to byte pa (int32). Row-major window order, strict > (the first of equal maxima wins), a NaN wins over a number and keeps its place.
-  (func (export "pool64") (param $first i32) (param $rowStride i32) (param $nr i32) (param $nc i32) (param $C i32) (param $py i32) (param $pa i32) (param $base i32)
+  ;; pool64: count output pixels of max pooling over C channels (a multiple of 2), each the next's `step` elements before: the window's in-bounds
+  ;; taps, nr rows of nc, the first at element `first` of the image staged at byte 0, rows rowStride elements apart, taps C apart; the max per channel
+  ;; to byte py and its element index plus `base` to byte pa (int32), both C values on for the next pixel.
+  ;; Row-major window order, strict > (the first of equal maxima wins), a NaN wins over a number and keeps its place.
+  (func (export "pool64") (param $first i32) (param $rowStride i32) (param $nr i32) (param $nc i32) (param $C i32) (param $py i32) (param $pa i32) (param $base i32) (param $count i32) (param $step i32)
     (local $c i32) (local $i i32) (local $j i32) (local $e i32) (local $cur v128) (local $idx v128) (local $v v128) (local $take v128)
-    (local.set $c (i32.const 0))
-    (block $cdone (loop $cl
-      (br_if $cdone (i32.ge_u (local.get $c) (local.get $C)))
-      (local.set $e (i32.add (local.get $first) (local.get $c)))
-      (local.set $cur (v128.load (i32.mul (local.get $e) (i32.const 8))))
-      (local.set $idx (i64x2.add (i64x2.splat (i64.extend_i32_u (i32.add (local.get $e) (local.get $base)))) (v128.const i64x2 0 1)))
-      (local.set $i (i32.const 0))
-      (block $idone (loop $il
-        (br_if $idone (i32.ge_u (local.get $i) (local.get $nr)))
-        (local.set $j (select (i32.const 1) (i32.const 0) (i32.eqz (local.get $i))))
-        (block $jdone (loop $jl
-          (br_if $jdone (i32.ge_u (local.get $j) (local.get $nc)))
-          (local.set $e (i32.add (i32.add (local.get $first) (local.get $c)) (i32.add (i32.mul (local.get $i) (local.get $rowStride)) (i32.mul (local.get $j) (local.get $C)))))
-          (local.set $v (v128.load (i32.mul (local.get $e) (i32.const 8))))
-          (local.set $take (v128.or (f64x2.gt (local.get $v) (local.get $cur)) (v128.and (f64x2.ne (local.get $v) (local.get $v)) (f64x2.eq (local.get $cur) (local.get $cur)))))
-          (local.set $cur (v128.bitselect (local.get $v) (local.get $cur) (local.get $take)))
-          (local.set $idx (v128.bitselect (i64x2.add (i64x2.splat (i64.extend_i32_u (i32.add (local.get $e) (local.get $base)))) (v128.const i64x2 0 1)) (local.get $idx) (local.get $take)))
-          (local.set $j (i32.add (local.get $j) (i32.const 1)))
-          (br $jl)))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $il)))
-      (v128.store (i32.add (local.get $py) (i32.mul (local.get $c) (i32.const 8))) (local.get $cur))
-      (i64.store (i32.add (local.get $pa) (i32.shl (local.get $c) (i32.const 2))) (i64x2.extract_lane 0 (i8x16.shuffle 0 1 2 3 8 9 10 11 0 1 2 3 8 9 10 11 (local.get $idx) (local.get $idx))))
-      (local.set $c (i32.add (local.get $c) (i32.const 2)))
-      (br $cl))))
-  ;; pool32: one output pixel of max pooling over C channels (a multiple of 4): the window's in-bounds taps, nr rows of nc, the first at element
-  ;; `first` of the image staged at byte 0, rows rowStride elements apart, taps C apart; the max per channel to byte py and its element index plus
-  ;; `base` to byte pa (int32). Row-major window order, strict > (the first of equal maxima wins), a NaN wins over a number and keeps its place.
-  (func (export "pool32") (param $first i32) (param $rowStride i32) (param $nr i32) (param $nc i32) (param $C i32) (param $py i32) (param $pa i32) (param $base i32)
+    (block $pdone (loop $pl
+      (br_if $pdone (i32.eqz (local.get $count)))
+      (local.set $c (i32.const 0))
+      (block $cdone (loop $cl
+        (br_if $cdone (i32.ge_u (local.get $c) (local.get $C)))
+        (local.set $e (i32.add (local.get $first) (local.get $c)))
+        (local.set $cur (v128.load (i32.mul (local.get $e) (i32.const 8))))
+        (local.set $idx (i64x2.add (i64x2.splat (i64.extend_i32_u (i32.add (local.get $e) (local.get $base)))) (v128.const i64x2 0 1)))
+        (local.set $i (i32.const 0))
+        (block $idone (loop $il
+          (br_if $idone (i32.ge_u (local.get $i) (local.get $nr)))
+          (local.set $j (select (i32.const 1) (i32.const 0) (i32.eqz (local.get $i))))
+          (block $jdone (loop $jl
+            (br_if $jdone (i32.ge_u (local.get $j) (local.get $nc)))
+            (local.set $e (i32.add (i32.add (local.get $first) (local.get $c)) (i32.add (i32.mul (local.get $i) (local.get $rowStride)) (i32.mul (local.get $j) (local.get $C)))))
+            (local.set $v (v128.load (i32.mul (local.get $e) (i32.const 8))))
+            (local.set $take (v128.or (f64x2.gt (local.get $v) (local.get $cur)) (v128.and (f64x2.ne (local.get $v) (local.get $v)) (f64x2.eq (local.get $cur) (local.get $cur)))))
+            (local.set $cur (v128.bitselect (local.get $v) (local.get $cur) (local.get $take)))
+            (local.set $idx (v128.bitselect (i64x2.add (i64x2.splat (i64.extend_i32_u (i32.add (local.get $e) (local.get $base)))) (v128.const i64x2 0 1)) (local.get $idx) (local.get $take)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $jl)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $il)))
+        (v128.store (i32.add (local.get $py) (i32.mul (local.get $c) (i32.const 8))) (local.get $cur))
+        (i64.store (i32.add (local.get $pa) (i32.shl (local.get $c) (i32.const 2))) (i64x2.extract_lane 0 (i8x16.shuffle 0 1 2 3 8 9 10 11 0 1 2 3 8 9 10 11 (local.get $idx) (local.get $idx))))
+        (local.set $c (i32.add (local.get $c) (i32.const 2)))
+        (br $cl)))
+      (local.set $first (i32.add (local.get $first) (local.get $step)))
+      (local.set $py (i32.add (local.get $py) (i32.shl (local.get $C) (i32.const 3))))
+      (local.set $pa (i32.add (local.get $pa) (i32.shl (local.get $C) (i32.const 2))))
+      (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+      (br $pl))))
+  ;; pool32: pool64 over float32 channels (C a multiple of 4).
+  (func (export "pool32") (param $first i32) (param $rowStride i32) (param $nr i32) (param $nc i32) (param $C i32) (param $py i32) (param $pa i32) (param $base i32) (param $count i32) (param $step i32)
     (local $c i32) (local $i i32) (local $j i32) (local $e i32) (local $cur v128) (local $idx v128) (local $v v128) (local $take v128)
-    (local.set $c (i32.const 0))
-    (block $cdone (loop $cl
-      (br_if $cdone (i32.ge_u (local.get $c) (local.get $C)))
-      (local.set $e (i32.add (local.get $first) (local.get $c)))
-      (local.set $cur (v128.load (i32.mul (local.get $e) (i32.const 4))))
-      (local.set $idx (i32x4.add (i32x4.splat (i32.add (local.get $e) (local.get $base))) (v128.const i32x4 0 1 2 3)))
-      (local.set $i (i32.const 0))
-      (block $idone (loop $il
-        (br_if $idone (i32.ge_u (local.get $i) (local.get $nr)))
-        (local.set $j (select (i32.const 1) (i32.const 0) (i32.eqz (local.get $i))))
-        (block $jdone (loop $jl
-          (br_if $jdone (i32.ge_u (local.get $j) (local.get $nc)))
-          (local.set $e (i32.add (i32.add (local.get $first) (local.get $c)) (i32.add (i32.mul (local.get $i) (local.get $rowStride)) (i32.mul (local.get $j) (local.get $C)))))
-          (local.set $v (v128.load (i32.mul (local.get $e) (i32.const 4))))
-          (local.set $take (v128.or (f32x4.gt (local.get $v) (local.get $cur)) (v128.and (f32x4.ne (local.get $v) (local.get $v)) (f32x4.eq (local.get $cur) (local.get $cur)))))
-          (local.set $cur (v128.bitselect (local.get $v) (local.get $cur) (local.get $take)))
-          (local.set $idx (v128.bitselect (i32x4.add (i32x4.splat (i32.add (local.get $e) (local.get $base))) (v128.const i32x4 0 1 2 3)) (local.get $idx) (local.get $take)))
-          (local.set $j (i32.add (local.get $j) (i32.const 1)))
-          (br $jl)))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $il)))
-      (v128.store (i32.add (local.get $py) (i32.mul (local.get $c) (i32.const 4))) (local.get $cur))
-      (v128.store (i32.add (local.get $pa) (i32.shl (local.get $c) (i32.const 2))) (local.get $idx))
-      (local.set $c (i32.add (local.get $c) (i32.const 4)))
-      (br $cl))))
+    (block $pdone (loop $pl
+      (br_if $pdone (i32.eqz (local.get $count)))
+      (local.set $c (i32.const 0))
+      (block $cdone (loop $cl
+        (br_if $cdone (i32.ge_u (local.get $c) (local.get $C)))
+        (local.set $e (i32.add (local.get $first) (local.get $c)))
+        (local.set $cur (v128.load (i32.mul (local.get $e) (i32.const 4))))
+        (local.set $idx (i32x4.add (i32x4.splat (i32.add (local.get $e) (local.get $base))) (v128.const i32x4 0 1 2 3)))
+        (local.set $i (i32.const 0))
+        (block $idone (loop $il
+          (br_if $idone (i32.ge_u (local.get $i) (local.get $nr)))
+          (local.set $j (select (i32.const 1) (i32.const 0) (i32.eqz (local.get $i))))
+          (block $jdone (loop $jl
+            (br_if $jdone (i32.ge_u (local.get $j) (local.get $nc)))
+            (local.set $e (i32.add (i32.add (local.get $first) (local.get $c)) (i32.add (i32.mul (local.get $i) (local.get $rowStride)) (i32.mul (local.get $j) (local.get $C)))))
+            (local.set $v (v128.load (i32.mul (local.get $e) (i32.const 4))))
+            (local.set $take (v128.or (f32x4.gt (local.get $v) (local.get $cur)) (v128.and (f32x4.ne (local.get $v) (local.get $v)) (f32x4.eq (local.get $cur) (local.get $cur)))))
+            (local.set $cur (v128.bitselect (local.get $v) (local.get $cur) (local.get $take)))
+            (local.set $idx (v128.bitselect (i32x4.add (i32x4.splat (i32.add (local.get $e) (local.get $base))) (v128.const i32x4 0 1 2 3)) (local.get $idx) (local.get $take)))
+            (local.set $j (i32.add (local.get $j) (i32.const 1)))
+            (br $jl)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $il)))
+        (v128.store (i32.add (local.get $py) (i32.mul (local.get $c) (i32.const 4))) (local.get $cur))
+        (v128.store (i32.add (local.get $pa) (i32.shl (local.get $c) (i32.const 2))) (local.get $idx))
+        (local.set $c (i32.add (local.get $c) (i32.const 4)))
+        (br $cl)))
+      (local.set $first (i32.add (local.get $first) (local.get $step)))
+      (local.set $py (i32.add (local.get $py) (i32.shl (local.get $C) (i32.const 2))))
+      (local.set $pa (i32.add (local.get $pa) (i32.shl (local.get $C) (i32.const 2))))
+      (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+      (br $pl))))
   ;; colsum64: acc[j] += sum of the n rows' g[i, j], each column in row order (the JS loop's order), for m columns (a multiple of 2) of rows
   ;; contiguous at byte pg; acc, m float64 values, at byte pa.
   (func (export "colsum64") (param $pg i32) (param $n i32) (param $m i32) (param $pa i32)
@@ -349,6 +362,37 @@
       (v128.store offset=16 (i32.add (local.get $pa) (i32.shl (local.get $j) (i32.const 3))) (local.get $a1))
       (local.set $j (i32.add (local.get $j) (i32.const 4)))
       (br $jl))))
+  ;; copyruns: count groups, each six i32 at byte pt (dst byte, src byte, len bytes a multiple of 4, runs, dst step, src step): run r of a group
+  ;; copies len bytes from src + r*(src step) to dst + r*(dst step), by vectors of 16 then by 4; im2col's gathers into the module's memory (any
+  ;; element type, the values' bits moved, never computed on; the runs' destinations are disjoint, so their order does not matter).
+  (func (export "copyruns") (param $pt i32) (param $count i32)
+    (local $d i32) (local $s i32) (local $end i32) (local $vend i32) (local $r i32)
+    (block $gdone (loop $gl
+      (br_if $gdone (i32.eqz (local.get $count)))
+      (local.set $r (i32.load offset=12 (local.get $pt)))
+      (block $rdone (loop $rl
+        (br_if $rdone (i32.eqz (local.get $r)))
+        (local.set $r (i32.sub (local.get $r) (i32.const 1)))
+        (local.set $d (i32.add (i32.load (local.get $pt)) (i32.mul (local.get $r) (i32.load offset=16 (local.get $pt)))))
+        (local.set $s (i32.add (i32.load offset=4 (local.get $pt)) (i32.mul (local.get $r) (i32.load offset=20 (local.get $pt)))))
+        (local.set $end (i32.add (local.get $d) (i32.load offset=8 (local.get $pt))))
+        (local.set $vend (i32.sub (local.get $end) (i32.and (i32.sub (local.get $end) (local.get $d)) (i32.const 15))))
+        (block $vdone (loop $v
+          (br_if $vdone (i32.ge_u (local.get $d) (local.get $vend)))
+          (v128.store (local.get $d) (v128.load (local.get $s)))
+          (local.set $d (i32.add (local.get $d) (i32.const 16)))
+          (local.set $s (i32.add (local.get $s) (i32.const 16)))
+          (br $v)))
+        (block $sdone (loop $sl
+          (br_if $sdone (i32.ge_u (local.get $d) (local.get $end)))
+          (i32.store (local.get $d) (i32.load (local.get $s)))
+          (local.set $d (i32.add (local.get $d) (i32.const 4)))
+          (local.set $s (i32.add (local.get $s) (i32.const 4)))
+          (br $sl)))
+        (br $rl)))
+      (local.set $pt (i32.add (local.get $pt) (i32.const 24)))
+      (local.set $count (i32.sub (local.get $count) (i32.const 1)))
+      (br $gl))))
   ;; addruns64: count runs, each three i32 at byte pt (dst byte, src byte, len values): dst[q] += src[q] for q < len, the runs in order,
   ;; so that an element two runs share takes their additions in the JS loop's order.
   (func (export "addruns64") (param $pt i32) (param $count i32)

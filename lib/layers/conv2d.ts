@@ -13,7 +13,7 @@ import { finishTangent, tangentBuffer } from './out.js';
 import { elementwiseLocal } from './local.js';
 import { columnSums, staging } from '../kernels/elementwise.js';
 import { type GemmModule, gemm, simdModule } from '../kernels/gemm.js';
-import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges } from './window.js';
+import { type Padding, type WindowRanges, effectiveWindow, maxWindow, pair, padding, windowPattern, windowRanges, windowRun } from './window.js';
 
 /** Keras config of {@link Conv2D}. */
 export interface Conv2DConfig {
@@ -164,12 +164,14 @@ export class Conv2D extends Layer<Conv2DSaved> {
     const yd = y.data;
     const nPix = B * rows.out * cols.out;
     const chunk = chunkPixels(K, yd);
-    const P = newLike(yd, chunk * K);
+    const gathered = GatherStage.open(xc.data, g, chunk, chunk * K, gemmScratch(g, chunk, K, yd.BYTES_PER_ELEMENT));
+    const jsRows = gathered ? null : newLike(yd, chunk * K);
     // The bias and relu in the GEMM's epilogue (a layer without a bias accumulates onto the zeros of `y`, as before there was one).
     const epilogue = { bias: this.useBias ? this.biasData() : undefined, relu: activation === 'relu' };
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
-      movePatches('gather', xc.data, g, p0, n, P);
+      const P = jsRows ?? gathered!.gather(p0, n);
+      if (jsRows) movePatches('gather', xc.data, g, p0, n, jsRows);
       gemm({ n, m: Cout, k: K, a: P, a0: 0, ai: K, at: 1, b: Wk, b0: 0, bt: Cout, bj: 1, c: yd, c0: p0 * Cout, ci: Cout }, !this.useBias, epilogue);
     }
     const zSaved = activationNeeds(activation) === 'z' ? copy(y) : null;
@@ -352,23 +354,30 @@ export class Conv2D extends Layer<Conv2DSaved> {
     // dW is summed over the batch in float64; a float32 pass sums each chunk in float32 (dWc) first, then adds it in.
     // Its rows, the K taps, are rounded up to Kr, whole 4-row blocks of the SIMD kernel (a 3×3×3 kernel's 27 would leave 3 rows to the scalar edge); rows past K read the next patch row and are dropped.
     const Kr = K + ((4 - (K % 4)) % 4);
-    const dWacc = new Float64Array(Kr * Cout);
-    const dWc = x.data instanceof Float32Array ? new Float32Array(Kr * Cout) : null;
     const chunk = chunkPixels(K, x.data);
-    const P = newLike(x.data, chunk * K + Kr - K);
-    const dP = withInput ? newLike(x.data, chunk * K) : null;
-    const staged = dx ? ScatterStage.open(dx.data, g, chunk, Kr) : null;
+    const base = gemmScratch(g, chunk, Kr, x.data.BYTES_PER_ELEMENT);
+    const staged = dx ? ScatterStage.open(dx.data, g, chunk, base) : null;
+    const dP = withInput && !staged ? newLike(x.data, chunk * K) : null;
+    const gathered = GatherStage.open(x.data, g, chunk, chunk * K + Kr - K, staged?.end ?? base);
+    const sums = x.data instanceof Float32Array ? ChunkSums.open(Kr * Cout, gathered?.end ?? base) : null;
+    let dWacc = sums ? sums.total() : new Float64Array(Kr * Cout);
+    const dWc = x.data instanceof Float32Array && !sums ? new Float32Array(Kr * Cout) : null;
+    const jsRows = gathered ? null : newLike(x.data, chunk * K + Kr - K);
     for (let p0 = 0; p0 < nPix; p0 += chunk) {
       const n = Math.min(chunk, nPix - p0);
-      movePatches('gather', x.data, g, p0, n, P);
-      if (dx && dP && Wt) {
-        // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window.
-        gemm({ n, m: K, k: Cout, a: dz, a0: p0 * Cout, ai: Cout, at: 1, b: Wt, b0: 0, bt: K, bj: 1, c: dP, c0: 0, ci: K }, false);
-        if (staged) staged.scatter(dP, p0, n);
-        else movePatches('scatter', dx.data, g, p0, n, dP);
+      const P = jsRows ?? gathered!.gather(p0, n);
+      if (jsRows) movePatches('gather', x.data, g, p0, n, jsRows);
+      if (dx && Wt) {
+        // dP = dz Wᵀ: row p of dP holds the cotangent of every tap of pixel p's window; a staged scatter's rows are written where it reads them.
+        gemm({ n, m: K, k: Cout, a: dz, a0: p0 * Cout, ai: Cout, at: 1, b: Wt, b0: 0, bt: K, bj: 1, c: dP ?? staged!.rows(), c0: 0, ci: K }, false);
+        if (dP) movePatches('scatter', dx.data, g, p0, n, dP);
+        else staged!.scatter(p0, n);
       }
       // dW += Pᵀ dz: four taps by four output channels, both read four contiguous values per pixel.
-      if (dWc) {
+      if (sums) {
+        gemm({ n: Kr, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: sums.chunk(), c0: 0, ci: Cout }, false);
+        sums.add();
+      } else if (dWc) {
         gemm({ n: Kr, m: Cout, k: n, a: P, a0: 0, ai: 1, at: K, b: dz, b0: p0 * Cout, bt: Cout, bj: 1, c: dWc, c0: 0, ci: Cout }, false);
         for (let q = 0; q < K * Cout; q++) dWacc[q] += dWc[q];
       } else {
@@ -376,6 +385,7 @@ export class Conv2D extends Layer<Conv2DSaved> {
       }
     }
     staged?.close();
+    if (sums) dWacc = sums.total();
     const dW = zeros([kh, kw, Cin, Cout], dtypeOf(x));
     dW.data.set(dWacc.subarray(0, K * Cout));
     const dParams = [dW];
@@ -505,10 +515,7 @@ class PixelCursor {
     private readonly g: Geometry,
     p: number,
   ) {
-    const perImage = g.rows.out * g.cols.out;
-    this.b = Math.floor(p / perImage);
-    this.oh = Math.floor((p - this.b * perImage) / g.cols.out);
-    this.ow = p - this.b * perImage - this.oh * g.cols.out;
+    ({ b: this.b, oh: this.oh, ow: this.ow } = pixelAt(g, p));
   }
   /** The next pixel: along the row, then down the image, then to the next image. */
   next(): void {
@@ -521,57 +528,195 @@ class PixelCursor {
 }
 
 /**
- * The transposed convolution's scatter (`movePatches('scatter')`) by the SIMD module: `dx` staged
- * in the module's memory above what the pass's GEMMs use, each chunk's `dP` copied in beside it,
- * and every window row added onto its image row as one run (`addruns`), in the JS loop's order,
- * so the same bits. Opened only for undilated columns (a window row is one contiguous run).
+ * Bytes of the module's memory, from 0, that a Conv2D pass's GEMMs may copy their operands into
+ * (`A`, `B`, `C` and a bias row of either, with room to spare): the stages of the pass lie above.
  */
-class ScatterStage {
-  private constructor(
-    private readonly dx: Data,
-    private readonly g: Geometry,
-    private readonly mod: GemmModule,
-    /** Byte offsets: the staged `dx`, the chunk's `dP`, the runs. */
-    private readonly at: { dx: number; dP: number; runs: number },
-  ) {}
+function gemmScratch(g: Geometry, chunk: number, Kr: number, esz: number): number {
+  const K = g.kh * g.kw * g.Cin;
+  return pageAlign((2 * chunk * K + chunk * g.Cout + g.Cout * K + Kr * g.Cout + Kr + g.Cout + 64) * esz);
+}
 
-  /** A stage for `dx` (zero on entry) over chunks of up to `chunk` pixels, or null where the module or the geometry do not allow it. */
-  static open(dx: Data, g: Geometry, chunk: number, Kr: number): ScatterStage | null {
-    const mod = simdModule();
-    if (!mod || g.cols.step !== 1) return null;
-    const esz = dx.BYTES_PER_ELEMENT;
-    const K = g.kh * g.kw * g.Cin;
-    // Above every operand the pass's two GEMMs copy in (A, B, C and a bias row of either), with room to spare.
-    const gemmBytes = (2 * chunk * K + chunk * g.Cout + g.Cout * K + Kr * g.Cout + Kr + g.Cout + 64) * esz;
-    const align = (v: number) => (v + 4095) & ~4095;
-    const at = { dx: align(gemmBytes), dP: 0, runs: 0 };
-    at.dP = align(at.dx + dx.length * esz);
-    at.runs = align(at.dP + chunk * K * esz);
-    staging(mod.memory, at.runs + chunk * g.kh * 12);
-    new (dx instanceof Float64Array ? Float64Array : Float32Array)(mod.memory.buffer, at.dx, dx.length).fill(0);
-    return new ScatterStage(dx, g, mod, at);
+/** Rounded up to a whole 4 KiB, so that each staged region starts on its own page. */
+function pageAlign(bytes: number): number {
+  return (bytes + 4095) & ~4095;
+}
+
+/**
+ * A stage of a Conv2D pass in the SIMD module's memory: an image staged there, a chunk's patch
+ * rows `P` beside it (`[n, kh·kw·cin]`, as {@link movePatches}), and a table of runs between the
+ * two for a kernel to walk. Each stage places itself from a byte it is given, so that a pass's
+ * stages and its GEMMs' operands do not overlap.
+ */
+abstract class WindowStage {
+  /** Byte offsets of the staged image, the chunk's patch rows and the runs. */
+  protected readonly at: { image: number; P: number; runs: number };
+  /** Bytes per value. */
+  protected readonly esz: number;
+  /** Values of the patch rows. */
+  protected readonly patchLength: number;
+  /** The first byte above the stage: where a further stage of the pass may begin. */
+  readonly end: number;
+
+  /** A stage from byte `base` for an image of `imageLength` values (`like`'s type) and chunks of up to `chunk` pixels in `patchLength` values; the memory grown to hold it. */
+  protected constructor(
+    protected readonly g: Geometry,
+    protected readonly mod: GemmModule,
+    like: Data,
+    base: number,
+    imageLength: number,
+    patchLength: number,
+    chunk: number,
+  ) {
+    this.esz = like.BYTES_PER_ELEMENT;
+    this.patchLength = patchLength;
+    const image = pageAlign(base);
+    const P = pageAlign(image + imageLength * this.esz);
+    const runs = pageAlign(P + patchLength * this.esz);
+    this.at = { image, P, runs };
+    // At most one run (six int32 at the most) per window row of every pixel, or per tap for dilated columns.
+    this.end = runs + chunk * g.kh * (g.cols.step === 1 ? 1 : g.kw) * 24;
+    staging(mod.memory, this.end);
   }
 
-  /** Adds the `n` patch rows of `dP` (pixels `p0 ..`) onto their windows in the staged `dx`. */
-  scatter(dP: Data, p0: number, n: number): void {
+  /** A view of `length` values of the module's memory at byte `at`, of the stage's element type (made anew: growing the memory detaches the old buffer). */
+  protected view(at: number, length: number): Data {
+    return new (this.esz === 8 ? Float64Array : Float32Array)(this.mod.memory.buffer, at, length);
+  }
+
+  /** The runs table as int32. */
+  protected table(): Int32Array {
+    return new Int32Array(this.mod.memory.buffer, this.at.runs, (this.end - this.at.runs) / 4);
+  }
+}
+
+/** Pixel `p0`'s place in the flat `[B, Ho, Wo]` order: its image, output row and column. */
+function pixelAt(g: Geometry, p0: number): { b: number; oh: number; ow: number } {
+  const perImage = g.rows.out * g.cols.out;
+  const b = Math.floor(p0 / perImage);
+  const oh = Math.floor((p0 - b * perImage) / g.cols.out);
+  return { b, oh, ow: p0 - b * perImage - oh * g.cols.out };
+}
+
+/**
+ * {@link movePatches}' gather by the SIMD module: the image staged in the module's memory once
+ * per pass, each chunk's windows copied from it into patch rows beside it (`copyruns`, the
+ * values' bits), and those rows handed to {@link gemm} as a view of the memory, which it reads
+ * where they lie: neither the JS loop's per-value copies nor the GEMM's copy of `P` are made.
+ */
+class GatherStage extends WindowStage {
+  private constructor(g: Geometry, mod: GemmModule, xd: Data, base: number, patchLength: number, chunk: number) {
+    super(g, mod, xd, base, xd.length, patchLength, chunk);
+    this.view(this.at.P, patchLength).fill(0);
+    this.view(this.at.image, xd.length).set(xd);
+  }
+
+  /** A stage from byte `base` for the image `xd` and chunks of up to `chunk` pixels in `patchLength` values, or null where the module does not run or its memory cannot grow to hold the stage (the JS gather then runs). */
+  static open(xd: Data, g: Geometry, chunk: number, patchLength: number, base: number): GatherStage | null {
+    const mod = simdModule();
+    try {
+      return mod ? new GatherStage(g, mod, xd, base, patchLength, chunk) : null;
+    } catch (e) {
+      // A wasm32 memory stops at 4 GiB (or below, as the engine allows): a larger image keeps the JS gather, a copy less in memory.
+      if (e instanceof RangeError) return null;
+      throw e;
+    }
+  }
+
+  /**
+   * The patch rows of the `n` pixels `p0 ..` (see {@link movePatches}), a view of the stage valid
+   * until the next gather. A run of windows along an output row (see {@link windowRun}) is one
+   * group per window row (per tap, dilated): a row of a valid convolution is a handful of groups,
+   * not a run per pixel and window row.
+   */
+  gather(p0: number, n: number): Data {
     const { H, W, Cin, kh, kw, rows, cols } = this.g;
+    const { esz } = this;
     const K = kh * kw * Cin;
-    const rowLen = kw * Cin;
-    const esz = this.dx.BYTES_PER_ELEMENT;
-    const buf = this.mod.memory.buffer;
-    new (dP instanceof Float64Array ? Float64Array : Float32Array)(buf, this.at.dP, n * K).set(dP.subarray(0, n * K));
-    const runs = new Int32Array(buf, this.at.runs, n * kh * 3);
+    const P = this.view(this.at.P, this.patchLength);
+    const runs = this.table();
+    const perTap = cols.step !== 1;
+    let r = 0;
+    let { b, oh, ow } = pixelAt(this.g, p0);
+    for (let p = 0; p < n; ) {
+      const j0 = cols.lo[ow];
+      const j1 = cols.hi[ow];
+      const { q, step } = windowRun(cols, ow, n - p);
+      // Only windows that reach into the padding have taps left zero; full ones are overwritten whole.
+      if (j0 !== 0 || j1 !== kw || rows.lo[oh] !== 0 || rows.hi[oh] !== kh) P.fill(0, p * K, (p + q) * K);
+      const len = (perTap ? 1 : j1 - j0) * Cin * esz;
+      for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
+        const xo = this.at.image + ((b * H + rows.start[oh] + i * rows.step) * W + cols.start[ow]) * Cin * esz;
+        const po = this.at.P + (p * K + i * kw * Cin) * esz;
+        for (let j = j0; j < (perTap ? j1 : j0 + 1); j++) {
+          runs[r] = po + j * Cin * esz;
+          runs[r + 1] = xo + j * cols.step * Cin * esz;
+          runs[r + 2] = len;
+          runs[r + 3] = q;
+          runs[r + 4] = K * esz;
+          runs[r + 5] = step * Cin * esz;
+          r += 6;
+        }
+      }
+      p += q;
+      ow += q;
+      if (ow === cols.out) {
+        ow = 0;
+        if (++oh === rows.out) {
+          oh = 0;
+          b++;
+        }
+      }
+    }
+    this.mod.copyruns(this.at.runs, r / 6);
+    return P;
+  }
+}
+
+/**
+ * The transposed convolution's scatter (`movePatches('scatter')`) by the SIMD module: `dx` staged
+ * in the module's memory, each chunk's `dP` written beside it by the GEMM (see {@link gemmWasm}'s
+ * operands in the module's memory), and every window row (every tap, dilated) added onto the
+ * image as one run (`addruns`), in the JS loop's order, so the same bits.
+ */
+class ScatterStage extends WindowStage {
+  private constructor(g: Geometry, mod: GemmModule, private readonly dx: Data, base: number, chunk: number) {
+    super(g, mod, dx, base, dx.length, chunk * g.kh * g.kw * g.Cin, chunk);
+    this.view(this.at.image, dx.length).fill(0);
+  }
+
+  /** A stage from byte `base` for `dx` (zero on entry) over chunks of up to `chunk` pixels, or null where the module does not run. */
+  static open(dx: Data, g: Geometry, chunk: number, base: number): ScatterStage | null {
+    const mod = simdModule();
+    return mod ? new ScatterStage(g, mod, dx, base, chunk) : null;
+  }
+
+  /** The chunk's patch rows `dP`, a view of the stage for the GEMM to write, valid until the memory grows. */
+  rows(): Data {
+    return this.view(this.at.P, this.patchLength);
+  }
+
+  /** Adds the `n` patch rows of `dP` (pixels `p0 ..`, written to {@link ScatterStage.rows}) onto their windows in the staged `dx`. */
+  scatter(p0: number, n: number): void {
+    const { H, W, Cin, kh, kw, rows, cols } = this.g;
+    const { esz } = this;
+    const K = kh * kw * Cin;
+    const runs = this.table();
+    const perTap = cols.step !== 1;
     let r = 0;
     const at = new PixelCursor(this.g, p0);
     for (let p = 0; p < n; p++, at.next()) {
       const { b, oh, ow } = at;
       const j0 = cols.lo[ow];
-      const len = (cols.hi[ow] - j0) * Cin;
+      const j1 = cols.hi[ow];
+      const len = (perTap ? 1 : j1 - j0) * Cin;
       for (let i = rows.lo[oh]; i < rows.hi[oh]; i++) {
-        const xo = ((b * H + rows.start[oh] + i * rows.step) * W + cols.start[ow]) * Cin + j0 * Cin;
-        runs[r++] = this.at.dx + xo * esz;
-        runs[r++] = this.at.dP + (p * K + i * rowLen + j0 * Cin) * esz;
-        runs[r++] = len;
+        const xo = this.at.image + ((b * H + rows.start[oh] + i * rows.step) * W + cols.start[ow]) * Cin * esz;
+        const po = this.at.P + (p * K + i * kw * Cin) * esz;
+        for (let j = j0; j < (perTap ? j1 : j0 + 1); j++) {
+          runs[r++] = xo + j * cols.step * Cin * esz;
+          runs[r++] = po + j * Cin * esz;
+          runs[r++] = len;
+        }
       }
     }
     (esz === 8 ? this.mod.addruns64 : this.mod.addruns32)(this.at.runs, r / 3);
@@ -579,7 +724,47 @@ class ScatterStage {
 
   /** Copies the staged `dx` back. */
   close(): void {
-    this.dx.set(new (this.dx instanceof Float64Array ? Float64Array : Float32Array)(this.mod.memory.buffer, this.at.dx, this.dx.length));
+    this.dx.set(this.view(this.at.image, this.dx.length));
+  }
+}
+
+/**
+ * A float32 pass's `dW` sums in the SIMD module's memory: each chunk's float32 `dW` (the GEMM's
+ * `C`, written where it lies) added into the float64 sum there by `colsum32` over one row, the
+ * same float64 adds as the JS loop `dWacc[q] += dWc[q]`, without copying either in or out.
+ */
+class ChunkSums {
+  private constructor(
+    private readonly mod: GemmModule,
+    private readonly length: number,
+    /** Byte offsets of the float64 sum and of the chunk's float32 values. */
+    private readonly at: { total: number; chunk: number },
+  ) {}
+
+  /** Sums of `length` values (a multiple of 4) from byte `base`, zero; null where the module does not run. */
+  static open(length: number, base: number): ChunkSums | null {
+    const mod = simdModule();
+    if (!mod) return null;
+    const total = pageAlign(base);
+    const at = { total, chunk: total + length * 8 };
+    staging(mod.memory, at.chunk + length * 4);
+    new Float64Array(mod.memory.buffer, total, length).fill(0);
+    return new ChunkSums(mod, length, at);
+  }
+
+  /** The chunk's values, for the GEMM to write (a view made anew: growing the memory detaches the old buffer). */
+  chunk(): Float32Array {
+    return new Float32Array(this.mod.memory.buffer, this.at.chunk, this.length);
+  }
+
+  /** Adds the chunk into the sum. */
+  add(): void {
+    this.mod.colsum32(this.at.chunk, 1, this.length, this.at.total);
+  }
+
+  /** The float64 sum, a view valid until the memory grows. */
+  total(): Float64Array {
+    return new Float64Array(this.mod.memory.buffer, this.at.total, this.length);
   }
 }
 

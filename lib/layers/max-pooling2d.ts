@@ -11,7 +11,7 @@ import type { AxisStructure } from '../structure.js';
 import { BASE_KEYS, type Cotangents, type Forward, Layer, type LayerPass, type LocalJacobian, type Residuals, type Tangents, type Wrt, checkKeys } from './layer.js';
 import { deliverTangent, rowBlock } from './out.js';
 import { selectCotangents, selectTangents, selectionLocal } from './select.js';
-import { type Padding, PoolWindows, type WindowRanges, maxWindow } from './window.js';
+import { type Padding, PoolWindows, type WindowRanges, maxWindow, windowRun } from './window.js';
 
 /** Keras config of {@link MaxPooling2D}. */
 export interface MaxPooling2DConfig {
@@ -210,10 +210,13 @@ function poolSimd(xd: Data, yd: Data, argmax: Int32Array, [B, H, W, C]: number[]
     for (let oh = 0; oh < rows.out; oh++) {
       const i0 = rows.lo[oh];
       const ih = rows.start[oh] + i0;
-      for (let ow = 0; ow < cols.out; ow++) {
+      // A run of windows (see windowRun) goes to the kernel in one call.
+      for (let ow = 0; ow < cols.out; ) {
         const j0 = cols.lo[ow];
+        const { q, step } = windowRun(cols, ow, cols.out);
         const yo = (oh * cols.out + ow) * C;
-        pool((ih * W + cols.start[ow] + j0) * C, W * C, rows.hi[oh] - i0, cols.hi[ow] - j0, C, py + yo * esz, pa + yo * 4, b * nIn);
+        pool((ih * W + cols.start[ow] + j0) * C, W * C, rows.hi[oh] - i0, cols.hi[ow] - j0, C, py + yo * esz, pa + yo * 4, b * nIn, q, step * C);
+        ow += q;
       }
     }
     yd.set(ys, b * nOut);

@@ -99,6 +99,26 @@ export function windowRanges(n: number, k: number, s: number, pad: Padding, laye
   return { out, step: d, start, lo, hi };
 }
 
+/** A run of windows along an axis (see {@link windowRun}). */
+export interface WindowRun {
+  /** How many windows, from the first. */
+  q: number;
+  /** Input positions from each window's first tap to the next's. */
+  step: number;
+}
+
+/**
+ * The windows `o .. o + q` (`q` at most `limit`) that share window `o`'s in-bounds taps, each
+ * `step` input positions after the last: a run of windows that a SIMD kernel walks in one call,
+ * its start advanced by `step` per window. A valid window's row is one such run.
+ */
+export function windowRun(r: WindowRanges, o: number, limit: number): WindowRun {
+  const step = o + 1 < r.out ? r.start[o + 1] - r.start[o] : 0;
+  let q = 1;
+  while (q < limit && o + q < r.out && r.lo[o + q] === r.lo[o] && r.hi[o + q] === r.hi[o] && r.start[o + q] - r.start[o + q - 1] === step) q++;
+  return { q, step };
+}
+
 /**
  * The windows of one spatial axis as a pattern: output position `o` reads the input positions of
  * its window that fall inside the input (TensorFlow's padding via `windowAxis`), `d` apart.

@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { Conv2D, type Conv2DConfig } from '../../lib/layers/conv2d.js';
 import { MaxPooling2D } from '../../lib/layers/max-pooling2d.js';
-import { columnSums, relu, reluMask } from '../../lib/kernels/elementwise.js';
-import { gemm, gemmJs, gemmWasm, setGemmBackend } from '../../lib/kernels/gemm.js';
+import { columnSums, relu, reluMask, staging } from '../../lib/kernels/elementwise.js';
+import { gemm, gemmJs, gemmWasm, setGemmBackend, simdModule } from '../../lib/kernels/gemm.js';
 import { Rng } from '../../lib/rng.js';
 import { randomNormal } from '../../lib/tensor.js';
 import { expect } from '../helpers/setup.js';
@@ -21,24 +21,77 @@ describe('kernels/gemm WebAssembly SIMD path', () => {
 
   const cases = fc.record({ n: fc.integer({ min: 1, max: 13 }), m: fc.integer({ min: 1, max: 19 }), k: fc.integer({ min: 1, max: 9 }), ta: fc.boolean(), accumulate: fc.boolean(), f32: fc.boolean(), pad: fc.integer({ min: 0, max: 3 }), seed: fc.integer({ min: 1, max: 1000 }) });
 
+  /** Random strided operands of a case, with `B` [k, m] stored row-major or, `byColumns`, as its transpose `[m, k + pad]` (`bt = 1`); `C` twice, for the two paths. */
+  const operands = ({ n, m, k, ta, f32, pad, seed }: { n: number; m: number; k: number; ta: boolean; f32: boolean; pad: number; seed: number }, byColumns: boolean) => {
+    const Arr = (f32 ? Float32Array : Float64Array) as Float64ArrayConstructor;
+    let s = seed;
+    const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+    const a = Arr.from({ length: pad + n * k }, rand);
+    const b = Arr.from({ length: pad + (byColumns ? m * (k + pad) : k * m) }, rand);
+    const ci = m + pad;
+    const start = Arr.from({ length: pad + n * ci }, rand);
+    const [ai, at] = ta ? [1, n] : [k, 1];
+    const [bt, bj] = byColumns ? [1, k + pad] : [m, 1];
+    return { op: { n, m, k, a, a0: pad, ai, at, b, b0: pad, bt, bj, c0: pad, ci }, viaJs: start.slice(), viaWasm: start.slice() };
+  };
+  const agree = (viaWasm: Float64Array, viaJs: Float64Array, f32: boolean, k: number) => {
+    if (!f32) expect(Array.from(viaWasm)).to.deep.equal(Array.from(viaJs));
+    else viaJs.forEach((v, i) => expect(Math.abs(viaWasm[i] - v)).to.be.at.most(1e-6 * (k + 1)));
+  };
+
   it('agrees with the JS kernel: float64 bit for bit, float32 within float32 rounding, edges and row gaps included', () => {
     fc.assert(
-      fc.property(cases, ({ n, m, k, ta, accumulate, f32, pad, seed }) => {
-        const Arr = (f32 ? Float32Array : Float64Array) as Float64ArrayConstructor;
-        let s = seed;
-        const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
-        const a = Arr.from({ length: pad + n * k }, rand);
-        const b = Arr.from({ length: pad + k * m }, rand);
-        const ci = m + pad;
-        const start = Arr.from({ length: pad + n * ci }, rand);
-        const viaJs = start.slice();
-        const viaWasm = start.slice();
-        const [ai, at] = ta ? [1, n] : [k, 1];
-        const op = { n, m, k, a, a0: pad, ai, at, b, b0: pad, bt: m, bj: 1, c0: pad, ci };
-        gemmJs({ ...op, c: viaJs }, accumulate);
-        expect(gemmWasm({ ...op, c: viaWasm }, accumulate)).to.equal(true);
-        if (!f32) expect(Array.from(viaWasm)).to.deep.equal(Array.from(viaJs));
-        else viaJs.forEach((v, i) => expect(Math.abs(viaWasm[i] - v)).to.be.at.most(1e-6 * (k + 1)));
+      fc.property(cases, (c) => {
+        const { op, viaJs, viaWasm } = operands(c, false);
+        gemmJs({ ...op, c: viaJs }, c.accumulate);
+        expect(gemmWasm({ ...op, c: viaWasm }, c.accumulate)).to.equal(true);
+        agree(viaWasm, viaJs, c.f32, c.k);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('gemm of a B stored by columns (bt = 1, transposed into the module) agrees with the JS kernel: float64 bit for bit, float32 within float32 rounding', () => {
+    fc.assert(
+      fc.property(cases, (c) => {
+        const { op, viaJs, viaWasm } = operands(c, true);
+        gemmJs({ ...op, c: viaJs }, c.accumulate);
+        const before = setGemmBackend('wasm');
+        try {
+          gemm({ ...op, c: viaWasm }, c.accumulate);
+        } finally {
+          setGemmBackend(before);
+        }
+        agree(viaWasm, viaJs, c.f32, c.k);
+        // Where a SIMD block fits, the float32 sums are float32 lanes' (not the JS kernel's float64 ones), which a JS fallback would not give.
+        if (c.f32 && c.n >= 4 && c.m >= 8 && c.k >= 3) expect(Array.from(viaWasm)).not.to.deep.equal(Array.from(viaJs));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('reads (and writes C) where operands already in the module\'s memory lie, or copies them when they lie where the copies go, with the JS kernel\'s results', () => {
+    const mod = simdModule()!;
+    fc.assert(
+      fc.property(cases, fc.record({ a: fc.boolean(), b: fc.boolean(), c: fc.boolean(), low: fc.boolean() }), (c, inside) => {
+        const { op, viaJs, viaWasm } = operands(c, false);
+        gemmJs({ ...op, c: viaJs }, c.accumulate);
+        const Arr = (c.f32 ? Float32Array : Float64Array) as Float64ArrayConstructor;
+        // Low: from byte 0, where the module copies the other operands; high: 1 MiB up, above them.
+        let at = inside.low ? 0 : 1 << 20;
+        staging(mod.memory, at + 3 * 65536);
+        const place = (d: Float64Array, yes: boolean) => {
+          if (!yes) return d;
+          const v = new Arr(mod.memory.buffer, at, d.length);
+          v.set(d);
+          at += 65536;
+          return v;
+        };
+        const a = place(op.a, inside.a);
+        const b = place(op.b, inside.b);
+        const cc = place(viaWasm, inside.c);
+        expect(gemmWasm({ ...op, a, b, c: cc }, c.accumulate)).to.equal(true);
+        agree(cc.buffer === mod.memory.buffer ? new Arr(mod.memory.buffer, cc.byteOffset, cc.length) : cc, viaJs, c.f32, c.k);
       }),
       { numRuns: 300 },
     );
@@ -49,11 +102,12 @@ describe('kernels/gemm WebAssembly SIMD path', () => {
     expect(gemmWasm(op, false)).to.equal(false);
   });
 
-  // Valid and padded windows, strides, a row dilation (the staged scatter's runs), a kernel whose taps are not whole SIMD blocks (27) and an unbiased one.
+  // Valid and padded windows, strides, a row and a column dilation (the staged gather's and scatter's runs per row or per tap), a kernel whose taps are not whole SIMD blocks (27) and an unbiased one.
   const convs: Conv2DConfig[] = [
     { filters: 12, kernel_size: 3, activation: 'relu' },
     { filters: 8, kernel_size: 3, strides: 2, padding: 'same', activation: 'linear' },
     { filters: 4, kernel_size: [3, 2], dilation_rate: [2, 1], padding: 'same', use_bias: false },
+    { filters: 8, kernel_size: 3, dilation_rate: [1, 2], padding: 'same', activation: 'relu' },
   ];
   for (const dtype of ['float64', 'float32'] as const) for (const [c, config] of convs.entries()) {
     it(`Conv2D forward and vjp agree on both paths (${dtype}, config ${c}, at the layer specs' tolerance)`, () => {
