@@ -129,7 +129,7 @@ export function forwardJacobianWrtInput<S>(f: Differentiable<S>, x: Tensor, opts
   const nIn = sizeOf(f.inputShape);
   const nOut = sizeOf(f.outputShape);
   const shape = [B, ...f.outputShape, ...f.inputShape];
-  if (opts.into !== undefined) checkInto(opts.into, shape, dtype);
+  if (opts.into !== undefined) checkInto(opts.into, shape, dtype, f, x);
   else guardBytes(`batch Jacobian w.r.t. the input ${fmtShape(shape)}`, denseJacobianBytes(B, f.outputShape, f.inputShape, dtype), opts.memoryBudget ?? getMemoryBudget());
   const fwd = f.forward(x, opts);
   const J = opts.into ?? zeros(shape, dtype);
@@ -190,14 +190,21 @@ export function forwardJacobianWrtWeights<S>(f: Differentiable<S>, x: Tensor, op
   return out;
 }
 
-/** `into` must be J's buffer exactly: contiguous from its start, J's shape and the input's dtype (checked before any work). */
-function checkInto(into: Tensor, shape: readonly number[], dtype: DType): void {
+/**
+ * `into` must be J's buffer exactly: contiguous from its start, J's shape and the input's dtype,
+ * and none of the buffers the pass reads (the input, a weight): clearing it would change the
+ * values J is built from. Checked before any work.
+ */
+function checkInto(into: Tensor, shape: readonly number[], dtype: DType, f: Differentiable, x: Tensor): void {
   if (!into || !Array.isArray(into.shape) || !into.data) throw new ShapeError(`jacobianWrtInput into: expected a tensor ${fmtShape(shape)} (${dtype}) to build J in, received ${String(into)}`);
   assertShape(into, shape, 'jacobianWrtInput into');
   if (dtypeOf(into) !== dtype) throw new ShapeError(`jacobianWrtInput into: expected dtype ${dtype} (the input's), received ${dtypeOf(into)}`);
   if (into.offset !== 0 || into.data.length !== sizeOf(shape) || !isContiguous(into)) {
     throw new ShapeError(`jacobianWrtInput into: expected a contiguous tensor ${fmtShape(shape)} owning its whole buffer, received a view with strides ${fmtShape(into.stride)}, offset ${into.offset}, on ${into.data.length} elements`);
   }
+  const read = [{ what: 'the input x', t: x }, ...f.params.map((p) => ({ what: `weight ${p.name}`, t: p.value }))];
+  const shared = read.find((r) => r.t.data.buffer === into.data.buffer);
+  if (shared) throw new ShapeError(`jacobianWrtInput into: expected a buffer of its own, received one shared with ${shared.what}, which building J reads after clearing into`);
 }
 
 /**
@@ -216,21 +223,24 @@ class BasisSeeds {
   at(c0: number, T: number, B: number): Tensor {
     let s = this.bufs.get(T);
     if (!s) this.bufs.set(T, (s = { seed: zeros([...this.shape, T], this.dtype), c0: -1, B }));
-    const d = s.seed.data;
-    if (s.c0 >= 0) for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + s.c0 + t) * T + t] = 0;
-    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + c0 + t) * T + t] = 1;
+    if (s.c0 >= 0) this.mark(s, s.c0, 0);
+    this.mark(s, c0, 1);
     s.c0 = c0;
     return s.seed;
   }
   /** Gives the seed buffers to the shared pool (`lib/buffer-pool.ts`) once the build is done, their ones cleared, so that the next build reuses their pages without clearing them whole. */
   release(): void {
     for (const s of this.bufs.values()) {
-      const d = s.seed.data;
-      const T = s.seed.shape[s.seed.shape.length - 1];
-      if (s.c0 >= 0) for (let b = 0; b < s.B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + s.c0 + t) * T + t] = 0;
-      recycleBuffer(d, true);
+      if (s.c0 >= 0) this.mark(s, s.c0, 0);
+      recycleBuffer(s.seed.data, true);
     }
     this.bufs.clear();
+  }
+  /** Sets the diagonal entries `e_{c0+t}` of tangent `t`, in every sample, to `v` (1 to seed a block, 0 to clear it). */
+  private mark(s: { seed: Tensor; B: number }, c0: number, v: number): void {
+    const d = s.seed.data;
+    const T = s.seed.shape[s.seed.shape.length - 1];
+    for (let b = 0; b < s.B; b++) for (let t = 0; t < T; t++) d[(b * this.cols + c0 + t) * T + t] = v;
   }
 }
 

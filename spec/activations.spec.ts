@@ -1,5 +1,5 @@
 import { all, create, derivative as symbolicDerivative, erf as mathjsErf } from 'mathjs';
-import { ACTIVATIONS, type ActivationName, activationForward, activationJvp, activationNeeds, activationName, activationVjp } from '../lib/activations.js';
+import { ACTIVATIONS, type ActivationName, activationForward, activationJvp, activationJvpInto, activationNeeds, activationName, activationVjp } from '../lib/activations.js';
 import { Dual } from '../lib/dual.js';
 import { erf, erfc } from '../lib/erf.js';
 import { ConfigError, ShapeError } from '../lib/errors.js';
@@ -291,6 +291,22 @@ describe('activations', () => {
       expect(at('elu', 0)).to.equal(1);
       expect(at('selu', 0)).to.equal(KERAS_SELU_SCALE);
     });
+  });
+
+  it('relu\'s dual-number rule, in place and into a zero block, for a few and for many tangents: live rows kept, dead rows 0 even for a NaN tangent', () => {
+    const y = Float64Array.from([2, 0, -0, 1e-300, Number.NaN, 3]); // 0, -0 and NaN are off, as the kink rule says
+    const live = [true, false, false, true, false, true];
+    for (const T of [3, 20]) {
+      const src = randomNormal([6, T], new Rng(T)).data;
+      src[T] = Number.NaN; // a dead unit's NaN tangent
+      const inPlace = Float64Array.from(src);
+      activationJvp('relu', null, y, inPlace, 6, T, 6);
+      const into = new Float64Array(6 * T);
+      activationJvpInto('relu', null, y, src, into, 6, T, 6);
+      const want = Array.from(src, (v, i) => (live[Math.floor(i / T)] ? v : 0));
+      expect(Array.from(inPlace), `in place, T=${T}`).to.deep.equal(want);
+      expect(Array.from(into), `into, T=${T}`).to.deep.equal(want);
+    }
   });
 
   describe('what the rules read', () => {

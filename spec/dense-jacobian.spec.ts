@@ -6,7 +6,7 @@ import { Dense } from '../lib/layers/dense.js';
 import { Flatten } from '../lib/layers/flatten.js';
 import { Rng } from '../lib/rng.js';
 import { Sequential } from '../lib/sequential.js';
-import { randomNormal, zeros } from '../lib/tensor.js';
+import { randomNormal, tensor, zeros } from '../lib/tensor.js';
 import { expect } from './helpers/setup.js';
 
 describe('dense-jacobian: building J into a buffer of the caller (into)', () => {
@@ -31,6 +31,10 @@ describe('dense-jacobian: building J into a buffer of the caller (into)', () => 
     expect(() => jacobianWrtInput(f, x, { into: zeros([2, 4, 5, 4, 2], 'float32') })).to.throw(ShapeError, /expected dtype float64.*received float32/);
     const big = zeros([4, 4, 5, 4, 2]);
     expect(() => jacobianWrtInput(f, x, { into: big.hi(2, 4, 5, 4, 2) as typeof big })).to.throw(ShapeError, /contiguous.*received a view/);
+    const xInJ = zeros([2, 4, 5, 4, 2]);
+    const aliased = tensor(xInJ.data.subarray(0, 2 * 5 * 4 * 2), [2, 5, 4, 2]);
+    aliased.data.set(x.data);
+    expect(() => jacobianWrtInput(f, aliased, { into: xInJ })).to.throw(ShapeError, /shared with the input x/);
     expect(() => jacobianWrtInput(f, x, { into: zeros([2, 4, 5, 4, 2]), mode: 'auto' })).to.throw(ConfigError, /into only with the dense forward builder.*"mode":"auto"/);
     expect(() => jacobianWrtWeights(f, x, { into: zeros([2, 4, 5, 4, 2]) })).to.throw(ConfigError, /expected no into/);
     expect(() => fullJacobianWrtInput(f, x, { into: zeros([2, 4, 5, 4, 2]) })).to.throw(ConfigError, /expected no into/);
